@@ -1,0 +1,68 @@
+"""Embedding step: each image decoded once, its faces embedded in batches across images."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from face_assets.core.storage.store import FaceStore
+from face_assets.core.thumbnail import faces_by_media_item
+from face_assets.core.vision.transforms import MediaDecodeError, embedding_crop, load_image
+from face_assets.core.vision.types import FaceEmbedder
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class EmbeddingRun:
+    faces: int = 0
+    media_items: int = 0
+    errors: list[str] = field(default_factory=list)
+    decode_seconds: float = 0.0
+    embed_seconds: float = 0.0
+    write_seconds: float = 0.0
+
+    @property
+    def ms_per_face(self) -> float:
+        return 1000.0 * self.embed_seconds / max(self.faces, 1)
+
+
+def embed_faces(store: FaceStore, embedder: FaceEmbedder, batch_faces: int = 64) -> EmbeddingRun:
+    run = EmbeddingRun()
+    pending_ids: list[int] = []
+    pending_crops: list[np.ndarray] = []
+
+    def flush() -> None:
+        if not pending_ids:
+            return
+        started = time.perf_counter()
+        vectors = embedder.embed(np.stack(pending_crops))
+        embedded = time.perf_counter()
+        store.save_embeddings(pending_ids, vectors, embedder.name)
+        run.embed_seconds += embedded - started
+        run.write_seconds += time.perf_counter() - embedded
+        run.faces += len(pending_ids)
+        pending_ids.clear()
+        pending_crops.clear()
+
+    for path, faces in faces_by_media_item(store.faces_without_embedding()):
+        started = time.perf_counter()
+        try:
+            image = load_image(path)
+            crops = [embedding_crop(image, f.box_xyxy, embedder.input_px) for f in faces]
+        except (MediaDecodeError, ValueError) as error:
+            logger.error("embeddings of media item %d: %s", faces[0].media_item_id, error)
+            run.errors.append(f"media item {faces[0].media_item_id}: {error}")
+            continue
+        run.decode_seconds += time.perf_counter() - started
+        run.media_items += 1
+        # Faces of one media item stay in one batch, so one write covers the whole item.
+        pending_ids.extend(f.id for f in faces)
+        pending_crops.extend(crops)
+        if len(pending_ids) >= batch_faces:
+            flush()
+    flush()
+    return run

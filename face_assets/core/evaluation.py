@@ -1,0 +1,99 @@
+"""Scores persons against folder labels: pairwise and BCubed precision/recall/F, and NMI."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+Pick = Literal["largest", "center"]
+
+
+@dataclass(frozen=True)
+class ClusterScores:
+    pairwise_precision: float
+    pairwise_recall: float
+    pairwise_f: float
+    bcubed_precision: float
+    bcubed_recall: float
+    bcubed_f: float
+    nmi: float
+
+    def as_dict(self) -> dict[str, float]:
+        return asdict(self)
+
+
+def _f(precision: float, recall: float) -> float:
+    return 0.0 if precision + recall == 0 else 2 * precision * recall / (precision + recall)
+
+
+def _pairs(counts: Counter[Any]) -> int:
+    return sum(n * (n - 1) // 2 for n in counts.values())
+
+
+def score_clusters(truth: Sequence[str], predicted: Sequence[int | None]) -> ClusterScores:
+    """`predicted[i]` is item i's person, or None (unassigned or missed: its own singleton)."""
+    if len(truth) != len(predicted):
+        raise ValueError("truth and predicted must have the same length")
+    if not truth:
+        raise ValueError("nothing to score")
+    pred = [("person", p) if p is not None else ("single", i) for i, p in enumerate(predicted)]
+    joint = Counter(zip(truth, pred, strict=True))
+    by_truth, by_pred = Counter(truth), Counter(pred)
+
+    together = _pairs(joint)
+    pred_pairs, true_pairs = _pairs(by_pred), _pairs(by_truth)
+    precision = together / pred_pairs if pred_pairs else 1.0
+    recall = together / true_pairs if true_pairs else 1.0
+
+    n = len(truth)
+    b_precision = sum(c * c / by_pred[p] for (_, p), c in joint.items()) / n
+    b_recall = sum(c * c / by_truth[t] for (t, _), c in joint.items()) / n
+
+    from sklearn.metrics import normalized_mutual_info_score
+
+    pred_codes = {label: k for k, label in enumerate(by_pred)}
+    nmi = float(normalized_mutual_info_score(list(truth), [pred_codes[p] for p in pred]))
+    return ClusterScores(
+        precision, recall, _f(precision, recall),
+        b_precision, b_recall, _f(b_precision, b_recall), nmi,
+    )  # fmt: skip
+
+
+def labelled_images(folder: Path) -> list[tuple[Path, str]]:
+    """(image, identity) for the `<identity>/<image>` layout, at any depth below `folder`.
+
+    The identity is the image's parent folder name, so `train/<identity>/x.jpg` and
+    `val/<identity>/y.jpg` share one label.
+    """
+    from face_assets.core.vision.transforms import sniff_image_format
+
+    images = [
+        (path, path.parent.name)
+        for path in sorted(folder.rglob("*"))
+        if path.is_file() and not path.name.startswith(".") and path.parent != folder
+        and sniff_image_format(path) is not None
+    ]  # fmt: skip
+    if not images:
+        raise ValueError(f"{folder}: no images in <identity>/<image> layout")
+    return images
+
+
+def pick_face(faces: Sequence[dict[str, Any]], size: tuple[int, int] | None, how: Pick) -> int:
+    """Index of the labelled face: the largest box, or the one nearest the image centre."""
+
+    def area(face: dict[str, Any]) -> float:
+        x1, y1, x2, y2 = face["box_xyxy"]
+        return float((x2 - x1) * (y2 - y1))
+
+    if how == "largest" or size is None:
+        return max(range(len(faces)), key=lambda i: area(faces[i]))
+    cx, cy = size[0] / 2.0, size[1] / 2.0
+
+    def distance(face: dict[str, Any]) -> float:
+        x1, y1, x2, y2 = face["box_xyxy"]
+        return float(((x1 + x2) / 2 - cx) ** 2 + ((y1 + y2) / 2 - cy) ** 2)
+
+    return min(range(len(faces)), key=lambda i: distance(faces[i]))

@@ -1,0 +1,56 @@
+"""Detection step: every pending media item gets its faces, or its error, in one transaction."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+
+from face_assets.core.storage.store import FaceStore
+from face_assets.core.vision.transforms import MediaDecodeError, load_image
+from face_assets.core.vision.types import FaceDetector
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class DetectionRun:
+    media_items: int = 0
+    faces: int = 0
+    without_faces: int = 0
+    errors: list[str] = field(default_factory=list)
+    decode_seconds: float = 0.0
+    detect_seconds: float = 0.0
+    write_seconds: float = 0.0
+
+    @property
+    def ms_per_item(self) -> float:
+        busy = self.decode_seconds + self.detect_seconds + self.write_seconds
+        return 1000.0 * busy / max(self.media_items, 1)
+
+
+def detect_faces(store: FaceStore, detector: FaceDetector, limit: int | None = None) -> DetectionRun:
+    """Detects faces in pending media items; a bad file is recorded and the rest go on."""
+    run = DetectionRun()
+    for item in store.pending_media_items(limit):
+        run.media_items += 1
+        started = time.perf_counter()
+        try:
+            image = load_image(item.path)
+        except MediaDecodeError as error:
+            message = str(error)
+            logger.error("media item %d: %s", item.id, message)
+            store.save_extraction_error(item.id, message)
+            run.errors.append(f"media item {item.id}: {message}")
+            continue
+        decoded = time.perf_counter()
+        faces = detector.detect(image)
+        detected = time.perf_counter()
+        height, width = image.shape[:2]
+        store.save_detection(item.id, faces, detector.name, (width, height))
+        run.decode_seconds += decoded - started
+        run.detect_seconds += detected - decoded
+        run.write_seconds += time.perf_counter() - detected
+        run.faces += len(faces)
+        run.without_faces += not faces
+    return run

@@ -1,0 +1,45 @@
+"""Registering media items: a folder of photos becomes MediaFile + MediaItems rows."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from face_assets.core.storage.store import FaceStore
+from face_assets.core.vision.transforms import sniff_image_format
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Registration:
+    added: list[int] = field(default_factory=list)  # new media item ids
+    already_known: int = 0
+    skipped: list[tuple[Path, str]] = field(default_factory=list)  # (file, reason)
+
+
+def register_folder(store: FaceStore, folder: Path) -> Registration:
+    """Registers every image below `folder` once; formats are sniffed, extensions ignored."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise NotADirectoryError(f"{folder}: not a folder")
+    result = Registration()
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        if any(part.startswith(".") for part in path.relative_to(folder).parts):
+            continue  # hidden files and folders (.DS_Store, .git) are not media
+        media_format = sniff_image_format(path)
+        if media_format is None:
+            logger.info("skipped %s: not an image", path)
+            result.skipped.append((path, "not an image"))
+            continue
+        item_id = store.register_media_file(path, media_format, path.stat().st_size)
+        if item_id is None:
+            result.already_known += 1
+        else:
+            result.added.append(item_id)
+    logger.info(
+        "registered %d new media items from %s (%d known, %d skipped)",
+        len(result.added), folder, result.already_known, len(result.skipped),
+    )  # fmt: skip
+    return result

@@ -1,0 +1,140 @@
+"""Persons from face embeddings: match to known persons, cluster the rest, keep noise waiting."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+
+from face_assets.core.clustering.cluster import (
+    NOISE,
+    ClusterParams,
+    cluster_embeddings,
+    match_to_persons,
+    person_centroids,
+)
+from face_assets.core.storage.store import FaceStore
+
+logger = logging.getLogger(__name__)
+
+_MAX_MATCH_ROUNDS = 5
+
+
+@dataclass(frozen=True)
+class PersonUpdate:
+    faces: int
+    matched_to_existing: int
+    new_persons: int
+    faces_in_new_persons: int
+    unassigned: int
+    persons_total: int
+    clustered: bool
+    seconds: float
+
+
+def _split_same_media_item(
+    members: NDArray[np.int64], media_item_ids: NDArray[np.int64], vectors: NDArray[np.float32]
+) -> NDArray[np.int64]:
+    """Drops all but the most central face of each media item from one cluster."""
+    centroid = vectors[members].mean(axis=0)
+    order = members[np.argsort(-(vectors[members] @ centroid), kind="stable")]
+    seen: set[int] = set()
+    kept = []
+    for face in order:
+        item = int(media_item_ids[face])
+        if item not in seen:
+            seen.add(item)
+            kept.append(face)
+    return np.sort(np.asarray(kept, dtype=np.int64))
+
+
+def plan_persons(
+    media_item_ids: NDArray[np.int64],
+    person_ids: NDArray[np.int64],
+    clustered: NDArray[np.bool_],
+    vectors: NDArray[np.float32],
+    params: ClusterParams,
+) -> tuple[NDArray[np.int64], list[NDArray[np.int64]], bool]:
+    """Pure planning step, row-aligned with the inputs.
+
+    Returns the person id per face (existing ids, or -1), the new persons as arrays of row
+    indices, and whether clustering ran. Clustering runs only when an unassigned face has not
+    been through it before, so an unchanged library gives an unchanged plan.
+    """
+    assigned = person_ids.copy()
+    unassigned = np.flatnonzero(assigned == NOISE)
+    ids, centroids = person_centroids(vectors, assigned)
+    taken = {(int(m), int(p)) for m, p in zip(media_item_ids, assigned, strict=True) if p >= 0}
+    chosen, _ = match_to_persons(
+        vectors[unassigned], media_item_ids[unassigned], ids, centroids,
+        params.match_threshold, taken,
+    )  # fmt: skip
+    assigned[unassigned] = chosen
+
+    rest = np.flatnonzero(assigned == NOISE)
+    groups: list[NDArray[np.int64]] = []
+    ran = bool(len(rest)) and not bool(clustered[rest].all())
+    if ran:
+        labels = cluster_embeddings(vectors[rest], params)
+        for label in np.unique(labels[labels >= 0]):
+            members = _split_same_media_item(rest[labels == label], media_item_ids, vectors)
+            if len(members) >= params.min_cluster_size:
+                groups.append(members)
+
+    # Faces left over join any person, old or new, they now match; repeated to a fixed point
+    # so that the next run, seeing the same faces, finds nothing more to do.
+    temporary = np.full(len(assigned), NOISE, dtype=np.int64)
+    base = int(max(assigned.max(initial=0), 0)) + 1
+    for k, members in enumerate(groups):
+        temporary[members] = base + k
+    combined = np.where(assigned >= 0, assigned, temporary)
+    for _ in range(_MAX_MATCH_ROUNDS):
+        waiting = np.flatnonzero(combined == NOISE)
+        ids, centroids = person_centroids(vectors, combined)
+        taken = {(int(m), int(p)) for m, p in zip(media_item_ids, combined, strict=True) if p >= 0}
+        chosen, _ = match_to_persons(
+            vectors[waiting], media_item_ids[waiting], ids, centroids,
+            params.match_threshold, taken,
+        )  # fmt: skip
+        if not (chosen >= 0).any():
+            break
+        combined[waiting] = chosen
+    groups = [np.flatnonzero(combined == base + k) for k in range(len(groups))]
+    final = np.where(combined >= base, NOISE, combined)
+    return final, groups, ran
+
+
+def update_persons(store: FaceStore, params: ClusterParams) -> PersonUpdate:
+    """Assigns every embedded face it can to a person and writes it in one transaction."""
+    started = time.perf_counter()
+    data = store.face_embeddings()
+    final, groups, ran = plan_persons(
+        data.media_item_ids, data.person_ids, data.clustered, data.vectors, params
+    )
+    newly = np.flatnonzero((data.person_ids == NOISE) & (final >= 0))
+    ids, centroids = person_centroids(data.vectors, final)
+    own = centroids[np.searchsorted(ids, final[newly])]
+    similarity = np.einsum("ij,ij->i", data.vectors[newly], own)
+    matches = [
+        (int(data.face_ids[i]), int(final[i]), float(s)) for i, s in zip(newly, similarity, strict=True)
+    ]
+    in_groups = np.concatenate(groups) if groups else np.zeros(0, dtype=np.int64)
+    left = np.flatnonzero(final == NOISE)
+    left = np.setdiff1d(left, in_groups)
+    noise = data.face_ids[left[~data.clustered[left]]] if ran else np.zeros(0, np.int64)
+    created = store.apply_person_changes([data.face_ids[g].tolist() for g in groups], matches, noise.tolist())
+    summary = PersonUpdate(
+        faces=len(data.face_ids),
+        matched_to_existing=len(matches),
+        new_persons=len(created),
+        faces_in_new_persons=int(len(in_groups)),
+        unassigned=int(len(left)),
+        persons_total=store.counts()["persons"],
+        clustered=ran,
+        seconds=time.perf_counter() - started,
+    )
+    logger.info("persons updated: %s", summary)
+    return summary

@@ -1,0 +1,75 @@
+"""One settings object, read from the environment and `.env` when asked for, never at import."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DetectorName = Literal["retinaface-mobilenet", "retinaface-resnet50"]
+EmbedderName = Literal["facenet-20180402"]
+ClusterAlgorithm = Literal["hdbscan", "dbscan"]
+
+
+def default_models_dir() -> Path:
+    """The user cache folder (XDG on Linux), where fetched weights live across projects."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "face_assets" / "models"
+
+
+def _alias(*names: str) -> AliasChoices:
+    return AliasChoices(*names)
+
+
+class Settings(BaseSettings):
+    """Every knob of the product; legacy variable names are kept for existing `.env` files."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="FACE_ASSETS_", env_file=".env", extra="ignore", populate_by_name=True
+    )
+
+    data_dir: Path = Field(default=Path("data"))
+    database_url: str = Field(default="", validation_alias=_alias("DATABASE_URL", "FACE_ASSETS_DATABASE_URL"))
+    # A raw ODBC string as existing SQL Server deployments keep it in their `.env`.
+    sql_connection_string: str = Field(default="", validation_alias=_alias("SQL_CONNECTION_STRING"))
+    thumbnail_save_path: Path | None = Field(default=None, validation_alias=_alias("THUMBNAIL_SAVE_PATH"))
+    thumbnail_px: int = Field(default=112, ge=16, le=1024)
+    models_dir: Path = Field(
+        default_factory=default_models_dir,
+        validation_alias=_alias("FACE_ASSETS_MODELS_DIR"),
+    )
+    detector: DetectorName = "retinaface-mobilenet"
+    embedder: EmbedderName = "facenet-20180402"
+    detection_min_score: float = Field(default=0.9, ge=0.0, le=1.0)
+    detection_max_side_px: int = Field(default=1280, ge=128)
+    embedding_batch_size: int = Field(default=32, ge=1)
+
+    cluster_algorithm: ClusterAlgorithm = "hdbscan"
+    # Cosine similarity a face needs to join an existing person (FaceNet, 10 % margin crops).
+    match_threshold: float = Field(default=0.5, ge=-1.0, le=1.0)
+    cluster_min_size: int = Field(default=3, ge=2)
+    cluster_min_samples: int = Field(default=2, ge=1)
+    # DBSCAN only: neighbourhood radius in cosine distance.
+    cluster_eps: float = Field(default=0.5, gt=0.0, lt=2.0)
+    cluster_use_umap: bool = False
+
+    def resolved_database_url(self) -> str:
+        """The SQLAlchemy URL: DATABASE_URL, else the legacy ODBC string, else the SQLite file."""
+        if self.database_url:
+            return self.database_url
+        if self.sql_connection_string:
+            from face_assets.core.storage.engine import odbc_to_url
+
+            return odbc_to_url(self.sql_connection_string)
+        return f"sqlite:///{(self.data_dir / 'face_assets.db').as_posix()}"
+
+    def resolved_thumbnail_dir(self) -> Path:
+        return self.thumbnail_save_path or (self.data_dir / "thumbnails")
+
+
+def get_settings(**overrides: object) -> Settings:
+    """Fresh settings: the environment as it is now, then explicit overrides."""
+    return Settings(**overrides)  # type: ignore[arg-type]

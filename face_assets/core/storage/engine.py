@@ -1,0 +1,87 @@
+"""Engines for every supported dialect, and the idempotent schema upgrade."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote_plus
+
+from sqlalchemy import Engine, create_engine, event, inspect, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.schema import CreateIndex
+
+from face_assets.core.storage.schema import PRODUCT_COLUMNS, metadata
+
+logger = logging.getLogger(__name__)
+
+
+def odbc_to_url(connection_string: str) -> str:
+    """A raw ODBC string (`Driver={...};Server=...`) as an `mssql+pyodbc` SQLAlchemy URL."""
+    return "mssql+pyodbc:///?odbc_connect=" + quote_plus(connection_string)
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    # Embeddings are 2 KB blobs: large pages keep them out of overflow chains (DESIGN.md §2).
+    cursor.execute("PRAGMA page_size=16384")
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.close()
+
+
+def make_engine(url: str) -> Engine:
+    """An engine for `url`; a SQLite file's folder is created, SQL Server gets fast_executemany."""
+    parsed = make_url(url)
+    kwargs: dict[str, Any] = {"future": True}
+    if parsed.get_backend_name() == "sqlite":
+        if parsed.database and parsed.database != ":memory:":
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url, **kwargs)
+        event.listen(engine, "connect", _sqlite_pragmas)
+        return engine
+    if parsed.get_backend_name() == "mssql":
+        kwargs["fast_executemany"] = True
+    kwargs["pool_pre_ping"] = True
+    return create_engine(url, **kwargs)
+
+
+def upgrade_schema(engine: Engine) -> list[str]:
+    """Creates missing tables, adds missing product columns and indexes; never touches rows.
+
+    Returns what it changed, e.g. ["Faces.DetectionScore", "IX_Faces_PersonId"].
+    """
+    changes: list[str] = []
+    existing = set(inspect(engine).get_table_names())
+    missing_tables = [t for t in metadata.sorted_tables if t.name not in existing]
+    if missing_tables:
+        metadata.create_all(engine, tables=missing_tables)
+        changes += [t.name for t in missing_tables]
+    inspector = inspect(engine)
+    with engine.begin() as conn:
+        for table in metadata.sorted_tables:
+            if table in missing_tables:
+                continue
+            present = {c["name"] for c in inspector.get_columns(table.name)}
+            for name in PRODUCT_COLUMNS[table.name]:
+                if name in present:
+                    continue
+                column = table.c[name]
+                ddl_type = column.type.compile(dialect=engine.dialect)
+                preparer = engine.dialect.identifier_preparer
+                conn.execute(
+                    text(
+                        f"ALTER TABLE {preparer.format_table(table)} "
+                        f"ADD {preparer.format_column(column)} {ddl_type} NULL"
+                    )
+                )
+                changes.append(f"{table.name}.{name}")
+            indexes = {ix["name"] for ix in inspector.get_indexes(table.name)}
+            for index in table.indexes:
+                if index.name not in indexes:
+                    conn.execute(CreateIndex(index))
+                    changes.append(str(index.name))
+    if changes:
+        logger.info("schema upgraded: %s", ", ".join(changes))
+    return changes

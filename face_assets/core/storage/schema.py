@@ -1,0 +1,147 @@
+"""The application tables, declared once for every dialect (SQLite, SQL Server, PostgreSQL).
+
+Table and column names are those of existing deployments (DESIGN.md §2). Columns the product
+needs beyond them are listed in PRODUCT_COLUMNS and added by `upgrade_schema`.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy import (
+    Boolean,
+    Column,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Unicode,
+    UnicodeText,
+    false,
+)
+
+
+def utcnow() -> datetime:
+    """Naive UTC: DATETIME2 on SQL Server has no time zone."""
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+metadata = MetaData()
+
+MediaFileTable = Table(
+    "MediaFile",
+    metadata,
+    Column("Id", Integer, primary_key=True, autoincrement=True),
+    Column("FilePath", Unicode(500), nullable=False),
+    Column("FileName", Unicode(255), nullable=False),
+    Column("Extensions", Unicode(10)),
+    Column("CreatedAt", DateTime, default=utcnow),
+    Column("ModifiedAt", DateTime, default=utcnow, onupdate=utcnow),
+    # product columns
+    Column("PathKey", String(64)),  # sha256 of the absolute path: one row per file
+    Column("MediaFormat", String(16)),  # the format sniffed from the bytes, e.g. JPEG
+    Column("FileSize", Integer),
+)
+
+MediaItemsTable = Table(
+    "MediaItems",
+    metadata,
+    Column("Id", Integer, primary_key=True, autoincrement=True),
+    Column("MediaFileId", Integer, ForeignKey("MediaFile.Id"), nullable=False),
+    Column("Name", Unicode(255), nullable=False),
+    Column("IsFacesExtracted", Boolean, nullable=False, default=False, server_default=false()),
+    Column("FacesExtractedOn", DateTime),
+    # product columns
+    Column("ExtractionError", Unicode(1000)),
+    Column("FaceCount", Integer),
+    Column("DetectorName", String(64)),
+    Column("ImageWidth", Integer),
+    Column("ImageHeight", Integer),
+)
+
+PersonsTable = Table(
+    "Persons",
+    metadata,
+    Column("Id", Integer, primary_key=True, autoincrement=True),
+    Column("PortraitMediaFileId", Integer, ForeignKey("MediaFile.Id")),
+    Column("Name", Unicode(255)),
+    Column("Rank", Unicode(50)),
+    Column("Appointment", Unicode(100)),
+    Column("Type", Unicode(50)),
+    Column("CreatedAt", DateTime, default=utcnow),
+    Column("ModifiedAt", DateTime, default=utcnow, onupdate=utcnow),
+    # product columns
+    Column("PortraitFaceId", Integer),
+)
+
+FacesTable = Table(
+    "Faces",
+    metadata,
+    Column("Id", Integer, primary_key=True, autoincrement=True),
+    Column("MediaItemId", Integer, ForeignKey("MediaItems.Id"), nullable=False),
+    Column("PersonId", Integer, ForeignKey("Persons.Id")),
+    Column("BoundingBox", Unicode(255)),  # JSON [x1, y1, x2, y2], original-image pixels
+    Column("Embedding", LargeBinary),  # 512 float32 as raw bytes (JSON text also read)
+    Column("FrameNumber", Integer),
+    Column("Name", Unicode(255)),  # thumbnail file name
+    Column("IsUserVerified", Boolean, default=False, server_default=false()),
+    Column("CreatedAt", DateTime, default=utcnow),
+    Column("ModifiedAt", DateTime, default=utcnow, onupdate=utcnow),
+    # product columns
+    Column("DetectionScore", Float),
+    Column("Landmarks", Unicode(500)),  # JSON [[x, y] x 5]
+    Column("ThumbnailPath", Unicode(500)),  # relative to the thumbnail folder
+    Column("EmbeddingModel", String(64)),
+    Column("PersonAssignedBy", String(16)),  # "match" or "cluster"; user corrections later
+    Column("PersonSimilarity", Float),
+    Column("Notes", UnicodeText),
+)
+
+LEGACY_COLUMNS: dict[str, tuple[str, ...]] = {
+    "MediaFile": ("Id", "FilePath", "FileName", "Extensions", "CreatedAt", "ModifiedAt"),
+    "MediaItems": ("Id", "MediaFileId", "Name", "IsFacesExtracted", "FacesExtractedOn"),
+    "Faces": (
+        "Id",
+        "MediaItemId",
+        "PersonId",
+        "BoundingBox",
+        "Embedding",
+        "FrameNumber",
+        "Name",
+        "IsUserVerified",
+        "CreatedAt",
+        "ModifiedAt",
+    ),  # fmt: skip
+    "Persons": (
+        "Id",
+        "PortraitMediaFileId",
+        "Name",
+        "Rank",
+        "Appointment",
+        "Type",
+        "CreatedAt",
+        "ModifiedAt",
+    ),  # fmt: skip
+}
+
+PRODUCT_COLUMNS: dict[str, tuple[str, ...]] = {
+    table.name: tuple(c.name for c in table.columns if c.name not in LEGACY_COLUMNS[table.name])
+    for table in metadata.sorted_tables
+}
+
+# SQL Server lets a unique index hold one NULL only; legacy rows have no PathKey.
+Index(
+    "IX_MediaFile_PathKey",
+    MediaFileTable.c.PathKey,
+    unique=True,
+    mssql_where=MediaFileTable.c.PathKey.isnot(None),
+)
+Index("IX_MediaItems_MediaFileId", MediaItemsTable.c.MediaFileId)
+Index("IX_MediaItems_IsFacesExtracted", MediaItemsTable.c.IsFacesExtracted)
+Index("IX_Faces_MediaItemId", FacesTable.c.MediaItemId)
+Index("IX_Faces_PersonId", FacesTable.c.PersonId)

@@ -1,0 +1,406 @@
+"""FaceStore: every read and write of the application tables, in batches, one item per transaction."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path, PurePath
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+from sqlalchemy import Engine, bindparam, false, func, insert, or_, select, update
+from sqlalchemy.exc import IntegrityError
+
+from face_assets.core.storage.engine import make_engine, upgrade_schema
+from face_assets.core.storage.schema import (
+    FacesTable,
+    MediaFileTable,
+    MediaItemsTable,
+    PersonsTable,
+    utcnow,
+)
+from face_assets.core.vision.types import DetectedFace
+
+logger = logging.getLogger(__name__)
+
+EMBEDDING_DIM = 512
+
+
+def path_key(path: Path) -> str:
+    """The identity of a file: sha256 of its absolute, resolved path."""
+    return hashlib.sha256(str(path.resolve()).encode("utf-8")).hexdigest()
+
+
+def encode_embedding(vector: NDArray[np.float32]) -> bytes:
+    return np.asarray(vector, dtype="<f4").tobytes()
+
+
+def decode_embedding(value: bytes | str | None) -> NDArray[np.float32] | None:
+    """Raw float32 bytes (the product's format) or JSON text (written by legacy tools)."""
+    if value is None:
+        return None
+    raw = value.encode("utf-8") if isinstance(value, str) else bytes(value)
+    # Raw float32 bytes may start with "[" by chance; JSON text is ASCII from "[" to "]".
+    if raw[:1] == b"[" and raw.rstrip()[-1:] == b"]" and raw.isascii():
+        return np.asarray(json.loads(raw.decode("ascii")), dtype=np.float32)
+    return np.frombuffer(raw, dtype="<f4").astype(np.float32)
+
+
+def _pending() -> Any:
+    """Media items not yet through detection (legacy rows may hold NULL)."""
+    return or_(MediaItemsTable.c.IsFacesExtracted.is_(None), MediaItemsTable.c.IsFacesExtracted == false())
+
+
+def media_path(file_path: str, file_name: str) -> Path:
+    """Legacy rows keep either the folder or the full path in FilePath; both are read."""
+    if PurePath(file_path).name == file_name:
+        return Path(file_path)
+    return Path(file_path) / file_name
+
+
+@dataclass(frozen=True)
+class MediaItem:
+    id: int
+    media_file_id: int
+    path: Path
+
+
+@dataclass(frozen=True)
+class FaceRecord:
+    id: int
+    media_item_id: int
+    path: Path
+    box_xyxy: tuple[float, float, float, float]
+
+
+@dataclass(frozen=True)
+class FaceEmbeddings:
+    """All embedded faces: ids, owners and a (n_faces, 512) matrix, row-aligned."""
+
+    face_ids: NDArray[np.int64]
+    media_item_ids: NDArray[np.int64]
+    person_ids: NDArray[np.int64]  # -1 = unassigned
+    clustered: NDArray[np.bool_]  # already seen by a clustering pass
+    vectors: NDArray[np.float32]
+
+
+class FaceStore:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    @classmethod
+    def from_url(cls, url: str, *, upgrade: bool = True) -> FaceStore:
+        store = cls(make_engine(url))
+        if upgrade:
+            store.upgrade()
+        return store
+
+    def upgrade(self) -> list[str]:
+        return upgrade_schema(self.engine)
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+    # media files and items ---------------------------------------------------------------
+
+    def register_media_file(self, path: Path, media_format: str, size: int) -> int | None:
+        """Adds a MediaFile and its MediaItems row; None when the file is already registered."""
+        absolute = path.resolve()
+        key = path_key(absolute)
+        with self.engine.begin() as conn:
+            if conn.execute(select(MediaFileTable.c.Id).where(MediaFileTable.c.PathKey == key)).first():
+                return None
+            try:
+                with conn.begin_nested():
+                    file_id = conn.execute(
+                        insert(MediaFileTable).values(
+                            FilePath=str(absolute.parent),
+                            FileName=absolute.name,
+                            Extensions=absolute.suffix.lstrip(".").lower()[:10] or None,
+                            PathKey=key,
+                            MediaFormat=media_format,
+                            FileSize=size,
+                        )
+                    ).inserted_primary_key[0]
+            except IntegrityError:
+                return None  # registered by a concurrent run a moment ago
+            item_id = conn.execute(
+                insert(MediaItemsTable).values(
+                    MediaFileId=file_id, Name=absolute.name[:255], IsFacesExtracted=False
+                )
+            ).inserted_primary_key[0]
+        return int(item_id)
+
+    def pending_media_items(self, limit: int | None = None) -> list[MediaItem]:
+        query = (
+            select(
+                MediaItemsTable.c.Id,
+                MediaItemsTable.c.MediaFileId,
+                MediaFileTable.c.FilePath,
+                MediaFileTable.c.FileName,
+            )  # fmt: skip
+            .join(MediaFileTable, MediaFileTable.c.Id == MediaItemsTable.c.MediaFileId)
+            .where(_pending())  # fmt: skip
+            .order_by(MediaItemsTable.c.Id)
+        )
+        if limit is not None:
+            query = query.limit(limit)
+        with self.engine.connect() as conn:
+            rows = conn.execute(query).all()
+        return [MediaItem(r.Id, r.MediaFileId, media_path(r.FilePath, r.FileName)) for r in rows]
+
+    def save_detection(
+        self,
+        media_item_id: int,
+        faces: Sequence[DetectedFace],
+        detector: str,
+        image_size: tuple[int, int],
+    ) -> bool:
+        """Writes an item's faces and marks it extracted, atomically; False if already done."""
+        now = utcnow()
+        with self.engine.begin() as conn:
+            # Claim the item first: a concurrent run that got there first makes this a no-op.
+            claimed = conn.execute(
+                update(MediaItemsTable)
+                .where(MediaItemsTable.c.Id == media_item_id)
+                .where(_pending())  # noqa: E712
+                .values(IsFacesExtracted=True, FacesExtractedOn=now, FaceCount=len(faces),
+                        DetectorName=detector, ImageWidth=image_size[0],
+                        ImageHeight=image_size[1], ExtractionError=None)
+            ).rowcount  # fmt: skip
+            if claimed != 1:
+                return False
+            if faces:
+                conn.execute(
+                    insert(FacesTable),
+                    [
+                        {
+                            "MediaItemId": media_item_id,
+                            "BoundingBox": json.dumps([round(v, 1) for v in face.box_xyxy]),
+                            "DetectionScore": face.score,
+                            "Landmarks": json.dumps([[round(x, 1), round(y, 1)] for x, y in face.landmarks]),
+                            "IsUserVerified": False,
+                            "CreatedAt": now,
+                            "ModifiedAt": now,
+                        }
+                        for face in faces
+                    ],
+                )
+        return True
+
+    def save_extraction_error(self, media_item_id: int, message: str) -> None:
+        """Marks an unreadable item processed, with the reason, so it is not retried forever."""
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(MediaItemsTable)
+                .where(MediaItemsTable.c.Id == media_item_id)
+                .values(IsFacesExtracted=True, FacesExtractedOn=utcnow(), FaceCount=0,
+                        ExtractionError=message[:1000])
+            )  # fmt: skip
+
+    # faces --------------------------------------------------------------------------------
+
+    def _faces_where(self, condition: Any) -> list[FaceRecord]:
+        query = (
+            select(
+                FacesTable.c.Id,
+                FacesTable.c.MediaItemId,
+                FacesTable.c.BoundingBox,
+                MediaFileTable.c.FilePath,
+                MediaFileTable.c.FileName,
+            )  # fmt: skip
+            .join(MediaItemsTable, MediaItemsTable.c.Id == FacesTable.c.MediaItemId)
+            .join(MediaFileTable, MediaFileTable.c.Id == MediaItemsTable.c.MediaFileId)
+            .where(condition)
+            .order_by(FacesTable.c.MediaItemId, FacesTable.c.Id)
+        )
+        with self.engine.connect() as conn:
+            rows = conn.execute(query).all()
+        return [
+            FaceRecord(
+                r.Id,
+                r.MediaItemId,
+                media_path(r.FilePath, r.FileName),
+                tuple(float(v) for v in json.loads(r.BoundingBox)[:4]),  # type: ignore[arg-type]
+            )  # fmt: skip
+            for r in rows
+            if r.BoundingBox
+        ]
+
+    def faces_without_thumbnail(self) -> list[FaceRecord]:
+        return self._faces_where(FacesTable.c.ThumbnailPath.is_(None))
+
+    def faces_without_embedding(self) -> list[FaceRecord]:
+        return self._faces_where(FacesTable.c.Embedding.is_(None))
+
+    def save_thumbnails(self, rows: Sequence[tuple[int, str, str]]) -> None:
+        """(face id, file name, path relative to the thumbnail folder), one transaction."""
+        if not rows:
+            return
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(FacesTable).where(FacesTable.c.Id == bindparam("face_id")),
+                [{"face_id": i, "Name": n, "ThumbnailPath": p, "ModifiedAt": utcnow()}
+                 for i, n, p in rows],
+            )  # fmt: skip
+
+    def save_embeddings(self, face_ids: Sequence[int], vectors: NDArray[np.float32], model: str) -> None:
+        if not len(face_ids):
+            return
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(FacesTable).where(FacesTable.c.Id == bindparam("face_id")),
+                [{"face_id": int(i), "Embedding": encode_embedding(v), "EmbeddingModel": model,
+                  "ModifiedAt": utcnow()} for i, v in zip(face_ids, vectors, strict=True)],
+            )  # fmt: skip
+
+    def face_embeddings(self) -> FaceEmbeddings:
+        query = (
+            select(
+                FacesTable.c.Id,
+                FacesTable.c.MediaItemId,
+                FacesTable.c.PersonId,
+                FacesTable.c.PersonAssignedBy,
+                FacesTable.c.Embedding,
+            )  # fmt: skip
+            .where(FacesTable.c.Embedding.isnot(None))
+            .order_by(FacesTable.c.Id)
+        )
+        ids, items, persons, clustered, vectors = [], [], [], [], []
+        with self.engine.connect() as conn:
+            for row in conn.execute(query):
+                vector = decode_embedding(row.Embedding)
+                if vector is None or vector.shape != (EMBEDDING_DIM,):
+                    logger.warning("face %s has no usable 512-d embedding; skipped", row.Id)
+                    continue
+                ids.append(row.Id)
+                items.append(row.MediaItemId)
+                persons.append(-1 if row.PersonId is None else row.PersonId)
+                clustered.append(row.PersonAssignedBy is not None)
+                vectors.append(vector)
+        matrix = np.vstack(vectors) if vectors else np.zeros((0, EMBEDDING_DIM), np.float32)
+        return FaceEmbeddings(
+            np.asarray(ids, dtype=np.int64), np.asarray(items, dtype=np.int64),
+            np.asarray(persons, dtype=np.int64), np.asarray(clustered, dtype=bool),
+            matrix.astype(np.float32),
+        )  # fmt: skip
+
+    # persons ------------------------------------------------------------------------------
+
+    def apply_person_changes(
+        self,
+        new_persons: Sequence[Sequence[int]],
+        matches: Sequence[tuple[int, int, float]],
+        noise: Iterable[int],
+    ) -> list[int]:
+        """One transaction: create a person per face-id group, assign matched faces to existing
+        persons (face id, person id, similarity), and mark noise faces as seen by clustering.
+        Returns the new person ids."""
+        now = utcnow()
+        created: list[int] = []
+        with self.engine.begin() as conn:
+            for face_ids in new_persons:
+                person_id = int(
+                    conn.execute(
+                        insert(PersonsTable).values(Type="cluster", CreatedAt=now, ModifiedAt=now)
+                    ).inserted_primary_key[0]
+                )
+                # Named after its own id, so names never collide across runs.
+                conn.execute(
+                    update(PersonsTable)
+                    .where(PersonsTable.c.Id == person_id)
+                    .values(Name=f"Person {person_id}")
+                )
+                conn.execute(
+                    update(FacesTable).where(FacesTable.c.Id.in_([int(i) for i in face_ids]))
+                    .values(PersonId=person_id, PersonAssignedBy="cluster", ModifiedAt=now)
+                )  # fmt: skip
+                created.append(person_id)
+            if matches:
+                conn.execute(
+                    update(FacesTable).where(FacesTable.c.Id == bindparam("face_id")),
+                    [{"face_id": f, "PersonId": p, "PersonSimilarity": s,
+                      "PersonAssignedBy": "match", "ModifiedAt": now} for f, p, s in matches],
+                )  # fmt: skip
+            noise_ids = [int(i) for i in noise]
+            for start in range(0, len(noise_ids), 500):
+                conn.execute(
+                    update(FacesTable)
+                    .where(FacesTable.c.Id.in_(noise_ids[start : start + 500]))
+                    .values(PersonAssignedBy="noise")
+                )
+        return created
+
+    # reports ------------------------------------------------------------------------------
+
+    def person_summary(self) -> list[dict[str, Any]]:
+        """Persons with their face counts, largest first."""
+        query = (
+            select(PersonsTable.c.Id, PersonsTable.c.Name, func.count(FacesTable.c.Id).label("faces"))
+            .join(FacesTable, FacesTable.c.PersonId == PersonsTable.c.Id)
+            .group_by(PersonsTable.c.Id, PersonsTable.c.Name)
+            .order_by(func.count(FacesTable.c.Id).desc(), PersonsTable.c.Id)
+        )  # fmt: skip
+        with self.engine.connect() as conn:
+            return [dict(r) for r in conn.execute(query).mappings().all()]
+
+    def counts(self) -> dict[str, int]:
+        """Row counts a user checks after a run."""
+        with self.engine.connect() as conn:
+            scalar = conn.execute
+            return {
+                "media_items": scalar(select(func.count()).select_from(MediaItemsTable)).scalar_one(),
+                "media_items_pending": scalar(
+                    select(func.count()).select_from(MediaItemsTable).where(
+                        _pending())  # noqa: E712
+                ).scalar_one(),
+                "media_items_failed": scalar(
+                    select(func.count()).select_from(MediaItemsTable)
+                    .where(MediaItemsTable.c.ExtractionError.isnot(None))
+                ).scalar_one(),
+                "faces": scalar(select(func.count()).select_from(FacesTable)).scalar_one(),
+                "faces_embedded": scalar(
+                    select(func.count()).select_from(FacesTable)
+                    .where(FacesTable.c.Embedding.isnot(None))
+                ).scalar_one(),
+                "faces_assigned": scalar(
+                    select(func.count()).select_from(FacesTable)
+                    .where(FacesTable.c.PersonId.isnot(None))
+                ).scalar_one(),
+                "persons": scalar(select(func.count()).select_from(PersonsTable)).scalar_one(),
+            }  # fmt: skip
+
+    def extraction_errors(self) -> list[dict[str, Any]]:
+        query = (
+            select(MediaItemsTable.c.Id, MediaItemsTable.c.Name, MediaItemsTable.c.ExtractionError)
+            .where(MediaItemsTable.c.ExtractionError.isnot(None))
+            .order_by(MediaItemsTable.c.Id)
+        )
+        with self.engine.connect() as conn:
+            return [dict(r) for r in conn.execute(query).mappings().all()]
+
+    def faces_of_media_items(self) -> dict[int, list[dict[str, Any]]]:
+        """Every face grouped by media item: id, box, person; for evaluation and reports."""
+        query = select(
+            FacesTable.c.Id, FacesTable.c.MediaItemId, FacesTable.c.BoundingBox,
+            FacesTable.c.PersonId,
+        ).order_by(FacesTable.c.Id)  # fmt: skip
+        grouped: dict[int, list[dict[str, Any]]] = {}
+        with self.engine.connect() as conn:
+            for row in conn.execute(query).mappings():
+                grouped.setdefault(row["MediaItemId"], []).append(
+                    {"id": row["Id"], "box_xyxy": json.loads(row["BoundingBox"] or "[0,0,0,0]"),
+                     "person_id": row["PersonId"]}
+                )  # fmt: skip
+        return grouped
+
+    def media_items_by_path(self) -> dict[Path, int]:
+        query = select(MediaItemsTable.c.Id, MediaFileTable.c.FilePath, MediaFileTable.c.FileName).join(
+            MediaFileTable, MediaFileTable.c.Id == MediaItemsTable.c.MediaFileId
+        )
+        with self.engine.connect() as conn:
+            return {media_path(r.FilePath, r.FileName): r.Id for r in conn.execute(query)}

@@ -1,0 +1,74 @@
+"""Thumbnail step: a square crop per face, named so that names never collide or drift."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from itertools import groupby
+from pathlib import Path
+
+from PIL import Image
+
+from face_assets.core.storage.store import FaceRecord, FaceStore, path_key
+from face_assets.core.vision.transforms import MediaDecodeError, load_image, square_thumbnail
+from face_assets.core.vision.types import RGBImage
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class ThumbnailRun:
+    faces: int = 0
+    media_items: int = 0
+    errors: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def thumbnail_relpath(media_path: Path, box_xyxy: Sequence[float], px: int) -> str:
+    """`ab/ab12...ef_112.jpg`: from the file's identity and the box, the same on every rebuild,
+    distinct for two files of the same name in different folders."""
+    identity = f"{path_key(media_path)}|{json.dumps([round(v, 1) for v in box_xyxy])}"
+    digest = hashlib.sha256(identity.encode("utf-8")).hexdigest()[:20]
+    return f"{digest[:2]}/{digest}_{px}.jpg"
+
+
+def save_jpeg(pixels: RGBImage, target: Path) -> None:
+    """Written beside the target, then renamed: a crash never leaves half a thumbnail."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    Image.fromarray(pixels).save(partial, format="JPEG", quality=90)
+    partial.replace(target)
+
+
+def faces_by_media_item(faces: Sequence[FaceRecord]) -> Iterator[tuple[Path, list[FaceRecord]]]:
+    """Faces arrive ordered by media item; each image is then decoded once for all its faces."""
+    for _, group in groupby(faces, key=lambda face: face.media_item_id):
+        members = list(group)
+        yield members[0].path, members
+
+
+def write_thumbnails(store: FaceStore, folder: Path, px: int = 112) -> ThumbnailRun:
+    run = ThumbnailRun()
+    started = time.perf_counter()
+    for path, faces in faces_by_media_item(store.faces_without_thumbnail()):
+        try:
+            image = load_image(path)
+        except MediaDecodeError as error:
+            logger.error("thumbnails of media item %d: %s", faces[0].media_item_id, error)
+            run.errors.append(f"media item {faces[0].media_item_id}: {error}")
+            continue
+        rows = []
+        for face in faces:
+            relpath = thumbnail_relpath(path, face.box_xyxy, px)
+            save_jpeg(square_thumbnail(image, face.box_xyxy, px), folder / relpath)
+            rows.append((face.id, Path(relpath).name, relpath))
+        store.save_thumbnails(rows)
+        run.faces += len(rows)
+        run.media_items += 1
+    run.seconds = time.perf_counter() - started
+    return run

