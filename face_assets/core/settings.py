@@ -14,10 +14,17 @@ EmbedderName = Literal["facenet-20180402"]
 ClusterAlgorithm = Literal["hdbscan", "dbscan"]
 
 
+def _user_cache() -> Path:
+    """The user cache folder (XDG on Linux): fetched files live there across projects."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")) / "face_assets"
+
+
 def default_models_dir() -> Path:
-    """The user cache folder (XDG on Linux), where fetched weights live across projects."""
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "face_assets" / "models"
+    return _user_cache() / "models"
+
+
+def default_samples_dir() -> Path:
+    return _user_cache() / "samples"
 
 
 def _alias(*names: str) -> AliasChoices:
@@ -32,6 +39,8 @@ class Settings(BaseSettings):
     )
 
     data_dir: Path = Field(default=Path("data"))
+    # A folder whose images the media_items asset registers (optional).
+    media_dir: Path | None = None
     database_url: str = Field(default="", validation_alias=_alias("DATABASE_URL", "FACE_ASSETS_DATABASE_URL"))
     # A raw ODBC string as existing SQL Server deployments keep it in their `.env`.
     sql_connection_string: str = Field(default="", validation_alias=_alias("SQL_CONNECTION_STRING"))
@@ -41,6 +50,7 @@ class Settings(BaseSettings):
         default_factory=default_models_dir,
         validation_alias=_alias("FACE_ASSETS_MODELS_DIR"),
     )
+    samples_dir: Path = Field(default_factory=default_samples_dir)
     detector: DetectorName = "retinaface-mobilenet"
     embedder: EmbedderName = "facenet-20180402"
     detection_min_score: float = Field(default=0.9, ge=0.0, le=1.0)

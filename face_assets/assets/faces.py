@@ -1,0 +1,89 @@
+"""Media items, the faces detected in them, and their thumbnails."""
+
+from pathlib import Path
+
+import dagster as dg
+
+from face_assets.assets.metadata import error_preview
+from face_assets.core.face import detect_faces
+from face_assets.core.media_item import register_folder
+from face_assets.core.settings import get_settings
+from face_assets.core.thumbnail import write_thumbnails
+from face_assets.resources import FaceModelsResource, FaceStoreResource, ThumbnailStoreResource
+
+MODEL_TAGS = {"dagster/concurrency_key": "face_models"}
+
+
+class MediaItemsConfig(dg.Config):
+    folder: str = ""  # empty: FACE_ASSETS_MEDIA_DIR, or only rows other applications insert
+
+
+@dg.asset(group_name="faces")
+def media_items(
+    context: dg.AssetExecutionContext, config: MediaItemsConfig, face_store: FaceStoreResource
+) -> dg.MaterializeResult:
+    """Media items in the database, with the images of the media folder registered once each."""
+    store = face_store.get_store()
+    folder = config.folder or (str(get_settings().media_dir or ""))
+    added, skipped = 0, 0
+    if folder:
+        registration = register_folder(store, Path(folder))
+        added, skipped = len(registration.added), len(registration.skipped)
+        for path, reason in registration.skipped[:20]:
+            context.log.info(f"skipped {path}: {reason}")
+    counts = store.counts()
+    return dg.MaterializeResult(
+        metadata={
+            "folder": folder or "(none: rows come from another application)",
+            "registered": added,
+            "skipped_not_images": skipped,
+            "media_items_total": counts["media_items"],
+            "media_items_pending": counts["media_items_pending"],
+        }
+    )
+
+
+@dg.asset(group_name="faces", deps=[media_items], op_tags=MODEL_TAGS)
+def detected_faces(
+    context: dg.AssetExecutionContext, face_store: FaceStoreResource, face_models: FaceModelsResource
+) -> dg.MaterializeResult:
+    """Faces found in every unprocessed media item, written with the item marked processed."""
+    detector = face_models.get_detector()
+    detector.load()
+    run = detect_faces(face_store.get_store(), detector)
+    for error in run.errors:
+        context.log.warning(error)
+    return dg.MaterializeResult(
+        metadata={
+            "media_items": run.media_items,
+            "faces": run.faces,
+            "media_items_without_faces": run.without_faces,
+            "errors": len(run.errors),
+            "error_preview": error_preview(run.errors),
+            "ms_per_media_item": round(run.ms_per_item, 1),
+            "detect_seconds": round(run.detect_seconds, 2),
+            "model_load_seconds": round(detector.load_seconds, 2),  # type: ignore[attr-defined]
+            "detector": detector.name,
+        }
+    )
+
+
+@dg.asset(group_name="faces", deps=[detected_faces])
+def face_thumbnails(
+    context: dg.AssetExecutionContext, face_store: FaceStoreResource, thumbnails: ThumbnailStoreResource
+) -> dg.MaterializeResult:
+    """Square thumbnail files of every face, named to never collide."""
+    run = write_thumbnails(face_store.get_store(), thumbnails.folder(), thumbnails.px())
+    for error in run.errors:
+        context.log.warning(error)
+    return dg.MaterializeResult(
+        metadata={
+            "thumbnails_written": run.faces,
+            "media_items": run.media_items,
+            "folder": str(thumbnails.folder()),
+            "thumbnail_px": thumbnails.px(),
+            "errors": len(run.errors),
+            "error_preview": error_preview(run.errors),
+            "seconds": round(run.seconds, 2),
+        }
+    )

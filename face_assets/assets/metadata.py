@@ -1,0 +1,26 @@
+"""Small helpers that turn run summaries into materialisation metadata."""
+
+from collections.abc import Sequence
+from typing import Any
+
+import dagster as dg
+
+PREVIEW_ROWS = 20
+
+
+def error_preview(errors: Sequence[str]) -> dg.MetadataValue:
+    """The first errors as a markdown list, so a bad file is visible in the UI."""
+    if not errors:
+        return dg.MetadataValue.md("no errors")
+    lines = [f"- {e}" for e in errors[:PREVIEW_ROWS]]
+    if len(errors) > PREVIEW_ROWS:
+        lines.append(f"- ... and {len(errors) - PREVIEW_ROWS} more")
+    return dg.MetadataValue.md("\n".join(lines))
+
+
+def table_preview(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> dg.MetadataValue:
+    if not rows:
+        return dg.MetadataValue.md("(none)")
+    head = "| " + " | ".join(columns) + " |\n|" + "---|" * len(columns) + "\n"
+    body = "\n".join("| " + " | ".join(str(r[c]) for c in columns) + " |" for r in rows[:PREVIEW_ROWS])
+    return dg.MetadataValue.md(head + body)

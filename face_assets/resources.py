@@ -1,0 +1,98 @@
+"""Dagster resources: the application database, the face models, the thumbnail folder."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import dagster as dg
+from pydantic import PrivateAttr
+
+from face_assets.core.settings import Settings, get_settings
+from face_assets.core.storage.store import FaceStore
+from face_assets.core.vision.detection import make_detector
+from face_assets.core.vision.embedding import make_embedder
+from face_assets.core.vision.types import FaceDetector, FaceEmbedder
+
+# Models live for the whole process: a run of many assets, or many runs in one worker,
+# loads each one once.
+_MODELS: dict[tuple[object, ...], object] = {}
+_MODELS_LOCK = threading.Lock()
+
+
+def _cached(key: tuple[object, ...], build: object) -> object:
+    with _MODELS_LOCK:
+        if key not in _MODELS:
+            _MODELS[key] = build()  # type: ignore[operator]
+        return _MODELS[key]
+
+
+class FaceStoreResource(dg.ConfigurableResource):
+    """The application database. Empty `database_url`: DATABASE_URL, SQL_CONNECTION_STRING or
+    the SQLite file under FACE_ASSETS_DATA_DIR."""
+
+    database_url: str = ""
+    upgrade_schema: bool = True
+
+    _store: FaceStore | None = PrivateAttr(default=None)
+
+    def resolved_url(self) -> str:
+        return self.database_url or get_settings().resolved_database_url()
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        self._store = FaceStore.from_url(self.resolved_url(), upgrade=self.upgrade_schema)
+
+    def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
+        if self._store is not None:
+            self._store.dispose()
+
+    def get_store(self) -> FaceStore:
+        if self._store is None:
+            self._store = FaceStore.from_url(self.resolved_url(), upgrade=self.upgrade_schema)
+        return self._store
+
+
+class FaceModelsResource(dg.ConfigurableResource):
+    """The detector and embedder; empty fields take their value from the settings."""
+
+    detector: str = ""
+    embedder: str = ""
+    models_dir: str = ""
+    detection_min_score: float = -1.0
+    embedding_batch_size: int = 0
+
+    def _settings(self) -> Settings:
+        return get_settings()
+
+    def get_detector(self) -> FaceDetector:
+        settings = self._settings()
+        name = self.detector or settings.detector
+        models_dir = Path(self.models_dir) if self.models_dir else settings.models_dir
+        min_score = (
+            self.detection_min_score if self.detection_min_score >= 0 else settings.detection_min_score
+        )
+        key = ("detector", name, str(models_dir), min_score, settings.detection_max_side_px)
+        return _cached(  # type: ignore[return-value]
+            key, lambda: make_detector(name, models_dir, min_score, settings.detection_max_side_px)
+        )
+
+    def get_embedder(self) -> FaceEmbedder:
+        settings = self._settings()
+        name = self.embedder or settings.embedder
+        models_dir = Path(self.models_dir) if self.models_dir else settings.models_dir
+        batch = self.embedding_batch_size or settings.embedding_batch_size
+        key = ("embedder", name, str(models_dir), batch)
+        return _cached(key, lambda: make_embedder(name, models_dir, batch))  # type: ignore[return-value]
+
+
+class ThumbnailStoreResource(dg.ConfigurableResource):
+    """Where face thumbnails go (THUMBNAIL_SAVE_PATH) and their size in pixels."""
+
+    path: str = ""
+    thumbnail_px: int = 0
+
+    def folder(self) -> Path:
+        return Path(self.path) if self.path else get_settings().resolved_thumbnail_dir()
+
+    def px(self) -> int:
+        return self.thumbnail_px or get_settings().thumbnail_px
