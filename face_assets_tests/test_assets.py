@@ -1,0 +1,167 @@
+"""End to end through Dagster: real photos, real models, a real SQLite file."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import dagster as dg
+import numpy as np
+import pytest
+from PIL import Image
+from sqlalchemy import insert, select, text
+
+from face_assets.core.storage.schema import FacesTable, MediaFileTable, MediaItemsTable
+from face_assets.core.storage.store import FaceStore, decode_embedding
+from face_assets.runs import materialize_pipeline, step_metadata
+from face_assets_tests.conftest import IDENTITIES, PHOTOS_PER_IDENTITY, TWO_FACE_PHOTO
+
+pytestmark = pytest.mark.slow
+
+
+def run_pipeline(folder: Path, db_url: str, thumbnails: Path) -> dg.ExecuteInProcessResult:
+    return materialize_pipeline(
+        folder, database_url=db_url, thumbnail_dir=thumbnails, instance=dg.DagsterInstance.ephemeral()
+    )
+
+
+def snapshot(store: FaceStore, thumbnails: Path) -> dict[str, object]:
+    """Everything a run could change: every row of every table and every thumbnail file."""
+    tables = {}
+    with store.engine.connect() as conn:
+        for name in ("MediaFile", "MediaItems", "Faces", "Persons"):
+            tables[name] = [tuple(r) for r in conn.execute(text(f'SELECT * FROM "{name}" ORDER BY "Id"'))]
+    files = {
+        str(p.relative_to(thumbnails)): p.stat().st_mtime_ns for p in thumbnails.rglob("*") if p.is_file()
+    }
+    return {"tables": tables, "files": files}
+
+
+@pytest.fixture(scope="module")
+def processed(tmp_path_factory: pytest.TempPathFactory, photo_folder: Path, models_dir: Path):
+    root = tmp_path_factory.mktemp("processed")
+    db_url = f"sqlite:///{root / 'faces.db'}"
+    result = run_pipeline(photo_folder, db_url, root / "thumbnails")
+    return result, FaceStore.from_url(db_url), root / "thumbnails", db_url
+
+
+def test_pipeline_materialises_every_asset_in_order(processed) -> None:
+    result, *_ = processed
+    assert result.success
+    meta = step_metadata(result)
+    assert list(meta) == [
+        "media_items",
+        "detected_faces",
+        "face_thumbnails",
+        "face_embeddings",
+        "person_clusters",
+    ]
+    photos = len(IDENTITIES) * PHOTOS_PER_IDENTITY + 2  # + the two-face photo + the non-face image
+    assert meta["media_items"]["registered"] == photos
+    assert meta["detected_faces"]["media_items"] == photos
+    assert meta["detected_faces"]["errors"] == 0
+
+
+def test_every_media_item_is_processed_with_its_faces(processed, photo_folder: Path) -> None:
+    _, store, _, _ = processed
+    faces = store.faces_of_media_items()
+    items = store.media_items_by_path()
+    assert store.counts()["media_items_pending"] == 0
+    assert len(faces[items[(photo_folder / TWO_FACE_PHOTO).resolve()]]) == 2
+    # The non-face image has no face, yet it is marked processed and will not be re-detected.
+    gradient = items[(photo_folder / "other" / "gradient.png").resolve()]
+    assert gradient not in faces
+    with store.engine.connect() as conn:
+        row = conn.execute(select(MediaItemsTable).where(MediaItemsTable.c.Id == gradient)).mappings().one()
+    assert row["IsFacesExtracted"] and row["FacesExtractedOn"] is not None and row["FaceCount"] == 0
+    for identity in IDENTITIES:
+        for photo in (photo_folder / identity).glob("*.jpg"):
+            assert len(faces[items[photo.resolve()]]) >= 1, photo
+
+
+def test_faces_have_boxes_thumbnails_and_unit_embeddings(processed) -> None:
+    _, store, thumbnails, _ = processed
+    with store.engine.connect() as conn:
+        rows = conn.execute(select(FacesTable)).mappings().all()
+    assert rows
+    names = set()
+    for row in rows:
+        vector = decode_embedding(row["Embedding"])
+        assert vector is not None and vector.shape == (512,) and vector.dtype == np.float32
+        assert not np.isnan(vector).any() and abs(np.linalg.norm(vector) - 1.0) < 1e-4
+        assert row["EmbeddingModel"] == "facenet-20180402-114759"
+        assert 0.9 <= row["DetectionScore"] <= 1.0
+        x1, y1, x2, y2 = __import__("json").loads(row["BoundingBox"])
+        assert x2 > x1 and y2 > y1
+        with Image.open(thumbnails / row["ThumbnailPath"]) as thumbnail:
+            assert thumbnail.size == (112, 112)
+        assert row["Name"] == Path(row["ThumbnailPath"]).name
+        names.add(row["Name"])
+    assert len(names) == len(rows)  # thumbnail names never collide
+
+
+def test_persons_match_the_identities(processed, photo_folder: Path) -> None:
+    _, store, _, _ = processed
+    faces = store.faces_of_media_items()
+    items = store.media_items_by_path()
+    persons_by_identity = {}
+    for identity in IDENTITIES:
+        labelled = [max(faces[items[p.resolve()]], key=lambda f: (f["box_xyxy"][2] - f["box_xyxy"][0]))
+                    for p in (photo_folder / identity).glob("*.jpg")]  # fmt: skip
+        persons = {f["person_id"] for f in labelled}
+        assert len(persons) == 1 and None not in persons, (identity, persons)
+        persons_by_identity[identity] = persons.pop()
+    assert len(set(persons_by_identity.values())) == len(IDENTITIES)
+    # Two faces of one photo are never the same person.
+    two = faces[items[(photo_folder / TWO_FACE_PHOTO).resolve()]]
+    assert two[0]["person_id"] is None or two[0]["person_id"] != two[1]["person_id"]
+    names = [p["Name"] for p in store.person_summary()]
+    assert len(names) == len(set(names))
+
+
+def test_rerun_on_unchanged_data_changes_nothing(processed, photo_folder: Path) -> None:
+    _, store, thumbnails, db_url = processed
+    before = snapshot(store, thumbnails)
+    result = run_pipeline(photo_folder, db_url, thumbnails)
+    assert result.success
+    assert snapshot(store, thumbnails) == before
+    meta = step_metadata(result)
+    assert meta["media_items"]["registered"] == 0
+    assert meta["detected_faces"]["media_items"] == 0
+    assert meta["person_clusters"]["new_persons"] == 0
+
+
+def test_bad_input_is_recorded_and_the_rest_is_processed(
+    tmp_path: Path, photo_folder: Path, models_dir: Path
+) -> None:
+    folder = tmp_path / "photos"
+    good = sorted((photo_folder / IDENTITIES[0]).glob("*.jpg"))[:2]
+    folder.mkdir()
+    for photo in good:
+        shutil.copy(photo, folder / photo.name)
+    data = good[0].read_bytes()
+    (folder / "truncated.jpg").write_bytes(data[: len(data) // 3])
+    (folder / "notes.jpg").write_text("this is not a photo\n")
+    db_url = f"sqlite:///{tmp_path / 'faces.db'}"
+    store = FaceStore.from_url(db_url)
+    # Another application inserts rows for a text file and a file that does not exist.
+    with store.engine.begin() as conn:
+        for name in ("notes.jpg", "vanished.jpg"):
+            file_id = conn.execute(
+                insert(MediaFileTable).values(FilePath=str(folder), FileName=name)
+            ).inserted_primary_key[0]
+            conn.execute(insert(MediaItemsTable).values(MediaFileId=file_id, Name=name))
+
+    result = run_pipeline(folder, db_url, tmp_path / "thumbnails")
+
+    assert result.success
+    meta = step_metadata(result)
+    assert meta["media_items"]["skipped_not_images"] == 1  # notes.jpg is sniffed, not registered
+    errors = {e["Name"]: e["ExtractionError"] for e in store.extraction_errors()}
+    assert set(errors) == {"truncated.jpg", "notes.jpg", "vanished.jpg"}
+    assert str(folder / "truncated.jpg") in errors["truncated.jpg"]
+    assert "not an image" in errors["notes.jpg"]
+    assert "not found" in errors["vanished.jpg"]
+    counts = store.counts()
+    assert counts["media_items_pending"] == 0
+    assert counts["faces"] >= len(good) and counts["faces_embedded"] == counts["faces"]

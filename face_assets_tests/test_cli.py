@@ -1,0 +1,96 @@
+"""The `face-assets` command and `dagster asset materialize`, as a user runs them."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from face_assets.core.storage.store import FaceStore
+from face_assets_tests.conftest import IDENTITIES, TWO_FACE_PHOTO
+
+pytestmark = pytest.mark.slow
+
+
+def run(args: list[str], cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    environment = {**os.environ, **env}
+    return subprocess.run(args, cwd=cwd, env=environment, capture_output=True, text=True, timeout=900)
+
+
+def face_assets(*args: str) -> list[str]:
+    return [sys.executable, "-m", "face_assets.cli", *args]
+
+
+def test_db_init_is_idempotent(tmp_path: Path) -> None:
+    first = run(face_assets("db", "init"), tmp_path)
+    second = run(face_assets("db", "init"), tmp_path)
+    assert first.returncode == 0 and second.returncode == 0, first.stderr
+    assert (tmp_path / "data" / "face_assets.db").is_file()
+    assert "nothing to do" in second.stdout and "nothing to do" not in first.stdout
+
+
+def test_test_command_prints_faces_writes_thumbnails_and_no_database(
+    tmp_path: Path, photo_folder: Path, models_dir: Path
+) -> None:
+    out = run(face_assets("test", str(photo_folder / TWO_FACE_PHOTO), "--out", "thumbs"), tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert "2 face(s)" in out.stdout
+    thumbnails = sorted((tmp_path / "thumbs").glob("*.jpg"))
+    assert len(thumbnails) == 2
+    with Image.open(thumbnails[0]) as image:
+        assert image.size == (112, 112)
+    assert not (tmp_path / "data").exists()
+
+
+def test_test_command_names_a_bad_file(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.jpg"
+    bad.write_text("not an image")
+    out = run(face_assets("test", str(bad)), tmp_path)
+    assert out.returncode == 2
+    assert str(bad) in out.stderr and "Traceback" not in out.stderr
+
+
+def test_evaluate_json_reports_every_score(tmp_path: Path, photo_folder: Path, models_dir: Path) -> None:
+    labelled = tmp_path / "labelled"
+    for identity in IDENTITIES:
+        shutil.copytree(photo_folder / identity, labelled / identity)
+    (labelled / "nobody").mkdir()
+    shutil.copy(photo_folder / "other" / "gradient.png", labelled / "nobody" / "gradient.png")
+    out = run(face_assets("evaluate", str(labelled), "--json"), tmp_path)
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout.strip().splitlines()[-1])
+    assert list(report) == [
+        "pairwise_precision", "pairwise_recall", "pairwise_f", "bcubed_precision", "bcubed_recall",
+        "bcubed_f", "nmi", "persons", "identities", "faces", "misses", "unassigned_fraction", "seconds",
+    ]  # fmt: skip
+    assert report["identities"] == len(IDENTITIES) + 1
+    assert report["misses"] == 1  # the gradient has no face
+    assert report["persons"] == len(IDENTITIES)
+    assert report["bcubed_precision"] == 1.0
+    assert report["bcubed_f"] > 0.9
+    assert not (tmp_path / "data").exists()  # evaluation leaves no database behind
+
+
+def test_dagster_asset_materialize_on_a_fresh_dagster_home(
+    tmp_path: Path, photo_folder: Path, models_dir: Path
+) -> None:
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    env = {"DAGSTER_HOME": str(home), "FACE_ASSETS_MEDIA_DIR": str(photo_folder)}
+    command = ["dagster", "asset", "materialize", "-m", "face_assets.definitions", "--select", "*"]
+    dagster = str(Path(sys.executable).with_name("dagster"))
+    first = run([dagster, *command[1:]], tmp_path, **env)
+    assert first.returncode == 0, first.stderr[-3000:]
+    store = FaceStore.from_url(f"sqlite:///{tmp_path / 'data' / 'face_assets.db'}")
+    counts = store.counts()
+    assert counts["media_items_pending"] == 0 and counts["faces_embedded"] == counts["faces"] > 0
+    assert counts["persons"] == len(IDENTITIES)
+    second = run([dagster, *command[1:]], tmp_path, **env)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert store.counts() == counts
