@@ -1,0 +1,106 @@
+"""Throughput, per-face latency and memory of the pipeline, on the labelled PyPI sample.
+
+    python scripts/benchmark.py [FOLDER] [--repeats 3] [--json]
+
+Reports medians over repeats (the machine is noisy):
+- model load seconds (detector, embedder), measured once per process;
+- detection ms per image and embedding ms per face (batch 32), models warm;
+- end to end images/s: register, detect, thumbnails, embed, cluster through Dagster into a
+  fresh SQLite file, database writes included, models already loaded;
+- peak resident memory of the process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import dagster as dg
+import numpy as np
+
+from face_assets.core.evaluation import labelled_images
+from face_assets.core.samples import celebrity_sample
+from face_assets.core.settings import get_settings
+from face_assets.core.vision.lazy import quiet_tensorflow
+from face_assets.core.vision.transforms import embedding_crop, load_image
+from face_assets.resources import FaceModelsResource
+from face_assets.runs import materialize_pipeline
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("folder", nargs="?")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    quiet_tensorflow()
+    folder = Path(args.folder) if args.folder else celebrity_sample(get_settings().samples_dir)
+    photos = (
+        [path for path, _ in labelled_images(folder)]
+        if not args.folder
+        else sorted(p for p in folder.rglob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
+    )
+
+    models = FaceModelsResource()
+    detector, embedder = models.get_detector(), models.get_embedder()
+    started = time.perf_counter()
+    detector.load()
+    detector_load = time.perf_counter() - started
+    started = time.perf_counter()
+    embedder.load()
+    embedder_load = time.perf_counter() - started
+
+    images = [load_image(p) for p in photos]
+    for image in images[:3]:
+        detector.detect(image)  # warm-up: the first calls build the graph for their shapes
+    detect_ms, crops = [], []
+    for image in images:
+        t = time.perf_counter()
+        faces = detector.detect(image)
+        detect_ms.append(1000 * (time.perf_counter() - t))
+        crops += [embedding_crop(image, f.box_xyxy) for f in faces]
+    batch = np.stack((crops * (1 + 32 // max(len(crops), 1)))[:32])
+    embedder.embed(batch)
+    embed_ms = []
+    for _ in range(max(args.repeats, 3)):
+        t = time.perf_counter()
+        embedder.embed(batch)
+        embed_ms.append(1000 * (time.perf_counter() - t) / len(batch))
+
+    rates = []
+    for _ in range(args.repeats):
+        with tempfile.TemporaryDirectory() as tmp:
+            t = time.perf_counter()
+            materialize_pipeline(
+                folder,
+                database_url=f"sqlite:///{Path(tmp) / 'bench.db'}",
+                thumbnail_dir=Path(tmp) / "thumbnails",
+                instance=dg.DagsterInstance.ephemeral(),
+            )
+            rates.append(len(photos) / (time.perf_counter() - t))
+
+    report = {
+        "images": len(photos),
+        "faces": len(crops),
+        "detector_load_s": round(detector_load, 2),
+        "embedder_load_s": round(embedder_load, 2),
+        "detect_ms_per_image_median": round(statistics.median(detect_ms), 1),
+        "embed_ms_per_face_median": round(statistics.median(embed_ms), 2),
+        "end_to_end_images_per_s_median": round(statistics.median(rates), 2),
+        "end_to_end_images_per_s_runs": [round(r, 2) for r in rates],
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 0),
+    }
+    if args.json:
+        print(json.dumps(report))
+    else:
+        for key, value in report.items():
+            print(f"{key:34} {value}")
+
+
+if __name__ == "__main__":
+    main()
