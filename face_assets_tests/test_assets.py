@@ -108,9 +108,11 @@ def test_persons_match_the_identities(processed, photo_folder: Path) -> None:
     for identity in IDENTITIES:
         labelled = [max(faces[items[p.resolve()]], key=lambda f: (f["box_xyxy"][2] - f["box_xyxy"][0]))
                     for p in (photo_folder / identity).glob("*.jpg")]  # fmt: skip
-        persons = {f["person_id"] for f in labelled}
-        assert len(persons) == 1 and None not in persons, (identity, persons)
-        persons_by_identity[identity] = persons.pop()
+        assigned = [f["person_id"] for f in labelled if f["person_id"] is not None]
+        # Every assigned photo of one identity is one person; an outlier photo may wait unassigned.
+        assert len(set(assigned)) == 1, (identity, assigned)
+        assert len(assigned) >= len(labelled) - 1, (identity, assigned)
+        persons_by_identity[identity] = assigned[0]
     assert len(set(persons_by_identity.values())) == len(IDENTITIES)
     # Two faces of one photo are never the same person.
     two = faces[items[(photo_folder / TWO_FACE_PHOTO).resolve()]]

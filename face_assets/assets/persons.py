@@ -14,6 +14,7 @@ class PersonClustersConfig(dg.Config):
     """Empty values take the settings (FACE_ASSETS_CLUSTER_*, FACE_ASSETS_MATCH_THRESHOLD)."""
 
     algorithm: str = ""
+    link_threshold: float = -2.0
     min_cluster_size: int = 0
     min_samples: int = 0
     eps: float = 0.0
@@ -23,6 +24,7 @@ class PersonClustersConfig(dg.Config):
         s = get_settings()
         return ClusterParams(
             algorithm=(self.algorithm or s.cluster_algorithm),  # type: ignore[arg-type]
+            link_threshold=self.link_threshold if self.link_threshold > -1 else s.cluster_link_threshold,
             min_cluster_size=self.min_cluster_size or s.cluster_min_size,
             min_samples=self.min_samples or s.cluster_min_samples,
             eps=self.eps or s.cluster_eps,
@@ -51,6 +53,7 @@ def person_clusters(
             "clustering_ran": update.clustered,
             "seconds": round(update.seconds, 2),
             "algorithm": params.algorithm,
+            "link_threshold": params.link_threshold,
             "match_threshold": params.match_threshold,
             "persons_preview": table_preview(store.person_summary(), ["Id", "Name", "faces"]),
         }

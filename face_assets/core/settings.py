@@ -11,7 +11,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DetectorName = Literal["retinaface-mobilenet", "retinaface-resnet50"]
 EmbedderName = Literal["facenet-20180402"]
-ClusterAlgorithm = Literal["hdbscan", "dbscan"]
+ClusterAlgorithm = Literal["agglomerative", "hdbscan", "dbscan"]
 
 
 def _user_cache() -> Path:
@@ -57,9 +57,11 @@ class Settings(BaseSettings):
     detection_max_side_px: int = Field(default=1280, ge=128)
     embedding_batch_size: int = Field(default=32, ge=1)
 
-    cluster_algorithm: ClusterAlgorithm = "hdbscan"
-    # Cosine similarity a face needs to join an existing person (FaceNet, 10 % margin crops).
-    match_threshold: float = Field(default=0.5, ge=-1.0, le=1.0)
+    cluster_algorithm: ClusterAlgorithm = "agglomerative"
+    # Mean pairwise cosine similarity at which two groups of faces are one person.
+    cluster_link_threshold: float = Field(default=0.35, gt=-1.0, lt=1.0)
+    # Cosine similarity to a person's mean embedding a face needs to join that person.
+    match_threshold: float = Field(default=0.45, ge=-1.0, le=1.0)
     cluster_min_size: int = Field(default=3, ge=2)
     cluster_min_samples: int = Field(default=2, ge=1)
     # DBSCAN only: neighbourhood radius in cosine distance.

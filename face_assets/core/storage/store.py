@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
-from sqlalchemy import Engine, bindparam, false, func, insert, or_, select, update
+from sqlalchemy import Engine, and_, bindparam, false, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from face_assets.core.storage.engine import make_engine, upgrade_schema
@@ -50,14 +50,19 @@ def decode_embedding(value: bytes | str | None) -> NDArray[np.float32] | None:
     return np.frombuffer(raw, dtype="<f4").astype(np.float32)
 
 
+# What media_path needs to rebuild a file's path from a MediaFile row.
+_FILE_COLUMNS = (MediaFileTable.c.FilePath, MediaFileTable.c.FileName, MediaFileTable.c.PathKey)
+
+
 def _pending() -> Any:
     """Media items not yet through detection (legacy rows may hold NULL)."""
     return or_(MediaItemsTable.c.IsFacesExtracted.is_(None), MediaItemsTable.c.IsFacesExtracted == false())
 
 
-def media_path(file_path: str, file_name: str) -> Path:
-    """Legacy rows keep either the folder or the full path in FilePath; both are read."""
-    if PurePath(file_path).name == file_name:
+def media_path(file_path: str, file_name: str, path_key: str | None = None) -> Path:
+    """Rows this product wrote (they carry a PathKey) keep the folder in FilePath; legacy rows
+    keep either the folder or the full path, and both are read."""
+    if path_key is None and PurePath(file_path).name == file_name:
         return Path(file_path)
     return Path(file_path) / file_name
 
@@ -111,8 +116,20 @@ class FaceStore:
         """Adds a MediaFile and its MediaItems row; None when the file is already registered."""
         absolute = path.resolve()
         key = path_key(absolute)
+        # Legacy rows have no PathKey: they are found by folder + name, or by the full path.
+        legacy = and_(
+            MediaFileTable.c.PathKey.is_(None),
+            or_(
+                and_(
+                    MediaFileTable.c.FilePath == str(absolute.parent),
+                    MediaFileTable.c.FileName == absolute.name,
+                ),
+                MediaFileTable.c.FilePath == str(absolute),
+            ),
+        )
         with self.engine.begin() as conn:
-            if conn.execute(select(MediaFileTable.c.Id).where(MediaFileTable.c.PathKey == key)).first():
+            known = select(MediaFileTable.c.Id).where(or_(MediaFileTable.c.PathKey == key, legacy))
+            if conn.execute(known).first():
                 return None
             try:
                 with conn.begin_nested():
@@ -140,8 +157,7 @@ class FaceStore:
             select(
                 MediaItemsTable.c.Id,
                 MediaItemsTable.c.MediaFileId,
-                MediaFileTable.c.FilePath,
-                MediaFileTable.c.FileName,
+                *_FILE_COLUMNS,
             )  # fmt: skip
             .join(MediaFileTable, MediaFileTable.c.Id == MediaItemsTable.c.MediaFileId)
             .where(_pending())  # fmt: skip
@@ -151,7 +167,7 @@ class FaceStore:
             query = query.limit(limit)
         with self.engine.connect() as conn:
             rows = conn.execute(query).all()
-        return [MediaItem(r.Id, r.MediaFileId, media_path(r.FilePath, r.FileName)) for r in rows]
+        return [MediaItem(r.Id, r.MediaFileId, media_path(r.FilePath, r.FileName, r.PathKey)) for r in rows]
 
     def save_detection(
         self,
@@ -210,8 +226,7 @@ class FaceStore:
                 FacesTable.c.Id,
                 FacesTable.c.MediaItemId,
                 FacesTable.c.BoundingBox,
-                MediaFileTable.c.FilePath,
-                MediaFileTable.c.FileName,
+                *_FILE_COLUMNS,
             )  # fmt: skip
             .join(MediaItemsTable, MediaItemsTable.c.Id == FacesTable.c.MediaItemId)
             .join(MediaFileTable, MediaFileTable.c.Id == MediaItemsTable.c.MediaFileId)
@@ -224,7 +239,7 @@ class FaceStore:
             FaceRecord(
                 r.Id,
                 r.MediaItemId,
-                media_path(r.FilePath, r.FileName),
+                media_path(r.FilePath, r.FileName, r.PathKey),
                 tuple(float(v) for v in json.loads(r.BoundingBox)[:4]),  # type: ignore[arg-type]
             )  # fmt: skip
             for r in rows
@@ -405,8 +420,8 @@ class FaceStore:
             return {r.Id: (r.ImageWidth, r.ImageHeight) for r in conn.execute(query) if r.ImageWidth}
 
     def media_items_by_path(self) -> dict[Path, int]:
-        query = select(MediaItemsTable.c.Id, MediaFileTable.c.FilePath, MediaFileTable.c.FileName).join(
+        query = select(MediaItemsTable.c.Id, *_FILE_COLUMNS).join(
             MediaFileTable, MediaFileTable.c.Id == MediaItemsTable.c.MediaFileId
         )
         with self.engine.connect() as conn:
-            return {media_path(r.FilePath, r.FileName): r.Id for r in conn.execute(query)}
+            return {media_path(r.FilePath, r.FileName, r.PathKey): r.Id for r in conn.execute(query)}

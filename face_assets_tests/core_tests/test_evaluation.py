@@ -1,0 +1,135 @@
+from itertools import combinations
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from face_assets.core.evaluation import labelled_images, pick_face, score_clusters
+
+
+def _clusters(predicted: list[int | None]) -> list[object]:
+    """None is a singleton: give it a cluster key nobody else has."""
+    return [("none", i) if p is None else p for i, p in enumerate(predicted)]
+
+
+def _bcubed(truth: list[str], predicted: list[int | None]) -> tuple[float, float]:
+    """BCubed from the definition: per item, share of its cluster (label) that is correct."""
+    cluster = _clusters(predicted)
+    n = len(truth)
+    precision = recall = 0.0
+    for i in range(n):
+        same_cluster = [j for j in range(n) if cluster[j] == cluster[i]]
+        same_label = [j for j in range(n) if truth[j] == truth[i]]
+        correct = len(set(same_cluster) & set(same_label))
+        precision += correct / len(same_cluster)
+        recall += correct / len(same_label)
+    return precision / n, recall / n
+
+
+def _pairwise(truth: list[str], predicted: list[int | None]) -> tuple[float, float]:
+    cluster = _clusters(predicted)
+    pairs = list(combinations(range(len(truth)), 2))
+    together = [(i, j) for i, j in pairs if cluster[i] == cluster[j]]
+    same = [(i, j) for i, j in pairs if truth[i] == truth[j]]
+    both = set(together) & set(same)
+    return len(both) / len(together), len(both) / len(same)
+
+
+TRUTH = ["ann"] * 3 + ["bob"] * 2 + ["cy"]
+
+
+def test_perfect_clustering_scores_one_everywhere() -> None:
+    scores = score_clusters(TRUTH, [7, 7, 7, 2, 2, 9])
+    assert scores.as_dict() == pytest.approx(dict.fromkeys(scores.as_dict(), 1.0))
+
+
+def test_everything_unassigned() -> None:
+    scores = score_clusters(TRUTH, [None] * len(TRUTH))
+    assert scores.pairwise_recall == 0.0
+    assert scores.bcubed_precision == 1.0
+    # Each item's cluster is itself: recall is 1 / (size of its label), averaged.
+    assert scores.bcubed_recall == pytest.approx((3 * (1 / 3) + 2 * (1 / 2) + 1) / 6)
+
+
+def test_one_cluster_holding_everything() -> None:
+    scores = score_clusters(TRUTH, [1] * len(TRUTH))
+    n = len(TRUTH)
+    assert scores.bcubed_recall == 1.0
+    assert scores.bcubed_precision == pytest.approx((3 / n) ** 2 + (2 / n) ** 2 + (1 / n) ** 2)
+    assert scores.pairwise_recall == 1.0
+    assert scores.pairwise_precision == pytest.approx((3 + 1) / (n * (n - 1) / 2))
+    assert scores.nmi == pytest.approx(0.0, abs=1e-12)
+
+
+@pytest.mark.parametrize(
+    "predicted",
+    [
+        [1, 1, 2, 2, 2, None],
+        [1, None, 1, 3, None, 3],
+        [5, 5, 5, 5, None, None],
+    ],
+)
+def test_mixed_clustering_matches_the_definitions(predicted: list[int | None]) -> None:
+    scores = score_clusters(TRUTH, predicted)
+    b_precision, b_recall = _bcubed(TRUTH, predicted)
+    p_precision, p_recall = _pairwise(TRUTH, predicted)
+    assert (scores.bcubed_precision, scores.bcubed_recall) == pytest.approx((b_precision, b_recall))
+    assert (scores.pairwise_precision, scores.pairwise_recall) == pytest.approx((p_precision, p_recall))
+    assert scores.bcubed_f == pytest.approx(2 * b_precision * b_recall / (b_precision + b_recall))
+    assert scores.pairwise_f == pytest.approx(2 * p_precision * p_recall / (p_precision + p_recall))
+    assert 0.0 <= scores.nmi <= 1.0
+
+
+def test_two_unassigned_faces_are_not_counted_as_one_cluster() -> None:
+    """None means 'own singleton', not a shared 'None' cluster."""
+    scores = score_clusters(["ann", "ann"], [None, None])
+    assert scores.pairwise_recall == 0.0 and scores.bcubed_recall == pytest.approx(0.5)
+
+
+@pytest.mark.parametrize(("truth", "predicted"), [(["a", "b"], [1]), (["a"], [1, 2]), ([], [])])
+def test_score_rejects_bad_input(truth: list[str], predicted: list[int | None]) -> None:
+    with pytest.raises(ValueError):
+        score_clusters(truth, predicted)
+
+
+def _png(path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", (4, 4), (10, 200, 30)).save(path, "PNG")
+    return path
+
+
+def test_labelled_images_reads_identity_folders_at_any_depth(tmp_path: Path) -> None:
+    expected = {
+        _png(tmp_path / "train" / "ann" / "1.png"): "ann",
+        _png(tmp_path / "val" / "ann" / "2.png"): "ann",
+        _png(tmp_path / "train" / "bob" / "x.jpg"): "bob",  # a PNG named .jpg is still an image
+    }
+    (tmp_path / "train" / "bob" / "notes.txt").write_text("who is bob")
+    (tmp_path / "train" / "bob" / "fake.jpg").write_text("not an image")
+    _png(tmp_path / "train" / "bob" / ".hidden.png")
+    _png(tmp_path / "top_level.png")  # no identity folder
+    assert dict(labelled_images(tmp_path)) == expected
+
+
+def test_labelled_images_without_images_raises(tmp_path: Path) -> None:
+    (tmp_path / "ann").mkdir()
+    (tmp_path / "ann" / "readme.txt").write_text("nothing here")
+    with pytest.raises(ValueError):
+        labelled_images(tmp_path)
+
+
+def _face(x1: float, y1: float, x2: float, y2: float) -> dict[str, object]:
+    return {"box_xyxy": [x1, y1, x2, y2]}
+
+
+def test_pick_face_largest() -> None:
+    faces = [_face(0, 0, 10, 10), _face(50, 50, 90, 80), _face(5, 5, 30, 30)]
+    assert pick_face(faces, (400, 100), "largest") == 1
+    assert pick_face(faces, None, "center") == 1  # no size: the largest
+
+
+def test_pick_face_nearest_the_centre_uses_width_then_height() -> None:
+    size = (400, 100)  # (width, height): the centre is (200, 50)
+    faces = [_face(40, 190, 60, 210), _face(0, 0, 120, 120), _face(190, 40, 210, 60)]
+    assert pick_face(faces, size, "center") == 2
+    assert pick_face(faces, size, "largest") == 1

@@ -1,0 +1,343 @@
+import json
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from sqlalchemy import inspect, text
+
+from face_assets.core.media_item import register_folder
+from face_assets.core.storage.schema import LEGACY_COLUMNS, PRODUCT_COLUMNS
+from face_assets.core.storage.store import FaceStore, decode_embedding, encode_embedding
+from face_assets.core.vision.types import DetectedFace
+
+
+@pytest.fixture
+def db_path(tmp_path: Path) -> Path:
+    return tmp_path / "faces.db"
+
+
+@pytest.fixture
+def store(db_path: Path) -> Iterator[FaceStore]:
+    face_store = FaceStore.from_url(f"sqlite:///{db_path}")
+    yield face_store
+    face_store.dispose()
+
+
+def _face(x: float = 10.0) -> DetectedFace:
+    return DetectedFace(box_xyxy=(x, 20.0, x + 40.0, 70.0), score=0.99, landmarks=((x + 5, 30.0),) * 5)
+
+
+def _rows(store: FaceStore, sql: str) -> list[tuple]:
+    with store.engine.connect() as conn:
+        return [tuple(r) for r in conn.execute(text(sql))]
+
+
+def _item(store: FaceStore, item_id: int) -> dict:
+    with store.engine.connect() as conn:
+        row = conn.execute(text('SELECT * FROM "MediaItems" WHERE "Id" = :i'), {"i": item_id}).mappings()
+        return dict(row.one())
+
+
+def _png(path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", (8, 6), (200, 100, 50)).save(path, "PNG")
+    return path
+
+
+# schema ---------------------------------------------------------------------------------------
+
+
+def test_upgrade_creates_everything_once(db_path: Path) -> None:
+    store = FaceStore.from_url(f"sqlite:///{db_path}", upgrade=False)
+    first = store.upgrade()
+    assert set(LEGACY_COLUMNS) <= set(first)
+    assert store.upgrade() == []
+    store.dispose()
+
+
+def test_fresh_store_has_every_column(store: FaceStore) -> None:
+    inspector = inspect(store.engine)
+    for table in LEGACY_COLUMNS:
+        columns = {c["name"] for c in inspector.get_columns(table)}
+        assert columns == set(LEGACY_COLUMNS[table]) | set(PRODUCT_COLUMNS[table])
+    assert store.upgrade() == []
+
+
+LEGACY_DDL = [
+    """CREATE TABLE MediaFile (Id INTEGER PRIMARY KEY AUTOINCREMENT, FilePath NVARCHAR(500) NOT NULL,
+       FileName NVARCHAR(255) NOT NULL, Extensions NVARCHAR(10), CreatedAt DATETIME, ModifiedAt DATETIME)""",
+    """CREATE TABLE MediaItems (Id INTEGER PRIMARY KEY AUTOINCREMENT,
+       MediaFileId INTEGER NOT NULL REFERENCES MediaFile(Id), Name NVARCHAR(255) NOT NULL,
+       IsFacesExtracted BIT, FacesExtractedOn DATETIME)""",
+    """CREATE TABLE Persons (Id INTEGER PRIMARY KEY AUTOINCREMENT,
+       PortraitMediaFileId INTEGER REFERENCES MediaFile(Id), Name NVARCHAR(255), Rank NVARCHAR(50),
+       Appointment NVARCHAR(100), Type NVARCHAR(50), CreatedAt DATETIME, ModifiedAt DATETIME)""",
+    """CREATE TABLE Faces (Id INTEGER PRIMARY KEY AUTOINCREMENT,
+       MediaItemId INTEGER NOT NULL REFERENCES MediaItems(Id), PersonId INTEGER REFERENCES Persons(Id),
+       BoundingBox NVARCHAR(255), Embedding VARBINARY, FrameNumber INTEGER, Name NVARCHAR(255),
+       IsUserVerified BIT, CreatedAt DATETIME, ModifiedAt DATETIME)""",
+]
+
+JSON_VECTOR = np.random.default_rng(1).normal(size=512).astype(np.float32)
+BYTES_VECTOR = np.random.default_rng(2).normal(size=512).astype(np.float32)
+
+
+@pytest.fixture
+def legacy_db(tmp_path: Path) -> Path:
+    """A database written by the legacy tools: legacy columns only, a few rows."""
+    path = tmp_path / "legacy.db"
+    conn = sqlite3.connect(path)
+    for ddl in LEGACY_DDL:
+        conn.execute(ddl)
+    stamp = "2021-03-04 10:00:00"
+    conn.execute(
+        "INSERT INTO MediaFile VALUES (1, ?, 'a.jpg', 'jpg', ?, ?)",
+        (str(tmp_path / "old" / "a.jpg"), stamp, stamp),
+    )
+    conn.execute(
+        "INSERT INTO MediaFile VALUES (2, ?, 'b.jpg', 'jpg', ?, ?)", (str(tmp_path / "old"), stamp, stamp)
+    )
+    conn.execute("INSERT INTO MediaItems VALUES (1, 1, 'a.jpg', 0, NULL)")
+    conn.execute("INSERT INTO MediaItems VALUES (2, 2, 'b.jpg', NULL, NULL)")
+    conn.execute("INSERT INTO Persons VALUES (1, 1, 'Unknown-1', NULL, NULL, NULL, ?, ?)", (stamp, stamp))
+    as_json = json.dumps([float(v) for v in JSON_VECTOR])
+    conn.execute(
+        "INSERT INTO Faces VALUES (1, 1, 1, '[1, 2, 30, 40]', ?, 0, 'f1.jpg', 1, ?, ?)",
+        (as_json, stamp, stamp),
+    )
+    conn.execute(
+        "INSERT INTO Faces VALUES (2, 1, NULL, '[50, 2, 80, 40]', ?, 0, 'f2.jpg', 0, ?, ?)",
+        (BYTES_VECTOR.astype("<f4").tobytes(), stamp, stamp),
+    )
+    conn.commit()
+    conn.close()
+    return path
+
+
+def _legacy_snapshot(path: Path) -> dict[str, list[tuple]]:
+    conn = sqlite3.connect(path)
+    try:
+        return {
+            table: conn.execute(f"SELECT {', '.join(columns)} FROM {table} ORDER BY Id").fetchall()
+            for table, columns in LEGACY_COLUMNS.items()
+        }
+    finally:
+        conn.close()
+
+
+def test_upgrade_of_legacy_schema_adds_columns_and_keeps_rows(legacy_db: Path) -> None:
+    before = _legacy_snapshot(legacy_db)
+    store = FaceStore.from_url(f"sqlite:///{legacy_db}", upgrade=False)
+    changes = store.upgrade()
+    inspector = inspect(store.engine)
+    for table, product in PRODUCT_COLUMNS.items():
+        assert {f"{table}.{c}" for c in product} <= set(changes)
+        assert set(product) <= {c["name"] for c in inspector.get_columns(table)}
+    assert store.upgrade() == []
+    store.dispose()
+    after = _legacy_snapshot(legacy_db)
+    assert after == before
+    assert [type(v) for v in after["Faces"][0]] == [type(v) for v in before["Faces"][0]]  # text stays text
+
+
+def test_legacy_embeddings_json_and_bytes_are_read(legacy_db: Path) -> None:
+    store = FaceStore.from_url(f"sqlite:///{legacy_db}")
+    data = store.face_embeddings()
+    store.dispose()
+    assert data.face_ids.tolist() == [1, 2]
+    assert data.media_item_ids.tolist() == [1, 1]
+    assert data.person_ids.tolist() == [1, -1]
+    assert data.clustered.tolist() == [False, False]
+    assert data.vectors.shape == (2, 512) and data.vectors.dtype == np.float32
+    np.testing.assert_array_equal(data.vectors[0], JSON_VECTOR)
+    np.testing.assert_array_equal(data.vectors[1], BYTES_VECTOR)
+
+
+def test_legacy_items_are_pending_with_their_paths(legacy_db: Path, tmp_path: Path) -> None:
+    """FilePath holds the full path (item 1) or the folder (item 2); a NULL flag means pending."""
+    store = FaceStore.from_url(f"sqlite:///{legacy_db}")
+    pending = store.pending_media_items()
+    store.dispose()
+    assert [(m.id, m.media_file_id, m.path) for m in pending] == [
+        (1, 1, tmp_path / "old" / "a.jpg"),
+        (2, 2, tmp_path / "old" / "b.jpg"),
+    ]
+
+
+# media files and items ------------------------------------------------------------------------
+
+
+def test_register_media_file_twice_keeps_one_row(store: FaceStore, tmp_path: Path) -> None:
+    photo = _png(tmp_path / "photos" / "p.jpg")
+    item = store.register_media_file(photo, "PNG", photo.stat().st_size)
+    assert item is not None
+    assert store.register_media_file(photo, "PNG", photo.stat().st_size) is None
+    # The same file reached through another spelling of its path is the same file.
+    assert store.register_media_file(tmp_path / "photos" / ".." / "photos" / "p.jpg", "PNG", 1) is None
+    assert _rows(store, 'SELECT COUNT(*) FROM "MediaFile"') == [(1,)]
+    assert _rows(store, 'SELECT "Id", "Name" FROM "MediaItems"') == [(item, "p.jpg")]
+    assert [(m.id, m.path) for m in store.pending_media_items()] == [(item, photo.resolve())]
+
+
+def test_pending_media_items_limit_and_order(store: FaceStore, tmp_path: Path) -> None:
+    ids = [store.register_media_file(tmp_path / f"{i}.jpg", "JPEG", 10) for i in range(3)]
+    assert [m.id for m in store.pending_media_items(limit=2)] == ids[:2]
+
+
+def test_file_inside_a_folder_of_the_same_name_round_trips(store: FaceStore, tmp_path: Path) -> None:
+    """A product-written row must read back as the file it registered, whatever the folder is called."""
+    photo = _png(tmp_path / "IMG_1.jpg" / "IMG_1.jpg")
+    item = store.register_media_file(photo, "PNG", photo.stat().st_size)
+    assert [(m.id, m.path) for m in store.pending_media_items()] == [(item, photo.resolve())]
+
+
+def test_save_detection_writes_faces_and_marks_item_done(store: FaceStore, tmp_path: Path) -> None:
+    item = store.register_media_file(tmp_path / "a.jpg", "JPEG", 10)
+    assert item is not None
+    assert store.save_detection(item, [_face(10.0), _face(60.0)], "retinaface", (640, 480)) is True
+    row = _item(store, item)
+    assert row["IsFacesExtracted"] and row["FaceCount"] == 2 and row["DetectorName"] == "retinaface"
+    assert (row["ImageWidth"], row["ImageHeight"]) == (640, 480)
+    assert store.pending_media_items() == []
+    faces = store.faces_of_media_items()[item]
+    assert [f["box_xyxy"] for f in faces] == [[10.0, 20.0, 50.0, 70.0], [60.0, 20.0, 100.0, 70.0]]
+    assert {f.box_xyxy for f in store.faces_without_embedding()} == {
+        (10.0, 20.0, 50.0, 70.0),
+        (60.0, 20.0, 100.0, 70.0),
+    }
+
+
+def test_save_detection_twice_adds_nothing(store: FaceStore, tmp_path: Path) -> None:
+    item = store.register_media_file(tmp_path / "a.jpg", "JPEG", 10)
+    assert item is not None
+    store.save_detection(item, [_face()], "retinaface", (64, 64))
+    assert store.save_detection(item, [_face(), _face(30.0)], "retinaface", (64, 64)) is False
+    assert store.counts()["faces"] == 1
+    assert _item(store, item)["FaceCount"] == 1
+
+
+def test_save_detection_without_faces_marks_item_done(store: FaceStore, tmp_path: Path) -> None:
+    item = store.register_media_file(tmp_path / "empty.jpg", "JPEG", 10)
+    assert item is not None
+    assert store.save_detection(item, [], "retinaface", (64, 64)) is True
+    row = _item(store, item)
+    assert row["IsFacesExtracted"] and row["FaceCount"] == 0
+    assert store.counts()["media_items_pending"] == 0 and store.counts()["faces"] == 0
+
+
+def test_save_extraction_error_records_the_message(store: FaceStore, tmp_path: Path) -> None:
+    item = store.register_media_file(tmp_path / "bad.jpg", "JPEG", 10)
+    assert item is not None
+    store.save_extraction_error(item, "bad.jpg: cannot decode image (truncated)")
+    assert store.extraction_errors() == [
+        {"Id": item, "Name": "bad.jpg", "ExtractionError": "bad.jpg: cannot decode image (truncated)"}
+    ]
+    assert store.pending_media_items() == []
+    counts = store.counts()
+    assert (counts["media_items_failed"], counts["media_items_pending"]) == (1, 0)
+
+
+def test_saved_embeddings_round_trip(store: FaceStore, tmp_path: Path) -> None:
+    item = store.register_media_file(tmp_path / "a.jpg", "JPEG", 10)
+    assert item is not None
+    store.save_detection(item, [_face(), _face(30.0)], "retinaface", (64, 64))
+    ids = [f.id for f in store.faces_without_embedding()]
+    vectors = np.random.default_rng(0).normal(size=(2, 512)).astype(np.float32)
+    store.save_embeddings(ids, vectors, "facenet")
+    data = store.face_embeddings()
+    assert data.face_ids.tolist() == ids and data.person_ids.tolist() == [-1, -1]
+    np.testing.assert_array_equal(data.vectors, vectors)
+    assert store.faces_without_embedding() == []
+
+
+# embedding encoding ---------------------------------------------------------------------------
+
+
+def test_decode_round_trips_encode() -> None:
+    vector = np.random.default_rng(0).normal(size=512).astype(np.float32)
+    encoded = encode_embedding(vector)
+    assert len(encoded) == 512 * 4
+    decoded = decode_embedding(encoded)
+    assert decoded is not None and decoded.dtype == np.float32
+    np.testing.assert_array_equal(decoded, vector)
+
+
+def test_decode_reads_json_text_and_bytes() -> None:
+    vector = np.random.default_rng(1).normal(size=512).astype(np.float32)
+    as_json = json.dumps([float(v) for v in vector])
+    for value in (as_json, as_json.encode("ascii"), encode_embedding(vector)):
+        np.testing.assert_array_equal(decode_embedding(value), vector)
+    # psycopg2 hands bytea back as a memoryview
+    np.testing.assert_array_equal(decode_embedding(memoryview(encode_embedding(vector))), vector)  # type: ignore[arg-type]
+    assert decode_embedding(None) is None
+
+
+def test_decode_does_not_misread_raw_bytes_starting_with_a_bracket() -> None:
+    vector = np.random.default_rng(3).normal(scale=0.04, size=512).astype(np.float32)
+    raw = bytearray(vector.astype("<f4").tobytes())
+    raw[0] = ord("[")  # low mantissa byte of the first value: still a valid, similar float
+    vector = np.frombuffer(bytes(raw), dtype="<f4")
+    assert encode_embedding(vector)[:1] == b"["
+    np.testing.assert_array_equal(decode_embedding(encode_embedding(vector)), vector)
+
+
+def test_decode_does_not_misread_ascii_bytes_starting_with_a_bracket() -> None:
+    """Every byte printable ASCII (small positive floats can be), first byte '['."""
+    raw = bytearray(b"[" + bytes((0x30 + i % 40) for i in range(1, 2047)) + b"=")
+    for k in range(3, 2048, 4):
+        raw[k] = 0x3D  # sign/exponent byte of a float near 0.05
+    vector = np.frombuffer(bytes(raw), dtype="<f4")
+    assert bytes(raw).isascii() and np.all(np.abs(vector) < 1)
+    np.testing.assert_array_equal(decode_embedding(bytes(raw)), vector)
+
+
+# register_folder ------------------------------------------------------------------------------
+
+
+def test_register_folder_registers_real_images_only(store: FaceStore, tmp_path: Path) -> None:
+    library = tmp_path / "library"
+    png_named_jpg = _png(library / "holiday.jpg")
+    nested = _png(library / "2020" / "summer" / "beach.png")
+    text_as_jpg = library / "notes.jpg"
+    text_as_jpg.write_text("not a photo")
+    _png(library / ".hidden.png")
+    _png(library / ".thumbnails" / "t.png")
+
+    result = register_folder(store, library)
+
+    registered = {m.path for m in store.pending_media_items()}
+    assert registered == {png_named_jpg.resolve(), nested.resolve()}
+    assert len(result.added) == 2 and result.already_known == 0
+    assert [path for path, _ in result.skipped] == [text_as_jpg]
+    assert all(reason for _, reason in result.skipped)
+    assert _rows(store, 'SELECT "MediaFormat" FROM "MediaFile" ORDER BY "Id"') == [("PNG",), ("PNG",)]
+
+
+def test_register_folder_twice_adds_nothing(store: FaceStore, tmp_path: Path) -> None:
+    library = tmp_path / "library"
+    for name in ("a.png", "b.png", "sub/c.png"):
+        _png(library / name)
+    assert len(register_folder(store, library).added) == 3
+    again = register_folder(store, library)
+    assert again.added == [] and again.already_known == 3
+    assert store.counts()["media_items"] == 3
+
+
+def test_register_folder_rejects_a_file(store: FaceStore, tmp_path: Path) -> None:
+    with pytest.raises(NotADirectoryError):
+        register_folder(store, _png(tmp_path / "a.png"))
+
+
+def test_register_folder_knows_files_of_legacy_rows(legacy_db: Path, tmp_path: Path) -> None:
+    """A photo the legacy tools registered (either FilePath form) is not registered a second time."""
+    _png(tmp_path / "old" / "a.jpg")
+    _png(tmp_path / "old" / "b.jpg")
+    store = FaceStore.from_url(f"sqlite:///{legacy_db}")
+    result = register_folder(store, tmp_path / "old")
+    counts = store.counts()
+    store.dispose()
+    assert result.added == []
+    assert counts["media_items"] == 2

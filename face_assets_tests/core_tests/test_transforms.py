@@ -1,0 +1,135 @@
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from face_assets.core.vision.transforms import (
+    MediaDecodeError,
+    embedding_crop,
+    load_image,
+    sniff_image_format,
+    square_thumbnail,
+)
+
+RED, BLUE = (255, 0, 0), (0, 0, 255)
+
+
+def _write_jpeg(path: Path, width: int = 64, height: int = 48) -> Path:
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8)).save(path, "JPEG")
+    return path
+
+
+def test_load_image_applies_exif_orientation(tmp_path: Path) -> None:
+    """Orientation 6 means 'rotate 90 degrees clockwise to display'."""
+    width, height, mark = 60, 30, 10
+    stored = Image.new("RGB", (width, height), BLUE)
+    stored.paste(RED, (0, 0, mark, mark))  # marker in the stored top-left corner
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    path = tmp_path / "rotated.jpg"
+    stored.save(path, "JPEG", exif=exif, quality=95)
+
+    pixels = load_image(path)
+
+    assert pixels.shape == (width, height, 3) and pixels.dtype == np.uint8
+    # Clockwise rotation sends stored (x, y) to (height - 1 - y, x): top-left goes to top-right.
+    top_right = pixels[1 : mark - 1, height - mark + 1 : height - 1].reshape(-1, 3).mean(axis=0)
+    top_left = pixels[1 : mark - 1, 1 : mark - 1].reshape(-1, 3).mean(axis=0)
+    assert top_right[0] > 200 and top_right[2] < 60
+    assert top_left[2] > 200 and top_left[0] < 60
+
+
+def test_grayscale_png_decodes_to_rgb(tmp_path: Path) -> None:
+    path = tmp_path / "gray.png"
+    Image.new("L", (7, 5), 100).save(path)
+    pixels = load_image(path)
+    assert pixels.shape == (5, 7, 3) and pixels.dtype == np.uint8
+    assert (pixels == 100).all()
+
+
+def test_rgba_png_decodes_to_rgb(tmp_path: Path) -> None:
+    path = tmp_path / "alpha.png"
+    Image.new("RGBA", (4, 9), (10, 20, 30, 128)).save(path)
+    pixels = load_image(path)
+    assert pixels.shape == (9, 4, 3) and pixels.dtype == np.uint8
+    assert (pixels == np.array([10, 20, 30], dtype=np.uint8)).all()
+
+
+def test_truncated_jpeg_raises_media_decode_error(tmp_path: Path) -> None:
+    path = _write_jpeg(tmp_path / "cut.jpg")
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(MediaDecodeError, match=re.escape(str(path))):
+        load_image(path)
+
+
+def test_text_file_named_jpg_raises_media_decode_error(tmp_path: Path) -> None:
+    path = tmp_path / "notes.jpg"
+    path.write_text("not a photo\n")
+    with pytest.raises(MediaDecodeError, match=re.escape(str(path))):
+        load_image(path)
+
+
+def test_missing_file_raises_media_decode_error(tmp_path: Path) -> None:
+    path = tmp_path / "gone.jpg"
+    with pytest.raises(MediaDecodeError, match=re.escape(str(path))):
+        load_image(path)
+
+
+def test_media_decode_error_is_a_value_error() -> None:
+    assert issubclass(MediaDecodeError, ValueError)
+
+
+def test_sniff_ignores_the_extension(tmp_path: Path) -> None:
+    png = tmp_path / "really_png.jpg"
+    Image.new("RGB", (3, 3)).save(png, "PNG")
+    text = tmp_path / "text.jpg"
+    text.write_text("hello")
+    assert sniff_image_format(png) == "PNG"
+    assert sniff_image_format(text) is None
+    assert sniff_image_format(tmp_path / "missing.png") is None
+
+
+def test_embedding_crop_shape_dtype_and_scaling() -> None:
+    image = np.full((100, 80, 3), 255, dtype=np.uint8)
+    crop = embedding_crop(image, (20.0, 30.0, 60.0, 80.0))
+    assert crop.shape == (160, 160, 3) and crop.dtype == np.float32
+    np.testing.assert_allclose(crop, (255 - 127.5) / 128, rtol=0, atol=1e-6)
+
+
+def test_embedding_crop_values_within_unit_range() -> None:
+    image = np.zeros((100, 100, 3), dtype=np.uint8)
+    image[:, 50:] = 255
+    crop = embedding_crop(image, (30.0, 30.0, 70.0, 70.0))
+    assert crop.min() >= -1.0 and crop.max() <= 1.0
+    assert crop.min() == pytest.approx(-127.5 / 128) and crop.max() == pytest.approx(127.5 / 128)
+
+
+@pytest.mark.parametrize(
+    "box", [(200.0, 200.0, 250.0, 250.0), (-100.0, -100.0, -50.0, -50.0), (120.0, 10.0, 160.0, 50.0)]
+)
+def test_embedding_crop_rejects_box_outside_image(box: tuple[float, float, float, float]) -> None:
+    image = np.full((100, 100, 3), 128, dtype=np.uint8)
+    with pytest.raises(ValueError, match="outside"):
+        embedding_crop(image, box)
+
+
+@pytest.mark.parametrize("px", [112, 64])
+def test_square_thumbnail_pads_outside_with_black(px: int) -> None:
+    image = np.full((100, 100, 3), 255, dtype=np.uint8)
+    # Box over the top-left corner: the square reaches beyond the image to the top and left.
+    thumb = square_thumbnail(image, (-20.0, -20.0, 30.0, 30.0), px=px)
+    assert thumb.shape == (px, px, 3) and thumb.dtype == np.uint8
+    assert (thumb[0, 0] == 0).all()
+    assert (thumb[-1, -1] == 255).all()
+
+
+def test_square_thumbnail_for_non_square_box_beyond_bottom_right() -> None:
+    image = np.full((60, 90, 3), 200, dtype=np.uint8)
+    thumb = square_thumbnail(image, (70.0, 40.0, 100.0, 80.0))
+    assert thumb.shape == (112, 112, 3)
+    assert (thumb[-1, -1] == 0).all()
+    assert (thumb[0, 0] == 200).all()
