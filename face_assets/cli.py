@@ -20,11 +20,12 @@ def _settings() -> Any:
 
 
 def cmd_db_init(args: argparse.Namespace) -> int:
-    from face_assets.core.storage.store import FaceStore
+    from face_assets.core.storage.engine import make_engine, upgrade_schema
 
     url = args.database_url or _settings().resolved_database_url()
-    store = FaceStore.from_url(url, upgrade=False)
-    changes = store.upgrade()
+    engine = make_engine(url)
+    changes = upgrade_schema(engine)
+    engine.dispose()
     print(f"schema up to date ({len(changes)} changes): {', '.join(changes) or 'nothing to do'}")
     return 0
 

@@ -32,7 +32,8 @@ class FaceStoreResource(dg.ConfigurableResource):
     the SQLite file under FACE_ASSETS_DATA_DIR."""
 
     database_url: str = ""
-    upgrade_schema: bool = True
+    # Empty: upgrade the embedded SQLite file automatically, never a server's schema.
+    upgrade_schema: bool | None = None
 
     _store: FaceStore | None = PrivateAttr(default=None)
 

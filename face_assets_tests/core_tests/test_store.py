@@ -9,8 +9,9 @@ from PIL import Image
 from sqlalchemy import inspect, text
 
 from face_assets.core.media_item import register_folder
+from face_assets.core.storage.engine import make_engine
 from face_assets.core.storage.schema import LEGACY_COLUMNS, PRODUCT_COLUMNS
-from face_assets.core.storage.store import FaceStore, decode_embedding, encode_embedding
+from face_assets.core.storage.store import FaceStore, SchemaError, decode_embedding, encode_embedding
 from face_assets.core.vision.types import DetectedFace
 
 
@@ -51,7 +52,7 @@ def _png(path: Path) -> Path:
 
 
 def test_upgrade_creates_everything_once(db_path: Path) -> None:
-    store = FaceStore.from_url(f"sqlite:///{db_path}", upgrade=False)
+    store = FaceStore(make_engine(f"sqlite:///{db_path}"))
     first = store.upgrade()
     assert set(LEGACY_COLUMNS) <= set(first)
     assert store.upgrade() == []
@@ -128,9 +129,17 @@ def _legacy_snapshot(path: Path) -> dict[str, list[tuple]]:
         conn.close()
 
 
+def test_a_store_that_may_not_upgrade_refuses_a_legacy_schema_and_names_the_fix(legacy_db: Path) -> None:
+    before = _legacy_snapshot(legacy_db)
+    with pytest.raises(SchemaError, match="face-assets db init") as error:
+        FaceStore.from_url(f"sqlite:///{legacy_db}", upgrade=False)
+    assert "MediaFile.PathKey" in str(error.value)
+    assert _legacy_snapshot(legacy_db) == before
+
+
 def test_upgrade_of_legacy_schema_adds_columns_and_keeps_rows(legacy_db: Path) -> None:
     before = _legacy_snapshot(legacy_db)
-    store = FaceStore.from_url(f"sqlite:///{legacy_db}", upgrade=False)
+    store = FaceStore(make_engine(f"sqlite:///{legacy_db}"))
     changes = store.upgrade()
     inspector = inspect(store.engine)
     for table, product in PRODUCT_COLUMNS.items():

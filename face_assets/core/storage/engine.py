@@ -47,6 +47,20 @@ def make_engine(url: str) -> Engine:
     return create_engine(url, **kwargs)
 
 
+def missing_schema(engine: Engine) -> list[str]:
+    """Tables and columns the product needs that the database lacks, e.g. ["Faces.Landmarks"]."""
+    inspector = inspect(engine)
+    existing = set(inspector.get_table_names())
+    missing: list[str] = []
+    for table in metadata.sorted_tables:
+        if table.name not in existing:
+            missing.append(table.name)
+            continue
+        present = {c["name"] for c in inspector.get_columns(table.name)}
+        missing += [f"{table.name}.{c.name}" for c in table.columns if c.name not in present]
+    return missing
+
+
 def upgrade_schema(engine: Engine) -> list[str]:
     """Creates missing tables, adds missing product columns and indexes; never touches rows.
 

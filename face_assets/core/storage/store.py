@@ -15,7 +15,7 @@ from numpy.typing import NDArray
 from sqlalchemy import Engine, and_, bindparam, false, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
-from face_assets.core.storage.engine import make_engine, upgrade_schema
+from face_assets.core.storage.engine import make_engine, missing_schema, upgrade_schema
 from face_assets.core.storage.schema import (
     FacesTable,
     MediaFileTable,
@@ -93,15 +93,33 @@ class FaceEmbeddings:
     vectors: NDArray[np.float32]
 
 
+class SchemaError(RuntimeError):
+    """The application tables lack columns or tables this product needs."""
+
+
 class FaceStore:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
 
     @classmethod
-    def from_url(cls, url: str, *, upgrade: bool = True) -> FaceStore:
+    def from_url(cls, url: str, *, upgrade: bool | None = None) -> FaceStore:
+        """A store on `url`. The schema is upgraded when `upgrade` is True, or when it is None
+        and the database is the embedded SQLite default; a server database whose schema lacks
+        something is refused with the command that fixes it."""
         store = cls(make_engine(url))
+        if upgrade is None:
+            upgrade = store.engine.dialect.name == "sqlite"
         if upgrade:
             store.upgrade()
+        else:
+            missing = missing_schema(store.engine)
+            if missing:
+                store.dispose()
+                raise SchemaError(
+                    f"database {store.engine.url.render_as_string(hide_password=True)} lacks "
+                    f"{', '.join(missing[:8])}{' ...' if len(missing) > 8 else ''}: "
+                    "run `face-assets db init` to add them (existing rows are not touched)"
+                )
         return store
 
     def upgrade(self) -> list[str]:

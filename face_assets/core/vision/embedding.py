@@ -37,6 +37,7 @@ class FaceNetEmbedder(LazyModel):
         # One traced graph for one batch shape: eager Keras is ~20x slower per face on CPU.
         self._infer = tf.function(
             lambda batch: model(batch, training=False),
+            autograph=False,
             input_signature=[tf.TensorSpec((self.batch_size, self.input_px, self.input_px, 3), tf.float32)],
         )
 
