@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
-from sqlalchemy import Engine, and_, bindparam, false, func, insert, or_, select, update
+from sqlalchemy import Connection, Engine, Insert, and_, bindparam, false, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from face_assets.core.storage.engine import make_engine, missing_schema, upgrade_schema
@@ -93,6 +93,13 @@ class FaceEmbeddings:
     vectors: NDArray[np.float32]
 
 
+def _insert_id(conn: Connection, statement: Insert) -> int:
+    """Executes one INSERT and returns the new row's identity."""
+    key = conn.execute(statement).inserted_primary_key
+    assert key is not None
+    return int(key[0])
+
+
 class SchemaError(RuntimeError):
     """The application tables lack columns or tables this product needs."""
 
@@ -151,7 +158,8 @@ class FaceStore:
                 return None
             try:
                 with conn.begin_nested():
-                    file_id = conn.execute(
+                    file_id = _insert_id(
+                        conn,
                         insert(MediaFileTable).values(
                             FilePath=str(absolute.parent),
                             FileName=absolute.name,
@@ -159,16 +167,16 @@ class FaceStore:
                             PathKey=key,
                             MediaFormat=media_format,
                             FileSize=size,
-                        )
-                    ).inserted_primary_key[0]
+                        ),
+                    )
             except IntegrityError:
                 return None  # registered by a concurrent run a moment ago
-            item_id = conn.execute(
+            return _insert_id(
+                conn,
                 insert(MediaItemsTable).values(
                     MediaFileId=file_id, Name=absolute.name[:255], IsFacesExtracted=False
-                )
-            ).inserted_primary_key[0]
-        return int(item_id)
+                ),
+            )
 
     def pending_media_items(self, limit: int | None = None) -> list[MediaItem]:
         query = (
@@ -337,10 +345,8 @@ class FaceStore:
         created: list[int] = []
         with self.engine.begin() as conn:
             for face_ids in new_persons:
-                person_id = int(
-                    conn.execute(
-                        insert(PersonsTable).values(Type="cluster", CreatedAt=now, ModifiedAt=now)
-                    ).inserted_primary_key[0]
+                person_id = _insert_id(
+                    conn, insert(PersonsTable).values(Type="cluster", CreatedAt=now, ModifiedAt=now)
                 )
                 # Named after its own id, so names never collide across runs.
                 conn.execute(
