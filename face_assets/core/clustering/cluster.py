@@ -58,8 +58,8 @@ def l2_normalize(vectors: NDArray[np.float32]) -> NDArray[np.float32]:
 
 
 def _reduce(vectors: NDArray[np.float32], params: ClusterParams) -> NDArray[np.float32]:
-    """Optional UMAP to a few dimensions; its output is what gets clustered."""
-    if not params.use_umap or len(vectors) < 10:
+    """UMAP to a few dimensions for the density step (optional extra `umap`)."""
+    if len(vectors) < 10:
         return vectors
     try:
         import umap
@@ -83,8 +83,12 @@ def cluster_embeddings(embeddings: NDArray[np.float32], params: ClusterParams) -
     count = len(embeddings)
     if count < max(params.min_cluster_size, 2):
         return np.full(count, NOISE, dtype=np.int64)
-    vectors = _reduce(l2_normalize(np.asarray(embeddings, dtype=np.float32)), params)
-    if params.algorithm == "agglomerative" and count <= MAX_LINKAGE_FACES:
+    vectors = l2_normalize(np.asarray(embeddings, dtype=np.float32))
+    if params.use_umap:
+        # UMAP distorts distances: it only shapes the density step; the similarity rule is
+        # applied to the embeddings themselves.
+        labels = refine(vectors, _density_labels(_reduce(vectors, params), params), params.link_threshold)
+    elif params.algorithm == "agglomerative" and count <= MAX_LINKAGE_FACES:
         labels = average_linkage(vectors, params.link_threshold)
     else:
         labels = refine(vectors, _density_labels(vectors, params), params.link_threshold)
