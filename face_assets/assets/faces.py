@@ -51,15 +51,16 @@ def detected_faces(
     detector = face_models.get_detector()
     detector.load()
     run = detect_faces(face_store.get_store(), detector)
-    for error in run.errors:
+    for error in run.errors + run.retry_later:
         context.log.warning(error)
     return dg.MaterializeResult(
         metadata={
             "media_items": run.media_items,
+            "left_pending_after_failure": len(run.retry_later),
             "faces": run.faces,
             "media_items_without_faces": run.without_faces,
             "errors": len(run.errors),
-            "error_preview": error_preview(run.errors),
+            "error_preview": error_preview(run.errors + run.retry_later),
             "ms_per_media_item": round(run.ms_per_item, 1),
             "detect_seconds": round(run.detect_seconds, 2),
             "model_load_seconds": round(detector.load_seconds, 2),  # type: ignore[attr-defined]

@@ -12,13 +12,16 @@ from face_assets.core.vision.types import FaceDetector
 
 logger = logging.getLogger(__name__)
 
+MAX_CONSECUTIVE_FAILURES = 3
+
 
 @dataclass
 class DetectionRun:
     media_items: int = 0
     faces: int = 0
     without_faces: int = 0
-    errors: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)  # bad files: recorded, not retried
+    retry_later: list[str] = field(default_factory=list)  # our failures: left pending
     decode_seconds: float = 0.0
     detect_seconds: float = 0.0
     write_seconds: float = 0.0
@@ -32,6 +35,7 @@ class DetectionRun:
 def detect_faces(store: FaceStore, detector: FaceDetector, limit: int | None = None) -> DetectionRun:
     """Detects faces in pending media items; a bad file is recorded and the rest go on."""
     run = DetectionRun()
+    consecutive_failures = 0
     for item in store.pending_media_items(limit):
         run.media_items += 1
         started = time.perf_counter()
@@ -44,7 +48,18 @@ def detect_faces(store: FaceStore, detector: FaceDetector, limit: int | None = N
             run.errors.append(f"media item {item.id}: {message}")
             continue
         decoded = time.perf_counter()
-        faces = detector.detect(image)
+        try:
+            faces = detector.detect(image)
+        except Exception as error:  # one item must not stop the others
+            # Not a bad file but a failure of ours: the item stays pending and is retried,
+            # unless failures repeat, which means something is wrong beyond one item.
+            logger.exception("media item %d (%s): detection failed", item.id, item.path)
+            run.retry_later.append(f"media item {item.id} ({item.path}): detection failed: {error}")
+            consecutive_failures += 1
+            if consecutive_failures >= MAX_CONSECUTIVE_FAILURES:
+                raise
+            continue
+        consecutive_failures = 0
         detected = time.perf_counter()
         height, width = image.shape[:2]
         store.save_detection(item.id, faces, detector.name, (width, height))

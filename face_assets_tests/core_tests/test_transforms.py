@@ -133,3 +133,24 @@ def test_square_thumbnail_for_non_square_box_beyond_bottom_right() -> None:
     assert thumb.shape == (112, 112, 3)
     assert (thumb[-1, -1] == 0).all()
     assert (thumb[0, 0] == 200).all()
+
+
+def test_sixteen_bit_grayscale_is_scaled_not_clipped(tmp_path: Path) -> None:
+    ramp = np.linspace(0, 65535, 64 * 64).reshape(64, 64).astype(np.uint16)
+    path = tmp_path / "wide.png"
+    Image.fromarray(ramp).save(path)
+    decoded = load_image(path)
+    assert decoded.shape == (64, 64, 3) and decoded.dtype == np.uint8
+    assert decoded[0, 0, 0] == 0 and decoded[-1, -1, 0] == 255
+    assert abs(int(decoded[32, 0, 0]) - 128) <= 2  # the middle of the ramp stays mid-grey
+
+
+def test_an_image_too_large_to_decode_is_a_clear_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "huge.png"
+    Image.new("RGB", (400, 300)).save(path)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # the real limit, scaled down
+    with pytest.raises(MediaDecodeError, match="too many pixels") as error:
+        load_image(path)
+    assert str(path) in str(error.value)

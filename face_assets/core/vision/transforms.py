@@ -34,14 +34,29 @@ def load_image(path: Path) -> RGBImage:
         with Image.open(path) as image:
             image.load()
             upright = ImageOps.exif_transpose(image)
+            if upright.mode in _WIDE_GRAY_MODES:
+                return _wide_gray_to_rgb(upright)
             rgb = upright.convert("RGB")
     except FileNotFoundError as error:
         raise MediaDecodeError(f"{path}: file not found") from error
     except UnidentifiedImageError as error:
         raise MediaDecodeError(f"{path}: not an image Pillow can decode") from error
+    except Image.DecompressionBombError as error:
+        raise MediaDecodeError(f"{path}: too many pixels to decode safely ({error})") from error
     except (OSError, ValueError, SyntaxError) as error:
         raise MediaDecodeError(f"{path}: cannot decode image ({error})") from error
     return np.asarray(rgb, dtype=np.uint8)
+
+
+# 16-bit and float grayscale: Pillow's convert("RGB") clips them instead of scaling.
+_WIDE_GRAY_MODES = frozenset({"I", "I;16", "I;16B", "I;16L", "I;16N", "F"})
+
+
+def _wide_gray_to_rgb(image: Image.Image) -> RGBImage:
+    values = np.asarray(image, dtype=np.float32)
+    top = 65535.0 if image.mode.startswith("I;16") or values.max(initial=0.0) > 255 else 255.0
+    gray = np.clip(values * (255.0 / top), 0, 255).astype(np.uint8)
+    return np.repeat(gray[..., None], 3, axis=2)
 
 
 def _crop_padded(image: RGBImage, x1: int, y1: int, x2: int, y2: int) -> RGBImage:

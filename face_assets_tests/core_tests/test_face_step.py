@@ -1,0 +1,64 @@
+"""Orchestration of the detection step, with a stub detector (the real one is tested end to end)."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from face_assets.core.face import MAX_CONSECUTIVE_FAILURES, detect_faces
+from face_assets.core.media_item import register_folder
+from face_assets.core.storage.store import FaceStore
+from face_assets.core.vision.types import DetectedFace, RGBImage
+
+
+class StubDetector:
+    """Finds one face in every image, except images whose top-left pixel is pure red."""
+
+    name = "stub"
+
+    def load(self) -> None:
+        pass
+
+    def detect(self, image: RGBImage) -> list[DetectedFace]:
+        if tuple(image[0, 0]) == (255, 0, 0):
+            raise RuntimeError("the model broke on this input")
+        return [DetectedFace((1.0, 1.0, 9.0, 9.0), 0.99, ((2.0, 2.0),) * 5)]
+
+
+def _photos(folder: Path, colours: list[tuple[int, int, int]]) -> None:
+    folder.mkdir()
+    for index, colour in enumerate(colours):
+        Image.fromarray(np.full((16, 16, 3), colour, dtype=np.uint8)).save(folder / f"{index:02d}.png")
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> FaceStore:
+    return FaceStore.from_url(f"sqlite:///{tmp_path / 'faces.db'}")
+
+
+def test_a_detector_failure_leaves_that_item_pending_and_the_rest_processed(
+    tmp_path: Path, store: FaceStore
+) -> None:
+    _photos(tmp_path / "photos", [(0, 0, 255), (255, 0, 0), (0, 255, 0)])
+    register_folder(store, tmp_path / "photos")
+
+    run = detect_faces(store, StubDetector())
+
+    assert run.faces == 2 and run.errors == []
+    assert len(run.retry_later) == 1 and "01.png" in run.retry_later[0]
+    pending = store.pending_media_items()
+    assert [item.path.name for item in pending] == ["01.png"]  # retried next run, not lost
+
+
+def test_repeated_detector_failures_stop_the_run_without_marking_items(
+    tmp_path: Path, store: FaceStore
+) -> None:
+    _photos(tmp_path / "photos", [(255, 0, 0)] * (MAX_CONSECUTIVE_FAILURES + 2))
+    register_folder(store, tmp_path / "photos")
+
+    with pytest.raises(RuntimeError, match="model broke"):
+        detect_faces(store, StubDetector())
+
+    assert len(store.pending_media_items()) == MAX_CONSECUTIVE_FAILURES + 2
+    assert store.counts()["media_items_failed"] == 0
