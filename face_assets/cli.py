@@ -172,7 +172,30 @@ def main(argv: list[str] | None = None) -> int:
     from face_assets.core.vision.lazy import quiet_tensorflow
 
     quiet_tensorflow()
-    return int(args.func(args))
+    try:
+        return int(args.func(args))
+    except Exception as error:
+        known = _user_error(error)
+        if known is None:
+            raise
+        print(f"error: {known}", file=sys.stderr)
+        return 2
+
+
+def _user_error(error: BaseException) -> BaseException | None:
+    """The error a user can act on (missing model file, schema, bad folder), unwrapped from
+    Dagster's step errors; None for anything else, which keeps its traceback."""
+    from face_assets.core.storage.store import SchemaError
+    from face_assets.core.vision.weights import ModelFileError
+
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(seen, ModelFileError | SchemaError | NotADirectoryError | FileNotFoundError):
+            return seen
+        if isinstance(seen, ValueError) and "identity" in str(seen):
+            return seen
+        seen = seen.__cause__
+    return None
 
 
 if __name__ == "__main__":

@@ -94,3 +94,17 @@ def test_dagster_asset_materialize_on_a_fresh_dagster_home(
     second = run([dagster, *command[1:]], tmp_path, **env)
     assert second.returncode == 0, second.stderr[-3000:]
     assert store.counts() == counts
+
+
+def test_offline_without_model_files_fails_with_one_clear_line(tmp_path: Path, photo_folder: Path) -> None:
+    """No cache and no package index: the error names the file to place and where it comes from."""
+    photo = next((photo_folder / IDENTITIES[0]).glob("*.jpg"))
+    empty = tmp_path / "models"
+    out = run(
+        face_assets("test", str(photo)), tmp_path,
+        FACE_ASSETS_MODELS_DIR=str(empty), PIP_NO_INDEX="1", PIP_FIND_LINKS="",
+    )  # fmt: skip
+    assert out.returncode == 2
+    assert "Traceback" not in out.stderr
+    assert str(empty / "retinaface-mobilenetv2-frozen_graph.pb") in out.stderr
+    assert "retinaface==1.1.1" in out.stderr and "sha256" in out.stderr
