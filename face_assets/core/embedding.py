@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from face_assets.core.batch import IdRange
 from face_assets.core.storage.store import FaceStore
 from face_assets.core.thumbnail import faces_by_media_item
 from face_assets.core.vision.transforms import MediaDecodeError, embedding_crop, load_image
@@ -30,7 +31,9 @@ class EmbeddingRun:
         return 1000.0 * self.embed_seconds / max(self.faces, 1)
 
 
-def embed_faces(store: FaceStore, embedder: FaceEmbedder, batch_faces: int = 64) -> EmbeddingRun:
+def embed_faces(
+    store: FaceStore, embedder: FaceEmbedder, batch_faces: int = 64, id_range: IdRange = None
+) -> EmbeddingRun:
     run = EmbeddingRun()
     pending_ids: list[int] = []
     pending_crops: list[np.ndarray] = []
@@ -48,7 +51,7 @@ def embed_faces(store: FaceStore, embedder: FaceEmbedder, batch_faces: int = 64)
         pending_ids.clear()
         pending_crops.clear()
 
-    for path, faces in faces_by_media_item(store.faces_without_embedding()):
+    for path, faces in faces_by_media_item(store.faces_without_embedding(id_range)):
         started = time.perf_counter()
         try:
             image = load_image(path)

@@ -6,6 +6,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 
+from face_assets.core.batch import IdRange
 from face_assets.core.storage.store import FaceStore
 from face_assets.core.vision.transforms import MediaDecodeError, load_image
 from face_assets.core.vision.types import FaceDetector
@@ -32,11 +33,13 @@ class DetectionRun:
         return 1000.0 * busy / max(self.media_items, 1)
 
 
-def detect_faces(store: FaceStore, detector: FaceDetector, limit: int | None = None) -> DetectionRun:
+def detect_faces(
+    store: FaceStore, detector: FaceDetector, limit: int | None = None, id_range: IdRange = None
+) -> DetectionRun:
     """Detects faces in pending media items; a bad file is recorded and the rest go on."""
     run = DetectionRun()
     consecutive_failures = 0
-    for item in store.pending_media_items(limit):
+    for item in store.pending_media_items(limit, id_range):
         run.media_items += 1
         started = time.perf_counter()
         try:

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import time
 from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import NDArray
 
+from face_assets.core.batch import IdRange
 from face_assets.core.clustering.cluster import (
     NOISE,
     ClusterParams,
@@ -33,6 +36,11 @@ class PersonUpdate:
     persons_total: int
     clustered: bool
     seconds: float
+
+
+def _taken(media_item_ids: NDArray[np.int64], person_ids: NDArray[np.int64]) -> set[tuple[int, int]]:
+    """(media item, person) pairs already used: a person appears once per media item."""
+    return {(int(m), int(p)) for m, p in zip(media_item_ids, person_ids, strict=True) if p >= 0}
 
 
 def _split_same_media_item(
@@ -67,7 +75,7 @@ def plan_persons(
     assigned = person_ids.copy()
     unassigned = np.flatnonzero(assigned == NOISE)
     ids, centroids = person_centroids(vectors, assigned)
-    taken = {(int(m), int(p)) for m, p in zip(media_item_ids, assigned, strict=True) if p >= 0}
+    taken = _taken(media_item_ids, assigned)
     chosen, _ = match_to_persons(
         vectors[unassigned], media_item_ids[unassigned], ids, centroids,
         params.match_threshold, taken,
@@ -94,7 +102,7 @@ def plan_persons(
     for _ in range(_MAX_MATCH_ROUNDS):
         waiting = np.flatnonzero(combined == NOISE)
         ids, centroids = person_centroids(vectors, combined)
-        taken = {(int(m), int(p)) for m, p in zip(media_item_ids, combined, strict=True) if p >= 0}
+        taken = _taken(media_item_ids, combined)
         chosen, _ = match_to_persons(
             vectors[waiting], media_item_ids[waiting], ids, centroids,
             params.match_threshold, taken,
@@ -107,8 +115,23 @@ def plan_persons(
     return final, groups, ran
 
 
-def update_persons(store: FaceStore, params: ClusterParams) -> PersonUpdate:
-    """Assigns every embedded face it can to a person and writes it in one transaction."""
+PERSONS_LOCK = "person_clusters"
+
+
+def default_owner() -> str:
+    return f"{socket.gethostname()} pid {os.getpid()}"
+
+
+def update_persons(store: FaceStore, params: ClusterParams, owner: str = "") -> PersonUpdate:
+    """Assigns every embedded face it can to a person and writes it in one transaction.
+
+    Holds the persons lock throughout: a second clustering started meanwhile is refused.
+    """
+    with store.lock(PERSONS_LOCK, owner or default_owner()):
+        return _update_persons(store, params)
+
+
+def _update_persons(store: FaceStore, params: ClusterParams) -> PersonUpdate:
     started = time.perf_counter()
     data = store.face_embeddings()
     final, groups, ran = plan_persons(
@@ -138,3 +161,37 @@ def update_persons(store: FaceStore, params: ClusterParams) -> PersonUpdate:
     )
     logger.info("persons updated: %s", summary)
     return summary
+
+
+@dataclass(frozen=True)
+class BatchMatch:
+    faces: int  # unassigned faces of the batch
+    matched: int
+    waiting: int
+    seconds: float
+
+
+def match_new_faces(
+    store: FaceStore, params: ClusterParams, id_range: IdRange, owner: str = "", wait_seconds: float = 600
+) -> BatchMatch:
+    """Gives the batch's unassigned faces the existing person they match; the rest wait for the
+    next clustering. Waits for a running clustering rather than writing beside it."""
+    started = time.perf_counter()
+    with store.lock(PERSONS_LOCK, owner or default_owner(), wait_seconds=wait_seconds):
+        data = store.face_embeddings()
+        in_batch = data.person_ids == NOISE
+        if id_range is not None:
+            in_batch &= (data.media_item_ids >= id_range[0]) & (data.media_item_ids <= id_range[1])
+        rows = np.flatnonzero(in_batch)
+        ids, centroids = person_centroids(data.vectors, data.person_ids)
+        taken = _taken(data.media_item_ids, data.person_ids)
+        chosen, similarity = match_to_persons(
+            data.vectors[rows], data.media_item_ids[rows], ids, centroids, params.match_threshold, taken
+        )
+        matches = [
+            (int(data.face_ids[r]), int(p), float(s))
+            for r, p, s in zip(rows, chosen, similarity, strict=True)
+            if p >= 0
+        ]
+        store.apply_person_changes([], matches, [])
+    return BatchMatch(len(rows), len(matches), len(rows) - len(matches), time.perf_counter() - started)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from PIL import Image
 
+from face_assets.core.batch import IdRange
 from face_assets.core.storage.store import FaceRecord, FaceStore, path_key
 from face_assets.core.vision.transforms import MediaDecodeError, load_image, square_thumbnail
 from face_assets.core.vision.types import RGBImage
@@ -52,10 +53,10 @@ def faces_by_media_item(faces: Sequence[FaceRecord]) -> Iterator[tuple[Path, lis
         yield members[0].path, members
 
 
-def write_thumbnails(store: FaceStore, folder: Path, px: int = 112) -> ThumbnailRun:
+def write_thumbnails(store: FaceStore, folder: Path, px: int = 112, id_range: IdRange = None) -> ThumbnailRun:
     run = ThumbnailRun()
     started = time.perf_counter()
-    for path, faces in faces_by_media_item(store.faces_without_thumbnail()):
+    for path, faces in faces_by_media_item(store.faces_without_thumbnail(id_range)):
         try:
             image = load_image(path)
         except MediaDecodeError as error:

@@ -78,7 +78,7 @@ def upgrade_schema(engine: Engine) -> list[str]:
             if table in missing_tables:
                 continue
             present = {c["name"] for c in inspector.get_columns(table.name)}
-            for name in PRODUCT_COLUMNS[table.name]:
+            for name in PRODUCT_COLUMNS.get(table.name, ()):
                 if name in present:
                     continue
                 column = table.c[name]

@@ -102,6 +102,16 @@ FacesTable = Table(
     Column("Notes", UnicodeText),
 )
 
+# Product table: named locks, so that two clusterings never write persons at the same time,
+# whichever scheduler, command or UI started them.
+LocksTable = Table(
+    "FaceAssetsLocks",
+    metadata,
+    Column("Name", String(64), primary_key=True),
+    Column("Owner", Unicode(255), nullable=False),
+    Column("AcquiredAt", DateTime, nullable=False),
+)
+
 LEGACY_COLUMNS: dict[str, tuple[str, ...]] = {
     "MediaFile": ("Id", "FilePath", "FileName", "Extensions", "CreatedAt", "ModifiedAt"),
     "MediaItems": ("Id", "MediaFileId", "Name", "IsFacesExtracted", "FacesExtractedOn"),
@@ -129,9 +139,11 @@ LEGACY_COLUMNS: dict[str, tuple[str, ...]] = {
     ),  # fmt: skip
 }
 
+# Columns the product adds to the legacy tables (its own tables are created whole).
 PRODUCT_COLUMNS: dict[str, tuple[str, ...]] = {
     table.name: tuple(c.name for c in table.columns if c.name not in LEGACY_COLUMNS[table.name])
     for table in metadata.sorted_tables
+    if table.name in LEGACY_COLUMNS
 }
 
 # SQL Server lets a unique index hold one NULL only; legacy rows have no PathKey.

@@ -5,19 +5,37 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Iterable, Sequence
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path, PurePath
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
-from sqlalchemy import Connection, Engine, Insert, and_, bindparam, false, func, insert, or_, select, update
+from sqlalchemy import (
+    Connection,
+    Engine,
+    Insert,
+    and_,
+    bindparam,
+    delete,
+    false,
+    func,
+    insert,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.exc import IntegrityError
 
+from face_assets.core.batch import IdRange
 from face_assets.core.storage.engine import make_engine, missing_schema, upgrade_schema
 from face_assets.core.storage.schema import (
     FacesTable,
+    LocksTable,
     MediaFileTable,
     MediaItemsTable,
     PersonsTable,
@@ -52,6 +70,13 @@ def decode_embedding(value: bytes | str | None) -> NDArray[np.float32] | None:
 
 # What media_path needs to rebuild a file's path from a MediaFile row.
 _FILE_COLUMNS = (MediaFileTable.c.FilePath, MediaFileTable.c.FileName, MediaFileTable.c.PathKey)
+
+
+def _in_range(column: Any, id_range: IdRange) -> list[Any]:
+    """WHERE terms limiting a media item id column to a batch; none for the whole library."""
+    if id_range is None:
+        return []
+    return [column >= id_range[0], column <= id_range[1]]
 
 
 def _pending() -> Any:
@@ -98,6 +123,10 @@ def _insert_id(conn: Connection, statement: Insert) -> int:
     key = conn.execute(statement).inserted_primary_key
     assert key is not None
     return int(key[0])
+
+
+class LockHeld(RuntimeError):
+    """Another process holds a lock this one needs; the message says who and since when."""
 
 
 class SchemaError(RuntimeError):
@@ -178,7 +207,7 @@ class FaceStore:
                 ),
             )
 
-    def pending_media_items(self, limit: int | None = None) -> list[MediaItem]:
+    def pending_media_items(self, limit: int | None = None, id_range: IdRange = None) -> list[MediaItem]:
         query = (
             select(
                 MediaItemsTable.c.Id,
@@ -186,7 +215,7 @@ class FaceStore:
                 *_FILE_COLUMNS,
             )  # fmt: skip
             .join(MediaFileTable, MediaFileTable.c.Id == MediaItemsTable.c.MediaFileId)
-            .where(_pending())  # fmt: skip
+            .where(_pending(), *_in_range(MediaItemsTable.c.Id, id_range))
             .order_by(MediaItemsTable.c.Id)
         )
         if limit is not None:
@@ -272,11 +301,25 @@ class FaceStore:
             if r.BoundingBox
         ]
 
-    def faces_without_thumbnail(self) -> list[FaceRecord]:
-        return self._faces_where(FacesTable.c.ThumbnailPath.is_(None))
+    def faces_without_thumbnail(self, id_range: IdRange = None) -> list[FaceRecord]:
+        return self._faces_where(
+            and_(FacesTable.c.ThumbnailPath.is_(None), *_in_range(FacesTable.c.MediaItemId, id_range))
+        )
 
-    def faces_without_embedding(self) -> list[FaceRecord]:
-        return self._faces_where(FacesTable.c.Embedding.is_(None))
+    def faces_without_embedding(self, id_range: IdRange = None) -> list[FaceRecord]:
+        return self._faces_where(
+            and_(FacesTable.c.Embedding.is_(None), *_in_range(FacesTable.c.MediaItemId, id_range))
+        )
+
+    def pending_media_item_ids(
+        self, above: int = 0, up_to: int | None = None, limit: int = 10_000
+    ) -> list[int]:
+        """Ids of media items not yet through detection, in (above, up_to], oldest first."""
+        query = select(MediaItemsTable.c.Id).where(_pending(), MediaItemsTable.c.Id > above)
+        if up_to is not None:
+            query = query.where(MediaItemsTable.c.Id <= up_to)
+        with self.engine.connect() as conn:
+            return list(conn.execute(query.order_by(MediaItemsTable.c.Id).limit(limit)).scalars())
 
     def save_thumbnails(self, rows: Sequence[tuple[int, str, str]]) -> None:
         """(face id, file name, path relative to the thumbnail folder), one transaction."""
@@ -373,6 +416,51 @@ class FaceStore:
                     .values(PersonAssignedBy="noise")
                 )
         return created
+
+    @contextmanager
+    def lock(
+        self, name: str, owner: str, wait_seconds: float = 0.0, stale_after_s: float = 6 * 3600
+    ) -> Iterator[None]:
+        """Holds the named lock for the block; refuses (LockHeld) if another owner holds it
+        for longer than `wait_seconds`. A lock older than `stale_after_s` (its holder died)
+        is taken over."""
+        deadline = time.monotonic() + wait_seconds
+        while not self._try_lock(name, owner, stale_after_s):
+            holder = self._lock_holder(name)
+            if time.monotonic() >= deadline:
+                raise LockHeld(f"{name} is running elsewhere ({holder}); try again when it has finished")
+            time.sleep(min(1.0, max(deadline - time.monotonic(), 0.0)))
+        try:
+            yield
+        finally:
+            with self.engine.begin() as conn:
+                conn.execute(delete(LocksTable).where(LocksTable.c.Name == name, LocksTable.c.Owner == owner))
+
+    def _try_lock(self, name: str, owner: str, stale_after_s: float) -> bool:
+        now = utcnow()
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(insert(LocksTable).values(Name=name, Owner=owner[:255], AcquiredAt=now))
+            return True
+        except IntegrityError:
+            pass
+        with self.engine.begin() as conn:
+            row = conn.execute(select(LocksTable).where(LocksTable.c.Name == name)).first()
+            if row is None or row.AcquiredAt > now - timedelta(seconds=stale_after_s):
+                return False
+            taken = conn.execute(
+                update(LocksTable)
+                .where(LocksTable.c.Name == name, LocksTable.c.AcquiredAt == row.AcquiredAt)
+                .values(Owner=owner[:255], AcquiredAt=now)
+            ).rowcount
+        if taken == 1:
+            logger.warning("took over the stale lock %s of %s (since %s)", name, row.Owner, row.AcquiredAt)
+        return taken == 1
+
+    def _lock_holder(self, name: str) -> str:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(LocksTable).where(LocksTable.c.Name == name)).first()
+        return f"held by {row.Owner} since {row.AcquiredAt:%Y-%m-%d %H:%M:%S} UTC" if row else "just released"
 
     # reports ------------------------------------------------------------------------------
 
