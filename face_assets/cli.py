@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -27,6 +28,12 @@ def cmd_db_init(args: argparse.Namespace) -> int:
     changes = upgrade_schema(engine)
     engine.dispose()
     print(f"schema up to date ({len(changes)} changes): {', '.join(changes) or 'nothing to do'}")
+    if os.environ.get("DAGSTER_HOME"):
+        # The batch `all` (the whole library) lets `dagster asset materialize --partition all` run.
+        from face_assets.runs import ensure_all_partition, instance_for_cli
+
+        ensure_all_partition(instance_for_cli())
+        print("Dagster batch `all` ready in DAGSTER_HOME")
     return 0
 
 
@@ -58,7 +65,7 @@ def _print_evaluation(report: dict[str, Any]) -> None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from face_assets.core.storage.store import FaceStore
-    from face_assets.runs import materialize_pipeline, step_metadata
+    from face_assets.runs import materialize_pipeline
 
     folder = Path(args.folder) if args.folder else None
     if folder is None:
@@ -73,7 +80,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     result = materialize_pipeline(folder, log_level="INFO" if args.verbose else "WARNING")
     seconds = time.perf_counter() - started
-    meta = step_metadata(result)
+    meta = result.metadata()
     store = FaceStore.from_url(_settings().resolved_database_url())
     counts = store.counts()
     items = int(meta.get("detected_faces", {}).get("media_items", 0))  # type: ignore[call-overload]

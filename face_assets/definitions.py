@@ -1,23 +1,18 @@
-"""The one Dagster code location of face_assets."""
+"""The one Dagster code location of face_assets.
+
+Definitions are built when Dagster loads the code location, not at import: the sensor
+interval and the schedule's cron come from the environment then.
+"""
 
 import dagster as dg
 
-from face_assets.assets import (
-    detected_faces,
-    face_embeddings,
-    face_thumbnails,
-    media_items,
-    person_clusters,
-)
+from face_assets.assets import ALL_ASSETS
+from face_assets.checks import ALL_CHECKS
+from face_assets.core.settings import get_settings
+from face_assets.jobs import process_batch_job, recluster_persons_job, register_media_job
 from face_assets.resources import FaceModelsResource, FaceStoreResource, ThumbnailStoreResource
-
-ALL_ASSETS = [media_items, detected_faces, face_thumbnails, face_embeddings, person_clusters]
-
-process_media_job = dg.define_asset_job(
-    "process_media_job",
-    selection=dg.AssetSelection.assets(*ALL_ASSETS),
-    description="Registers media, detects faces, writes thumbnails and embeddings, updates persons.",
-)
+from face_assets.schedules import build_recluster_schedule
+from face_assets.sensors import build_media_folder_sensor, build_new_media_items_sensor
 
 
 def make_resources() -> dict[str, dg.ConfigurableResource]:
@@ -29,4 +24,18 @@ def make_resources() -> dict[str, dg.ConfigurableResource]:
     }
 
 
-defs = dg.Definitions(assets=ALL_ASSETS, jobs=[process_media_job], resources=make_resources())
+def build_definitions() -> dg.Definitions:
+    settings = get_settings()
+    return dg.Definitions(
+        assets=ALL_ASSETS,
+        asset_checks=ALL_CHECKS,
+        jobs=[process_batch_job, recluster_persons_job, register_media_job],
+        sensors=[build_new_media_items_sensor(settings), build_media_folder_sensor(settings)],
+        schedules=[build_recluster_schedule(settings)],
+        resources=make_resources(),
+    )
+
+
+@dg.definitions
+def defs() -> dg.Definitions:
+    return build_definitions()

@@ -1,14 +1,34 @@
-"""Runs the Dagster materialisations in-process: what the `face-assets` command drives."""
+"""Runs the Dagster materialisations in-process: what the `face-assets` command drives.
+
+The command line processes the whole library as the batch `all`; the sensor makes Id-range
+batches. Either way the same assets run.
+"""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import dagster as dg
 
-from face_assets.definitions import ALL_ASSETS, make_resources
+from face_assets.assets import ALL_ASSETS, BATCH_ASSETS, media_items, person_clusters
+from face_assets.checks import ALL_CHECKS
+from face_assets.core.batch import ALL_KEY
+from face_assets.definitions import make_resources
+from face_assets.partitions import media_item_partitions
 from face_assets.resources import FaceStoreResource, ThumbnailStoreResource
+
+STEPS = ("register", "detect", "thumbnails", "embed", "match", "cluster")
+_STEP_ASSETS: dict[str, list[dg.AssetsDefinition]] = {
+    "register": [media_items],
+    "detect": [BATCH_ASSETS[0]],
+    "thumbnails": [BATCH_ASSETS[1]],
+    "embed": [BATCH_ASSETS[2]],
+    "match": [BATCH_ASSETS[3]],
+    "cluster": [person_clusters],
+}
 
 
 def instance_for_cli() -> dg.DagsterInstance:
@@ -18,39 +38,71 @@ def instance_for_cli() -> dg.DagsterInstance:
     return dg.DagsterInstance.ephemeral()
 
 
+def ensure_all_partition(instance: dg.DagsterInstance) -> None:
+    if not instance.has_dynamic_partition(media_item_partitions.name, ALL_KEY):
+        instance.add_dynamic_partitions(media_item_partitions.name, [ALL_KEY])
+
+
+@dataclass
+class PipelineRun:
+    results: list[dg.ExecuteInProcessResult] = field(default_factory=list)
+
+    @property
+    def success(self) -> bool:
+        return all(r.success for r in self.results)
+
+    def metadata(self) -> dict[str, dict[str, object]]:
+        """Materialisation metadata per asset, as plain values."""
+        out: dict[str, dict[str, object]] = {}
+        for result in self.results:
+            for asset in ALL_ASSETS:
+                name = asset.key.to_user_string()
+                for event in result.asset_materializations_for_node(name):
+                    out[name] = {key: getattr(v, "value", v) for key, v in event.metadata.items()}
+        return out
+
+
 def materialize_pipeline(
     folder: Path | None = None,
     *,
     database_url: str = "",
     thumbnail_dir: Path | None = None,
     instance: dg.DagsterInstance | None = None,
-    raise_on_error: bool = True,
+    steps: Sequence[str] = STEPS,
     log_level: str = "WARNING",
-) -> dg.ExecuteInProcessResult:
-    """Registers `folder` (if given) and materialises every asset in dependency order."""
+) -> PipelineRun:
+    """Registers `folder` (if given), then materialises the chosen steps in dependency order:
+    the batch assets for the whole library (partition `all`), then the clustering."""
+    instance = instance or instance_for_cli()
     resources = make_resources()
     if database_url:
         resources["face_store"] = FaceStoreResource(database_url=database_url)
     if thumbnail_dir is not None:
         resources["thumbnails"] = ThumbnailStoreResource(path=str(thumbnail_dir))
-    run_config = {
-        "ops": {"media_items": {"config": {"folder": str(folder) if folder else ""}}},
-        "loggers": {"console": {"config": {"log_level": log_level}}},
-    }
-    return dg.materialize(
-        ALL_ASSETS,
-        resources=resources,
-        run_config=run_config,
-        instance=instance or instance_for_cli(),
-        raise_on_error=raise_on_error,
-    )
+    loggers = {"console": {"config": {"log_level": log_level}}}
+    run = PipelineRun()
 
+    def materialize(names: list[str], partition_key: str | None = None, ops: dict | None = None) -> None:
+        selection = [a.key for name in names for a in _STEP_ASSETS[name]]
+        if not selection:
+            return
+        run.results.append(
+            dg.materialize(
+                [*ALL_ASSETS, *ALL_CHECKS],
+                selection=selection,
+                partition_key=partition_key,
+                resources=resources,
+                run_config={"loggers": loggers, **({"ops": ops} if ops else {})},
+                instance=instance,
+            )
+        )
 
-def step_metadata(result: dg.ExecuteInProcessResult) -> dict[str, dict[str, object]]:
-    """Materialisation metadata per asset, as plain values."""
-    out: dict[str, dict[str, object]] = {}
-    for asset in ALL_ASSETS:
-        name = asset.key.to_user_string()
-        for materialization in result.asset_materializations_for_node(name):
-            out[name] = {key: getattr(v, "value", v) for key, v in materialization.metadata.items()}
-    return out
+    if "register" in steps:
+        materialize(["register"], ops={"media_items": {"config": {"folder": str(folder) if folder else ""}}})
+    batch_steps = [s for s in ("detect", "thumbnails", "embed", "match") if s in steps]
+    if batch_steps:
+        ensure_all_partition(instance)
+        materialize(batch_steps, partition_key=ALL_KEY)
+    if "cluster" in steps:
+        materialize(["cluster"])
+    return run

@@ -13,13 +13,13 @@ from sqlalchemy import insert, select, text
 
 from face_assets.core.storage.schema import FacesTable, MediaFileTable, MediaItemsTable
 from face_assets.core.storage.store import FaceStore, decode_embedding
-from face_assets.runs import materialize_pipeline, step_metadata
+from face_assets.runs import PipelineRun, materialize_pipeline
 from face_assets_tests.conftest import IDENTITIES, PHOTOS_PER_IDENTITY, TWO_FACE_PHOTO
 
 pytestmark = pytest.mark.slow
 
 
-def run_pipeline(folder: Path, db_url: str, thumbnails: Path) -> dg.ExecuteInProcessResult:
+def run_pipeline(folder: Path, db_url: str, thumbnails: Path) -> PipelineRun:
     return materialize_pipeline(
         folder, database_url=db_url, thumbnail_dir=thumbnails, instance=dg.DagsterInstance.ephemeral()
     )
@@ -45,15 +45,16 @@ def processed(tmp_path_factory: pytest.TempPathFactory, photo_folder: Path, mode
     return result, FaceStore.from_url(db_url), root / "thumbnails", db_url
 
 
-def test_pipeline_materialises_every_asset_in_order(processed) -> None:
+def test_pipeline_materialises_every_asset(processed) -> None:
     result, *_ = processed
     assert result.success
-    meta = step_metadata(result)
+    meta = result.metadata()
     assert list(meta) == [
         "media_items",
         "detected_faces",
         "face_thumbnails",
         "face_embeddings",
+        "face_persons",
         "person_clusters",
     ]
     photos = len(IDENTITIES) * PHOTOS_PER_IDENTITY + 2  # + the two-face photo + the non-face image
@@ -127,7 +128,7 @@ def test_rerun_on_unchanged_data_changes_nothing(processed, photo_folder: Path) 
     result = run_pipeline(photo_folder, db_url, thumbnails)
     assert result.success
     assert snapshot(store, thumbnails) == before
-    meta = step_metadata(result)
+    meta = result.metadata()
     assert meta["media_items"]["registered"] == 0
     assert meta["detected_faces"]["media_items"] == 0
     assert meta["person_clusters"]["new_persons"] == 0
@@ -157,7 +158,7 @@ def test_bad_input_is_recorded_and_the_rest_is_processed(
     result = run_pipeline(folder, db_url, tmp_path / "thumbnails")
 
     assert result.success
-    meta = step_metadata(result)
+    meta = result.metadata()
     assert meta["media_items"]["skipped_not_images"] == 1  # notes.jpg is sniffed, not registered
     errors = {e["Name"]: e["ExtractionError"] for e in store.extraction_errors()}
     assert set(errors) == {"truncated.jpg", "notes.jpg", "vanished.jpg"}

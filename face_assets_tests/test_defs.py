@@ -9,15 +9,22 @@ import dagster as dg
 
 
 def test_definitions_load_with_every_asset_and_the_job() -> None:
-    from face_assets.definitions import defs
+    from face_assets.definitions import build_definitions
 
-    repository = defs.get_repository_def()
+    repository = build_definitions().get_repository_def()
     keys = {key.to_user_string() for key in repository.asset_graph.get_all_asset_keys()}
-    assert keys == {"media_items", "detected_faces", "face_thumbnails", "face_embeddings", "person_clusters"}
-    assert repository.has_job("process_media_job")
+    assert keys == {
+        "media_items", "detected_faces", "face_thumbnails", "face_embeddings", "face_persons",
+        "person_clusters",
+    }  # fmt: skip
+    for job in ("process_batch_job", "recluster_persons_job", "register_media_job"):
+        assert repository.has_job(job)
+    assert {s.name for s in repository.sensor_defs} == {"new_media_items_sensor", "media_folder_sensor"}
+    assert [s.name for s in repository.schedule_defs] == ["recluster_schedule"]
     graph = repository.asset_graph
     assert dg.AssetKey("detected_faces") in graph.get(dg.AssetKey("face_embeddings")).parent_keys
-    assert dg.AssetKey("face_embeddings") in graph.get(dg.AssetKey("person_clusters")).parent_keys
+    assert dg.AssetKey("face_embeddings") in graph.get(dg.AssetKey("face_persons")).parent_keys
+    assert dg.AssetKey("face_persons") in graph.get(dg.AssetKey("person_clusters")).parent_keys
 
 
 def test_importing_definitions_loads_no_model_and_opens_no_database(tmp_path) -> None:

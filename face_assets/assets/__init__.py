@@ -1,5 +1,17 @@
 from face_assets.assets.embeddings import face_embeddings
 from face_assets.assets.faces import detected_faces, face_thumbnails, media_items
-from face_assets.assets.persons import person_clusters
+from face_assets.assets.persons import face_persons, person_clusters
 
-__all__ = ["media_items", "detected_faces", "face_thumbnails", "face_embeddings", "person_clusters"]
+BATCH_ASSETS = [detected_faces, face_thumbnails, face_embeddings, face_persons]
+ALL_ASSETS = [media_items, *BATCH_ASSETS, person_clusters]
+
+__all__ = [
+    "ALL_ASSETS",
+    "BATCH_ASSETS",
+    "media_items",
+    "detected_faces",
+    "face_thumbnails",
+    "face_embeddings",
+    "face_persons",
+    "person_clusters",
+]

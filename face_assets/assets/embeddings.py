@@ -4,18 +4,20 @@ import dagster as dg
 
 from face_assets.assets.faces import MODEL_TAGS, detected_faces
 from face_assets.assets.metadata import error_preview
+from face_assets.core.batch import parse_batch_key
 from face_assets.core.embedding import embed_faces
+from face_assets.partitions import media_item_partitions
 from face_assets.resources import FaceModelsResource, FaceStoreResource
 
 
-@dg.asset(group_name="faces", deps=[detected_faces], op_tags=MODEL_TAGS)
+@dg.asset(group_name="faces", deps=[detected_faces], partitions_def=media_item_partitions, op_tags=MODEL_TAGS)
 def face_embeddings(
     context: dg.AssetExecutionContext, face_store: FaceStoreResource, face_models: FaceModelsResource
 ) -> dg.MaterializeResult:
-    """A 512-d unit-norm embedding for every detected face."""
+    """A 512-d unit-norm embedding for every face of the batch."""
     embedder = face_models.get_embedder()
     embedder.load()
-    run = embed_faces(face_store.get_store(), embedder)
+    run = embed_faces(face_store.get_store(), embedder, id_range=parse_batch_key(context.partition_key))
     for error in run.errors:
         context.log.warning(error)
     return dg.MaterializeResult(

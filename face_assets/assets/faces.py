@@ -5,10 +5,12 @@ from pathlib import Path
 import dagster as dg
 
 from face_assets.assets.metadata import error_preview
+from face_assets.core.batch import parse_batch_key
 from face_assets.core.face import detect_faces
 from face_assets.core.media_item import register_folder
 from face_assets.core.settings import get_settings
 from face_assets.core.thumbnail import write_thumbnails
+from face_assets.partitions import media_item_partitions
 from face_assets.resources import FaceModelsResource, FaceStoreResource, ThumbnailStoreResource
 
 MODEL_TAGS = {"dagster/concurrency_key": "face_models"}
@@ -24,7 +26,7 @@ def media_items(
 ) -> dg.MaterializeResult:
     """Media items in the database, with the images of the media folder registered once each."""
     store = face_store.get_store()
-    folder = config.folder or (str(get_settings().media_dir or ""))
+    folder = config.folder or str(get_settings().media_dir or "")
     added, skipped = 0, 0
     if folder:
         registration = register_folder(store, Path(folder))
@@ -43,38 +45,45 @@ def media_items(
     )
 
 
-@dg.asset(group_name="faces", deps=[media_items], op_tags=MODEL_TAGS)
+@dg.asset(group_name="faces", deps=[media_items], partitions_def=media_item_partitions, op_tags=MODEL_TAGS)
 def detected_faces(
     context: dg.AssetExecutionContext, face_store: FaceStoreResource, face_models: FaceModelsResource
 ) -> dg.MaterializeResult:
-    """Faces found in every unprocessed media item, written with the item marked processed."""
+    """Faces found in the batch's unprocessed media items, written with each item marked processed."""
     detector = face_models.get_detector()
     detector.load()
-    run = detect_faces(face_store.get_store(), detector)
+    run = detect_faces(face_store.get_store(), detector, id_range=parse_batch_key(context.partition_key))
     for error in run.errors + run.retry_later:
         context.log.warning(error)
-    return dg.MaterializeResult(
-        metadata={
-            "media_items": run.media_items,
-            "left_pending_after_failure": len(run.retry_later),
-            "faces": run.faces,
-            "media_items_without_faces": run.without_faces,
-            "errors": len(run.errors),
-            "error_preview": error_preview(run.errors + run.retry_later),
-            "ms_per_media_item": round(run.ms_per_item, 1),
-            "detect_seconds": round(run.detect_seconds, 2),
-            "model_load_seconds": round(detector.load_seconds, 2),  # type: ignore[attr-defined]
-            "detector": detector.name,
-        }
-    )
+    metadata = {
+        "media_items": run.media_items,
+        "faces": run.faces,
+        "media_items_without_faces": run.without_faces,
+        "errors": len(run.errors),
+        "left_pending_after_failure": len(run.retry_later),
+        "error_preview": error_preview(run.errors + run.retry_later),
+        "ms_per_media_item": round(run.ms_per_item, 1),
+        "detect_seconds": round(run.detect_seconds, 2),
+        "model_load_seconds": round(detector.load_seconds, 2),  # type: ignore[attr-defined]
+        "detector": detector.name,
+    }
+    if run.retry_later:
+        # The batch fails visibly, after every other item was processed: rerun it from the UI.
+        raise dg.Failure(
+            description=f"{len(run.retry_later)} media items stay pending after a detector failure",
+            metadata=metadata,
+        )
+    return dg.MaterializeResult(metadata=metadata)
 
 
-@dg.asset(group_name="faces", deps=[detected_faces])
+@dg.asset(group_name="faces", deps=[detected_faces], partitions_def=media_item_partitions)
 def face_thumbnails(
     context: dg.AssetExecutionContext, face_store: FaceStoreResource, thumbnails: ThumbnailStoreResource
 ) -> dg.MaterializeResult:
-    """Square thumbnail files of every face, named to never collide."""
-    run = write_thumbnails(face_store.get_store(), thumbnails.folder(), thumbnails.px())
+    """Square thumbnail files of the batch's faces, named to never collide."""
+    run = write_thumbnails(
+        face_store.get_store(), thumbnails.folder(), thumbnails.px(), parse_batch_key(context.partition_key)
+    )
     for error in run.errors:
         context.log.warning(error)
     return dg.MaterializeResult(

@@ -1,12 +1,14 @@
-"""Persons: faces matched to known persons, the rest clustered."""
+"""Persons: a batch's faces matched to known persons, and the clustering of all faces."""
 
 import dagster as dg
 
 from face_assets.assets.embeddings import face_embeddings
 from face_assets.assets.metadata import table_preview
+from face_assets.core.batch import parse_batch_key
 from face_assets.core.clustering.cluster import ClusterParams
-from face_assets.core.person import update_persons
+from face_assets.core.person import match_new_faces, update_persons
 from face_assets.core.settings import get_settings
+from face_assets.partitions import media_item_partitions
 from face_assets.resources import FaceStoreResource
 
 
@@ -33,15 +35,41 @@ class PersonClustersConfig(dg.Config):
         )
 
 
-@dg.asset(group_name="persons", deps=[face_embeddings], pool="person_clusters")
+def _owner(context: dg.AssetExecutionContext) -> str:
+    return f"Dagster run {context.run.run_id}"
+
+
+@dg.asset(group_name="persons", deps=[face_embeddings], partitions_def=media_item_partitions)
+def face_persons(context: dg.AssetExecutionContext, face_store: FaceStoreResource) -> dg.MaterializeResult:
+    """The batch's new faces joined to the existing persons they match; the others wait."""
+    params = PersonClustersConfig().params()
+    match = match_new_faces(
+        face_store.get_store(), params, parse_batch_key(context.partition_key), owner=_owner(context)
+    )
+    return dg.MaterializeResult(
+        metadata={
+            "unassigned_faces_in_batch": match.faces,
+            "matched_to_existing_persons": match.matched,
+            "waiting_for_clustering": match.waiting,
+            "match_threshold": params.match_threshold,
+            "seconds": round(match.seconds, 2),
+        }
+    )
+
+
+@dg.asset(
+    group_name="persons",
+    deps=[dg.AssetDep(face_persons, partition_mapping=dg.AllPartitionMapping())],
+    pool="person_clusters",
+)
 def person_clusters(
     context: dg.AssetExecutionContext, config: PersonClustersConfig, face_store: FaceStoreResource
 ) -> dg.MaterializeResult:
-    """Persons: new faces join the person they match, the rest are clustered into new persons."""
+    """Persons over all faces: unassigned faces join the person they match, the rest are clustered."""
     params = config.params()
     store = face_store.get_store()
-    update = update_persons(store, params)
     context.log.info(f"clustering with {params}")
+    update = update_persons(store, params, owner=_owner(context))
     return dg.MaterializeResult(
         metadata={
             "faces": update.faces,

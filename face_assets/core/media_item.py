@@ -6,7 +6,7 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from face_assets.core.storage.store import FaceStore
+from face_assets.core.storage.store import FaceStore, path_key
 from face_assets.core.vision.transforms import sniff_image_format
 
 logger = logging.getLogger(__name__)
@@ -25,9 +25,13 @@ def register_folder(store: FaceStore, folder: Path) -> Registration:
     if not folder.is_dir():
         raise NotADirectoryError(f"{folder}: not a folder")
     result = Registration()
+    known = store.known_path_keys()
     for path in sorted(p for p in folder.rglob("*") if p.is_file()):
         if any(part.startswith(".") for part in path.relative_to(folder).parts):
             continue  # hidden files and folders (.DS_Store, .git) are not media
+        if path_key(path) in known:
+            result.already_known += 1
+            continue
         media_format = sniff_image_format(path)
         if media_format is None:
             logger.info("skipped %s: not an image", path)

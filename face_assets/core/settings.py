@@ -57,6 +57,12 @@ class Settings(BaseSettings):
     detection_max_side_px: int = Field(default=1280, ge=128)
     embedding_batch_size: int = Field(default=32, ge=1)
 
+    # Automatic processing: sensor interval, media items per batch, nightly clustering.
+    sensor_interval_s: int = Field(default=180, ge=5)
+    batch_size: int = Field(default=100, ge=1, le=100_000)
+    max_batches_per_tick: int = Field(default=10, ge=1)
+    recluster_cron: str = "0 3 * * *"
+
     cluster_algorithm: ClusterAlgorithm = "agglomerative"
     # Mean pairwise cosine similarity at which two groups of faces are one person.
     cluster_link_threshold: float = Field(default=0.35, gt=-1.0, lt=1.0)

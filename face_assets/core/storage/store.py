@@ -22,6 +22,7 @@ from sqlalchemy import (
     and_,
     bindparam,
     delete,
+    exists,
     false,
     func,
     insert,
@@ -206,6 +207,12 @@ class FaceStore:
                     MediaFileId=file_id, Name=absolute.name[:255], IsFacesExtracted=False
                 ),
             )
+
+    def known_path_keys(self) -> set[str]:
+        """PathKeys of every registered file: a folder scan skips these without opening them."""
+        with self.engine.connect() as conn:
+            query = select(MediaFileTable.c.PathKey).where(MediaFileTable.c.PathKey.isnot(None))
+            return set(conn.execute(query).scalars())
 
     def pending_media_items(self, limit: int | None = None, id_range: IdRange = None) -> list[MediaItem]:
         query = (
@@ -500,6 +507,47 @@ class FaceStore:
                 ).scalar_one(),
                 "persons": scalar(select(func.count()).select_from(PersonsTable)).scalar_one(),
             }  # fmt: skip
+
+    # invariants a user relies on (asset checks) --------------------------------------------
+
+    def half_processed_media_items(self, limit: int = 20) -> list[int]:
+        """Media items that have faces but are not marked processed (should never happen)."""
+        has_faces = exists().where(FacesTable.c.MediaItemId == MediaItemsTable.c.Id)
+        query = select(MediaItemsTable.c.Id).where(_pending(), has_faces).order_by(MediaItemsTable.c.Id)
+        with self.engine.connect() as conn:
+            return list(conn.execute(query.limit(limit)).scalars())
+
+    def faces_with_missing_person(self, limit: int = 20) -> list[int]:
+        """Faces whose PersonId names no Persons row."""
+        query = (
+            select(FacesTable.c.Id)
+            .outerjoin(PersonsTable, PersonsTable.c.Id == FacesTable.c.PersonId)
+            .where(FacesTable.c.PersonId.isnot(None), PersonsTable.c.Id.is_(None))
+            .order_by(FacesTable.c.Id)
+        )
+        with self.engine.connect() as conn:
+            return list(conn.execute(query.limit(limit)).scalars())
+
+    def embedding_problems(self, limit: int = 20, tolerance: float = 1e-3) -> tuple[int, list[str]]:
+        """(embeddings checked, problems): each must be 512 finite float32 of unit norm."""
+        checked, problems = 0, []
+        query = select(FacesTable.c.Id, FacesTable.c.Embedding).where(FacesTable.c.Embedding.isnot(None))
+        with self.engine.connect() as conn:
+            for row in conn.execution_options(yield_per=2000).execute(query):
+                checked += 1
+                try:
+                    vector = decode_embedding(row.Embedding)
+                except ValueError as error:
+                    problems.append(f"face {row.Id}: unreadable embedding ({error})")
+                    continue
+                if vector is None or vector.shape != (EMBEDDING_DIM,):
+                    shape = None if vector is None else vector.shape
+                    problems.append(f"face {row.Id}: shape {shape}, expected ({EMBEDDING_DIM},)")
+                elif not np.isfinite(vector).all():
+                    problems.append(f"face {row.Id}: NaN or infinite values")
+                elif abs(float(np.linalg.norm(vector)) - 1.0) > tolerance:
+                    problems.append(f"face {row.Id}: norm {np.linalg.norm(vector):.4f}, expected 1")
+        return checked, problems[:limit]
 
     def extraction_errors(self) -> list[dict[str, Any]]:
         query = (

@@ -1,0 +1,117 @@
+"""Sensors: new MediaItems rows become batches and runs; new files in the media folder get registered."""
+
+import hashlib
+import os
+from pathlib import Path
+
+import dagster as dg
+
+from face_assets.core.batch import ALL_KEY, batch_key, batch_of, covered_up_to, plan_batches
+from face_assets.core.settings import Settings, get_settings
+from face_assets.jobs import process_batch_job, register_media_job
+from face_assets.partitions import media_item_partitions
+from face_assets.resources import FaceStoreResource
+
+# Pending rows inside batches already covered: at most this many are looked at per tick.
+LEFTOVER_SCAN = 1000
+
+
+def _latest_run(instance: dg.DagsterInstance, key: str) -> dg.DagsterRun | None:
+    records = instance.get_run_records(
+        filters=dg.RunsFilter(job_name=process_batch_job.name, tags={"dagster/partition": key}), limit=1
+    )
+    return records[0].dagster_run if records else None
+
+
+def leftover_requests(
+    context: dg.SensorEvaluationContext, pending: list[int], keys: list[str]
+) -> list[dg.RunRequest]:
+    """Batches to run again for pending rows inside them: a row committed after its batch ran, or
+    a batch whose run never started. A failed batch is left for the user to rerun, not retried
+    in a loop: its rows wait visibly in that failed partition."""
+    requests = []
+    for key in sorted({k for k in (batch_of(i, keys) for i in pending) if k}):
+        run = _latest_run(context.instance, key)
+        if run is None or run.status == dg.DagsterRunStatus.SUCCESS:
+            after = run.run_id if run else "none"
+            requests.append(dg.RunRequest(partition_key=key, run_key=f"{key}:after:{after}"))
+        elif run.status in (dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED):
+            context.log.warning(f"media items wait in failed batch {key} (run {run.run_id}): rerun it")
+    return requests
+
+
+def build_new_media_items_sensor(settings: Settings) -> dg.SensorDefinition:
+    @dg.sensor(
+        name="new_media_items_sensor",
+        job=process_batch_job,
+        minimum_interval_seconds=settings.sensor_interval_s,
+        default_status=dg.DefaultSensorStatus.STOPPED,
+        description="Unprocessed MediaItems rows become batches (dynamic partitions) and their runs.",
+    )
+    def new_media_items_sensor(
+        context: dg.SensorEvaluationContext, face_store: FaceStoreResource
+    ) -> dg.SensorResult | dg.SkipReason:
+        current = get_settings()
+        store = face_store.get_store()
+        partitions = context.instance.get_dynamic_partitions(media_item_partitions.name)
+        keys = [k for k in partitions if k != ALL_KEY]
+        covered = max(int(context.cursor or 0), covered_up_to(keys))
+        limit = current.batch_size * current.max_batches_per_tick
+        fresh = store.pending_media_item_ids(above=covered, limit=limit)
+        new_keys = [batch_key(*r) for r in plan_batches(fresh, covered, current.batch_size)]
+        requests = [dg.RunRequest(partition_key=key, run_key=key) for key in new_keys]
+        leftovers = store.pending_media_item_ids(up_to=covered, limit=LEFTOVER_SCAN)
+        requests += leftover_requests(context, leftovers, keys)
+        if not requests:
+            return dg.SkipReason(f"no unprocessed media items beyond Id {covered}")
+        return dg.SensorResult(
+            run_requests=requests,
+            dynamic_partitions_requests=[media_item_partitions.build_add_request(new_keys)]
+            if new_keys
+            else [],
+            cursor=str(covered_up_to(new_keys) or covered),
+        )
+
+    return new_media_items_sensor
+
+
+def folder_signature(folder: Path) -> str:
+    """A digest of every visible file's path, size and modification time below `folder`."""
+    digest = hashlib.sha256()
+    for root, dirs, files in os.walk(folder):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in sorted(f for f in files if not f.startswith(".")):
+            path = Path(root, name)
+            try:
+                stat = path.stat()
+            except OSError:
+                continue  # vanished between listing and stat
+            digest.update(f"{path}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()
+
+
+def build_media_folder_sensor(settings: Settings) -> dg.SensorDefinition:
+    @dg.sensor(
+        name="media_folder_sensor",
+        job=register_media_job,
+        minimum_interval_seconds=settings.sensor_interval_s,
+        default_status=dg.DefaultSensorStatus.STOPPED,
+        description="Registers new files in the media folder (FACE_ASSETS_MEDIA_DIR).",
+    )
+    def media_folder_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult | dg.SkipReason:
+        folder = get_settings().media_dir
+        if folder is None:
+            return dg.SkipReason("no media folder configured (FACE_ASSETS_MEDIA_DIR)")
+        if not folder.is_dir():
+            return dg.SkipReason(f"media folder {folder} does not exist")
+        # Any added, changed or removed file changes the signature; copies that keep old
+        # modification times are caught too, since the path list changes.
+        signature = folder_signature(folder)
+        if signature == context.cursor:
+            return dg.SkipReason(f"nothing changed in {folder}")
+        config = {"ops": {"media_items": {"config": {"folder": str(folder)}}}}
+        return dg.SensorResult(
+            run_requests=[dg.RunRequest(run_key=f"folder:{signature}", run_config=config)], cursor=signature
+        )
+
+    return media_folder_sensor
