@@ -72,9 +72,10 @@ class FaceModelsResource(dg.ConfigurableResource):
         min_score = (
             self.detection_min_score if self.detection_min_score >= 0 else settings.detection_min_score
         )
-        key = ("detector", name, str(models_dir), min_score, settings.detection_max_side_px)
+        fetch = not settings.models_offline
+        key = ("detector", name, str(models_dir), min_score, settings.detection_max_side_px, fetch)
         return _cached(  # type: ignore[return-value]
-            key, lambda: make_detector(name, models_dir, min_score, settings.detection_max_side_px)
+            key, lambda: make_detector(name, models_dir, min_score, settings.detection_max_side_px, fetch)
         )
 
     def get_embedder(self) -> FaceEmbedder:
@@ -82,8 +83,9 @@ class FaceModelsResource(dg.ConfigurableResource):
         name = self.embedder or settings.embedder
         models_dir = Path(self.models_dir) if self.models_dir else settings.models_dir
         batch = self.embedding_batch_size or settings.embedding_batch_size
-        key = ("embedder", name, str(models_dir), batch)
-        return _cached(key, lambda: make_embedder(name, models_dir, batch))  # type: ignore[return-value]
+        fetch = not settings.models_offline
+        key = ("embedder", name, str(models_dir), batch, fetch)
+        return _cached(key, lambda: make_embedder(name, models_dir, batch, fetch))  # type: ignore[return-value]
 
 
 class ThumbnailStoreResource(dg.ConfigurableResource):

@@ -50,6 +50,8 @@ class Settings(BaseSettings):
         default_factory=default_models_dir,
         validation_alias=_alias("FACE_ASSETS_MODELS_DIR"),
     )
+    # Air-gapped machines: never try the package index, use only files already in models_dir.
+    models_offline: bool = False
     samples_dir: Path = Field(default_factory=default_samples_dir)
     detector: DetectorName = "retinaface-mobilenet"
     embedder: EmbedderName = "facenet-20180402"

@@ -47,6 +47,7 @@ class RetinaFaceMobileNet(LazyModel):
         min_side_px: int = 320,
         border: float = 0.25,
         border_side_px: int = 640,
+        fetch: bool = True,
     ) -> None:
         super().__init__()
         self.models_dir = Path(models_dir)
@@ -56,10 +57,11 @@ class RetinaFaceMobileNet(LazyModel):
         # Tight face crops (a face filling the image) are missed without a border around them.
         self.border = border
         self.border_side_px = border_side_px
+        self.fetch = fetch
         self._fn: Any = None
 
     def _load(self) -> None:
-        graph_path = weights.resolve(weights.RETINAFACE_MOBILENET, self.models_dir)
+        graph_path = weights.resolve(weights.RETINAFACE_MOBILENET, self.models_dir, fetch=self.fetch)
         import tensorflow as tf
 
         graph_def = tf.compat.v1.GraphDef()
@@ -162,11 +164,11 @@ class RetinaFaceResNet50(LazyModel):
 
 
 def make_detector(
-    name: str, models_dir: Path, min_score: float = 0.9, max_side_px: int = 1280
+    name: str, models_dir: Path, min_score: float = 0.9, max_side_px: int = 1280, fetch: bool = True
 ) -> FaceDetector:
     """A detector by its settings name; nothing is loaded until it is first used."""
     if name == "retinaface-mobilenet":
-        return RetinaFaceMobileNet(models_dir, min_score=min_score, max_side_px=max_side_px)
+        return RetinaFaceMobileNet(models_dir, min_score=min_score, max_side_px=max_side_px, fetch=fetch)
     if name == "retinaface-resnet50":
         return RetinaFaceResNet50(min_score=min_score)
     raise ValueError(f"unknown detector {name!r}; choose retinaface-mobilenet or retinaface-resnet50")

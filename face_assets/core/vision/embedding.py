@@ -21,14 +21,15 @@ class FaceNetEmbedder(LazyModel):
     name = "facenet-20180402-114759"
     input_px = 160
 
-    def __init__(self, models_dir: Path, batch_size: int = 32) -> None:
+    def __init__(self, models_dir: Path, batch_size: int = 32, fetch: bool = True) -> None:
         super().__init__()
         self.models_dir = Path(models_dir)
         self.batch_size = batch_size
+        self.fetch = fetch
         self._infer: Any = None
 
     def _load(self) -> None:
-        graph_path = weights.resolve(weights.FACENET_GRAPH, self.models_dir)
+        graph_path = weights.resolve(weights.FACENET_GRAPH, self.models_dir, fetch=self.fetch)
         import tensorflow as tf
 
         from face_assets.core.vision.facenet_weights import build_facenet_keras
@@ -53,7 +54,7 @@ class FaceNetEmbedder(LazyModel):
         return out
 
 
-def make_embedder(name: str, models_dir: Path, batch_size: int = 32) -> FaceEmbedder:
+def make_embedder(name: str, models_dir: Path, batch_size: int = 32, fetch: bool = True) -> FaceEmbedder:
     if name in ("facenet-20180402", FaceNetEmbedder.name):
-        return FaceNetEmbedder(models_dir, batch_size=batch_size)
+        return FaceNetEmbedder(models_dir, batch_size=batch_size, fetch=fetch)
     raise ValueError(f"unknown embedder {name!r}; choose facenet-20180402")
