@@ -7,11 +7,22 @@ import json
 import logging
 import os
 import sys
+import tempfile
 import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 logger = logging.getLogger("face_assets")
+
+# The legacy service's modes, each a set of pipeline steps (see runs.STEPS).
+MODES: dict[str, tuple[str, ...]] = {
+    "detect": ("detect", "thumbnails"),
+    "recognize": ("embed", "match", "cluster"),
+    "recluster": ("cluster",),
+    "all": ("register", "detect", "thumbnails", "embed", "match", "cluster"),
+}
 
 
 def _settings() -> Any:
@@ -46,15 +57,82 @@ def cmd_models_fetch(args: argparse.Namespace) -> int:
     return 0
 
 
-def _load_models() -> float:
-    """Loads both models up front so that load time and throughput are reported apart."""
+def _load_models(steps: Sequence[str]) -> float:
+    """Loads the models the steps need up front, so load time and throughput are reported apart."""
     from face_assets.resources import FaceModelsResource
 
     models = FaceModelsResource()
     started = time.perf_counter()
-    models.get_detector().load()
-    models.get_embedder().load()
+    if "detect" in steps:
+        models.get_detector().load()
+    if "embed" in steps:
+        models.get_embedder().load()
     return time.perf_counter() - started
+
+
+@contextmanager
+def _target(dry_run: bool) -> Iterator[tuple[str, Path | None, Any]]:
+    """(database URL, thumbnail folder or None for the configured one, Dagster instance).
+
+    A dry run works on a scratch copy of the database, with thumbnails and Dagster's records in
+    a temporary folder that is deleted afterwards: the real database, thumbnail folder and
+    DAGSTER_HOME are only read.
+    """
+    from face_assets.runs import instance_for_cli
+
+    if not dry_run:
+        yield _settings().resolved_database_url(), None, instance_for_cli()
+        return
+    import dagster as dg
+
+    from face_assets.core.storage.scratch import scratch_copy
+
+    with tempfile.TemporaryDirectory(prefix="face-assets-dry-run-") as tmp:
+        url = scratch_copy(_settings().resolved_database_url(), Path(tmp))
+        yield url, Path(tmp) / "thumbnails", dg.DagsterInstance.ephemeral()
+
+
+def _run_steps(args: argparse.Namespace, steps: Sequence[str], folder: Path | None) -> dict[str, Any]:
+    """Materialises `steps` once and prints what changed; returns the counts and timings."""
+    from face_assets.core.storage.store import FaceStore
+    from face_assets.runs import materialize_pipeline
+
+    with _target(args.dry_run) as (url, thumbnails, instance):
+        before = FaceStore.from_url(url).counts()
+        load_seconds = _load_models(steps)
+        started = time.perf_counter()
+        run = materialize_pipeline(
+            folder, database_url=url, thumbnail_dir=thumbnails, instance=instance, steps=steps,
+            log_level="INFO" if args.verbose else "WARNING",
+        )  # fmt: skip
+        seconds = time.perf_counter() - started
+        store = FaceStore.from_url(url)
+        after = store.counts()
+        persons = store.person_summary()
+        errors = store.extraction_errors()
+        store.dispose()
+    meta = run.metadata()
+    processed = int(meta.get("detected_faces", {}).get("media_items", 0))  # type: ignore[call-overload]
+    prefix = "dry run, nothing written: would have " if args.dry_run else ""
+    changes = ", ".join(f"{key} {after[key] - before[key]:+d}" for key in after if after[key] != before[key])
+    print(f"{prefix}{changes or 'changed nothing'}")
+    print(f"model load: {load_seconds:.1f} s; steps {', '.join(steps)}: {seconds:.1f} s", end="")
+    if processed:
+        print(f"; {processed} media items = {processed / seconds:.2f} images/s end to end")
+    else:
+        print()
+    for error in errors[-20:]:
+        print(f"error: media item {error['Id']} ({error['Name']}): {error['ExtractionError']}")
+    return {"before": before, "after": after, "persons": persons, "processed": processed}
+
+
+def _print_persons(outcome: dict[str, Any]) -> None:
+    after = outcome["after"]
+    print(f"\n{'person':<24}{'faces':>6}")
+    for person in outcome["persons"]:
+        print(f"{person['Name']:<24}{person['faces']:>6}")
+    print(f"{'(unassigned)':<24}{after['faces_embedded'] - after['faces_assigned']:>6}")
+    print(f"media items: {after['media_items']}, faces: {after['faces']}, persons: {after['persons']}\n")
 
 
 def _print_evaluation(report: dict[str, Any]) -> None:
@@ -64,45 +142,58 @@ def _print_evaluation(report: dict[str, Any]) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from face_assets.core.storage.store import FaceStore
-    from face_assets.runs import materialize_pipeline
-
     folder = Path(args.folder) if args.folder else None
-    if folder is None:
+    sample = folder is None and args.command == "run"
+    if sample:
         from face_assets.core.samples import celebrity_sample
 
         folder = celebrity_sample(_settings().samples_dir)
         print(f"no folder given: using the labelled 5-person sample from PyPI in {folder}")
-    if not folder.is_dir():
+    if folder is not None and not folder.is_dir():
         print(f"error: {folder} is not a folder", file=sys.stderr)
         return 2
-    load_seconds = _load_models()
-    started = time.perf_counter()
-    result = materialize_pipeline(folder, log_level="INFO" if args.verbose else "WARNING")
-    seconds = time.perf_counter() - started
-    meta = result.metadata()
-    store = FaceStore.from_url(_settings().resolved_database_url())
-    counts = store.counts()
-    items = int(meta.get("detected_faces", {}).get("media_items", 0))  # type: ignore[call-overload]
-    print(f"\n{'person':<24}{'faces':>6}")
-    for person in store.person_summary():
-        print(f"{person['Name']:<24}{person['faces']:>6}")
-    print(f"{'(unassigned)':<24}{counts['faces_embedded'] - counts['faces_assigned']:>6}")
-    print(
-        f"\nmedia items processed: {items}, faces: {counts['faces']}, persons: {counts['persons']}, "
-        f"failed media items: {counts['media_items_failed']}"
-    )
-    print(f"model load: {load_seconds:.1f} s")
-    rate = items / seconds if seconds else 0.0
-    print(f"pipeline: {seconds:.1f} s for {items} media items = {rate:.2f} images/s end to end")
-    for error in store.extraction_errors()[:20]:
-        print(f"error: media item {error['Id']} ({error['Name']}): {error['ExtractionError']}")
-    if not args.folder:
+    outcome = _run_steps(args, MODES["all"], folder)
+    _print_persons(outcome)
+    if sample and not args.dry_run:
         from face_assets.core.evaluation import labelled_images
+        from face_assets.core.storage.store import FaceStore
         from face_assets.evaluate import score_store
 
+        assert folder is not None
+        store = FaceStore.from_url(_settings().resolved_database_url())
         _print_evaluation(score_store(store, labelled_images(folder), "largest"))
     return 0
+
+
+def cmd_mode(args: argparse.Namespace) -> int:
+    """detect, recognize, recluster: one legacy mode, once."""
+    _run_steps(args, MODES[args.command], None)
+    return 0
+
+
+def _repeat(args: argparse.Namespace, steps: Sequence[str], folder: Path | None) -> int:
+    """Runs `steps` every `interval` seconds; `cycles` 0 means until interrupted."""
+    cycle = 0
+    try:
+        while True:
+            cycle += 1
+            print(f"[cycle {cycle}] {time.strftime('%Y-%m-%d %H:%M:%S')}")
+            _run_steps(args, steps, folder)
+            if args.cycles and cycle >= args.cycles:
+                return 0
+            time.sleep(args.interval)
+    except KeyboardInterrupt:
+        print("stopped")
+        return 0
+
+
+def cmd_watch(args: argparse.Namespace) -> int:
+    return _repeat(args, MODES["detect"], None)
+
+
+def cmd_automate(args: argparse.Namespace) -> int:
+    folder = Path(args.folder) if args.folder else None
+    return _repeat(args, MODES["all"], folder)
 
 
 def cmd_test(args: argparse.Namespace) -> int:
@@ -120,10 +211,13 @@ def cmd_test(args: argparse.Namespace) -> int:
     out = Path(args.out)
     print(f"{image_path}: {len(faces)} face(s), image {image.shape[1]}x{image.shape[0]}")
     for index, face in enumerate(faces, start=1):
-        target = out / f"{image_path.stem}_face{index}.jpg"
-        save_jpeg(square_thumbnail(image, face.box_xyxy, _settings().thumbnail_px), target)
         box = [round(v) for v in face.box_xyxy]
-        print(f"  face {index}: box {box} score {face.score:.3f} thumbnail {target}")
+        line = f"  face {index}: box {box} score {face.score:.3f}"
+        if not args.dry_run:
+            target = out / f"{image_path.stem}_face{index}.jpg"
+            save_jpeg(square_thumbnail(image, face.box_xyxy, _settings().thumbnail_px), target)
+            line += f" thumbnail {target}"
+        print(line)
     return 0
 
 
@@ -141,6 +235,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="face-assets", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress")
+    parser.add_argument(
+        "--dry-run", action="store_true",
+        help="run on a scratch copy: no row, thumbnail or Dagster record is written",
+    )  # fmt: skip
     sub = parser.add_subparsers(dest="command", required=True)
 
     db = sub.add_parser("db", help="database schema").add_subparsers(dest="db_command", required=True)
@@ -148,14 +246,34 @@ def build_parser() -> argparse.ArgumentParser:
     init.add_argument("--database-url", default="")
     init.set_defaults(func=cmd_db_init)
 
-    models = sub.add_parser("models", help="model files").add_subparsers(dest="models_command", required=True)
-    models.add_parser("fetch", help="fetch the model files into the cache").set_defaults(
-        func=cmd_models_fetch
-    )
+    models = sub.add_parser("models", help="model files")
+    models_sub = models.add_subparsers(dest="models_command", required=True)
+    fetch = models_sub.add_parser("fetch", help="fetch the model files into the cache")
+    fetch.set_defaults(func=cmd_models_fetch)
 
-    run = sub.add_parser("run", help="register FOLDER and materialise every asset")
-    run.add_argument("folder", nargs="?", help="photos to process (default: the PyPI sample)")
-    run.set_defaults(func=cmd_run)
+    for name, text in (
+        ("run", "register FOLDER and materialise every asset (no folder: the PyPI sample, scored)"),
+        ("all", "the full pipeline once: register FOLDER if given, then every asset"),
+    ):
+        command = sub.add_parser(name, help=text)
+        command.add_argument("folder", nargs="?")
+        command.set_defaults(func=cmd_run)
+    for name, text in (
+        ("detect", "detect faces and write thumbnails for all unprocessed media items, once"),
+        ("recognize", "embed the faces, match them to persons and cluster the rest, once"),
+        ("recluster", "cluster all faces into persons, once"),
+    ):
+        sub.add_parser(name, help=text).set_defaults(func=cmd_mode)
+    for name, text, func in (
+        ("watch", "detection continuously, every INTERVAL seconds", cmd_watch),
+        ("automate", "the full pipeline every INTERVAL seconds", cmd_automate),
+    ):
+        command = sub.add_parser(name, help=text)
+        command.add_argument("--interval", type=float, default=180.0)
+        command.add_argument("--cycles", type=int, default=0, help="stop after N cycles (0: never)")
+        if name == "automate":
+            command.add_argument("folder", nargs="?")
+        command.set_defaults(func=func)
 
     test = sub.add_parser("test", help="detect faces in one image; no database writes")
     test.add_argument("image")
@@ -190,14 +308,15 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _user_error(error: BaseException) -> BaseException | None:
-    """The error a user can act on (missing model file, schema, bad folder), unwrapped from
-    Dagster's step errors; None for anything else, which keeps its traceback."""
-    from face_assets.core.storage.store import SchemaError
+    """The error a user can act on (missing model file, schema, bad folder, a clustering already
+    running), unwrapped from Dagster's step errors; None for anything else, which keeps its
+    traceback."""
+    from face_assets.core.storage.store import LockHeld, SchemaError
     from face_assets.core.vision.weights import ModelFileError
 
     seen: BaseException | None = error
     while seen is not None:
-        if isinstance(seen, ModelFileError | SchemaError | NotADirectoryError | FileNotFoundError):
+        if isinstance(seen, ModelFileError | SchemaError | LockHeld | NotADirectoryError | FileNotFoundError):
             return seen
         if isinstance(seen, ValueError) and "identity" in str(seen):
             return seen

@@ -1,0 +1,111 @@
+"""The legacy service's modes on the `face-assets` command, each running the Dagster assets."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+from pathlib import Path
+
+import pytest
+
+from face_assets.core.media_item import register_folder
+from face_assets.core.storage.store import FaceStore
+from face_assets_tests.conftest import IDENTITIES
+from face_assets_tests.test_cli import face_assets, run
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def workdir(tmp_path: Path, celebrity_folder: Path, models_dir: Path) -> dict[str, Path]:
+    """A working folder with its own data folder and Dagster home, and two sets of photos:
+    5 per identity, then 2 more per identity."""
+    first, second = tmp_path / "first", tmp_path / "second"
+    for identity in IDENTITIES:
+        for folder, photos in (
+            (first, sorted((celebrity_folder / "train" / identity).glob("*.jpg"))[4:9]),
+            (second, sorted((celebrity_folder / "val" / identity).glob("*.jpg"))[:2]),
+        ):
+            (folder / identity).mkdir(parents=True)
+            for photo in photos:
+                shutil.copy(photo, folder / identity / photo.name)
+    (tmp_path / "dagster_home").mkdir()
+    return {"root": tmp_path, "first": first, "second": second, "db": tmp_path / "data" / "face_assets.db"}
+
+
+def cli(workdir: dict[str, Path], *args: str):
+    out = run(face_assets(*args), workdir["root"], DAGSTER_HOME=str(workdir["root"] / "dagster_home"))
+    assert out.returncode == 0, out.stderr[-3000:]
+    return out.stdout
+
+
+def store_of(workdir: dict[str, Path]) -> FaceStore:
+    return FaceStore.from_url(f"sqlite:///{workdir['db']}")
+
+
+def tree_digest(folder: Path) -> dict[str, str]:
+    """Every file below `folder` with its content hash: byte-for-byte comparison."""
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
+
+
+def test_detect_then_recognize_then_recluster(workdir) -> None:
+    store = store_of(workdir)
+    register_folder(store, workdir["first"])  # rows as another application would add them
+
+    cli(workdir, "detect")
+    counts = store.counts()
+    assert counts["media_items_pending"] == 0 and counts["faces"] > 0
+    assert counts["faces_embedded"] == 0 and counts["persons"] == 0
+    assert len(list((workdir["root"] / "data" / "thumbnails").rglob("*.jpg"))) == counts["faces"]
+
+    cli(workdir, "recognize")
+    counts = store.counts()
+    assert counts["faces_embedded"] == counts["faces"] and counts["persons"] == len(IDENTITIES)
+
+    assert "changed nothing" in cli(workdir, "recluster")
+
+
+def test_all_runs_the_full_pipeline_once(workdir) -> None:
+    out = cli(workdir, "all", str(workdir["first"]))
+    counts = store_of(workdir).counts()
+    assert counts["media_items"] == 5 * len(IDENTITIES) and counts["media_items_pending"] == 0
+    assert counts["persons"] == len(IDENTITIES)
+    assert "images/s" in out
+
+
+def test_watch_detects_new_rows_every_cycle(workdir) -> None:
+    store = store_of(workdir)
+    register_folder(store, workdir["first"])
+    out = cli(workdir, "watch", "--interval", "0.2", "--cycles", "2")
+    assert "[cycle 1]" in out and "[cycle 2]" in out
+    assert store.counts()["media_items_pending"] == 0
+
+
+def test_automate_runs_the_full_pipeline_every_cycle(workdir) -> None:
+    out = cli(workdir, "automate", str(workdir["first"]), "--interval", "0.2", "--cycles", "2")
+    assert out.count("[cycle") == 2
+    counts = store_of(workdir).counts()
+    assert counts["persons"] == len(IDENTITIES) and counts["media_items_pending"] == 0
+
+
+def test_dry_run_writes_nothing_at_all(workdir) -> None:
+    cli(workdir, "all", str(workdir["first"]))
+    store = store_of(workdir)
+    register_folder(store, workdir["second"])  # pending work the dry runs could do
+    store.dispose()  # our own connection closed: no WAL file left beside the database
+    root = workdir["root"]
+    before = {name: tree_digest(root / name) for name in ("data", "dagster_home")}
+
+    out = cli(workdir, "--dry-run", "all", str(workdir["second"]))
+    assert "would have" in out and "faces +" in out
+    for mode in ("detect", "recognize", "recluster"):
+        assert "dry run" in cli(workdir, "--dry-run", mode)
+    image = next((workdir["second"] / IDENTITIES[0]).glob("*.jpg"))
+    cli(workdir, "--dry-run", "test", str(image), "--out", "thumbs")
+
+    assert {name: tree_digest(root / name) for name in ("data", "dagster_home")} == before
+    assert not (root / "thumbs").exists()
