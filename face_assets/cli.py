@@ -232,6 +232,81 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _store() -> Any:
+    from face_assets.core.storage.store import FaceStore
+
+    return FaceStore.from_url(_settings().resolved_database_url())
+
+
+def cmd_persons(args: argparse.Namespace) -> int:
+    from face_assets.core import correction
+
+    store = _store()
+    action = args.persons_command
+    if action == "list":
+        print(f"{'id':>6}  {'faces':>5}  name")
+        for person in correction.list_persons(store):
+            mark = "" if person.user_named else "  (automatic name)"
+            print(f"{person.id:>6}  {person.faces:>5}  {person.name}{mark}")
+    elif action == "show":
+        for face in correction.person_faces(store, args.id):
+            box = [round(v) for v in face.box_xyxy]
+            print(f"face {face.id}: {face.path} box {box} thumbnail {face.thumbnail} ({face.assigned_by})")
+    elif action == "rename":
+        correction.rename_person(store, args.id, args.name)
+        print(f"person {args.id} is now {args.name!r}")
+    elif action == "merge":
+        moved = correction.merge_persons(store, args.ids[0], args.ids[1:])
+        print(f"merged {args.ids[1:]} into person {args.ids[0]}: {moved} faces moved")
+    elif action == "split":
+        new_id = correction.split_person(store, args.id, args.face_ids)
+        print(f"faces {args.face_ids} are now person {new_id}")
+    elif action == "forget":
+        count = correction.forget_person(store, args.id, _settings().resolved_thumbnail_dir())
+        print(f"person {args.id} forgotten: {count} faces lost their embedding, thumbnail and link")
+    return 0
+
+
+def cmd_faces(args: argparse.Namespace) -> int:
+    from face_assets.core import correction
+
+    store = _store()
+    if args.faces_command == "move":
+        correction.move_face(store, args.face_id, args.person_id)
+        print(f"face {args.face_id} belongs to person {args.person_id}")
+    else:
+        correction.reject_face(store, args.face_id)
+        print(f"face {args.face_id} rejected: it stays out of every person")
+    return 0
+
+
+def _add_corrections(sub: Any) -> None:
+    persons = sub.add_parser("persons", help="list, show and correct persons")
+    persons.set_defaults(func=cmd_persons)
+    actions = persons.add_subparsers(dest="persons_command", required=True)
+    actions.add_parser("list", help="every person with its face count")
+    actions.add_parser("show", help="the faces of a person").add_argument("id", type=int)
+    rename = actions.add_parser("rename", help="give a person a name (kept by every later clustering)")
+    rename.add_argument("id", type=int)
+    rename.add_argument("name")
+    merge = actions.add_parser("merge", help="merge the other persons into the first")
+    merge.add_argument("ids", type=int, nargs="+")
+    split = actions.add_parser("split", help="move the given faces of a person to a new person")
+    split.add_argument("id", type=int)
+    split.add_argument("face_ids", type=int, nargs="+")
+    actions.add_parser("forget", help="delete a person, its embeddings and thumbnails").add_argument(
+        "id", type=int
+    )
+    faces = sub.add_parser("faces", help="correct single faces")
+    faces.set_defaults(func=cmd_faces)
+    face_actions = faces.add_subparsers(dest="faces_command", required=True)
+    move = face_actions.add_parser("move", help="put a face into a person")
+    move.add_argument("face_id", type=int)
+    move.add_argument("person_id", type=int)
+    reject = face_actions.add_parser("reject", help="not a face, or a stranger: keep it out of persons")
+    reject.add_argument("face_id", type=int)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="face-assets", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress")
@@ -280,6 +355,8 @@ def build_parser() -> argparse.ArgumentParser:
     test.add_argument("--out", default="face-test-thumbnails", help="folder for the thumbnails")
     test.set_defaults(func=cmd_test)
 
+    _add_corrections(sub)
+
     evaluate = sub.add_parser("evaluate", help="score persons against <identity>/<image> labels")
     evaluate.add_argument("dir")
     evaluate.add_argument("--json", action="store_true")
@@ -299,6 +376,8 @@ def main(argv: list[str] | None = None) -> int:
     quiet_tensorflow()
     try:
         return int(args.func(args))
+    except BrokenPipeError:
+        return 0  # output piped into `head` and the like
     except Exception as error:
         known = _user_error(error)
         if known is None:
@@ -311,12 +390,15 @@ def _user_error(error: BaseException) -> BaseException | None:
     """The error a user can act on (missing model file, schema, bad folder, a clustering already
     running), unwrapped from Dagster's step errors; None for anything else, which keeps its
     traceback."""
+    from face_assets.core.correction import CorrectionError
     from face_assets.core.storage.store import LockHeld, SchemaError
     from face_assets.core.vision.weights import ModelFileError
 
     seen: BaseException | None = error
     while seen is not None:
-        if isinstance(seen, ModelFileError | SchemaError | LockHeld | NotADirectoryError | FileNotFoundError):
+        if isinstance(seen, ModelFileError | SchemaError | LockHeld | CorrectionError):
+            return seen
+        if isinstance(seen, NotADirectoryError | FileNotFoundError):
             return seen
         if isinstance(seen, ValueError) and "identity" in str(seen):
             return seen

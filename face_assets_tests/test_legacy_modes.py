@@ -109,3 +109,21 @@ def test_dry_run_writes_nothing_at_all(workdir) -> None:
 
     assert {name: tree_digest(root / name) for name in ("data", "dagster_home")} == before
     assert not (root / "thumbs").exists()
+
+
+def test_corrections_are_one_line_commands(workdir) -> None:
+    cli(workdir, "all", str(workdir["first"]))
+    listing = cli(workdir, "persons", "list").splitlines()[1:]
+    ids = [int(line.split()[0]) for line in listing]
+    assert len(ids) == len(IDENTITIES)
+
+    assert "is now 'Ada'" in cli(workdir, "persons", "rename", str(ids[0]), "Ada")
+    face_id = int(cli(workdir, "persons", "show", str(ids[1])).split()[1].rstrip(":"))
+    cli(workdir, "faces", "reject", str(face_id))
+    cli(workdir, "persons", "merge", str(ids[0]), str(ids[2]))
+    cli(workdir, "recluster")
+
+    listing = cli(workdir, "persons", "list")
+    assert "Ada" in listing and len(listing.splitlines()) == len(IDENTITIES)  # header + 2 persons
+    out = run(face_assets("persons", "rename", "999", "Nobody"), workdir["root"])
+    assert out.returncode == 2 and "no person with Id 999" in out.stderr and "Traceback" not in out.stderr

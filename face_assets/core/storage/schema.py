@@ -77,6 +77,7 @@ PersonsTable = Table(
     Column("ModifiedAt", DateTime, default=utcnow, onupdate=utcnow),
     # product columns
     Column("PortraitFaceId", Integer),
+    Column("IsUserNamed", Boolean, default=False, server_default=false()),
 )
 
 FacesTable = Table(
@@ -97,7 +98,10 @@ FacesTable = Table(
     Column("Landmarks", Unicode(500)),  # JSON [[x, y] x 5]
     Column("ThumbnailPath", Unicode(500)),  # relative to the thumbnail folder
     Column("EmbeddingModel", String(64)),
-    Column("PersonAssignedBy", String(16)),  # "match" or "cluster"; user corrections later
+    # "match", "cluster", "noise" (seen by clustering, no person), "user" (a correction)
+    Column("PersonAssignedBy", String(16)),
+    # A user said: not a face, or a stranger; kept out of every automatic step.
+    Column("IsRejected", Boolean, default=False, server_default=false()),
     Column("PersonSimilarity", Float),
     Column("Notes", UnicodeText),
 )

@@ -80,6 +80,11 @@ def _in_range(column: Any, id_range: IdRange) -> list[Any]:
     return [column >= id_range[0], column <= id_range[1]]
 
 
+def not_rejected() -> Any:
+    """Faces a user has not rejected (legacy rows hold NULL)."""
+    return or_(FacesTable.c.IsRejected.is_(None), FacesTable.c.IsRejected == false())
+
+
 def _pending() -> Any:
     """Media items not yet through detection (legacy rows may hold NULL)."""
     return or_(MediaItemsTable.c.IsFacesExtracted.is_(None), MediaItemsTable.c.IsFacesExtracted == false())
@@ -310,12 +315,20 @@ class FaceStore:
 
     def faces_without_thumbnail(self, id_range: IdRange = None) -> list[FaceRecord]:
         return self._faces_where(
-            and_(FacesTable.c.ThumbnailPath.is_(None), *_in_range(FacesTable.c.MediaItemId, id_range))
+            and_(
+                FacesTable.c.ThumbnailPath.is_(None),
+                not_rejected(),
+                *_in_range(FacesTable.c.MediaItemId, id_range),
+            )
         )
 
     def faces_without_embedding(self, id_range: IdRange = None) -> list[FaceRecord]:
         return self._faces_where(
-            and_(FacesTable.c.Embedding.is_(None), *_in_range(FacesTable.c.MediaItemId, id_range))
+            and_(
+                FacesTable.c.Embedding.is_(None),
+                not_rejected(),
+                *_in_range(FacesTable.c.MediaItemId, id_range),
+            )
         )
 
     def pending_media_item_ids(
@@ -358,7 +371,7 @@ class FaceStore:
                 FacesTable.c.PersonAssignedBy,
                 FacesTable.c.Embedding,
             )  # fmt: skip
-            .where(FacesTable.c.Embedding.isnot(None))
+            .where(FacesTable.c.Embedding.isnot(None), not_rejected())
             .order_by(FacesTable.c.Id)
         )
         ids, items, persons, clustered, vectors = [], [], [], [], []

@@ -1,0 +1,132 @@
+"""Corrections are stored and survive later clustering (match, then cluster)."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from face_assets.core import correction
+from face_assets.core.clustering.cluster import ClusterParams
+from face_assets.core.person import update_persons
+from face_assets.core.storage.store import FaceStore
+from face_assets.core.vision.types import DetectedFace
+from face_assets_tests.core_tests.synthetic import identities
+
+FACE = DetectedFace((2.0, 2.0, 20.0, 20.0), 0.99, ((5.0, 5.0),) * 5)
+
+
+def add_faces(store: FaceStore, folder: Path, vectors: np.ndarray, start: int = 0) -> list[int]:
+    """One media item with one embedded face per vector, written through the store."""
+    folder.mkdir(exist_ok=True)
+    face_ids = []
+    for index, vector in enumerate(vectors, start=start):
+        path = folder / f"{index:04d}.png"
+        Image.new("RGB", (24, 24)).save(path)
+        item = store.register_media_file(path, "PNG", path.stat().st_size)
+        assert item is not None and store.save_detection(item, [FACE], "stub", (24, 24))
+        (record,) = [r for r in store.faces_without_embedding() if r.media_item_id == item]
+        store.save_embeddings([record.id], vector[None, :], "stub")
+        face_ids.append(record.id)
+    return face_ids
+
+
+@pytest.fixture
+def library(tmp_path: Path):
+    """Three identities of 6 faces each, clustered into three persons."""
+    store = FaceStore.from_url(f"sqlite:///{tmp_path / 'faces.db'}")
+    vectors, truth = identities(seed=11, k=4, n=6)
+    face_ids = add_faces(store, tmp_path / "photos", vectors[truth < 3])
+    update_persons(store, ClusterParams())
+    persons = {
+        p.id: [f.id for f in correction.person_faces(store, p.id)] for p in correction.list_persons(store)
+    }
+    assert len(persons) == 3
+    later = vectors[truth == 3]  # a fourth identity, arriving later
+    return store, tmp_path, persons, face_ids, later
+
+
+def persons_of(store: FaceStore) -> dict[int, set[int]]:
+    return {
+        p.id: {f.id for f in correction.person_faces(store, p.id)} for p in correction.list_persons(store)
+    }
+
+
+def recluster_with_new_faces(store: FaceStore, tmp_path: Path, later: np.ndarray) -> None:
+    add_faces(store, tmp_path / "photos", later, start=1000)
+    update_persons(store, ClusterParams())
+
+
+def test_a_name_survives_reclustering_and_names_stay_unique(library) -> None:
+    store, tmp_path, persons, _, later = library
+    first, second = list(persons)[:2]
+    correction.rename_person(store, first, "Ada")
+    with pytest.raises(correction.CorrectionError, match="already named"):
+        correction.rename_person(store, second, "Ada")
+    recluster_with_new_faces(store, tmp_path, later)
+    assert {p.id: p.name for p in correction.list_persons(store)}[first] == "Ada"
+
+
+def test_a_merge_survives_reclustering(library) -> None:
+    store, tmp_path, persons, _, later = library
+    target, source = list(persons)[:2]
+    correction.rename_person(store, source, "Grace")
+    moved = correction.merge_persons(store, target, [source])
+    recluster_with_new_faces(store, tmp_path, later)
+    after = persons_of(store)
+    assert moved == len(persons[source]) and source not in after
+    assert after[target] >= set(persons[target]) | set(persons[source])
+    assert {p.id: p.name for p in correction.list_persons(store)}[target] == "Grace"
+
+
+def test_a_split_survives_reclustering(library) -> None:
+    store, tmp_path, persons, _, later = library
+    person, faces = next(iter(persons.items()))
+    new_id = correction.split_person(store, person, faces[:3])
+    recluster_with_new_faces(store, tmp_path, later)
+    after = persons_of(store)
+    assert after[new_id] == set(faces[:3]) and after[person] == set(faces[3:])
+
+
+def test_a_moved_face_stays_where_the_user_put_it(library) -> None:
+    store, tmp_path, persons, _, later = library
+    (first, faces), (second, _) = list(persons.items())[:2]
+    correction.move_face(store, faces[0], second)
+    recluster_with_new_faces(store, tmp_path, later)
+    after = persons_of(store)
+    assert faces[0] in after[second] and faces[0] not in after[first]
+
+
+def test_a_rejected_face_stays_out_of_every_person(library) -> None:
+    store, tmp_path, persons, _, later = library
+    faces = next(iter(persons.values()))
+    correction.reject_face(store, faces[0])
+    recluster_with_new_faces(store, tmp_path, later)
+    assert all(faces[0] not in members for members in persons_of(store).values())
+    assert faces[0] not in store.face_embeddings().face_ids
+
+
+def test_forget_deletes_embeddings_thumbnails_and_the_person(library) -> None:
+    store, tmp_path, persons, _, later = library
+    person, faces = next(iter(persons.items()))
+    thumbnails = tmp_path / "thumbnails"
+    for face_id in faces:  # thumbnails as the thumbnail step writes them
+        (thumbnails / f"{face_id}.jpg").parent.mkdir(parents=True, exist_ok=True)
+        (thumbnails / f"{face_id}.jpg").write_bytes(b"jpeg")
+    store.save_thumbnails([(f, f"{f}.jpg", f"{f}.jpg") for f in faces])
+
+    assert correction.forget_person(store, person, thumbnails) == len(faces)
+    recluster_with_new_faces(store, tmp_path, later)
+
+    assert person not in persons_of(store)
+    assert not any(thumbnails.iterdir())
+    assert not set(faces) & set(store.face_embeddings().face_ids.tolist())
+    assert not set(faces) & {r.id for r in store.faces_without_embedding()}  # never re-embedded
+
+
+def test_unknown_ids_are_clear_errors(library) -> None:
+    store, *_ = library
+    with pytest.raises(correction.CorrectionError, match="no person with Id 999"):
+        correction.rename_person(store, 999, "Nobody")
+    with pytest.raises(correction.CorrectionError, match="no face with Id 999"):
+        correction.reject_face(store, 999)
