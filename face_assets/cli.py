@@ -104,6 +104,7 @@ def _run_steps(args: argparse.Namespace, steps: Sequence[str], folder: Path | No
         run = materialize_pipeline(
             folder, database_url=url, thumbnail_dir=thumbnails, instance=instance, steps=steps,
             log_level="INFO" if args.verbose else "WARNING",
+            cluster_mode="rebuild" if getattr(args, "rebuild", False) else "",
         )  # fmt: skip
         seconds = time.perf_counter() - started
         store = FaceStore.from_url(url)
@@ -338,7 +339,13 @@ def build_parser() -> argparse.ArgumentParser:
         ("recognize", "embed the faces, match them to persons and cluster the rest, once"),
         ("recluster", "cluster all faces into persons, once"),
     ):
-        sub.add_parser(name, help=text).set_defaults(func=cmd_mode)
+        mode = sub.add_parser(name, help=text)
+        mode.set_defaults(func=cmd_mode)
+        if name == "recluster":
+            mode.add_argument(
+                "--rebuild", action="store_true",
+                help="rebuild every cluster from scratch (corrections and names are kept)",
+            )  # fmt: skip
     for name, text, func in (
         ("watch", "detection continuously, every INTERVAL seconds", cmd_watch),
         ("automate", "the full pipeline every INTERVAL seconds", cmd_automate),

@@ -70,6 +70,7 @@ def materialize_pipeline(
     instance: dg.DagsterInstance | None = None,
     steps: Sequence[str] = STEPS,
     log_level: str = "WARNING",
+    cluster_mode: str = "",
 ) -> PipelineRun:
     """Registers `folder` (if given), then materialises the chosen steps in dependency order:
     the batch assets for the whole library (partition `all`), then the clustering."""
@@ -104,5 +105,5 @@ def materialize_pipeline(
         ensure_all_partition(instance)
         materialize(batch_steps, partition_key=ALL_KEY)
     if "cluster" in steps:
-        materialize(["cluster"])
+        materialize(["cluster"], ops={"person_clusters": {"config": {"mode": cluster_mode}}})
     return run

@@ -111,19 +111,33 @@ def test_dry_run_writes_nothing_at_all(workdir) -> None:
     assert not (root / "thumbs").exists()
 
 
-def test_corrections_are_one_line_commands(workdir) -> None:
+def test_corrections_on_real_photos_survive_both_recluster_modes(workdir) -> None:
     cli(workdir, "all", str(workdir["first"]))
     listing = cli(workdir, "persons", "list").splitlines()[1:]
     ids = [int(line.split()[0]) for line in listing]
     assert len(ids) == len(IDENTITIES)
 
     assert "is now 'Ada'" in cli(workdir, "persons", "rename", str(ids[0]), "Ada")
-    face_id = int(cli(workdir, "persons", "show", str(ids[1])).split()[1].rstrip(":"))
-    cli(workdir, "faces", "reject", str(face_id))
+    shown = cli(workdir, "persons", "show", str(ids[1])).splitlines()
+    faces = [int(line.split()[1].rstrip(":")) for line in shown]
+    cli(workdir, "faces", "reject", str(faces[0]))
+    split_to = int(cli(workdir, "persons", "split", str(ids[1]), str(faces[1])).split()[-1])
     cli(workdir, "persons", "merge", str(ids[0]), str(ids[2]))
-    cli(workdir, "recluster")
+    store = store_of(workdir)
+    expected = persons_with_faces(store)
+    assert set(expected) == {ids[0], ids[1], split_to}
 
-    listing = cli(workdir, "persons", "list")
-    assert "Ada" in listing and len(listing.splitlines()) == len(IDENTITIES)  # header + 2 persons
+    for mode in (["recluster"], ["recluster", "--rebuild"], ["recluster"]):
+        cli(workdir, *mode)
+        assert persons_with_faces(store) == expected, mode
+    assert "Ada" in cli(workdir, "persons", "list")
     out = run(face_assets("persons", "rename", "999", "Nobody"), workdir["root"])
     assert out.returncode == 2 and "no person with Id 999" in out.stderr and "Traceback" not in out.stderr
+
+
+def persons_with_faces(store: FaceStore) -> dict[int, set[int]]:
+    from face_assets.core import correction
+
+    return {
+        p.id: {f.id for f in correction.person_faces(store, p.id)} for p in correction.list_persons(store)
+    }

@@ -6,7 +6,7 @@ from face_assets.assets.embeddings import face_embeddings
 from face_assets.assets.metadata import table_preview
 from face_assets.core.batch import parse_batch_key
 from face_assets.core.clustering.cluster import ClusterParams
-from face_assets.core.person import match_new_faces, update_persons
+from face_assets.core.person import match_new_faces, rebuild_persons, update_persons
 from face_assets.core.settings import get_settings
 from face_assets.partitions import media_item_partitions
 from face_assets.resources import FaceStoreResource
@@ -15,6 +15,7 @@ from face_assets.resources import FaceStoreResource
 class PersonClustersConfig(dg.Config):
     """Empty values take the settings (FACE_ASSETS_CLUSTER_*, FACE_ASSETS_MATCH_THRESHOLD)."""
 
+    mode: str = ""  # match_then_cluster or rebuild; empty: FACE_ASSETS_RECLUSTER_MODE
     algorithm: str = ""
     link_threshold: float = -2.0
     min_cluster_size: int = 0
@@ -69,7 +70,11 @@ def person_clusters(
     params = config.params()
     store = face_store.get_store()
     context.log.info(f"clustering with {params}")
-    update = update_persons(store, params, owner=_owner(context))
+    mode = config.mode or get_settings().recluster_mode
+    if mode not in ("match_then_cluster", "rebuild"):
+        raise dg.Failure(f"unknown clustering mode {mode!r}: use match_then_cluster or rebuild")
+    cluster = rebuild_persons if mode == "rebuild" else update_persons
+    update = cluster(store, params, owner=_owner(context))
     return dg.MaterializeResult(
         metadata={
             "faces": update.faces,
@@ -78,6 +83,7 @@ def person_clusters(
             "faces_in_new_persons": update.faces_in_new_persons,
             "unassigned_faces": update.unassigned,
             "persons_total": update.persons_total,
+            "mode": mode,
             "clustering_ran": update.clustered,
             "seconds": round(update.seconds, 2),
             "algorithm": params.algorithm,

@@ -163,7 +163,9 @@ def merge_persons(store: FaceStore, target_id: int, source_ids: Sequence[int]) -
         moved = list(
             conn.execute(select(FacesTable.c.Id).where(FacesTable.c.PersonId.in_(sources))).scalars()
         )
-        _place(conn, moved, target_id)
+        # Every face of the merged person is now the user's decision: a rebuild cannot undo it.
+        kept = list(conn.execute(select(FacesTable.c.Id).where(FacesTable.c.PersonId == target_id)).scalars())
+        _place(conn, moved + kept, target_id)
         conn.execute(delete(PersonsTable).where(PersonsTable.c.Id.in_(sources)))
     return len(moved)
 

@@ -163,6 +163,75 @@ def _update_persons(store: FaceStore, params: ClusterParams) -> PersonUpdate:
     return summary
 
 
+def rebuild_persons(store: FaceStore, params: ClusterParams, owner: str = "") -> PersonUpdate:
+    """Rebuilds the clusters from scratch over all faces, keeping the user's work.
+
+    Faces a user placed stay where they are. Every other face is clustered again; a rebuilt
+    cluster takes the Id of the person most of its faces had before (each Id once), so a
+    person whose faces did not change keeps its Id. Faces left over then join the person they
+    match. Automatic persons left without faces disappear; named ones stay.
+    """
+    with store.lock(PERSONS_LOCK, owner or default_owner()):
+        started = time.perf_counter()
+        data = store.face_embeddings()
+        candidates = np.flatnonzero(~data.user_placed)
+        _, groups, _ = plan_persons(
+            data.media_item_ids[candidates],
+            np.full(len(candidates), NOISE, dtype=np.int64),
+            np.zeros(len(candidates), dtype=bool),
+            data.vectors[candidates],
+            params,
+        )
+        final = np.where(data.user_placed, data.person_ids, NOISE)
+        fresh: list[NDArray[np.int64]] = []
+        taken_ids: set[int] = set()
+        for members in sorted((candidates[g] for g in groups), key=len, reverse=True):
+            previous = data.person_ids[members]
+            previous = previous[previous >= 0]
+            ids, counts = np.unique(previous, return_counts=True)
+            if len(ids) and counts.max() * 2 > len(members) and int(ids[np.argmax(counts)]) not in taken_ids:
+                taken_ids.add(int(ids[np.argmax(counts)]))
+                final[members] = int(ids[np.argmax(counts)])
+            else:
+                fresh.append(members)
+        # Leftovers join the person (old, rebuilt or new) they match, as in every clustering.
+        temporary = final.copy()
+        base = int(max(data.person_ids.max(initial=0), 0)) + 1
+        for k, members in enumerate(fresh):
+            temporary[members] = base + k
+        waiting = np.flatnonzero((temporary == NOISE) & ~data.user_placed)
+        ids, centroids = person_centroids(data.vectors, temporary)
+        chosen, _ = match_to_persons(
+            data.vectors[waiting], data.media_item_ids[waiting], ids, centroids,
+            params.match_threshold, _taken(data.media_item_ids, temporary),
+        )  # fmt: skip
+        temporary[waiting] = chosen
+        fresh = [np.flatnonzero(temporary == base + k) for k in range(len(fresh))]
+        final = np.where(temporary >= base, NOISE, temporary)
+
+        in_fresh = np.concatenate(fresh) if fresh else np.zeros(0, dtype=np.int64)
+        movable = ~data.user_placed
+        movable[in_fresh] = False
+        changed = np.flatnonzero(movable & (final != data.person_ids) & (final >= 0))
+        regrouped = [(int(data.face_ids[i]), int(final[i])) for i in changed]
+        noise = data.face_ids[np.flatnonzero(movable & (final == NOISE))].tolist()
+        created = store.apply_person_changes(
+            [data.face_ids[g].tolist() for g in fresh], [], noise, regrouped=regrouped
+        )
+        summary = PersonUpdate(
+            faces=len(data.face_ids),
+            matched_to_existing=len(regrouped),
+            new_persons=len(created),
+            faces_in_new_persons=int(len(in_fresh)),
+            unassigned=len(noise),
+            persons_total=store.counts()["persons"],
+            clustered=True,
+            seconds=time.perf_counter() - started,
+        )
+    logger.info("persons rebuilt: %s", summary)
+    return summary
+
+
 @dataclass(frozen=True)
 class BatchMatch:
     faces: int  # unassigned faces of the batch

@@ -64,6 +64,9 @@ class Settings(BaseSettings):
     batch_size: int = Field(default=100, ge=1, le=100_000)
     max_batches_per_tick: int = Field(default=10, ge=1)
     recluster_cron: str = "0 3 * * *"
+    # match_then_cluster: unassigned faces join persons or form new ones; rebuild: all clusters
+    # rebuilt from scratch. Both keep the user's corrections.
+    recluster_mode: Literal["match_then_cluster", "rebuild"] = "match_then_cluster"
 
     cluster_algorithm: ClusterAlgorithm = "agglomerative"
     # Mean pairwise cosine similarity at which two groups of faces are one person.

@@ -8,7 +8,7 @@ from PIL import Image
 
 from face_assets.core import correction
 from face_assets.core.clustering.cluster import ClusterParams
-from face_assets.core.person import update_persons
+from face_assets.core.person import rebuild_persons, update_persons
 from face_assets.core.storage.store import FaceStore
 from face_assets.core.vision.types import DetectedFace
 from face_assets_tests.core_tests.synthetic import identities
@@ -31,8 +31,14 @@ def add_faces(store: FaceStore, folder: Path, vectors: np.ndarray, start: int = 
     return face_ids
 
 
+@pytest.fixture(params=["match_then_cluster", "rebuild"])
+def mode(request: pytest.FixtureRequest) -> str:
+    """Every correction must survive both ways of reclustering."""
+    return str(request.param)
+
+
 @pytest.fixture
-def library(tmp_path: Path):
+def library(tmp_path: Path, mode: str):
     """Three identities of 6 faces each, clustered into three persons."""
     store = FaceStore.from_url(f"sqlite:///{tmp_path / 'faces.db'}")
     vectors, truth = identities(seed=11, k=4, n=6)
@@ -43,7 +49,7 @@ def library(tmp_path: Path):
     }
     assert len(persons) == 3
     later = vectors[truth == 3]  # a fourth identity, arriving later
-    return store, tmp_path, persons, face_ids, later
+    return store, tmp_path, persons, face_ids, (later, mode)
 
 
 def persons_of(store: FaceStore) -> dict[int, set[int]]:
@@ -52,9 +58,10 @@ def persons_of(store: FaceStore) -> dict[int, set[int]]:
     }
 
 
-def recluster_with_new_faces(store: FaceStore, tmp_path: Path, later: np.ndarray) -> None:
-    add_faces(store, tmp_path / "photos", later, start=1000)
-    update_persons(store, ClusterParams())
+def recluster_with_new_faces(store: FaceStore, tmp_path: Path, later: tuple[np.ndarray, str]) -> None:
+    vectors, mode = later
+    add_faces(store, tmp_path / "photos", vectors, start=1000 + len(persons_of(store)) * 100)
+    (update_persons if mode == "match_then_cluster" else rebuild_persons)(store, ClusterParams())
 
 
 def test_a_name_survives_reclustering_and_names_stay_unique(library) -> None:
@@ -130,3 +137,33 @@ def test_unknown_ids_are_clear_errors(library) -> None:
         correction.rename_person(store, 999, "Nobody")
     with pytest.raises(correction.CorrectionError, match="no face with Id 999"):
         correction.reject_face(store, 999)
+
+
+def test_untouched_persons_keep_their_ids_and_empty_automatic_persons_disappear(library) -> None:
+    store, tmp_path, persons, _, later = library
+    (emptied, faces), (receiver, _), (untouched, untouched_faces) = list(persons.items())
+    for face_id in faces:
+        correction.move_face(store, face_id, receiver)
+    recluster_with_new_faces(store, tmp_path, later)
+    after = persons_of(store)
+    assert emptied not in after  # an automatic person left without faces disappears
+    assert after[untouched] == set(untouched_faces)  # same faces, same Id
+    assert len(after) == 3  # receiver, untouched, and the newcomer
+
+
+def test_a_named_person_survives_even_when_emptied(library) -> None:
+    store, tmp_path, persons, _, later = library
+    (named, faces), (receiver, _) = list(persons.items())[:2]
+    correction.rename_person(store, named, "Lin")
+    for face_id in faces:
+        correction.move_face(store, face_id, receiver)
+    recluster_with_new_faces(store, tmp_path, later)
+    assert {p.id: p.name for p in correction.list_persons(store)}[named] == "Lin"
+
+
+def test_a_rebuild_on_unchanged_data_changes_nothing(library) -> None:
+    store, *_ = library
+    before = persons_of(store)
+    rebuild_persons(store, ClusterParams())
+    rebuild_persons(store, ClusterParams())
+    assert persons_of(store) == before

@@ -121,6 +121,7 @@ class FaceEmbeddings:
     media_item_ids: NDArray[np.int64]
     person_ids: NDArray[np.int64]  # -1 = unassigned
     clustered: NDArray[np.bool_]  # already seen by a clustering pass
+    user_placed: NDArray[np.bool_]  # put there by a user correction: never moved automatically
     vectors: NDArray[np.float32]
 
 
@@ -374,7 +375,7 @@ class FaceStore:
             .where(FacesTable.c.Embedding.isnot(None), not_rejected())
             .order_by(FacesTable.c.Id)
         )
-        ids, items, persons, clustered, vectors = [], [], [], [], []
+        ids, items, persons, clustered, placed, vectors = [], [], [], [], [], []
         with self.engine.connect() as conn:
             for row in conn.execute(query):
                 vector = decode_embedding(row.Embedding)
@@ -385,11 +386,13 @@ class FaceStore:
                 items.append(row.MediaItemId)
                 persons.append(-1 if row.PersonId is None else row.PersonId)
                 clustered.append(row.PersonAssignedBy is not None)
+                placed.append(row.PersonAssignedBy == "user")
                 vectors.append(vector)
         matrix = np.vstack(vectors) if vectors else np.zeros((0, EMBEDDING_DIM), np.float32)
         return FaceEmbeddings(
             np.asarray(ids, dtype=np.int64), np.asarray(items, dtype=np.int64),
             np.asarray(persons, dtype=np.int64), np.asarray(clustered, dtype=bool),
+            np.asarray(placed, dtype=bool),
             matrix.astype(np.float32),
         )  # fmt: skip
 
@@ -400,10 +403,12 @@ class FaceStore:
         new_persons: Sequence[Sequence[int]],
         matches: Sequence[tuple[int, int, float]],
         noise: Iterable[int],
+        regrouped: Sequence[tuple[int, int]] = (),
     ) -> list[int]:
-        """One transaction: create a person per face-id group, assign matched faces to existing
-        persons (face id, person id, similarity), and mark noise faces as seen by clustering.
-        Returns the new person ids."""
+        """One transaction: create a person per face-id group; assign matched faces to existing
+        persons (face id, person id, similarity); put regrouped faces (face id, person id) into
+        existing persons as clustered; unassign noise faces and mark them seen by clustering;
+        delete automatic persons left without a face. Returns the new person ids."""
         now = utcnow()
         created: list[int] = []
         with self.engine.begin() as conn:
@@ -417,11 +422,14 @@ class FaceStore:
                     .where(PersonsTable.c.Id == person_id)
                     .values(Name=f"Person {person_id}")
                 )
-                conn.execute(
-                    update(FacesTable).where(FacesTable.c.Id.in_([int(i) for i in face_ids]))
-                    .values(PersonId=person_id, PersonAssignedBy="cluster", ModifiedAt=now)
-                )  # fmt: skip
+                regrouped = [*regrouped, *((int(f), person_id) for f in face_ids)]
                 created.append(person_id)
+            if regrouped:
+                conn.execute(
+                    update(FacesTable).where(FacesTable.c.Id == bindparam("face_id")),
+                    [{"face_id": f, "PersonId": p, "PersonSimilarity": None,
+                      "PersonAssignedBy": "cluster", "ModifiedAt": now} for f, p in regrouped],
+                )  # fmt: skip
             if matches:
                 conn.execute(
                     update(FacesTable).where(FacesTable.c.Id == bindparam("face_id")),
@@ -429,12 +437,21 @@ class FaceStore:
                       "PersonAssignedBy": "match", "ModifiedAt": now} for f, p, s in matches],
                 )  # fmt: skip
             noise_ids = [int(i) for i in noise]
-            for start in range(0, len(noise_ids), 500):
+            for start in range(0, len(noise_ids), 500):  # SQL Server takes 2100 parameters at most
                 conn.execute(
                     update(FacesTable)
                     .where(FacesTable.c.Id.in_(noise_ids[start : start + 500]))
-                    .values(PersonAssignedBy="noise")
+                    .values(PersonId=None, PersonAssignedBy="noise")
                 )
+            # Only persons this product made and nobody named: other applications' persons stay.
+            has_faces = exists().where(FacesTable.c.PersonId == PersonsTable.c.Id)
+            conn.execute(
+                delete(PersonsTable).where(
+                    PersonsTable.c.Type == "cluster",
+                    or_(PersonsTable.c.IsUserNamed.is_(None), PersonsTable.c.IsUserNamed == false()),
+                    ~has_faces,
+                )
+            )
         return created
 
     @contextmanager
