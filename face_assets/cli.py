@@ -281,6 +281,32 @@ def cmd_faces(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from face_assets.core.export import export_persons
+
+    thumbnails = _settings().resolved_thumbnail_dir() if args.thumbnails else None
+    change = export_persons(_store(), Path(args.dir), thumbnails)
+    print(f"{args.dir}: {change.added} added, {change.removed} removed, {change.kept} unchanged")
+    return 0
+
+
+def cmd_encode(args: argparse.Namespace) -> int:
+    from face_assets.core.export import encode_images, write_encodings
+    from face_assets.core.vision.transforms import sniff_image_format
+    from face_assets.resources import FaceModelsResource
+
+    paths: list[Path] = []
+    for given in map(Path, args.images):
+        found = sorted(p for p in given.rglob("*") if p.is_file()) if given.is_dir() else [given]
+        paths += [p for p in found if sniff_image_format(p) is not None or not p.exists()]
+    models = FaceModelsResource()
+    embedder = models.get_embedder()
+    records = encode_images(paths, models.get_detector(), embedder)
+    write_encodings(records, Path(args.output), embedder.name)
+    print(f"{args.output}: {len(records)} faces from {len({r['image_path'] for r in records})} images")
+    return 0
+
+
 def _add_corrections(sub: Any) -> None:
     persons = sub.add_parser("persons", help="list, show and correct persons")
     persons.set_defaults(func=cmd_persons)
@@ -363,6 +389,15 @@ def build_parser() -> argparse.ArgumentParser:
     test.set_defaults(func=cmd_test)
 
     _add_corrections(sub)
+
+    export = sub.add_parser("export", help="one folder per person with the photos it appears in")
+    export.add_argument("dir")
+    export.add_argument("--thumbnails", action="store_true", help="export face thumbnails instead")
+    export.set_defaults(func=cmd_export)
+    encode = sub.add_parser("encode", help="per-face records (path, box, embedding) in a pickle")
+    encode.add_argument("images", nargs="+", help="image files or folders")
+    encode.add_argument("-o", "--output", required=True)
+    encode.set_defaults(func=cmd_encode)
 
     evaluate = sub.add_parser("evaluate", help="score persons against <identity>/<image> labels")
     evaluate.add_argument("dir")

@@ -110,3 +110,24 @@ def test_offline_without_model_files_fails_with_one_clear_line(tmp_path: Path, p
     assert "Traceback" not in out.stderr
     assert str(empty / "retinaface-mobilenetv2-frozen_graph.pb") in out.stderr
     assert "retinaface==1.1.1" in out.stderr and "sha256" in out.stderr
+
+
+def test_encode_writes_a_pickle_that_plain_python_reads(
+    tmp_path: Path, photo_folder: Path, models_dir: Path
+) -> None:
+    images = [photo_folder / TWO_FACE_PHOTO, photo_folder / "other" / "gradient.png"]
+    out = run(face_assets("encode", *map(str, images), "-o", "faces.pkl"), tmp_path)
+    assert out.returncode == 0, out.stderr
+    # Read by a Python that never imports face_assets: plain pickle and numpy suffice.
+    code = (
+        "import pickle, numpy as np; d = pickle.load(open('faces.pkl', 'rb')); r = d['records'];"
+        "print(d['model'], len(r), sorted(r[0]), r[0]['embedding'].shape,"
+        " round(float(np.linalg.norm(r[0]['embedding'])), 3), r[0]['image_path'])"
+    )
+    shown = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, check=True
+    )
+    words = shown.stdout.split()
+    assert words[:2] == ["facenet-20180402-114759", "2"]  # two faces; the gradient has none
+    assert "'box'," in shown.stdout and "(512,)" in shown.stdout and words[-2] == "1.0"
+    assert words[-1] == str(images[0])

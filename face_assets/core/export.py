@@ -1,0 +1,143 @@
+"""Exports: one folder per person (originals or thumbnails), and per-face encodings in a pickle.
+
+An export folder is kept in step with the persons: a second export adds and removes only what
+changed, and never touches files it did not write (it keeps a manifest of its own files).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import pickle
+import re
+import shutil
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from face_assets.core import correction
+from face_assets.core.storage.store import FaceStore
+from face_assets.core.vision.transforms import MediaDecodeError, embedding_crop, load_image
+from face_assets.core.vision.types import FaceDetector, FaceEmbedder
+
+logger = logging.getLogger(__name__)
+
+MANIFEST = ".face-assets-export.json"
+
+
+@dataclass(frozen=True)
+class ExportChange:
+    added: int
+    removed: int
+    kept: int
+
+
+def _folder_name(name: str, person_id: int) -> str:
+    """A file-system-safe folder name that stays unique: the person's name and Id."""
+    safe = re.sub(r"[^\w .-]+", "_", name).strip(" .") or "Person"
+    return f"{safe} ({person_id})"
+
+
+def _wanted(store: FaceStore, thumbnail_dir: Path | None) -> dict[str, Path]:
+    """Relative export path -> source file, for every person."""
+    wanted: dict[str, Path] = {}
+    for person in correction.list_persons(store):
+        folder = _folder_name(person.name, person.id)
+        sources: dict[str, Path] = {}
+        for face in correction.person_faces(store, person.id):
+            if thumbnail_dir is not None:
+                if face.thumbnail:
+                    sources[f"face-{face.id}{Path(face.thumbnail).suffix}"] = thumbnail_dir / face.thumbnail
+            else:
+                sources.setdefault(str(face.media_item_id), face.path)
+        names = [p.name for p in sources.values()]
+        for key, source in sources.items():
+            name = source.name
+            if thumbnail_dir is not None:
+                name = key
+            elif names.count(source.name) > 1:  # two originals of one name: the Id tells them apart
+                name = f"{source.stem}-{key}{source.suffix}"
+            wanted[f"{folder}/{name}"] = source
+    return wanted
+
+
+def _link_or_copy(source: Path, target: Path) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.link(source, target)  # no second copy of the photo on disk
+    except OSError:
+        shutil.copy2(source, target)  # another file system, or links not allowed
+
+
+def export_persons(store: FaceStore, out: Path, thumbnail_dir: Path | None = None) -> ExportChange:
+    """Brings `out` in step with the persons: originals (or, given `thumbnail_dir`, thumbnails)."""
+    out.mkdir(parents=True, exist_ok=True)
+    manifest_path = out / MANIFEST
+    previous: dict[str, str] = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
+    wanted = _wanted(store, thumbnail_dir)
+    removed = 0
+    for relative, old_source in previous.items():
+        if wanted.get(relative) != Path(old_source):
+            (out / relative).unlink(missing_ok=True)
+            removed += 1
+    added = kept = 0
+    written: dict[str, str] = {}
+    for relative, source in sorted(wanted.items()):
+        target = out / relative
+        if previous.get(relative) == str(source) and target.exists():
+            kept += 1
+        elif source.is_file():
+            target.unlink(missing_ok=True)
+            _link_or_copy(source, target)
+            added += 1
+        else:
+            logger.warning("not exported: %s is missing", source)
+            continue
+        written[relative] = str(source)
+    for folder in sorted({p.parent for p in (out / r for r in previous)}, reverse=True):
+        if folder != out and folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()  # a person that is gone, or renamed
+    partial = manifest_path.with_suffix(".tmp")
+    partial.write_text(json.dumps(written, indent=0, sort_keys=True))
+    partial.replace(manifest_path)
+    return ExportChange(added, removed, kept)
+
+
+def encode_images(
+    paths: Iterable[Path], detector: FaceDetector, embedder: FaceEmbedder
+) -> list[dict[str, Any]]:
+    """Per-face records like the legacy encoding script: image path, box, score, embedding."""
+    records: list[dict[str, Any]] = []
+    for path in paths:
+        try:
+            image = load_image(path)
+        except MediaDecodeError as error:
+            logger.error("%s", error)
+            continue
+        faces = detector.detect(image)
+        if not faces:
+            continue
+        crops = np.stack([embedding_crop(image, f.box_xyxy, embedder.input_px) for f in faces])
+        for face, vector in zip(faces, embedder.embed(crops), strict=True):
+            records.append(
+                {
+                    "image_path": str(path),
+                    "box": [float(v) for v in face.box_xyxy],
+                    "score": float(face.score),
+                    "embedding": np.asarray(vector, dtype=np.float32),
+                }
+            )
+    return records
+
+
+def write_encodings(records: list[dict[str, Any]], target: Path, model: str) -> None:
+    """A plain pickle: {"model": str, "records": [dict, ...]}; numpy arrays only inside."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(f".{target.name}.tmp")
+    with partial.open("wb") as handle:
+        pickle.dump({"model": model, "records": records}, handle, protocol=pickle.HIGHEST_PROTOCOL)
+    partial.replace(target)
