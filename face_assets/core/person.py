@@ -19,6 +19,7 @@ from face_assets.core.clustering.cluster import (
     match_to_persons,
     person_centroids,
 )
+from face_assets.core.portrait import update_portraits
 from face_assets.core.storage.store import FaceStore
 
 logger = logging.getLogger(__name__)
@@ -149,6 +150,7 @@ def _update_persons(store: FaceStore, params: ClusterParams) -> PersonUpdate:
     left = np.setdiff1d(left, in_groups)
     noise = data.face_ids[left[~data.clustered[left]]] if ran else np.zeros(0, np.int64)
     created = store.apply_person_changes([data.face_ids[g].tolist() for g in groups], matches, noise.tolist())
+    update_portraits(store)
     summary = PersonUpdate(
         faces=len(data.face_ids),
         matched_to_existing=len(matches),
@@ -218,6 +220,7 @@ def rebuild_persons(store: FaceStore, params: ClusterParams, owner: str = "") ->
         created = store.apply_person_changes(
             [data.face_ids[g].tolist() for g in fresh], [], noise, regrouped=regrouped
         )
+        update_portraits(store)
         summary = PersonUpdate(
             faces=len(data.face_ids),
             matched_to_existing=len(regrouped),
@@ -263,4 +266,6 @@ def match_new_faces(
             if p >= 0
         ]
         store.apply_person_changes([], matches, [])
+        if matches:
+            update_portraits(store)
     return BatchMatch(len(rows), len(matches), len(rows) - len(matches), time.perf_counter() - started)

@@ -16,7 +16,7 @@ from PIL import Image
 
 from face_assets.core.batch import IdRange
 from face_assets.core.storage.store import FaceRecord, FaceStore, path_key
-from face_assets.core.vision.transforms import MediaDecodeError, load_image, square_thumbnail
+from face_assets.core.vision.transforms import MediaDecodeError, load_image, sharpness, square_thumbnail
 from face_assets.core.vision.types import RGBImage
 
 logger = logging.getLogger(__name__)
@@ -63,12 +63,14 @@ def write_thumbnails(store: FaceStore, folder: Path, px: int = 112, id_range: Id
             logger.error("thumbnails of media item %d: %s", faces[0].media_item_id, error)
             run.errors.append(f"media item {faces[0].media_item_id}: {error}")
             continue
-        rows = []
+        rows, sharp = [], []
         for face in faces:
             relpath = thumbnail_relpath(path, face.box_xyxy, px)
-            save_jpeg(square_thumbnail(image, face.box_xyxy, px), folder / relpath)
+            pixels = square_thumbnail(image, face.box_xyxy, px)
+            save_jpeg(pixels, folder / relpath)
             rows.append((face.id, Path(relpath).name, relpath))
-        store.save_thumbnails(rows)
+            sharp.append(sharpness(pixels))
+        store.save_thumbnails(rows, sharp)
         run.faces += len(rows)
         run.media_items += 1
     run.seconds = time.perf_counter() - started

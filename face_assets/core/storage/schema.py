@@ -95,6 +95,7 @@ FacesTable = Table(
     Column("ModifiedAt", DateTime, default=utcnow, onupdate=utcnow),
     # product columns
     Column("DetectionScore", Float),
+    Column("Sharpness", Float),  # variance of the Laplacian of the thumbnail: portraits prefer sharp faces
     Column("Landmarks", Unicode(500)),  # JSON [[x, y] x 5]
     Column("ThumbnailPath", Unicode(500)),  # relative to the thumbnail folder
     Column("EmbeddingModel", String(64)),

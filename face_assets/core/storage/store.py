@@ -342,15 +342,19 @@ class FaceStore:
         with self.engine.connect() as conn:
             return list(conn.execute(query.order_by(MediaItemsTable.c.Id).limit(limit)).scalars())
 
-    def save_thumbnails(self, rows: Sequence[tuple[int, str, str]]) -> None:
-        """(face id, file name, path relative to the thumbnail folder), one transaction."""
+    def save_thumbnails(
+        self, rows: Sequence[tuple[int, str, str]], sharpness: Sequence[float] | None = None
+    ) -> None:
+        """(face id, file name, path relative to the thumbnail folder), one transaction;
+        `sharpness` of each thumbnail, row-aligned, when known."""
         if not rows:
             return
+        sharp = list(sharpness) if sharpness is not None else [None] * len(rows)
         with self.engine.begin() as conn:
             conn.execute(
                 update(FacesTable).where(FacesTable.c.Id == bindparam("face_id")),
-                [{"face_id": i, "Name": n, "ThumbnailPath": p, "ModifiedAt": utcnow()}
-                 for i, n, p in rows],
+                [{"face_id": i, "Name": n, "ThumbnailPath": p, "Sharpness": s, "ModifiedAt": utcnow()}
+                 for (i, n, p), s in zip(rows, sharp, strict=True)],
             )  # fmt: skip
 
     def save_embeddings(self, face_ids: Sequence[int], vectors: NDArray[np.float32], model: str) -> None:

@@ -95,6 +95,13 @@ def embedding_crop(
     return ((crop.astype(np.float32) - 127.5) / 128.0).astype(np.float32)
 
 
+def sharpness(pixels: RGBImage) -> float:
+    """Variance of the Laplacian of the grey image: higher is sharper (a blur detector)."""
+    grey = pixels.astype(np.float32).mean(axis=2)
+    laplacian = grey[:-2, 1:-1] + grey[2:, 1:-1] + grey[1:-1, :-2] + grey[1:-1, 2:] - 4.0 * grey[1:-1, 1:-1]
+    return float(laplacian.var()) if laplacian.size else 0.0
+
+
 def square_thumbnail(
     image: RGBImage, box_xyxy: tuple[float, float, float, float], px: int = 112, margin: float = 0.2
 ) -> RGBImage:
