@@ -19,9 +19,9 @@ logger = logging.getLogger("face_assets")
 # The legacy service's modes, each a set of pipeline steps (see runs.STEPS).
 MODES: dict[str, tuple[str, ...]] = {
     "detect": ("detect", "thumbnails"),
-    "recognize": ("embed", "match", "cluster"),
-    "recluster": ("cluster",),
-    "all": ("register", "detect", "thumbnails", "embed", "match", "cluster"),
+    "recognize": ("embed", "match", "cluster", "gallery"),
+    "recluster": ("cluster", "gallery"),
+    "all": ("register", "detect", "thumbnails", "embed", "match", "cluster", "gallery"),
 }
 
 

@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from face_assets.assets import BATCH_ASSETS, media_items, person_clusters
+from face_assets.assets import BATCH_ASSETS, media_items, person_clusters, person_gallery
 
 RECLUSTER_TAG = "face_assets/recluster"
 
@@ -14,7 +14,7 @@ process_batch_job = dg.define_asset_job(
 
 recluster_persons_job = dg.define_asset_job(
     "recluster_persons_job",
-    selection=dg.AssetSelection.assets(person_clusters),
+    selection=dg.AssetSelection.assets(person_clusters, person_gallery),
     # With the tag limit in dagster.yaml a second clustering run queues instead of starting.
     tags={RECLUSTER_TAG: "true"},
     description="Clusters all faces into persons; never two at once.",

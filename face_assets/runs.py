@@ -13,14 +13,14 @@ from pathlib import Path
 
 import dagster as dg
 
-from face_assets.assets import ALL_ASSETS, BATCH_ASSETS, media_items, person_clusters
+from face_assets.assets import ALL_ASSETS, BATCH_ASSETS, media_items, person_clusters, person_gallery
 from face_assets.checks import ALL_CHECKS
 from face_assets.core.batch import ALL_KEY
 from face_assets.definitions import make_resources
 from face_assets.partitions import media_item_partitions
 from face_assets.resources import FaceStoreResource, ThumbnailStoreResource
 
-STEPS = ("register", "detect", "thumbnails", "embed", "match", "cluster")
+STEPS = ("register", "detect", "thumbnails", "embed", "match", "cluster", "gallery")
 _STEP_ASSETS: dict[str, list[dg.AssetsDefinition]] = {
     "register": [media_items],
     "detect": [BATCH_ASSETS[0]],
@@ -28,6 +28,7 @@ _STEP_ASSETS: dict[str, list[dg.AssetsDefinition]] = {
     "embed": [BATCH_ASSETS[2]],
     "match": [BATCH_ASSETS[3]],
     "cluster": [person_clusters],
+    "gallery": [person_gallery],
 }
 
 
@@ -106,4 +107,6 @@ def materialize_pipeline(
         materialize(batch_steps, partition_key=ALL_KEY)
     if "cluster" in steps:
         materialize(["cluster"], ops={"person_clusters": {"config": {"mode": cluster_mode}}})
+    if "gallery" in steps:
+        materialize(["gallery"])
     return run

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -11,6 +12,10 @@ from PIL import Image
 
 from face_assets.core.samples import celebrity_sample
 from face_assets.core.settings import get_settings
+
+# UMAP compiles with numba on first use (seconds per process): the many clustering runs of the
+# tests draw their map with PCA; one test covers UMAP.
+os.environ.setdefault("FACE_ASSETS_MAP_METHOD", "pca")
 
 # Photos of the PyPI sample used by the end-to-end tests: a few per identity keeps them fast.
 PHOTOS_PER_IDENTITY = 4

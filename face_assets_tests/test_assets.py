@@ -56,6 +56,7 @@ def test_pipeline_materialises_every_asset(processed) -> None:
         "face_embeddings",
         "face_persons",
         "person_clusters",
+        "person_gallery",
     ]
     photos = len(IDENTITIES) * PHOTOS_PER_IDENTITY + 2  # + the two-face photo + the non-face image
     assert meta["media_items"]["registered"] == photos

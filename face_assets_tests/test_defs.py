@@ -15,7 +15,7 @@ def test_definitions_load_with_every_asset_and_the_job() -> None:
     keys = {key.to_user_string() for key in repository.asset_graph.get_all_asset_keys()}
     assert keys == {
         "media_items", "detected_faces", "face_thumbnails", "face_embeddings", "face_persons",
-        "person_clusters",
+        "person_clusters", "person_gallery",
     }  # fmt: skip
     for job in ("process_batch_job", "recluster_persons_job", "register_media_job"):
         assert repository.has_job(job)

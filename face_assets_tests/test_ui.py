@@ -85,7 +85,7 @@ def test_graphql_lists_the_assets_sensors_and_schedule(dagster_ui: str) -> None:
     assets = {node["assetKey"]["path"][0] for node in repository["assetNodes"]}
     assert assets == {
         "media_items", "detected_faces", "face_thumbnails", "face_embeddings", "face_persons",
-        "person_clusters",
+        "person_clusters", "person_gallery",
     }  # fmt: skip
     assert {s["name"] for s in repository["sensors"]} == {"new_media_items_sensor", "media_folder_sensor"}
     assert repository["schedules"] == [{"name": "recluster_schedule", "cronSchedule": "0 3 * * *"}]
@@ -122,3 +122,45 @@ def test_asset_graph_renders_in_headless_chromium(
     ).stdout
     assert screenshot.stat().st_size > 20_000  # a rendered page, not a blank one
     assert "dagster" in html.lower()
+
+
+def test_gallery_opens_from_disk_with_one_section_per_person(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, photo_folder: Path, models_dir: Path
+) -> None:
+    import dagster as dg
+
+    from face_assets.core.storage.store import FaceStore
+    from face_assets.runs import materialize_pipeline
+
+    monkeypatch.setenv("FACE_ASSETS_GALLERY_DIR", str(tmp_path / "gallery"))
+    db_url = f"sqlite:///{tmp_path / 'faces.db'}"
+    run = materialize_pipeline(
+        photo_folder, database_url=db_url, thumbnail_dir=tmp_path / "thumbnails",
+        instance=dg.DagsterInstance.ephemeral(),
+    )  # fmt: skip
+    assert run.success
+    page = tmp_path / "gallery" / "index.html"
+    persons = FaceStore.from_url(db_url).counts()["persons"]
+    assert run.metadata()["person_gallery"]["persons"] == persons > 0
+
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    assert chromium, "Chromium is installed by `make test` (Debian package chromium)"
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    screenshot = ARTIFACTS / "gallery.png"
+    args = [
+        chromium, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync",
+        f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1200,1600",
+        "--allow-file-access-from-files", "--virtual-time-budget=5000",
+    ]  # fmt: skip
+    subprocess.run(
+        [*args, f"--screenshot={screenshot}", page.as_uri()], capture_output=True, timeout=120, check=True
+    )
+    html = subprocess.run(
+        [*args, "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120
+    ).stdout
+    assert html.count('<section class="person"') == persons
+    assert html.count('<section class="unassigned"') == 1
+    assert screenshot.stat().st_size > 20_000
+    images = [tmp_path / "gallery" / src for src in __import__("re").findall(r'src="([^"]+)"', html)]
+    assert images and all(image.resolve().is_file() for image in images)  # every thumbnail resolves

@@ -1,9 +1,9 @@
 from face_assets.assets.embeddings import face_embeddings
 from face_assets.assets.faces import detected_faces, face_thumbnails, media_items
-from face_assets.assets.persons import face_persons, person_clusters
+from face_assets.assets.persons import face_persons, person_clusters, person_gallery
 
 BATCH_ASSETS = [detected_faces, face_thumbnails, face_embeddings, face_persons]
-ALL_ASSETS = [media_items, *BATCH_ASSETS, person_clusters]
+ALL_ASSETS = [media_items, *BATCH_ASSETS, person_clusters, person_gallery]
 
 __all__ = [
     "ALL_ASSETS",
@@ -14,4 +14,5 @@ __all__ = [
     "face_embeddings",
     "face_persons",
     "person_clusters",
+    "person_gallery",
 ]

@@ -1,15 +1,18 @@
 """Persons: a batch's faces matched to known persons, and the clustering of all faces."""
 
+import base64
+
 import dagster as dg
 
 from face_assets.assets.embeddings import face_embeddings
 from face_assets.assets.metadata import table_preview
 from face_assets.core.batch import parse_batch_key
 from face_assets.core.clustering.cluster import ClusterParams
+from face_assets.core.gallery import write_gallery, write_map
 from face_assets.core.person import match_new_faces, rebuild_persons, update_persons
 from face_assets.core.settings import get_settings
 from face_assets.partitions import media_item_partitions
-from face_assets.resources import FaceStoreResource
+from face_assets.resources import FaceStoreResource, ThumbnailStoreResource
 
 
 class PersonClustersConfig(dg.Config):
@@ -75,6 +78,10 @@ def person_clusters(
         raise dg.Failure(f"unknown clustering mode {mode!r}: use match_then_cluster or rebuild")
     cluster = rebuild_persons if mode == "rebuild" else update_persons
     update = cluster(store, params, owner=_owner(context))
+    settings = get_settings()
+    map_png = settings.resolved_gallery_dir() / "map.png"
+    projection = write_map(store, map_png, settings.map_method)
+    picture = base64.b64encode(map_png.read_bytes()).decode("ascii")
     return dg.MaterializeResult(
         metadata={
             "faces": update.faces,
@@ -90,5 +97,27 @@ def person_clusters(
             "link_threshold": params.link_threshold,
             "match_threshold": params.match_threshold,
             "persons_preview": table_preview(store.person_summary(), ["Id", "Name", "faces"]),
+            "map": dg.MetadataValue.md(
+                f"![faces coloured by person ({projection})](data:image/png;base64,{picture})"
+            ),
+            "map_file": dg.MetadataValue.path(str(map_png)),
+            "gallery": dg.MetadataValue.path(str(settings.resolved_gallery_dir() / "index.html")),
+        }
+    )
+
+
+@dg.asset(group_name="persons", deps=[person_clusters])
+def person_gallery(face_store: FaceStoreResource, thumbnails: ThumbnailStoreResource) -> dg.MaterializeResult:
+    """A static HTML page of every person (portrait, name, face count, thumbnails), unassigned faces last."""
+    folder = get_settings().resolved_gallery_dir()
+    gallery = write_gallery(
+        face_store.get_store(), thumbnails.folder(), folder / "index.html", folder / "map.png"
+    )
+    return dg.MaterializeResult(
+        metadata={
+            "page": dg.MetadataValue.path(str(gallery.page)),
+            "url": dg.MetadataValue.url(gallery.page.resolve().as_uri()),
+            "persons": gallery.persons,
+            "unassigned_faces": gallery.unassigned,
         }
     )

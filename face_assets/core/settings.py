@@ -64,6 +64,9 @@ class Settings(BaseSettings):
     batch_size: int = Field(default=100, ge=1, le=100_000)
     max_batches_per_tick: int = Field(default=10, ge=1)
     recluster_cron: str = "0 3 * * *"
+    # The gallery page and the 2-D map of the embeddings (UMAP with the `umap` extra, else PCA).
+    gallery_dir: Path | None = None
+    map_method: Literal["umap", "pca"] = "umap"
     # match_then_cluster: unassigned faces join persons or form new ones; rebuild: all clusters
     # rebuilt from scratch. Both keep the user's corrections.
     recluster_mode: Literal["match_then_cluster", "rebuild"] = "match_then_cluster"
@@ -88,6 +91,9 @@ class Settings(BaseSettings):
 
             return odbc_to_url(self.sql_connection_string)
         return f"sqlite:///{(self.data_dir / 'face_assets.db').as_posix()}"
+
+    def resolved_gallery_dir(self) -> Path:
+        return self.gallery_dir or (self.data_dir / "gallery")
 
     def resolved_thumbnail_dir(self) -> Path:
         return self.thumbnail_save_path or (self.data_dir / "thumbnails")

@@ -1,0 +1,157 @@
+"""The gallery: a static HTML page of persons (opens from disk), and a 2-D map of the embeddings."""
+
+from __future__ import annotations
+
+import colorsys
+import html
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from numpy.typing import NDArray
+from PIL import Image, ImageDraw
+from sqlalchemy import select
+
+from face_assets.core import correction
+from face_assets.core.storage.schema import FacesTable, PersonsTable
+from face_assets.core.storage.store import FaceStore, not_rejected
+
+logger = logging.getLogger(__name__)
+
+CONTACT_SHEET = 48  # thumbnails shown per person
+UNASSIGNED_SHOWN = 200
+MAP_PX = (900, 640)
+
+
+@dataclass(frozen=True)
+class Gallery:
+    page: Path
+    persons: int
+    unassigned: int
+
+
+def project_2d(
+    vectors: NDArray[np.float32], method: str, random_state: int = 0
+) -> tuple[NDArray[np.float64], str]:
+    """(n, 2) coordinates by UMAP (cosine) when asked and installed, else by PCA."""
+    if len(vectors) < 3:
+        return np.zeros((len(vectors), 2)), "none"
+    if method == "umap" and len(vectors) >= 10:
+        try:
+            import umap
+
+            reducer = umap.UMAP(
+                n_components=2, metric="cosine", n_neighbors=min(15, len(vectors) - 1),
+                random_state=random_state,
+            )  # fmt: skip
+            return np.asarray(reducer.fit_transform(vectors), dtype=np.float64), "umap"
+        except ImportError:
+            logger.info("umap-learn is not installed (extra `umap`); the map uses PCA")
+    from sklearn.decomposition import PCA
+
+    return PCA(n_components=2, random_state=random_state).fit_transform(vectors).astype(np.float64), "pca"
+
+
+def _colour(person_id: int) -> tuple[int, int, int]:
+    hue = (person_id * 0.618033988749895) % 1.0  # golden ratio: neighbouring ids differ
+    r, g, b = colorsys.hsv_to_rgb(hue, 0.75, 0.85)
+    return int(r * 255), int(g * 255), int(b * 255)
+
+
+def write_map(store: FaceStore, target: Path, method: str = "umap") -> str:
+    """A PNG of every embedded face in 2-D, coloured by person (grey: unassigned).
+    Returns the projection used."""
+    data = store.face_embeddings()
+    points, used = project_2d(data.vectors, method)
+    image = Image.new("RGB", MAP_PX, "white")
+    draw = ImageDraw.Draw(image)
+    if len(points):
+        low, high = points.min(axis=0), points.max(axis=0)
+        scale = np.where(high - low > 0, high - low, 1.0)
+        xy = 20 + (points - low) / scale * (np.array(MAP_PX) - 40)
+        order = np.argsort(data.person_ids >= 0, kind="stable")  # unassigned drawn first, below
+        for index in order:
+            x, y = xy[index]
+            person = int(data.person_ids[index])
+            fill = _colour(person) if person >= 0 else (190, 190, 190)
+            draw.ellipse((x - 4, y - 4, x + 4, y + 4), fill=fill)
+    draw.text((10, 6), f"{len(points)} faces, {used}", fill=(60, 60, 60))
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(f".{target.name}.tmp")
+    image.save(partial, format="PNG")
+    partial.replace(target)
+    return used
+
+
+def _img(src: Path, page_dir: Path, alt: str, css: str) -> str:
+    relative = Path(os.path.relpath(src, page_dir)).as_posix()
+    return f'<img class="{css}" src="{html.escape(relative)}" alt="{html.escape(alt)}" loading="lazy">'
+
+
+def write_gallery(store: FaceStore, thumbnail_dir: Path, page: Path, map_png: Path | None = None) -> Gallery:
+    """`page`: one section per person (portrait, name, face count, contact sheet), unassigned last."""
+    page_dir = page.parent
+    page_dir.mkdir(parents=True, exist_ok=True)
+    with store.engine.connect() as conn:
+        portraits = {
+            r.Id: r.ThumbnailPath
+            for r in conn.execute(
+                select(PersonsTable.c.Id, FacesTable.c.ThumbnailPath).join(
+                    FacesTable, FacesTable.c.Id == PersonsTable.c.PortraitFaceId
+                )
+            )
+        }
+        unassigned = [
+            r.ThumbnailPath
+            for r in conn.execute(
+                select(FacesTable.c.ThumbnailPath)
+                .where(
+                    FacesTable.c.PersonId.is_(None), FacesTable.c.ThumbnailPath.isnot(None), not_rejected()
+                )
+                .order_by(FacesTable.c.Id)
+            )
+        ]
+    sections = []
+    persons = correction.list_persons(store)
+    for person in persons:
+        faces = [f for f in correction.person_faces(store, person.id) if f.thumbnail]
+        portrait = portraits.get(person.id) or (faces[0].thumbnail if faces else None)
+        sheet = "".join(_img(thumbnail_dir / f.thumbnail, page_dir, f"face {f.id}", "face")
+                        for f in faces[:CONTACT_SHEET] if f.thumbnail)  # fmt: skip
+        more = (
+            f'<p class="more">and {len(faces) - CONTACT_SHEET} more</p>' if len(faces) > CONTACT_SHEET else ""
+        )
+        head = _img(thumbnail_dir / portrait, page_dir, "portrait", "portrait") if portrait else ""
+        sections.append(
+            f'<section class="person" id="person-{person.id}">{head}'
+            f"<h2>{html.escape(person.name)}</h2><p>{person.faces} faces · Id {person.id}</p>"
+            f'<div class="sheet">{sheet}</div>{more}</section>'
+        )
+    loose = "".join(
+        _img(thumbnail_dir / t, page_dir, "unassigned face", "face") for t in unassigned[:UNASSIGNED_SHOWN]
+    )
+    sections.append(
+        f'<section class="unassigned"><h2>Unassigned</h2><p>{len(unassigned)} faces wait for a person</p>'
+        f'<div class="sheet">{loose}</div></section>'
+    )
+    figure = f"<figure>{_img(map_png, page_dir, 'map of the embeddings', 'map')}</figure>" if map_png else ""
+    document = f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>face_assets: persons</title>
+<style>
+body {{ font-family: system-ui, sans-serif; margin: 24px; color: #222; }}
+section {{ border-top: 1px solid #ddd; padding: 12px 0; }}
+.portrait {{ float: left; width: 112px; height: 112px; margin-right: 16px; border-radius: 8px; }}
+.sheet {{ clear: both; display: flex; flex-wrap: wrap; gap: 4px; padding-top: 8px; }}
+.face {{ width: 56px; height: 56px; border-radius: 4px; }}
+.map {{ max-width: 100%; border: 1px solid #ddd; }}
+</style></head><body>
+<h1>Persons</h1><p>{len(persons)} persons, {len(unassigned)} unassigned faces</p>{figure}
+{"".join(sections)}
+</body></html>
+"""
+    partial = page.with_name(f".{page.name}.tmp")
+    partial.write_text(document, encoding="utf-8")
+    partial.replace(page)
+    return Gallery(page, len(persons), len(unassigned))
