@@ -89,10 +89,15 @@ class FaceModelsResource(dg.ConfigurableResource):
 
 
 class ThumbnailStoreResource(dg.ConfigurableResource):
-    """Where face thumbnails go (THUMBNAIL_SAVE_PATH) and their size in pixels."""
+    """Where face thumbnails go (THUMBNAIL_SAVE_PATH) and their size in pixels, and where the
+    gallery page and the embedding map go (FACE_ASSETS_GALLERY_DIR)."""
 
     path: str = ""
     thumbnail_px: int = 0
+    gallery_path: str = ""
+
+    def gallery_folder(self) -> Path:
+        return Path(self.gallery_path) if self.gallery_path else get_settings().resolved_gallery_dir()
 
     def folder(self) -> Path:
         return Path(self.path) if self.path else get_settings().resolved_thumbnail_dir()

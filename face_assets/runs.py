@@ -80,7 +80,10 @@ def materialize_pipeline(
     if database_url:
         resources["face_store"] = FaceStoreResource(database_url=database_url)
     if thumbnail_dir is not None:
-        resources["thumbnails"] = ThumbnailStoreResource(path=str(thumbnail_dir))
+        # A run on its own database (evaluation, dry run) keeps its gallery beside its thumbnails.
+        resources["thumbnails"] = ThumbnailStoreResource(
+            path=str(thumbnail_dir), gallery_path=str(thumbnail_dir.parent / "gallery")
+        )
     loggers = {"console": {"config": {"log_level": log_level}}}
     run = PipelineRun()
 

@@ -67,7 +67,10 @@ def face_persons(context: dg.AssetExecutionContext, face_store: FaceStoreResourc
     pool="person_clusters",
 )
 def person_clusters(
-    context: dg.AssetExecutionContext, config: PersonClustersConfig, face_store: FaceStoreResource
+    context: dg.AssetExecutionContext,
+    config: PersonClustersConfig,
+    face_store: FaceStoreResource,
+    thumbnails: ThumbnailStoreResource,
 ) -> dg.MaterializeResult:
     """Persons over all faces: unassigned faces join the person they match, the rest are clustered."""
     params = config.params()
@@ -79,7 +82,7 @@ def person_clusters(
     cluster = rebuild_persons if mode == "rebuild" else update_persons
     update = cluster(store, params, owner=_owner(context))
     settings = get_settings()
-    map_png = settings.resolved_gallery_dir() / "map.png"
+    map_png = thumbnails.gallery_folder() / "map.png"
     projection = write_map(store, map_png, settings.map_method)
     picture = base64.b64encode(map_png.read_bytes()).decode("ascii")
     return dg.MaterializeResult(
@@ -101,7 +104,7 @@ def person_clusters(
                 f"![faces coloured by person ({projection})](data:image/png;base64,{picture})"
             ),
             "map_file": dg.MetadataValue.path(str(map_png)),
-            "gallery": dg.MetadataValue.path(str(settings.resolved_gallery_dir() / "index.html")),
+            "gallery": dg.MetadataValue.path(str(thumbnails.gallery_folder() / "index.html")),
         }
     )
 
@@ -109,7 +112,7 @@ def person_clusters(
 @dg.asset(group_name="persons", deps=[person_clusters])
 def person_gallery(face_store: FaceStoreResource, thumbnails: ThumbnailStoreResource) -> dg.MaterializeResult:
     """A static HTML page of every person (portrait, name, face count, thumbnails), unassigned faces last."""
-    folder = get_settings().resolved_gallery_dir()
+    folder = thumbnails.gallery_folder()
     gallery = write_gallery(
         face_store.get_store(), thumbnails.folder(), folder / "index.html", folder / "map.png"
     )
