@@ -123,13 +123,21 @@ def test_corrections_on_real_photos_survive_both_recluster_modes(workdir) -> Non
     cli(workdir, "faces", "reject", str(faces[0]))
     split_to = int(cli(workdir, "persons", "split", str(ids[1]), str(faces[1])).split()[-1])
     cli(workdir, "persons", "merge", str(ids[0]), str(ids[2]))
+    cli(workdir, "faces", "move", str(faces[2]), str(ids[0]))
+    forgotten = [
+        int(line.split()[1].rstrip(":"))
+        for line in cli(workdir, "persons", "show", str(split_to)).splitlines()
+    ]
+    cli(workdir, "persons", "forget", str(split_to))
     store = store_of(workdir)
     expected = persons_with_faces(store)
-    assert set(expected) == {ids[0], ids[1], split_to}
+    assert set(expected) == {ids[0], ids[1]} and faces[2] in expected[ids[0]]
+    assert not set(forgotten) & set(store.face_embeddings().face_ids.tolist())
 
-    for mode in (["recluster"], ["recluster", "--rebuild"], ["recluster"]):
+    for mode in (["recluster"], ["recluster", "--rebuild"], ["recognize"], ["recluster"]):
         cli(workdir, *mode)
         assert persons_with_faces(store) == expected, mode
+    assert not set(forgotten) & set(store.face_embeddings().face_ids.tolist())  # never re-embedded
     assert "Ada" in cli(workdir, "persons", "list")
     out = run(face_assets("persons", "rename", "999", "Nobody"), workdir["root"])
     assert out.returncode == 2 and "no person with Id 999" in out.stderr and "Traceback" not in out.stderr
