@@ -1,10 +1,19 @@
 # `make test` is the test command of the README and of .ci/run.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+APT := DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get
 
-.PHONY: test
-test:
-	@command -v chromium >/dev/null || { \
-		echo "installing Chromium (Debian package) for the UI test"; \
-		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get update -qq && \
-		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium >/dev/null; }
+# Debian packages the tests use: Chromium (UI test), PostgreSQL and MariaDB servers that the
+# tests start on 127.0.0.1, unixODBC with the MariaDB and FreeTDS (SQL Server) ODBC drivers.
+SYSTEM_PACKAGES := chromium postgresql mariadb-server odbc-mariadb unixodbc tdsodbc
+
+.PHONY: test system-packages
+test: system-packages
 	pytest
+
+system-packages:
+	@missing=$$(for p in $(SYSTEM_PACKAGES); do \
+		dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		echo "installing Debian packages for the tests:" $$missing; \
+		$(APT) update -qq && $(APT) install -y -qq $$missing >/dev/null; \
+	fi

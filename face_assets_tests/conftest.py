@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
+from sqlalchemy import Connection, TextClause, text
 
 from face_assets.core.samples import celebrity_sample
 from face_assets.core.settings import get_settings
+from face_assets.core.storage.store import FaceStore
+from face_assets_tests.servers import SERVERS, ServerUnavailable, ThrowawayServer
 
 # UMAP compiles with numba on first use (seconds per process): the many clustering runs of the
 # tests draw their map with PCA; one test covers UMAP.
@@ -64,6 +68,68 @@ def photo_folder(tmp_path_factory: pytest.TempPathFactory, celebrity_folder: Pat
     return root
 
 
-@pytest.fixture
-def db_url(tmp_path: Path) -> str:
-    return f"sqlite:///{tmp_path / 'faces.db'}"
+# Every database-dependent test runs on each backend: the embedded SQLite file, and real
+# PostgreSQL (psycopg) and MariaDB (pyodbc, the SQL Server connector path) servers.
+BACKENDS = ("sqlite", "postgresql", "mariadb")
+
+
+def _server(request: pytest.FixtureRequest, kind: str) -> Iterator[ThrowawayServer]:
+    try:
+        server = SERVERS[kind]()
+    except ServerUnavailable as error:
+        pytest.fail(f"{kind} test server: {error}", pytrace=False)
+    request.addfinalizer(server.close)
+    yield server
+
+
+@pytest.fixture(scope="session")
+def postgresql_server(request: pytest.FixtureRequest) -> Iterator[ThrowawayServer]:
+    yield from _server(request, "postgresql")
+
+
+@pytest.fixture(scope="session")
+def mariadb_server(request: pytest.FixtureRequest) -> Iterator[ThrowawayServer]:
+    yield from _server(request, "mariadb")
+
+
+def new_database_url(request: pytest.FixtureRequest, backend: str, folder: Path) -> str:
+    """An empty database on `backend`: a new SQLite file in `folder`, or a new server database."""
+    if backend == "sqlite":
+        return f"sqlite:///{folder / 'faces.db'}"
+    server: ThrowawayServer = request.getfixturevalue(f"{backend}_server")
+    return server.new_database()
+
+
+def sql(conn: Connection, statement: str) -> TextClause:
+    """Plain SQL as another application would write it; "Identifiers" are quoted the way the
+    connection's dialect quotes them (MariaDB uses backticks)."""
+    return text(statement.replace('"', conn.dialect.identifier_preparer.initial_quote))
+
+
+def insert_returning_id(conn: Connection, statement: str, params: dict[str, object]) -> int:
+    """Runs a plain-SQL INSERT and returns the new row's Id, as each database reports it."""
+    if conn.dialect.name == "postgresql":
+        return int(conn.execute(sql(conn, statement + ' RETURNING "Id"'), params).scalar_one())
+    return int(conn.execute(sql(conn, statement), params).lastrowid)
+
+
+def without_foreign_keys(conn: Connection) -> None:
+    """Turns off foreign key enforcement on this connection, as another application's tool
+    might have; for tests that plant dangling references."""
+    statement = {
+        "sqlite": "PRAGMA foreign_keys=OFF",
+        "postgresql": "SET session_replication_role = replica",
+        "mysql": "SET FOREIGN_KEY_CHECKS=0",
+    }[conn.dialect.name]
+    conn.exec_driver_sql(statement)
+
+
+def url_of(store: FaceStore) -> str:
+    """The store's URL with its password, to hand to a resource or a subprocess."""
+    return store.engine.url.render_as_string(hide_password=False)
+
+
+@pytest.fixture(params=BACKENDS)
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """An empty database, one per test, on each backend in turn."""
+    return new_database_url(request, request.param, tmp_path)

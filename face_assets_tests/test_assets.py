@@ -1,4 +1,4 @@
-"""End to end through Dagster: real photos, real models, a real SQLite file."""
+"""End to end through Dagster: real photos, real models, a real database on each backend."""
 
 from __future__ import annotations
 
@@ -9,12 +9,18 @@ import dagster as dg
 import numpy as np
 import pytest
 from PIL import Image
-from sqlalchemy import insert, select, text
+from sqlalchemy import insert, select
 
-from face_assets.core.storage.schema import FacesTable, MediaFileTable, MediaItemsTable
+from face_assets.core.storage.schema import FacesTable, MediaFileTable, MediaItemsTable, PersonsTable
 from face_assets.core.storage.store import FaceStore, decode_embedding
 from face_assets.runs import PipelineRun, materialize_pipeline
-from face_assets_tests.conftest import IDENTITIES, PHOTOS_PER_IDENTITY, TWO_FACE_PHOTO
+from face_assets_tests.conftest import (
+    BACKENDS,
+    IDENTITIES,
+    PHOTOS_PER_IDENTITY,
+    TWO_FACE_PHOTO,
+    new_database_url,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -29,18 +35,24 @@ def snapshot(store: FaceStore, thumbnails: Path) -> dict[str, object]:
     """Everything a run could change: every row of every table and every thumbnail file."""
     tables = {}
     with store.engine.connect() as conn:
-        for name in ("MediaFile", "MediaItems", "Faces", "Persons"):
-            tables[name] = [tuple(r) for r in conn.execute(text(f'SELECT * FROM "{name}" ORDER BY "Id"'))]
+        for table in (MediaFileTable, MediaItemsTable, FacesTable, PersonsTable):
+            tables[table.name] = [tuple(r) for r in conn.execute(select(table).order_by(table.c.Id))]
     files = {
         str(p.relative_to(thumbnails)): p.stat().st_mtime_ns for p in thumbnails.rglob("*") if p.is_file()
     }
     return {"tables": tables, "files": files}
 
 
-@pytest.fixture(scope="module")
-def processed(tmp_path_factory: pytest.TempPathFactory, photo_folder: Path, models_dir: Path):
+@pytest.fixture(scope="module", params=BACKENDS)
+def processed(
+    request: pytest.FixtureRequest,
+    tmp_path_factory: pytest.TempPathFactory,
+    photo_folder: Path,
+    models_dir: Path,
+):
     root = tmp_path_factory.mktemp("processed")
-    db_url = f"sqlite:///{root / 'faces.db'}"
+    db_url = new_database_url(request, request.param, root)
+    FaceStore.from_url(db_url, upgrade=True).dispose()  # `face-assets db init`
     result = run_pipeline(photo_folder, db_url, root / "thumbnails")
     return result, FaceStore.from_url(db_url), root / "thumbnails", db_url
 
@@ -136,7 +148,7 @@ def test_rerun_on_unchanged_data_changes_nothing(processed, photo_folder: Path) 
 
 
 def test_bad_input_is_recorded_and_the_rest_is_processed(
-    tmp_path: Path, photo_folder: Path, models_dir: Path
+    tmp_path: Path, db_url: str, photo_folder: Path, models_dir: Path
 ) -> None:
     folder = tmp_path / "photos"
     good = sorted((photo_folder / IDENTITIES[0]).glob("*.jpg"))[:2]
@@ -146,8 +158,7 @@ def test_bad_input_is_recorded_and_the_rest_is_processed(
     data = good[0].read_bytes()
     (folder / "truncated.jpg").write_bytes(data[: len(data) // 3])
     (folder / "notes.jpg").write_text("this is not a photo\n")
-    db_url = f"sqlite:///{tmp_path / 'faces.db'}"
-    store = FaceStore.from_url(db_url)
+    store = FaceStore.from_url(db_url, upgrade=True)
     # Another application inserts rows for a text file and a file that does not exist.
     with store.engine.begin() as conn:
         for name in ("notes.jpg", "vanished.jpg"):

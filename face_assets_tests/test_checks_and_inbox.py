@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import shutil
-import sqlite3
 from pathlib import Path
 
 import dagster as dg
 import numpy as np
 import pytest
 from PIL import Image
-from sqlalchemy import text
 
 from face_assets.checks import (
     embeddings_are_unit_512,
@@ -23,14 +21,15 @@ from face_assets.core.vision.types import DetectedFace
 from face_assets.resources import FaceStoreResource
 from face_assets.runs import materialize_pipeline
 from face_assets.sensors import build_media_folder_sensor
+from face_assets_tests.conftest import sql, url_of, without_foreign_keys
 
 FACE = DetectedFace((2.0, 2.0, 20.0, 20.0), 0.99, ((5.0, 5.0),) * 5)
 
 
 @pytest.fixture
-def store_with_faces(tmp_path: Path) -> tuple[FaceStore, FaceStoreResource, list[int]]:
+def store_with_faces(tmp_path: Path, db_url: str) -> tuple[FaceStore, FaceStoreResource, list[int]]:
     """Three processed media items with one embedded face each, written through the store."""
-    store = FaceStore.from_url(f"sqlite:///{tmp_path / 'faces.db'}")
+    store = FaceStore.from_url(db_url, upgrade=True)
     face_ids = []
     for index in range(3):
         path = tmp_path / f"{index}.png"
@@ -40,7 +39,7 @@ def store_with_faces(tmp_path: Path) -> tuple[FaceStore, FaceStoreResource, list
         face_ids += [r.id for r in store.faces_without_embedding() if r.media_item_id == item]
     vectors = np.random.default_rng(0).normal(size=(3, 512)).astype(np.float32)
     store.save_embeddings(face_ids, vectors / np.linalg.norm(vectors, axis=1, keepdims=True), "stub")
-    return store, FaceStoreResource(database_url=str(store.engine.url)), face_ids
+    return store, FaceStoreResource(database_url=url_of(store)), face_ids
 
 
 def test_checks_pass_on_a_sound_database(store_with_faces) -> None:
@@ -55,7 +54,7 @@ def test_checks_pass_on_a_sound_database(store_with_faces) -> None:
 def test_embedding_check_fails_on_nan_wrong_norm_or_wrong_size(store_with_faces, vector) -> None:
     store, resource, face_ids = store_with_faces
     with store.engine.begin() as conn:
-        conn.execute(text('UPDATE "Faces" SET "Embedding" = :e WHERE "Id" = :i'),
+        conn.execute(sql(conn, 'UPDATE "Faces" SET "Embedding" = :e WHERE "Id" = :i'),
                      {"e": encode_embedding(vector), "i": face_ids[1]})  # fmt: skip
     result = embeddings_are_unit_512(face_store=resource)
     assert not result.passed
@@ -65,11 +64,14 @@ def test_embedding_check_fails_on_nan_wrong_norm_or_wrong_size(store_with_faces,
 def test_half_processed_item_and_dangling_person_are_caught(store_with_faces) -> None:
     store, resource, face_ids = store_with_faces
     # Another application's writes, on a connection without foreign key enforcement.
-    conn = sqlite3.connect(store.engine.url.database)
-    with conn:
-        conn.execute('UPDATE "MediaItems" SET "IsFacesExtracted" = 0 WHERE "Id" = 1')
-        conn.execute('UPDATE "Faces" SET "PersonId" = 999 WHERE "Id" = ?', (face_ids[2],))
-    conn.close()
+    with store.engine.connect() as conn:
+        without_foreign_keys(conn)
+        conn.execute(
+            sql(conn, 'UPDATE "MediaItems" SET "IsFacesExtracted" = :no WHERE "Id" = :i'),
+            {"no": False, "i": min(store.faces_of_media_items())},
+        )
+        conn.execute(sql(conn, 'UPDATE "Faces" SET "PersonId" = 999 WHERE "Id" = :f'), {"f": face_ids[2]})
+        conn.commit()
     assert not no_half_processed_media_items(face_store=resource).passed
     assert not faces_point_at_existing_persons(face_store=resource).passed
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
-from sqlalchemy import select, text
+from sqlalchemy import select
 
 from face_assets.core.clustering.cluster import ClusterParams
 from face_assets.core.person import PERSONS_LOCK, update_persons
@@ -19,16 +19,19 @@ from face_assets.definitions import build_definitions
 from face_assets.resources import FaceStoreResource
 from face_assets.runs import materialize_pipeline
 from face_assets.sensors import build_new_media_items_sensor
-from face_assets_tests.conftest import IDENTITIES
+from face_assets_tests.conftest import IDENTITIES, insert_returning_id, sql, url_of
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
-def library(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, celebrity_folder: Path, models_dir: Path):
+def library(
+    tmp_path: Path, db_url: str, monkeypatch: pytest.MonkeyPatch, celebrity_folder: Path, models_dir: Path
+):
     """An application database whose persons come from 5 photos of each identity; `later` holds
     other photos of the same people, from the sample's validation split."""
-    monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path / 'faces.db'}")
+    monkeypatch.setenv("DATABASE_URL", db_url)
+    FaceStore.from_url(db_url, upgrade=True).dispose()  # `face-assets db init`
     monkeypatch.setenv("THUMBNAIL_SAVE_PATH", str(tmp_path / "thumbnails"))
     monkeypatch.setenv("FACE_ASSETS_BATCH_SIZE", "4")
     known = tmp_path / "known"
@@ -40,8 +43,7 @@ def library(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, celebrity_folder: P
         later[identity] = sorted((celebrity_folder / "val" / identity).glob("*.jpg"))[:2]
     instance = dg.DagsterInstance.ephemeral()
     assert materialize_pipeline(known, instance=instance).success
-    store = FaceStore.from_url(f"sqlite:///{tmp_path / 'faces.db'}")
-    return store, instance, later
+    return FaceStore.from_url(db_url), instance, later
 
 
 def insert_rows(store: FaceStore, photos: list[Path], ids: list[int] | None = None) -> list[int]:
@@ -49,25 +51,27 @@ def insert_rows(store: FaceStore, photos: list[Path], ids: list[int] | None = No
     added = []
     with store.engine.begin() as conn:
         for index, photo in enumerate(photos):
-            file_id = conn.execute(
-                text('INSERT INTO "MediaFile" ("FilePath", "FileName", "Extensions") VALUES (:p, :n, :e)'),
+            file_id = insert_returning_id(
+                conn,
+                'INSERT INTO "MediaFile" ("FilePath", "FileName", "Extensions") VALUES (:p, :n, :e)',
                 {"p": str(photo.parent), "n": photo.name, "e": "jpg"},
-            ).lastrowid
+            )
             if ids:
                 conn.execute(
-                    text('INSERT INTO "MediaItems" ("Id", "MediaFileId", "Name", "IsFacesExtracted") '
-                         "VALUES (:i, :f, :n, 0)"),
-                    {"i": ids[index], "f": file_id, "n": photo.name},
+                    sql(conn, 'INSERT INTO "MediaItems" ("Id", "MediaFileId", "Name", "IsFacesExtracted") '
+                              "VALUES (:i, :f, :n, :done)"),
+                    {"i": ids[index], "f": file_id, "n": photo.name, "done": False},
                 )  # fmt: skip
                 added.append(ids[index])
             else:
                 added.append(
-                    conn.execute(
-                        text('INSERT INTO "MediaItems" ("MediaFileId", "Name", "IsFacesExtracted") '
-                             "VALUES (:f, :n, 0)"),
-                        {"f": file_id, "n": photo.name},
-                    ).lastrowid
-                )  # fmt: skip
+                    insert_returning_id(
+                        conn,
+                        'INSERT INTO "MediaItems" ("MediaFileId", "Name", "IsFacesExtracted") '
+                        "VALUES (:f, :n, :done)",
+                        {"f": file_id, "n": photo.name, "done": False},
+                    )
+                )
     return added
 
 
@@ -196,15 +200,15 @@ def test_a_clustering_refuses_to_start_while_another_is_running(library) -> None
 def test_two_clusterings_at_once_never_both_write(library, tmp_path: Path) -> None:
     store, _, _ = library
     with store.engine.begin() as conn:  # start over: every face unassigned, no person
-        conn.execute(text('UPDATE "Faces" SET "PersonId" = NULL, "PersonAssignedBy" = NULL'))
-        conn.execute(text('DELETE FROM "Persons"'))
+        conn.execute(sql(conn, 'UPDATE "Faces" SET "PersonId" = NULL, "PersonAssignedBy" = NULL'))
+        conn.execute(sql(conn, 'DELETE FROM "Persons"'))
     barrier = threading.Barrier(2)
     outcomes: list[object] = []
 
     def cluster() -> None:
         barrier.wait()
         try:
-            outcomes.append(update_persons(FaceStore.from_url(str(store.engine.url)), ClusterParams()))
+            outcomes.append(update_persons(FaceStore.from_url(url_of(store)), ClusterParams()))
         except LockHeld as error:
             outcomes.append(error)
 

@@ -24,7 +24,7 @@ from face_assets.core.storage.schema import (
     PersonsTable,
     utcnow,
 )
-from face_assets.core.storage.store import FaceStore, media_path
+from face_assets.core.storage.store import FaceStore, chunks, media_path
 
 logger = logging.getLogger(__name__)
 
@@ -105,7 +105,9 @@ def _require_person(conn: Connection, person_id: int) -> None:
 
 
 def _require_faces(conn: Connection, face_ids: Sequence[int]) -> None:
-    found = set(conn.execute(select(FacesTable.c.Id).where(FacesTable.c.Id.in_(face_ids))).scalars())
+    found: set[int] = set()
+    for part in chunks(face_ids):
+        found |= set(conn.execute(select(FacesTable.c.Id).where(FacesTable.c.Id.in_(part))).scalars())
     missing = sorted(set(face_ids) - found)
     if missing:
         raise CorrectionError(f"no face with Id {', '.join(map(str, missing))}")
@@ -113,11 +115,12 @@ def _require_faces(conn: Connection, face_ids: Sequence[int]) -> None:
 
 def _place(conn: Connection, face_ids: Sequence[int], person_id: int | None) -> None:
     """Faces the user put somewhere: verified, and never moved by automatic steps."""
-    conn.execute(
-        update(FacesTable)
-        .where(FacesTable.c.Id.in_(list(face_ids)))
-        .values(PersonId=person_id, PersonAssignedBy=USER, IsUserVerified=True, ModifiedAt=utcnow())
-    )
+    for part in chunks(face_ids):
+        conn.execute(
+            update(FacesTable)
+            .where(FacesTable.c.Id.in_(part))
+            .values(PersonId=person_id, PersonAssignedBy=USER, IsUserVerified=True, ModifiedAt=utcnow())
+        )
 
 
 def rename_person(store: FaceStore, person_id: int, name: str) -> None:
@@ -175,9 +178,13 @@ def split_person(store: FaceStore, person_id: int, face_ids: Sequence[int]) -> i
     with store.lock(PERSONS_LOCK, default_owner(), wait_seconds=LOCK_WAIT_S), store.engine.begin() as conn:
         _require_person(conn, person_id)
         _require_faces(conn, face_ids)
-        owners = set(
-            conn.execute(select(FacesTable.c.PersonId).where(FacesTable.c.Id.in_(face_ids))).scalars()
-        )
+        owners = {
+            owner
+            for part in chunks(face_ids)
+            for owner in conn.execute(
+                select(FacesTable.c.PersonId).where(FacesTable.c.Id.in_(part))
+            ).scalars()
+        }
         if owners != {person_id}:
             raise CorrectionError(f"faces {list(face_ids)} do not all belong to person {person_id}")
         now = utcnow()

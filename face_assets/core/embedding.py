@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from face_assets.core.batch import IdRange
-from face_assets.core.storage.store import FaceStore
+from face_assets.core.storage.store import FaceStore, saving
 from face_assets.core.thumbnail import faces_by_media_item
 from face_assets.core.vision.transforms import MediaDecodeError, embedding_crop, load_image
 from face_assets.core.vision.types import FaceEmbedder
@@ -44,7 +44,8 @@ def embed_faces(
         started = time.perf_counter()
         vectors = embedder.embed(np.stack(pending_crops))
         embedded = time.perf_counter()
-        store.save_embeddings(pending_ids, vectors, embedder.name)
+        with saving(f"embeddings of {len(pending_ids)} faces"):
+            store.save_embeddings(pending_ids, vectors, embedder.name)
         run.embed_seconds += embedded - started
         run.write_seconds += time.perf_counter() - embedded
         run.faces += len(pending_ids)

@@ -7,7 +7,7 @@ import time
 from dataclasses import dataclass, field
 
 from face_assets.core.batch import IdRange
-from face_assets.core.storage.store import FaceStore
+from face_assets.core.storage.store import FaceStore, saving
 from face_assets.core.vision.transforms import MediaDecodeError, load_image
 from face_assets.core.vision.types import FaceDetector
 
@@ -47,7 +47,8 @@ def detect_faces(
         except MediaDecodeError as error:
             message = str(error)
             logger.error("media item %d: %s", item.id, message)
-            store.save_extraction_error(item.id, message)
+            with saving(f"media item {item.id} ({item.path})"):
+                store.save_extraction_error(item.id, message)
             run.errors.append(f"media item {item.id}: {message}")
             continue
         decoded = time.perf_counter()
@@ -65,7 +66,8 @@ def detect_faces(
         consecutive_failures = 0
         detected = time.perf_counter()
         height, width = image.shape[:2]
-        store.save_detection(item.id, faces, detector.name, (width, height))
+        with saving(f"media item {item.id} ({item.path})"):
+            store.save_detection(item.id, faces, detector.name, (width, height))
         run.decode_seconds += decoded - started
         run.detect_seconds += detected - decoded
         run.write_seconds += time.perf_counter() - detected

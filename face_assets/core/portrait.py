@@ -65,11 +65,26 @@ def update_portraits(store: FaceStore) -> int:
     ).join(MediaItemsTable, MediaItemsTable.c.Id == FacesTable.c.MediaItemId)  # fmt: skip
     with store.engine.connect() as conn:
         details = {r.Id: r for r in conn.execute(query.where(FacesTable.c.PersonId.isnot(None)))}
-        portraits = conn.execute(select(PersonsTable.c.Id, PersonsTable.c.PortraitFaceId))
+        portraits = conn.execute(
+            select(PersonsTable.c.Id, PersonsTable.c.PortraitFaceId, PersonsTable.c.PortraitMediaFileId)
+        ).all()
         current = {r.Id: r.PortraitFaceId for r in portraits}
+        # A portrait file chosen elsewhere (the media application, its users, legacy tools) is
+        # theirs: it differs from the file of the face this product picked, or it has no face.
+        chosen_elsewhere = {
+            r.Id
+            for r in portraits
+            if r.PortraitMediaFileId is not None
+            and (
+                r.PortraitFaceId not in details
+                or details[r.PortraitFaceId].MediaFileId != r.PortraitMediaFileId
+            )
+        }
     ids, centroids = person_centroids(data.vectors, data.person_ids)
     changes = []
     for person_id, centroid in zip(ids.tolist(), centroids, strict=True):
+        if person_id in chosen_elsewhere:
+            continue
         rows = np.flatnonzero(data.person_ids == person_id)
         faces = [int(data.face_ids[r]) for r in rows]
         traits = []

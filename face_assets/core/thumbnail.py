@@ -12,10 +12,11 @@ from dataclasses import dataclass, field
 from itertools import groupby
 from pathlib import Path
 
+import numpy as np
 from PIL import Image
 
 from face_assets.core.batch import IdRange
-from face_assets.core.storage.store import FaceRecord, FaceStore, path_key
+from face_assets.core.storage.store import FaceRecord, FaceStore, path_key, saving
 from face_assets.core.vision.transforms import MediaDecodeError, load_image, sharpness, square_thumbnail
 from face_assets.core.vision.types import RGBImage
 
@@ -65,12 +66,20 @@ def write_thumbnails(store: FaceStore, folder: Path, px: int = 112, id_range: Id
             continue
         rows, sharp = [], []
         for face in faces:
-            relpath = thumbnail_relpath(path, face.box_xyxy, px)
-            pixels = square_thumbnail(image, face.box_xyxy, px)
-            save_jpeg(pixels, folder / relpath)
+            legacy = folder / face.name if face.name else None
+            if legacy is not None and legacy.is_file():
+                # The legacy tools' thumbnail of this face, in the same folder: adopted as is.
+                relpath = face.name or ""
+                with Image.open(legacy) as thumbnail:
+                    pixels = np.asarray(thumbnail.convert("RGB"))
+            else:
+                relpath = thumbnail_relpath(path, face.box_xyxy, px)
+                pixels = square_thumbnail(image, face.box_xyxy, px)
+                save_jpeg(pixels, folder / relpath)
             rows.append((face.id, Path(relpath).name, relpath))
             sharp.append(sharpness(pixels))
-        store.save_thumbnails(rows, sharp)
+        with saving(f"thumbnails of media item {faces[0].media_item_id}"):
+            store.save_thumbnails(rows, sharp)
         run.faces += len(rows)
         run.media_items += 1
     run.seconds = time.perf_counter() - started

@@ -38,9 +38,9 @@ def mode(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-def library(tmp_path: Path, mode: str):
+def library(tmp_path: Path, mode: str, db_url: str):
     """Three identities of 6 faces each, clustered into three persons."""
-    store = FaceStore.from_url(f"sqlite:///{tmp_path / 'faces.db'}")
+    store = FaceStore.from_url(db_url, upgrade=True)
     vectors, truth = identities(seed=11, k=4, n=6)
     face_ids = add_faces(store, tmp_path / "photos", vectors[truth < 3])
     update_persons(store, ClusterParams())

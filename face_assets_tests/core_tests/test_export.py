@@ -15,8 +15,8 @@ from face_assets_tests.core_tests.test_correction import add_faces
 
 
 @pytest.fixture
-def library(tmp_path: Path) -> tuple[FaceStore, Path]:
-    store = FaceStore.from_url(f"sqlite:///{tmp_path / 'faces.db'}")
+def library(tmp_path: Path, db_url: str) -> tuple[FaceStore, Path]:
+    store = FaceStore.from_url(db_url, upgrade=True)
     vectors, _ = identities(seed=3, k=3, n=5)
     add_faces(store, tmp_path / "photos", vectors)
     update_persons(store, ClusterParams())

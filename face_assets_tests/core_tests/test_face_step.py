@@ -33,8 +33,8 @@ def _photos(folder: Path, colours: list[tuple[int, int, int]]) -> None:
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> FaceStore:
-    return FaceStore.from_url(f"sqlite:///{tmp_path / 'faces.db'}")
+def store(db_url: str) -> FaceStore:
+    return FaceStore.from_url(db_url, upgrade=True)
 
 
 def test_a_detector_failure_leaves_that_item_pending_and_the_rest_processed(

@@ -16,8 +16,8 @@ from face_assets_tests.core_tests.test_correction import add_faces
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> FaceStore:
-    store = FaceStore.from_url(f"sqlite:///{tmp_path / 'faces.db'}")
+def store(tmp_path: Path, db_url: str) -> FaceStore:
+    store = FaceStore.from_url(db_url, upgrade=True)
     vectors, _ = identities(seed=8, k=3, n=5)
     stranger = np.random.default_rng(1).normal(size=(1, 512)).astype(np.float32)
     add_faces(store, tmp_path / "photos", np.vstack([vectors, stranger / np.linalg.norm(stranger)]))

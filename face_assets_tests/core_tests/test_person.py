@@ -104,8 +104,10 @@ def test_existing_assignments_are_never_changed() -> None:
     np.testing.assert_array_equal(final, person_ids)
 
 
-def _store_with_faces(tmp_path: Path, vectors: NDArray[np.float32]) -> tuple[FaceStore, list[int]]:
-    store = FaceStore.from_url(f"sqlite:///{tmp_path / 'faces.db'}")
+def _store_with_faces(
+    tmp_path: Path, db_url: str, vectors: NDArray[np.float32]
+) -> tuple[FaceStore, list[int]]:
+    store = FaceStore.from_url(db_url, upgrade=True)
     face = DetectedFace(box_xyxy=(10.0, 10.0, 50.0, 60.0), score=0.99, landmarks=((20.0, 30.0),) * 5)
     for i in range(len(vectors)):
         item = store.register_media_file(tmp_path / f"photo_{i}.jpg", "JPEG", 1000)
@@ -122,9 +124,11 @@ def _assignments(store: FaceStore) -> dict[int, int]:
 
 
 @pytest.mark.parametrize("algorithm", ALGORITHMS)
-def test_update_persons_twice_changes_nothing_the_second_time(tmp_path: Path, algorithm: Algorithm) -> None:
+def test_update_persons_twice_changes_nothing_the_second_time(
+    tmp_path: Path, db_url: str, algorithm: Algorithm
+) -> None:
     _, vectors, _ = _library(seed=4, k=4, n=4, strangers=5)
-    store, _ = _store_with_faces(tmp_path, vectors)
+    store, _ = _store_with_faces(tmp_path, db_url, vectors)
     params = ClusterParams(algorithm=algorithm)
     first = update_persons(store, params)
     assert first.new_persons >= 4 and first.faces == len(vectors)
@@ -139,9 +143,9 @@ def test_update_persons_twice_changes_nothing_the_second_time(tmp_path: Path, al
     store.dispose()
 
 
-def test_update_persons_assigns_a_new_photo_to_its_person(tmp_path: Path) -> None:
+def test_update_persons_assigns_a_new_photo_to_its_person(tmp_path: Path, db_url: str) -> None:
     _, vectors, truth = _library(seed=5, k=3, n=5)
-    store, face_ids = _store_with_faces(tmp_path, vectors)
+    store, face_ids = _store_with_faces(tmp_path, db_url, vectors)
     update_persons(store, ClusterParams())
     person_of_identity_1 = _assignments(store)[face_ids[int(np.flatnonzero(truth == 1)[0])]]
     assert person_of_identity_1 >= 0

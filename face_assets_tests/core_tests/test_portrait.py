@@ -4,13 +4,14 @@ import json
 from pathlib import Path
 
 import numpy as np
-from sqlalchemy import select, text
+from sqlalchemy import select
 
 from face_assets.core.clustering.cluster import ClusterParams
 from face_assets.core.person import update_persons
 from face_assets.core.portrait import FaceTraits, frontalness, portrait_scores, update_portraits
 from face_assets.core.storage.schema import FacesTable, MediaItemsTable, PersonsTable
 from face_assets.core.storage.store import FaceStore
+from face_assets_tests.conftest import sql
 from face_assets_tests.core_tests.synthetic import identities
 from face_assets_tests.core_tests.test_correction import add_faces
 
@@ -36,13 +37,13 @@ def portraits(store: FaceStore) -> dict[int, int]:
         return {r.Id: r.PortraitFaceId for r in conn.execute(select(PersonsTable))}
 
 
-def test_every_person_gets_a_portrait_of_its_own_that_stays_stable(tmp_path: Path) -> None:
-    store = FaceStore.from_url(f"sqlite:///{tmp_path / 'faces.db'}")
+def test_every_person_gets_a_portrait_of_its_own_that_stays_stable(tmp_path: Path, db_url: str) -> None:
+    store = FaceStore.from_url(db_url, upgrade=True)
     vectors, _ = identities(seed=5, k=2, n=6)
     add_faces(store, tmp_path / "photos", vectors)
     frontal = json.dumps([[40, 50], [60, 50], [50, 60], [42, 70], [58, 70]])
     with store.engine.begin() as conn:
-        conn.execute(text('UPDATE "Faces" SET "Landmarks" = :l'), {"l": frontal})
+        conn.execute(sql(conn, 'UPDATE "Faces" SET "Landmarks" = :l'), {"l": frontal})
     update_persons(store, ClusterParams())  # sets the portraits
     chosen = portraits(store)
     with store.engine.connect() as conn:
@@ -58,13 +59,13 @@ def test_every_person_gets_a_portrait_of_its_own_that_stays_stable(tmp_path: Pat
 
     person_id, face_id = next(iter(chosen.items()))
     with store.engine.begin() as conn:  # a slightly sharper face elsewhere: not worth a change
-        conn.execute(text('UPDATE "Faces" SET "Sharpness" = 60 WHERE "PersonId" = :p'), {"p": person_id})
-        conn.execute(text('UPDATE "Faces" SET "Sharpness" = 55 WHERE "Id" = :f'), {"f": face_id})
+        conn.execute(sql(conn, 'UPDATE "Faces" SET "Sharpness" = 60 WHERE "PersonId" = :p'), {"p": person_id})
+        conn.execute(sql(conn, 'UPDATE "Faces" SET "Sharpness" = 55 WHERE "Id" = :f'), {"f": face_id})
     assert update_portraits(store) == 0
     with store.engine.begin() as conn:  # the portrait turns out to be a profile: a better face wins
         profile = json.dumps([[40, 50], [60, 50], [60, 60], [42, 70], [58, 70]])
         conn.execute(
-            text('UPDATE "Faces" SET "Landmarks" = :l WHERE "Id" = :f'), {"l": profile, "f": face_id}
+            sql(conn, 'UPDATE "Faces" SET "Landmarks" = :l WHERE "Id" = :f'), {"l": profile, "f": face_id}
         )
     assert update_portraits(store) == 1
     assert portraits(store)[person_id] != face_id

@@ -6,13 +6,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from sqlalchemy import inspect, text
+from sqlalchemy import event, inspect, select
 
 from face_assets.core.media_item import register_folder
 from face_assets.core.storage.engine import make_engine
-from face_assets.core.storage.schema import LEGACY_COLUMNS, PRODUCT_COLUMNS
+from face_assets.core.storage.schema import LEGACY_COLUMNS, PRODUCT_COLUMNS, MediaItemsTable
 from face_assets.core.storage.store import FaceStore, SchemaError, decode_embedding, encode_embedding
 from face_assets.core.vision.types import DetectedFace
+from face_assets_tests.conftest import sql
 
 
 @pytest.fixture
@@ -21,8 +22,8 @@ def db_path(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def store(db_path: Path) -> Iterator[FaceStore]:
-    face_store = FaceStore.from_url(f"sqlite:///{db_path}")
+def store(db_url: str) -> Iterator[FaceStore]:
+    face_store = FaceStore.from_url(db_url, upgrade=True)
     yield face_store
     face_store.dispose()
 
@@ -31,14 +32,14 @@ def _face(x: float = 10.0) -> DetectedFace:
     return DetectedFace(box_xyxy=(x, 20.0, x + 40.0, 70.0), score=0.99, landmarks=((x + 5, 30.0),) * 5)
 
 
-def _rows(store: FaceStore, sql: str) -> list[tuple]:
+def _rows(store: FaceStore, statement: str) -> list[tuple]:
     with store.engine.connect() as conn:
-        return [tuple(r) for r in conn.execute(text(sql))]
+        return [tuple(r) for r in conn.execute(sql(conn, statement))]
 
 
 def _item(store: FaceStore, item_id: int) -> dict:
     with store.engine.connect() as conn:
-        row = conn.execute(text('SELECT * FROM "MediaItems" WHERE "Id" = :i'), {"i": item_id}).mappings()
+        row = conn.execute(select(MediaItemsTable).where(MediaItemsTable.c.Id == item_id)).mappings()
         return dict(row.one())
 
 
@@ -51,8 +52,8 @@ def _png(path: Path) -> Path:
 # schema ---------------------------------------------------------------------------------------
 
 
-def test_upgrade_creates_everything_once(db_path: Path) -> None:
-    store = FaceStore(make_engine(f"sqlite:///{db_path}"))
+def test_upgrade_creates_everything_once(db_url: str) -> None:
+    store = FaceStore(make_engine(db_url))
     first = store.upgrade()
     assert set(LEGACY_COLUMNS) <= set(first)
     assert store.upgrade() == []
@@ -350,3 +351,46 @@ def test_register_folder_knows_files_of_legacy_rows(legacy_db: Path, tmp_path: P
     store.dispose()
     assert result.added == []
     assert counts["media_items"] == 2
+
+
+# batched writes -------------------------------------------------------------------------------
+
+
+def _statements(store: FaceStore, work) -> int:  # noqa: ANN001
+    """How many statements (a batch counts once) the driver receives while `work` runs."""
+    seen: list[str] = []
+
+    def count(conn, cursor, statement, parameters, context, executemany) -> None:  # noqa: ANN001
+        seen.append(statement)
+
+    event.listen(store.engine, "before_cursor_execute", count)
+    try:
+        work()
+    finally:
+        event.remove(store.engine, "before_cursor_execute", count)
+    return len(seen)
+
+
+def test_writes_are_batched_never_a_statement_per_face(store: FaceStore, tmp_path: Path) -> None:
+    items = [store.register_media_file(tmp_path / f"{n}.jpg", "JPEG", 10) for n in range(3)]
+    assert all(items)
+    one, many = [_face()], [_face(10.0 * k) for k in range(12)]
+    per_item = [
+        _statements(store, lambda i=i, f=f: store.save_detection(i, f, "retinaface", (640, 480)))
+        for i, f in ((items[0], one), (items[1], many))
+    ]
+    assert per_item[0] == per_item[1]  # one claim and one batch of faces, whatever their number
+    faces = [f.id for f in store.faces_without_embedding()]
+    assert len(faces) == 13
+    vectors = np.random.default_rng(0).normal(size=(13, 512)).astype(np.float32)
+    (person,) = store.apply_person_changes([faces], [], [])
+    for write in (
+        lambda ids: store.save_embeddings(ids, vectors[: len(ids)], "facenet"),
+        lambda ids: store.save_thumbnails([(f, f"{f}.jpg", f"{f}.jpg") for f in ids], [1.0] * len(ids)),
+        lambda ids: store.apply_person_changes([], [(f, person, 0.9) for f in ids], []),  # matches
+        lambda ids: store.apply_person_changes([], [], ids),  # noise
+        lambda ids: store.apply_person_changes([ids], [], []),  # a new person
+    ):
+        assert _statements(store, lambda w=write: w(faces[:1])) == _statements(
+            store, lambda w=write: w(faces)
+        )

@@ -30,7 +30,7 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
 
 from face_assets.core.batch import IdRange
 from face_assets.core.storage.engine import make_engine, missing_schema, upgrade_schema
@@ -47,6 +47,15 @@ from face_assets.core.vision.types import DetectedFace
 logger = logging.getLogger(__name__)
 
 EMBEDDING_DIM = 512
+# Ids per IN (...) list: SQL Server takes at most 2100 parameters in one statement.
+IN_LIST_MAX = 500
+
+
+def chunks(ids: Sequence[int], size: int = IN_LIST_MAX) -> Iterator[list[int]]:
+    """Ids in slices short enough for one IN (...) list on every dialect."""
+    ids = [int(i) for i in ids]
+    for start in range(0, len(ids), size):
+        yield ids[start : start + size]
 
 
 def path_key(path: Path) -> str:
@@ -111,6 +120,7 @@ class FaceRecord:
     media_item_id: int
     path: Path
     box_xyxy: tuple[float, float, float, float]
+    name: str | None = None  # thumbnail file name the legacy tools wrote, if any
 
 
 @dataclass(frozen=True)
@@ -138,6 +148,38 @@ class LockHeld(RuntimeError):
 
 class SchemaError(RuntimeError):
     """The application tables lack columns or tables this product needs."""
+
+
+class DatabaseUnavailable(RuntimeError):
+    """The database server cannot be reached or went away; the message is one line."""
+
+
+def is_connection_error(error: DBAPIError) -> bool:
+    """A lost or refused connection, as opposed to a fault in a statement."""
+    return bool(error.connection_invalidated) or isinstance(error, OperationalError | InterfaceError)
+
+
+def driver_message(error: DBAPIError) -> str:
+    """The first meaningful line the driver gave, without SQLAlchemy's statement dump."""
+    lines = [line.strip() for line in str(error.orig).splitlines() if line.strip()]
+    return lines[0] if lines else type(error.orig).__name__
+
+
+@contextmanager
+def saving(what: str) -> Iterator[None]:
+    """Turns a connection lost while saving `what` into one logged line and DatabaseUnavailable.
+    The transaction was rolled back (or died with the server): nothing of `what` is written."""
+    try:
+        yield
+    except DBAPIError as error:
+        if not is_connection_error(error):
+            raise
+        message = (
+            f"{what} was not saved: the database is unavailable ({driver_message(error)}); "
+            "it stays pending, rerun when the database is back"
+        )
+        logger.error("%s", message)
+        raise DatabaseUnavailable(message) from None
 
 
 class FaceStore:
@@ -294,6 +336,7 @@ class FaceStore:
                 FacesTable.c.Id,
                 FacesTable.c.MediaItemId,
                 FacesTable.c.BoundingBox,
+                FacesTable.c.Name,
                 *_FILE_COLUMNS,
             )  # fmt: skip
             .join(MediaItemsTable, MediaItemsTable.c.Id == FacesTable.c.MediaItemId)
@@ -309,6 +352,7 @@ class FaceStore:
                 r.MediaItemId,
                 media_path(r.FilePath, r.FileName, r.PathKey),
                 tuple(float(v) for v in json.loads(r.BoundingBox)[:4]),  # type: ignore[arg-type]
+                r.Name,
             )  # fmt: skip
             for r in rows
             if r.BoundingBox
@@ -350,10 +394,22 @@ class FaceStore:
         if not rows:
             return
         sharp = list(sharpness) if sharpness is not None else [None] * len(rows)
+        statement = (
+            update(FacesTable)
+            .where(FacesTable.c.Id == bindparam("face_id"))
+            .values(
+                # A thumbnail name the legacy tools wrote stays: their application reads it.
+                Name=func.coalesce(FacesTable.c.Name, bindparam("name")),
+                ThumbnailPath=bindparam("path"),
+                Sharpness=bindparam("sharp"),
+                ModifiedAt=bindparam("modified"),
+            )
+        )
+        now = utcnow()
         with self.engine.begin() as conn:
             conn.execute(
-                update(FacesTable).where(FacesTable.c.Id == bindparam("face_id")),
-                [{"face_id": i, "Name": n, "ThumbnailPath": p, "Sharpness": s, "ModifiedAt": utcnow()}
+                statement,
+                [{"face_id": i, "name": n, "path": p, "sharp": s, "modified": now}
                  for (i, n, p), s in zip(rows, sharp, strict=True)],
             )  # fmt: skip
 
@@ -374,6 +430,7 @@ class FaceStore:
                 FacesTable.c.MediaItemId,
                 FacesTable.c.PersonId,
                 FacesTable.c.PersonAssignedBy,
+                FacesTable.c.IsUserVerified,
                 FacesTable.c.Embedding,
             )  # fmt: skip
             .where(FacesTable.c.Embedding.isnot(None), not_rejected())
@@ -382,7 +439,10 @@ class FaceStore:
         ids, items, persons, clustered, placed, vectors = [], [], [], [], [], []
         with self.engine.connect() as conn:
             for row in conn.execute(query):
-                vector = decode_embedding(row.Embedding)
+                try:
+                    vector = decode_embedding(row.Embedding)
+                except ValueError:  # not float32 bytes, not JSON: the embedding check names it
+                    vector = None
                 if vector is None or vector.shape != (EMBEDDING_DIM,):
                     logger.warning("face %s has no usable 512-d embedding; skipped", row.Id)
                     continue
@@ -390,7 +450,9 @@ class FaceStore:
                 items.append(row.MediaItemId)
                 persons.append(-1 if row.PersonId is None else row.PersonId)
                 clustered.append(row.PersonAssignedBy is not None)
-                placed.append(row.PersonAssignedBy == "user")
+                # A face the legacy tools marked verified is the user's decision as well.
+                legacy_verified = row.PersonAssignedBy is None and bool(row.IsUserVerified) and row.PersonId
+                placed.append(row.PersonAssignedBy == "user" or bool(legacy_verified))
                 vectors.append(vector)
         matrix = np.vstack(vectors) if vectors else np.zeros((0, EMBEDDING_DIM), np.float32)
         return FaceEmbeddings(
@@ -440,11 +502,10 @@ class FaceStore:
                     [{"face_id": f, "PersonId": p, "PersonSimilarity": s,
                       "PersonAssignedBy": "match", "ModifiedAt": now} for f, p, s in matches],
                 )  # fmt: skip
-            noise_ids = [int(i) for i in noise]
-            for start in range(0, len(noise_ids), 500):  # SQL Server takes 2100 parameters at most
+            for part in chunks(list(noise)):
                 conn.execute(
                     update(FacesTable)
-                    .where(FacesTable.c.Id.in_(noise_ids[start : start + 500]))
+                    .where(FacesTable.c.Id.in_(part))
                     .values(PersonId=None, PersonAssignedBy="noise")
                 )
             # Only persons this product made and nobody named: other applications' persons stay.

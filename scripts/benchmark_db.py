@@ -1,0 +1,149 @@
+"""Rows written per second by the product's storage code, on each database backend.
+
+    python scripts/benchmark_db.py [--items 1000] [--faces-per-item 3] [--repeats 3] [--json]
+    python scripts/benchmark_db.py --url 'mssql+pyodbc://...'   # your own server, a scratch database
+
+Without --url it measures the embedded SQLite file and throwaway PostgreSQL (psycopg) and
+MariaDB (pyodbc) servers started on 127.0.0.1, as the tests do. Each repeat writes into an empty
+database, through FaceStore, what the pipeline writes, in the same transactions:
+- register: a MediaFile and a MediaItems row per media item, one transaction per item;
+- detect: each item's claim and its face rows, one transaction per item;
+- thumbnails, embeddings: one UPDATE per face, executed as one batch per 32 faces;
+- persons: persons created and every face assigned, one transaction.
+Statements are counted as the driver receives them: a batch is one statement, whatever its size.
+Reports medians over repeats (the machine is noisy); no model is loaded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+from sqlalchemy import event
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from face_assets.core.storage.store import FaceStore  # noqa: E402
+from face_assets.core.vision.types import DetectedFace  # noqa: E402
+from face_assets_tests.servers import SERVERS, ThrowawayServer  # noqa: E402
+
+EMBED_BATCH = 32  # faces per embedding batch, as the embedding step writes them
+PERSON_SIZE = 20  # faces per person
+
+
+def _faces(count: int) -> list[DetectedFace]:
+    return [
+        DetectedFace((10.0 + 60 * k, 20.0, 50.0 + 60 * k, 80.0), 0.99, ((20.0 + 60 * k, 40.0),) * 5)
+        for k in range(count)
+    ]
+
+
+def run_once(url: str, items: int, faces_per_item: int, folder: Path) -> dict[str, dict[str, float]]:
+    store = FaceStore.from_url(url, upgrade=True)
+    statements = [0]
+
+    def count(*_: object) -> None:
+        statements[0] += 1
+
+    event.listen(store.engine, "before_cursor_execute", count)
+    results: dict[str, dict[str, float]] = {}
+
+    def phase(name: str, rows: int, work: Callable[[], object]) -> None:
+        statements[0] = 0
+        started = time.perf_counter()
+        work()
+        seconds = time.perf_counter() - started
+        results[name] = {"rows": rows, "seconds": seconds, "rows_per_s": rows / seconds,
+                         "statements": statements[0]}  # fmt: skip
+
+    ids: list[int] = []
+
+    def register() -> None:
+        for n in range(items):
+            item = store.register_media_file(folder / f"{n:06d}.jpg", "JPEG", 1000)
+            if item:
+                ids.append(item)
+
+    phase("register", 2 * items, register)
+    faces = _faces(faces_per_item)
+    phase("detect", items * (1 + faces_per_item),
+          lambda: [store.save_detection(i, faces, "retinaface", (640, 480)) for i in ids])  # fmt: skip
+    records = store.faces_without_embedding()
+    face_ids = [r.id for r in records]
+    batches = [face_ids[k : k + EMBED_BATCH] for k in range(0, len(face_ids), EMBED_BATCH)]
+    phase("thumbnails", len(face_ids), lambda: [
+        store.save_thumbnails([(f, f"{f}.jpg", f"{f % 100:02d}/{f}.jpg") for f in b], [100.0] * len(b))
+        for b in batches
+    ])  # fmt: skip
+    vectors = np.random.default_rng(0).normal(size=(len(face_ids), 512)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    phase("embeddings", len(face_ids), lambda: [
+        store.save_embeddings(b, vectors[k * EMBED_BATCH : k * EMBED_BATCH + len(b)], "facenet")
+        for k, b in enumerate(batches)
+    ])  # fmt: skip
+    groups = [face_ids[k : k + PERSON_SIZE] for k in range(0, len(face_ids), PERSON_SIZE)]
+    phase("persons", len(face_ids) + len(groups), lambda: store.apply_person_changes(groups, [], []))
+    started = time.perf_counter()
+    loaded = store.face_embeddings()
+    results["read_embeddings"] = {"rows": len(loaded.face_ids), "seconds": time.perf_counter() - started,
+                                  "rows_per_s": len(loaded.face_ids) / (time.perf_counter() - started),
+                                  "statements": 1}  # fmt: skip
+    assert len(loaded.face_ids) == len(face_ids)
+    store.dispose()
+    return results
+
+
+def median_of(runs: list[dict[str, dict[str, float]]]) -> dict[str, dict[str, float]]:
+    return {
+        name: {key: statistics.median(r[name][key] for r in runs) for key in runs[0][name]}
+        for name in runs[0]
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--items", type=int, default=1000)
+    parser.add_argument("--faces-per-item", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--backends", default="sqlite,postgresql,mariadb")
+    parser.add_argument("--url", help="a scratch database of your own instead of the throwaway ones")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+
+    report: dict[str, dict[str, dict[str, float]]] = {}
+    with tempfile.TemporaryDirectory() as scratch:
+        folder = Path(scratch)
+        if args.url:
+            runs = [run_once(args.url, args.items, args.faces_per_item, folder / str(k)) for k in range(1)]
+            report["url"] = median_of(runs)
+        for backend in [] if args.url else args.backends.split(","):
+            server: ThrowawayServer | None = None if backend == "sqlite" else SERVERS[backend]()
+            try:
+                runs = []
+                for k in range(args.repeats):
+                    url = f"sqlite:///{folder / f'{k}.db'}" if server is None else server.new_database()
+                    runs.append(run_once(url, args.items, args.faces_per_item, folder / str(k)))
+                report[backend] = median_of(runs)
+            finally:
+                if server is not None:
+                    server.close()
+
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return
+    print(f"{args.items} media items x {args.faces_per_item} faces, median of {args.repeats}")
+    print(f"{'backend':<11}{'phase':<17}{'rows/s':>10}{'rows':>8}{'statements':>12}")
+    for backend, phases in report.items():
+        for name, m in phases.items():
+            print(f"{backend:<11}{name:<17}{m['rows_per_s']:>10.0f}{m['rows']:>8.0f}{m['statements']:>12.0f}")
+
+
+if __name__ == "__main__":
+    main()
