@@ -32,10 +32,16 @@ def _settings() -> Any:
 
 
 def cmd_db_init(args: argparse.Namespace) -> int:
+    from face_assets.core.storage.connection import unreachable_reason
     from face_assets.core.storage.engine import make_engine, upgrade_schema
+    from face_assets.core.storage.store import DatabaseUnavailable
 
     url = args.database_url or _settings().resolved_database_url()
     engine = make_engine(url)
+    reason = unreachable_reason(engine)
+    if reason is not None:
+        engine.dispose()
+        raise DatabaseUnavailable(reason)
     changes = upgrade_schema(engine)
     engine.dispose()
     print(f"schema up to date ({len(changes)} changes): {', '.join(changes) or 'nothing to do'}")
@@ -429,16 +435,16 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _user_error(error: BaseException) -> BaseException | None:
-    """The error a user can act on (missing model file, schema, bad folder, a clustering already
-    running), unwrapped from Dagster's step errors; None for anything else, which keeps its
-    traceback."""
+    """The error a user can act on (missing model file, schema, unreachable database, bad folder,
+    a clustering already running), unwrapped from Dagster's step errors; None for anything else,
+    which keeps its traceback."""
     from face_assets.core.correction import CorrectionError
-    from face_assets.core.storage.store import LockHeld, SchemaError
+    from face_assets.core.storage.store import DatabaseUnavailable, LockHeld, SchemaError
     from face_assets.core.vision.weights import ModelFileError
 
     seen: BaseException | None = error
     while seen is not None:
-        if isinstance(seen, ModelFileError | SchemaError | LockHeld | CorrectionError):
+        if isinstance(seen, ModelFileError | SchemaError | DatabaseUnavailable | LockHeld | CorrectionError):
             return seen
         if isinstance(seen, NotADirectoryError | FileNotFoundError):
             return seen

@@ -10,16 +10,19 @@ import pytest
 
 from face_assets.core.media_item import register_folder
 from face_assets.core.storage.store import FaceStore
-from face_assets_tests.conftest import IDENTITIES
+from face_assets_tests.conftest import BACKENDS, IDENTITIES, new_database_url
 from face_assets_tests.test_cli import face_assets, run
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
-def workdir(tmp_path: Path, celebrity_folder: Path, models_dir: Path) -> dict[str, Path]:
+def workdir(
+    request: pytest.FixtureRequest, tmp_path: Path, celebrity_folder: Path, models_dir: Path
+) -> dict[str, Path]:
     """A working folder with its own data folder and Dagster home, and two sets of photos:
-    5 per identity, then 2 more per identity."""
+    5 per identity, then 2 more per identity. The database is the default SQLite file unless
+    the test asks for a backend (indirect parametrisation)."""
     first, second = tmp_path / "first", tmp_path / "second"
     for identity in IDENTITIES:
         for folder, photos in (
@@ -30,17 +33,24 @@ def workdir(tmp_path: Path, celebrity_folder: Path, models_dir: Path) -> dict[st
             for photo in photos:
                 shutil.copy(photo, folder / identity / photo.name)
     (tmp_path / "dagster_home").mkdir()
-    return {"root": tmp_path, "first": first, "second": second, "db": tmp_path / "data" / "face_assets.db"}
+    db = tmp_path / "data" / "face_assets.db"
+    backend = getattr(request, "param", "sqlite")
+    url = f"sqlite:///{db}" if backend == "sqlite" else new_database_url(request, backend, tmp_path)
+    folders = {"root": tmp_path, "first": first, "second": second, "db": db, "url": url}
+    if backend != "sqlite":
+        cli(folders, "db", "init")  # a server database is set up once by its administrator
+    return folders
 
 
 def cli(workdir: dict[str, Path], *args: str):
-    out = run(face_assets(*args), workdir["root"], DAGSTER_HOME=str(workdir["root"] / "dagster_home"))
+    env = {"DAGSTER_HOME": str(workdir["root"] / "dagster_home"), "DATABASE_URL": str(workdir["url"])}
+    out = run(face_assets(*args), workdir["root"], **env)
     assert out.returncode == 0, out.stderr[-3000:]
     return out.stdout
 
 
 def store_of(workdir: dict[str, Path]) -> FaceStore:
-    return FaceStore.from_url(f"sqlite:///{workdir['db']}")
+    return FaceStore.from_url(str(workdir["url"]))
 
 
 def tree_digest(folder: Path) -> dict[str, str]:
@@ -52,6 +62,7 @@ def tree_digest(folder: Path) -> dict[str, str]:
     }
 
 
+@pytest.mark.parametrize("workdir", BACKENDS, indirect=True)
 def test_detect_then_recognize_then_recluster(workdir) -> None:
     store = store_of(workdir)
     register_folder(store, workdir["first"])  # rows as another application would add them
@@ -111,6 +122,7 @@ def test_dry_run_writes_nothing_at_all(workdir) -> None:
     assert not (root / "thumbs").exists()
 
 
+@pytest.mark.parametrize("workdir", BACKENDS, indirect=True)
 def test_corrections_on_real_photos_survive_both_recluster_modes(workdir) -> None:
     cli(workdir, "all", str(workdir["first"]))
     listing = cli(workdir, "persons", "list").splitlines()[1:]
@@ -139,7 +151,9 @@ def test_corrections_on_real_photos_survive_both_recluster_modes(workdir) -> Non
         assert persons_with_faces(store) == expected, mode
     assert not set(forgotten) & set(store.face_embeddings().face_ids.tolist())  # never re-embedded
     assert "Ada" in cli(workdir, "persons", "list")
-    out = run(face_assets("persons", "rename", "999", "Nobody"), workdir["root"])
+    out = run(
+        face_assets("persons", "rename", "999", "Nobody"), workdir["root"], DATABASE_URL=str(workdir["url"])
+    )
     assert out.returncode == 2 and "no person with Id 999" in out.stderr and "Traceback" not in out.stderr
 
 

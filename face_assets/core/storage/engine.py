@@ -7,8 +7,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote_plus
 
-from sqlalchemy import Engine, create_engine, event, inspect, text
-from sqlalchemy.engine import make_url
+from sqlalchemy import Column, Engine, create_engine, event, inspect, text
+from sqlalchemy.engine import Dialect, make_url
 from sqlalchemy.schema import CreateIndex
 
 from face_assets.core.storage.schema import PRODUCT_COLUMNS, metadata
@@ -17,8 +17,13 @@ logger = logging.getLogger(__name__)
 
 
 def odbc_to_url(connection_string: str) -> str:
-    """A raw ODBC string (`Driver={...};Server=...`) as an `mssql+pyodbc` SQLAlchemy URL."""
-    return "mssql+pyodbc:///?odbc_connect=" + quote_plus(connection_string)
+    """A raw ODBC string (`Driver={...};Server=...`) as an `mssql+pyodbc` SQLAlchemy URL that
+    hands the driver exactly that string. `%` and `+` are escaped once more because SQLAlchemy
+    2.0 decodes `odbc_connect` again after parsing the URL (sqlalchemy#11250): a `+` in a
+    password would otherwise reach the driver as a space."""
+    return "mssql+pyodbc:///?odbc_connect=" + quote_plus(
+        connection_string.replace("%", "%25").replace("+", "%2B")
+    )
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -61,6 +66,16 @@ def missing_schema(engine: Engine) -> list[str]:
     return missing
 
 
+def add_column_sql(column: Column[Any], dialect: Dialect) -> str:
+    """The statement `upgrade_schema` adds a missing product column with: nullable and without a
+    default, so that existing rows are not rewritten."""
+    preparer = dialect.identifier_preparer
+    return (
+        f"ALTER TABLE {preparer.format_table(column.table)} "
+        f"ADD {preparer.format_column(column)} {column.type.compile(dialect=dialect)} NULL"
+    )
+
+
 def upgrade_schema(engine: Engine) -> list[str]:
     """Creates missing tables, adds missing product columns and indexes; never touches rows.
 
@@ -81,15 +96,7 @@ def upgrade_schema(engine: Engine) -> list[str]:
             for name in PRODUCT_COLUMNS.get(table.name, ()):
                 if name in present:
                     continue
-                column = table.c[name]
-                ddl_type = column.type.compile(dialect=engine.dialect)
-                preparer = engine.dialect.identifier_preparer
-                conn.execute(
-                    text(
-                        f"ALTER TABLE {preparer.format_table(table)} "
-                        f"ADD {preparer.format_column(column)} {ddl_type} NULL"
-                    )
-                )
+                conn.execute(text(add_column_sql(table.c[name], engine.dialect)))
                 changes.append(f"{table.name}.{name}")
             indexes = {ix["name"] for ix in inspector.get_indexes(table.name)}
             for index in table.indexes:

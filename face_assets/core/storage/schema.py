@@ -24,12 +24,17 @@ from sqlalchemy import (
     UnicodeText,
     false,
 )
+from sqlalchemy.dialects import mssql
 
 
 def utcnow() -> datetime:
     """Naive UTC: DATETIME2 on SQL Server has no time zone."""
     return datetime.now(UTC).replace(tzinfo=None)
 
+
+# Legacy SQL Server deployments keep DATETIME2; SQLAlchemy's DateTime would be DATETIME there,
+# whose 3 ms rounding also breaks comparing a value read back (the lock's AcquiredAt).
+Timestamp = DateTime().with_variant(mssql.DATETIME2(), "mssql")
 
 metadata = MetaData()
 
@@ -40,8 +45,8 @@ MediaFileTable = Table(
     Column("FilePath", Unicode(500), nullable=False),
     Column("FileName", Unicode(255), nullable=False),
     Column("Extensions", Unicode(10)),
-    Column("CreatedAt", DateTime, default=utcnow),
-    Column("ModifiedAt", DateTime, default=utcnow, onupdate=utcnow),
+    Column("CreatedAt", Timestamp, default=utcnow),
+    Column("ModifiedAt", Timestamp, default=utcnow, onupdate=utcnow),
     # product columns
     Column("PathKey", String(64)),  # sha256 of the absolute path: one row per file
     Column("MediaFormat", String(16)),  # the format sniffed from the bytes, e.g. JPEG
@@ -55,7 +60,7 @@ MediaItemsTable = Table(
     Column("MediaFileId", Integer, ForeignKey("MediaFile.Id"), nullable=False),
     Column("Name", Unicode(255), nullable=False),
     Column("IsFacesExtracted", Boolean, nullable=False, default=False, server_default=false()),
-    Column("FacesExtractedOn", DateTime),
+    Column("FacesExtractedOn", Timestamp),
     # product columns
     Column("ExtractionError", Unicode(1000)),
     Column("FaceCount", Integer),
@@ -73,8 +78,8 @@ PersonsTable = Table(
     Column("Rank", Unicode(50)),
     Column("Appointment", Unicode(100)),
     Column("Type", Unicode(50)),
-    Column("CreatedAt", DateTime, default=utcnow),
-    Column("ModifiedAt", DateTime, default=utcnow, onupdate=utcnow),
+    Column("CreatedAt", Timestamp, default=utcnow),
+    Column("ModifiedAt", Timestamp, default=utcnow, onupdate=utcnow),
     # product columns
     Column("PortraitFaceId", Integer),
     Column("IsUserNamed", Boolean, default=False, server_default=false()),
@@ -91,8 +96,8 @@ FacesTable = Table(
     Column("FrameNumber", Integer),
     Column("Name", Unicode(255)),  # thumbnail file name
     Column("IsUserVerified", Boolean, default=False, server_default=false()),
-    Column("CreatedAt", DateTime, default=utcnow),
-    Column("ModifiedAt", DateTime, default=utcnow, onupdate=utcnow),
+    Column("CreatedAt", Timestamp, default=utcnow),
+    Column("ModifiedAt", Timestamp, default=utcnow, onupdate=utcnow),
     # product columns
     Column("DetectionScore", Float),
     Column("Sharpness", Float),  # variance of the Laplacian of the thumbnail: portraits prefer sharp faces
@@ -114,7 +119,7 @@ LocksTable = Table(
     metadata,
     Column("Name", String(64), primary_key=True),
     Column("Owner", Unicode(255), nullable=False),
-    Column("AcquiredAt", DateTime, nullable=False),
+    Column("AcquiredAt", Timestamp, nullable=False),
 )
 
 LEGACY_COLUMNS: dict[str, tuple[str, ...]] = {

@@ -33,6 +33,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
 
 from face_assets.core.batch import IdRange
+from face_assets.core.storage.connection import driver_reason, safe_url, unreachable_reason
 from face_assets.core.storage.engine import make_engine, missing_schema, upgrade_schema
 from face_assets.core.storage.schema import (
     FacesTable,
@@ -159,12 +160,6 @@ def is_connection_error(error: DBAPIError) -> bool:
     return bool(error.connection_invalidated) or isinstance(error, OperationalError | InterfaceError)
 
 
-def driver_message(error: DBAPIError) -> str:
-    """The first meaningful line the driver gave, without SQLAlchemy's statement dump."""
-    lines = [line.strip() for line in str(error.orig).splitlines() if line.strip()]
-    return lines[0] if lines else type(error.orig).__name__
-
-
 @contextmanager
 def saving(what: str) -> Iterator[None]:
     """Turns a connection lost while saving `what` into one logged line and DatabaseUnavailable.
@@ -175,7 +170,7 @@ def saving(what: str) -> Iterator[None]:
         if not is_connection_error(error):
             raise
         message = (
-            f"{what} was not saved: the database is unavailable ({driver_message(error)}); "
+            f"{what} was not saved: the database is unavailable ({driver_reason(error)}); "
             "it stays pending, rerun when the database is back"
         )
         logger.error("%s", message)
@@ -190,8 +185,14 @@ class FaceStore:
     def from_url(cls, url: str, *, upgrade: bool | None = None) -> FaceStore:
         """A store on `url`. The schema is upgraded when `upgrade` is True, or when it is None
         and the database is the embedded SQLite default; a server database whose schema lacks
-        something is refused with the command that fixes it."""
-        store = cls(make_engine(url))
+        something is refused with the command that fixes it. A database that cannot be reached
+        raises DatabaseUnavailable with one line saying why."""
+        engine = make_engine(url)
+        reason = unreachable_reason(engine)
+        if reason is not None:
+            engine.dispose()
+            raise DatabaseUnavailable(reason)
+        store = cls(engine)
         if upgrade is None:
             upgrade = store.engine.dialect.name == "sqlite"
         if upgrade:
@@ -201,7 +202,7 @@ class FaceStore:
             if missing:
                 store.dispose()
                 raise SchemaError(
-                    f"database {store.engine.url.render_as_string(hide_password=True)} lacks "
+                    f"database {safe_url(store.engine.url)} lacks "
                     f"{', '.join(missing[:8])}{' ...' if len(missing) > 8 else ''}: "
                     "run `face-assets db init` to add them (existing rows are not touched)"
                 )
