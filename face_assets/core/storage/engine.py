@@ -49,7 +49,13 @@ def make_engine(url: str) -> Engine:
     if parsed.get_backend_name() == "mssql":
         kwargs["fast_executemany"] = True
     kwargs["pool_pre_ping"] = True
-    return create_engine(url, **kwargs)
+    engine = create_engine(url, **kwargs)
+    if engine.dialect.name == "mssql":
+        # New ids come from SCOPE_IDENTITY() in the INSERT's batch, not OUTPUT inserted.[Id]:
+        # SQL Server refuses OUTPUT without INTO on a table with a trigger, and the media
+        # application's tables may have some.
+        engine.dialect.insert_returning = False
+    return engine
 
 
 def missing_schema(engine: Engine) -> list[str]:
