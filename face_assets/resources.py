@@ -40,9 +40,8 @@ class FaceStoreResource(dg.ConfigurableResource):
     def resolved_url(self) -> str:
         return self.database_url or get_settings().resolved_database_url()
 
-    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
-        self._store = FaceStore.from_url(self.resolved_url(), upgrade=self.upgrade_schema)
-
+    # The connection opens on first use, not at resource setup: a sensor tick or a step then
+    # reports an unreachable database in its own words (one line) instead of failing in setup.
     def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
         if self._store is not None:
             self._store.dispose()

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
+from PIL import Image
 from sqlalchemy import event, func, select
 
 from face_assets.core.face import detect_faces
@@ -21,7 +22,9 @@ from face_assets.core.settings import get_settings
 from face_assets.core.storage.schema import FacesTable, MediaItemsTable
 from face_assets.core.storage.store import DatabaseUnavailable, FaceStore
 from face_assets.core.vision.detection import make_detector
+from face_assets.resources import FaceStoreResource
 from face_assets.runs import materialize_pipeline
+from face_assets.sensors import build_new_media_items_sensor
 from face_assets_tests.servers import SERVERS, ThrowawayServer
 
 pytestmark = pytest.mark.slow
@@ -116,3 +119,34 @@ def test_a_server_stopped_mid_batch_loses_nothing_and_the_rerun_finishes_once(
     counts = store.counts()
     assert counts["faces_embedded"] == counts["faces"] and counts["media_items_pending"] == 0
     store.dispose()
+
+
+def test_a_sensor_tick_while_the_server_is_down_says_so_and_the_next_one_carries_on(
+    server: ThrowawayServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = server.new_database()
+    store = FaceStore.from_url(url, upgrade=True)
+    photo = tmp_path / "a.png"
+    Image.new("RGB", (32, 32)).save(photo)
+    assert store.register_media_file(photo, "PNG", photo.stat().st_size) is not None
+    store.dispose()
+    monkeypatch.setenv("DATABASE_URL", url)
+    instance = dg.DagsterInstance.ephemeral()
+    sensor = build_new_media_items_sensor(get_settings())
+
+    def tick() -> dg.SensorResult | dg.SkipReason:
+        with dg.build_sensor_context(
+            instance=instance, resources={"face_store": FaceStoreResource()}
+        ) as context:
+            return sensor(context)
+
+    server.stop()
+    down = tick()
+    assert isinstance(down, dg.SkipReason)
+    message = str(down.skip_message)
+    assert message.startswith("database unavailable: cannot connect") and "\n" not in message
+    assert "face-assets-test" not in message  # the password
+
+    server.start()
+    up = tick()
+    assert isinstance(up, dg.SensorResult) and len(up.run_requests) == 1
