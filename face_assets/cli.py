@@ -32,18 +32,11 @@ def _settings() -> Any:
 
 
 def cmd_db_init(args: argparse.Namespace) -> int:
-    from face_assets.core.storage.connection import unreachable_reason
-    from face_assets.core.storage.engine import make_engine, upgrade_schema
-    from face_assets.core.storage.store import DatabaseUnavailable
+    from face_assets.core.storage.store import FaceStore
 
-    url = args.database_url or _settings().resolved_database_url()
-    engine = make_engine(url)
-    reason = unreachable_reason(engine)
-    if reason is not None:
-        engine.dispose()
-        raise DatabaseUnavailable(reason)
-    changes = upgrade_schema(engine)
-    engine.dispose()
+    store = FaceStore.connect(args.database_url or _settings().resolved_database_url())
+    changes = store.upgrade()
+    store.dispose()
     print(f"schema up to date ({len(changes)} changes): {', '.join(changes) or 'nothing to do'}")
     if os.environ.get("DAGSTER_HOME"):
         # The batch `all` (the whole library) lets `dagster asset materialize --partition all` run.

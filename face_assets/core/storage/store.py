@@ -182,17 +182,23 @@ class FaceStore:
         self.engine = engine
 
     @classmethod
-    def from_url(cls, url: str, *, upgrade: bool | None = None) -> FaceStore:
-        """A store on `url`. The schema is upgraded when `upgrade` is True, or when it is None
-        and the database is the embedded SQLite default; a server database whose schema lacks
-        something is refused with the command that fixes it. A database that cannot be reached
-        raises DatabaseUnavailable with one line saying why."""
+    def connect(cls, url: str) -> FaceStore:
+        """A store on `url` whose database answered, whatever its schema; DatabaseUnavailable
+        with one line saying why when it does not."""
         engine = make_engine(url)
         reason = unreachable_reason(engine)
         if reason is not None:
             engine.dispose()
             raise DatabaseUnavailable(reason)
-        store = cls(engine)
+        return cls(engine)
+
+    @classmethod
+    def from_url(cls, url: str, *, upgrade: bool | None = None) -> FaceStore:
+        """A store on `url`. The schema is upgraded when `upgrade` is True, or when it is None
+        and the database is the embedded SQLite default; a server database whose schema lacks
+        something is refused with the command that fixes it. A database that cannot be reached
+        raises DatabaseUnavailable with one line saying why."""
+        store = cls.connect(url)
         if upgrade is None:
             upgrade = store.engine.dialect.name == "sqlite"
         if upgrade:
