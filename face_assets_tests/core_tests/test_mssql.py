@@ -305,6 +305,7 @@ def test_ddl_is_valid_tsql_with_the_legacy_types(dialect: Dialect) -> None:
         "UnicodeText": "NVARCHAR(max)",
         "Boolean": "BIT",
         "Integer": "INTEGER",
+        "BigInteger": "BIGINT",
         "Float": "FLOAT",
         "DateTime": "DATETIME2",
     }

@@ -10,7 +10,7 @@ from sqlalchemy import event, inspect, select
 
 from face_assets.core.media_item import register_folder
 from face_assets.core.storage.engine import make_engine
-from face_assets.core.storage.schema import LEGACY_COLUMNS, PRODUCT_COLUMNS, MediaItemsTable
+from face_assets.core.storage.schema import LEGACY_COLUMNS, PRODUCT_COLUMNS, MediaFileTable, MediaItemsTable
 from face_assets.core.storage.store import FaceStore, SchemaError, decode_embedding, encode_embedding
 from face_assets.core.vision.types import DetectedFace
 from face_assets_tests.conftest import sql
@@ -394,3 +394,10 @@ def test_writes_are_batched_never_a_statement_per_face(store: FaceStore, tmp_pat
         assert _statements(store, lambda w=write: w(faces[:1])) == _statements(
             store, lambda w=write: w(faces)
         )
+
+
+def test_a_file_larger_than_2_gib_is_registered(store: FaceStore, tmp_path: Path) -> None:
+    size = 5 * 2**30  # a long video
+    assert store.register_media_file(tmp_path / "holiday.mp4", "MP4", size) is not None
+    with store.engine.connect() as conn:
+        assert conn.execute(select(MediaFileTable.c.FileSize)).scalar_one() == size

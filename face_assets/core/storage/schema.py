@@ -9,6 +9,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     Column,
     DateTime,
@@ -50,7 +51,7 @@ MediaFileTable = Table(
     # product columns
     Column("PathKey", String(64)),  # sha256 of the absolute path: one row per file
     Column("MediaFormat", String(16)),  # the format sniffed from the bytes, e.g. JPEG
-    Column("FileSize", Integer),
+    Column("FileSize", BigInteger),  # INT would stop at 2 GiB on the servers: videos are larger
 )
 
 MediaItemsTable = Table(
