@@ -431,8 +431,11 @@ def _user_error(error: BaseException) -> BaseException | None:
     """The error a user can act on (missing model file, schema, unreachable database, bad folder,
     a clustering already running), unwrapped from Dagster's step errors; None for anything else,
     which keeps its traceback."""
+    from sqlalchemy.exc import DBAPIError
+
     from face_assets.core.correction import CorrectionError
-    from face_assets.core.storage.store import DatabaseUnavailable, LockHeld, SchemaError
+    from face_assets.core.storage.connection import driver_reason
+    from face_assets.core.storage.store import DatabaseUnavailable, LockHeld, SchemaError, is_connection_error
     from face_assets.core.vision.weights import ModelFileError
 
     seen: BaseException | None = error
@@ -443,6 +446,11 @@ def _user_error(error: BaseException) -> BaseException | None:
             return seen
         if isinstance(seen, ValueError) and "identity" in str(seen):
             return seen
+        if isinstance(seen, DBAPIError) and is_connection_error(seen):
+            # The server went away mid-command: its one line, not SQLAlchemy's statement dump.
+            return DatabaseUnavailable(
+                f"the database went away ({driver_reason(seen)}); rerun when it is back"
+            )
         seen = seen.__cause__
     return None
 

@@ -6,7 +6,7 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from face_assets.core.storage.store import FaceStore, path_key
+from face_assets.core.storage.store import FaceStore, path_key, saving
 from face_assets.core.vision.transforms import sniff_image_format
 
 logger = logging.getLogger(__name__)
@@ -37,7 +37,8 @@ def register_folder(store: FaceStore, folder: Path) -> Registration:
             logger.info("skipped %s: not an image", path)
             result.skipped.append((path, "not an image"))
             continue
-        item_id = store.register_media_file(path, media_format, path.stat().st_size)
+        with saving(f"registration of {path}"):
+            item_id = store.register_media_file(path, media_format, path.stat().st_size)
         if item_id is None:
             result.already_known += 1
         else:

@@ -171,7 +171,7 @@ def saving(what: str) -> Iterator[None]:
             raise
         message = (
             f"{what} was not saved: the database is unavailable ({driver_reason(error)}); "
-            "it stays pending, rerun when the database is back"
+            "rerun when it is back"
         )
         logger.error("%s", message)
         raise DatabaseUnavailable(message) from None
