@@ -16,6 +16,7 @@ import dagster as dg
 import pytest
 from PIL import Image
 from sqlalchemy import event, func, select
+from sqlalchemy.exc import DBAPIError
 
 from face_assets.core.face import detect_faces
 from face_assets.core.settings import get_settings
@@ -150,3 +151,21 @@ def test_a_sensor_tick_while_the_server_is_down_says_so_and_the_next_one_carries
     server.start()
     up = tick()
     assert isinstance(up, dg.SensorResult) and len(up.run_requests) == 1
+
+
+def test_a_connection_lost_inside_any_command_is_reported_in_one_line(server: ThrowawayServer) -> None:
+    from face_assets.cli import _user_error
+
+    store = FaceStore.from_url(server.new_database(), upgrade=True)
+    server.stop()
+    with pytest.raises(DBAPIError) as lost:
+        store.counts()  # a command half-way through its work
+    store.dispose()
+    try:
+        raise RuntimeError("a Dagster step failed") from lost.value  # as a run wraps it
+    except RuntimeError as wrapped:
+        reported = _user_error(wrapped)
+    assert isinstance(reported, DatabaseUnavailable)
+    message = str(reported)
+    assert message.startswith("the database went away (") and "\n" not in message
+    assert "SELECT" not in message and "face-assets-test" not in message
