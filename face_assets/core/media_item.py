@@ -6,7 +6,7 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from face_assets.core.storage.store import FaceStore, path_key, saving
+from face_assets.core.storage.store import FaceStore, path_key, saving, unstorable_path
 from face_assets.core.vision.transforms import sniff_image_format
 
 logger = logging.getLogger(__name__)
@@ -36,6 +36,11 @@ def register_folder(store: FaceStore, folder: Path) -> Registration:
         if media_format is None:
             logger.info("skipped %s: not an image", path)
             result.skipped.append((path, "not an image"))
+            continue
+        too_long = unstorable_path(path)
+        if too_long is not None:
+            logger.error("skipped %s: %s", path, too_long)
+            result.skipped.append((path, too_long))
             continue
         with saving(f"registration of {path}"):
             item_id = store.register_media_file(path, media_format, path.stat().st_size)

@@ -1,5 +1,6 @@
 import json
 import sqlite3
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -401,3 +402,59 @@ def test_a_file_larger_than_2_gib_is_registered(store: FaceStore, tmp_path: Path
     assert store.register_media_file(tmp_path / "holiday.mp4", "MP4", size) is not None
     with store.engine.connect() as conn:
         assert conn.execute(select(MediaFileTable.c.FileSize)).scalar_one() == size
+
+
+def test_unicode_paths_round_trip(store: FaceStore, tmp_path: Path) -> None:
+    photo = _png(tmp_path / "library" / "Müller" / "Фото 2019" / "写真 été.jpg")
+    result = register_folder(store, tmp_path / "library")
+    assert len(result.added) == 1
+    assert [m.path for m in store.pending_media_items()] == [photo.resolve()]
+    assert register_folder(store, tmp_path / "library").already_known == 1  # found again by its key
+
+
+def test_a_path_too_long_for_the_table_is_skipped_with_its_reason(store: FaceStore, tmp_path: Path) -> None:
+    library = tmp_path / "library"
+    deep = library
+    while len(str(deep)) <= 520:
+        deep = deep / ("d" * 60)
+    too_deep = _png(deep / "a.png")
+    fine = _png(library / "b.png")
+    result = register_folder(store, library)
+    assert [m.path for m in store.pending_media_items()] == [fine.resolve()]
+    ((skipped, reason),) = result.skipped
+    assert skipped == too_deep and "FilePath" in reason and "500" in reason
+
+
+def test_two_workers_at_once_register_and_detect_each_item_exactly_once(
+    store: FaceStore, db_url: str, tmp_path: Path
+) -> None:
+    """A sensor's run and a command started by hand on the same rows, on two connections: the
+    unique PathKey and the claim of each item keep every row single."""
+    library = tmp_path / "library"
+    for n in range(30):
+        _png(library / f"{n:02d}.png")
+    workers = [FaceStore.from_url(db_url) for _ in range(2)]
+    barrier = threading.Barrier(2)
+    claimed: list[list[int]] = [[], []]
+
+    def work(index: int) -> None:
+        worker = workers[index]
+        barrier.wait()
+        register_folder(worker, library)
+        for item in worker.pending_media_items():
+            if worker.save_detection(item.id, [_face(), _face(60.0)], "retinaface", (64, 64)):
+                claimed[index].append(item.id)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for worker in workers:
+        worker.dispose()
+
+    counts = store.counts()
+    assert counts["media_items"] == 30 and counts["media_items_pending"] == 0
+    assert sorted(claimed[0] + claimed[1]) == sorted(set(claimed[0] + claimed[1]))  # nobody twice
+    assert len(claimed[0]) + len(claimed[1]) == 30 and counts["faces"] == 60
+    assert _rows(store, 'SELECT COUNT(DISTINCT "PathKey") FROM "MediaFile"') == [(30,)]

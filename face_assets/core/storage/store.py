@@ -59,6 +59,20 @@ def chunks(ids: Sequence[int], size: int = IN_LIST_MAX) -> Iterator[list[int]]:
         yield ids[start : start + size]
 
 
+def unstorable_path(path: Path) -> str | None:
+    """Why MediaFile cannot hold this file's path (the servers refuse what does not fit the
+    legacy column sizes; SQLite would store it silently), or None."""
+    absolute = path.resolve()
+    for value, column in (
+        (str(absolute.parent), MediaFileTable.c.FilePath),
+        (absolute.name, MediaFileTable.c.FileName),
+    ):
+        limit = column.type.length  # type: ignore[attr-defined]
+        if len(value) > limit:
+            return f"{column.name} would be {len(value)} characters, the table holds {limit}"
+    return None
+
+
 def path_key(path: Path) -> str:
     """The identity of a file: sha256 of its absolute, resolved path."""
     return hashlib.sha256(str(path.resolve()).encode("utf-8")).hexdigest()
