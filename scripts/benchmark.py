@@ -1,12 +1,13 @@
 """Throughput, per-face latency and memory of the pipeline, on the labelled PyPI sample.
 
-    python scripts/benchmark.py [FOLDER] [--repeats 3] [--json]
+    python scripts/benchmark.py [FOLDER] [--repeats 3] [--json] [--backend postgresql|mariadb]
 
 Reports medians over repeats (the machine is noisy):
 - model load seconds (detector, embedder), measured once per process;
 - detection ms per image and embedding ms per face (batch 32), models warm;
 - end to end images/s: register, detect, thumbnails, embed, cluster through Dagster into a
-  fresh SQLite file, database writes included, models already loaded;
+  fresh SQLite file (or a fresh database on a throwaway server, --backend), database writes
+  included, models already loaded;
 - peak resident memory of the process.
 """
 
@@ -16,6 +17,7 @@ import argparse
 import json
 import resource
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -26,10 +28,19 @@ import numpy as np
 from face_assets.core.evaluation import labelled_images
 from face_assets.core.samples import celebrity_sample
 from face_assets.core.settings import get_settings
+from face_assets.core.storage.store import FaceStore
 from face_assets.core.vision.lazy import quiet_tensorflow
 from face_assets.core.vision.transforms import embedding_crop, load_image
 from face_assets.resources import FaceModelsResource
 from face_assets.runs import materialize_pipeline
+
+
+def throwaway_server(kind: str):  # noqa: ANN201
+    """A PostgreSQL or MariaDB server of the tests' kind (face_assets_tests/servers.py)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from face_assets_tests.servers import SERVERS
+
+    return SERVERS[kind]()
 
 
 def main() -> None:
@@ -37,6 +48,9 @@ def main() -> None:
     parser.add_argument("folder", nargs="?")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--json", action="store_true")
+    # The application database of the end-to-end runs: the SQLite file, or a throwaway server
+    # started on 127.0.0.1 as the tests start it.
+    parser.add_argument("--backend", choices=("sqlite", "postgresql", "mariadb"), default="sqlite")
     args = parser.parse_args()
     quiet_tensorflow()
     folder = Path(args.folder) if args.folder else celebrity_sample(get_settings().samples_dir)
@@ -73,18 +87,28 @@ def main() -> None:
         embed_ms.append(1000 * (time.perf_counter() - t) / len(batch))
 
     rates = []
-    for _ in range(args.repeats):
-        with tempfile.TemporaryDirectory() as tmp:
-            t = time.perf_counter()
-            materialize_pipeline(
-                folder,
-                database_url=f"sqlite:///{Path(tmp) / 'bench.db'}",
-                thumbnail_dir=Path(tmp) / "thumbnails",
-                instance=dg.DagsterInstance.ephemeral(),
-            )
-            rates.append(len(photos) / (time.perf_counter() - t))
+    server = None if args.backend == "sqlite" else throwaway_server(args.backend)
+    try:
+        for _ in range(args.repeats):
+            with tempfile.TemporaryDirectory() as tmp:
+                url = f"sqlite:///{Path(tmp) / 'bench.db'}" if server is None else server.new_database()
+                if server is not None:
+                    FaceStore.from_url(url, upgrade=True).dispose()  # `face-assets db init`, not timed
+                t = time.perf_counter()
+                run = materialize_pipeline(
+                    folder,
+                    database_url=url,
+                    thumbnail_dir=Path(tmp) / "thumbnails",
+                    instance=dg.DagsterInstance.ephemeral(),
+                )
+                rates.append(len(photos) / (time.perf_counter() - t))
+                assert run.success
+    finally:
+        if server is not None:
+            server.close()
 
     report = {
+        "backend": args.backend,
         "images": len(photos),
         "faces": len(crops),
         "detector_load_s": round(detector_load, 2),
