@@ -58,19 +58,21 @@ def write_thumbnails(store: FaceStore, folder: Path, px: int = 112, id_range: Id
     run = ThumbnailRun()
     started = time.perf_counter()
     for path, faces in faces_by_media_item(store.faces_without_thumbnail(id_range)):
-        try:
-            image = load_image(path)
-        except MediaDecodeError as error:
-            logger.error("thumbnails of media item %d: %s", faces[0].media_item_id, error)
-            run.errors.append(f"media item {faces[0].media_item_id}: {error}")
-            continue
+        # The legacy tools' thumbnails of these faces, in the same folder, are adopted as they
+        # are; the photo is decoded only when some face still needs one.
+        legacy = {f.id: folder / f.name for f in faces if f.name and (folder / f.name).is_file()}
+        if len(legacy) < len(faces):
+            try:
+                image = load_image(path)
+            except MediaDecodeError as error:
+                logger.error("thumbnails of media item %d: %s", faces[0].media_item_id, error)
+                run.errors.append(f"media item {faces[0].media_item_id}: {error}")
+                continue
         rows, sharp = [], []
         for face in faces:
-            legacy = folder / face.name if face.name else None
-            if legacy is not None and legacy.is_file():
-                # The legacy tools' thumbnail of this face, in the same folder: adopted as is.
+            if face.id in legacy:
                 relpath = face.name or ""
-                with Image.open(legacy) as thumbnail:
+                with Image.open(legacy[face.id]) as thumbnail:
                     pixels = np.asarray(thumbnail.convert("RGB"))
             else:
                 relpath = thumbnail_relpath(path, face.box_xyxy, px)
