@@ -431,26 +431,21 @@ def _user_error(error: BaseException) -> BaseException | None:
     """The error a user can act on (missing model file, schema, unreachable database, bad folder,
     a clustering already running), unwrapped from Dagster's step errors; None for anything else,
     which keeps its traceback."""
-    from sqlalchemy.exc import DBAPIError
-
     from face_assets.core.correction import CorrectionError
-    from face_assets.core.storage.connection import driver_reason
-    from face_assets.core.storage.store import DatabaseUnavailable, LockHeld, SchemaError, is_connection_error
+    from face_assets.core.storage.store import LockHeld, SchemaError, unavailable
     from face_assets.core.vision.weights import ModelFileError
 
     seen: BaseException | None = error
     while seen is not None:
-        if isinstance(seen, ModelFileError | SchemaError | DatabaseUnavailable | LockHeld | CorrectionError):
+        if isinstance(seen, ModelFileError | SchemaError | LockHeld | CorrectionError):
             return seen
         if isinstance(seen, NotADirectoryError | FileNotFoundError):
             return seen
         if isinstance(seen, ValueError) and "identity" in str(seen):
             return seen
-        if isinstance(seen, DBAPIError) and is_connection_error(seen):
-            # The server went away mid-command: its one line, not SQLAlchemy's statement dump.
-            return DatabaseUnavailable(
-                f"the database went away ({driver_reason(seen)}); rerun when it is back"
-            )
+        down = unavailable(seen)  # unreachable, or gone in the middle of the command
+        if down is not None:
+            return down
         seen = seen.__cause__
     return None
 

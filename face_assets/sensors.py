@@ -9,8 +9,7 @@ from sqlalchemy.exc import DBAPIError
 
 from face_assets.core.batch import ALL_KEY, batch_key, batch_of, covered_up_to, plan_batches
 from face_assets.core.settings import Settings, get_settings
-from face_assets.core.storage.connection import driver_reason
-from face_assets.core.storage.store import DatabaseUnavailable, is_connection_error
+from face_assets.core.storage.store import DatabaseUnavailable, unavailable
 from face_assets.jobs import process_batch_job, register_media_job
 from face_assets.partitions import media_item_partitions
 from face_assets.resources import FaceStoreResource
@@ -64,13 +63,13 @@ def build_new_media_items_sensor(settings: Settings) -> dg.SensorDefinition:
             fresh = store.pending_media_item_ids(above=covered, limit=limit)
             leftovers = store.pending_media_item_ids(up_to=covered, limit=LEFTOVER_SCAN)
         except (DatabaseUnavailable, DBAPIError) as error:
-            if isinstance(error, DBAPIError) and not is_connection_error(error):
+            down = unavailable(error)
+            if down is None:
                 raise
             # A database that is down for a while is not the sensor's failure: the tick says
             # why in one line and the next one tries again; nothing is requested meanwhile.
-            reason = str(error) if isinstance(error, DatabaseUnavailable) else driver_reason(error)
-            context.log.warning(reason)
-            return dg.SkipReason(f"database unavailable: {reason}")
+            context.log.warning(str(down))
+            return dg.SkipReason(f"database unavailable: {down}")
         new_keys = [batch_key(*r) for r in plan_batches(fresh, covered, current.batch_size)]
         requests = [dg.RunRequest(partition_key=key, run_key=key) for key in new_keys]
         requests += leftover_requests(context, leftovers, keys)

@@ -174,6 +174,16 @@ def is_connection_error(error: DBAPIError) -> bool:
     return bool(error.connection_invalidated) or isinstance(error, OperationalError | InterfaceError)
 
 
+def unavailable(error: BaseException) -> DatabaseUnavailable | None:
+    """`error` as DatabaseUnavailable when it says the database cannot be reached or went away
+    (its one line, not SQLAlchemy's statement dump); None for any other error."""
+    if isinstance(error, DatabaseUnavailable):
+        return error
+    if isinstance(error, DBAPIError) and is_connection_error(error):
+        return DatabaseUnavailable(f"the database went away ({driver_reason(error)}); rerun when it is back")
+    return None
+
+
 @contextmanager
 def saving(what: str) -> Iterator[None]:
     """Turns a connection lost while saving `what` into one logged line and DatabaseUnavailable.
