@@ -8,7 +8,9 @@ MariaDB (pyodbc) servers started on 127.0.0.1, as the tests do. Each repeat writ
 database, through FaceStore, what the pipeline writes, in the same transactions:
 - register: a MediaFile and a MediaItems row per media item, one transaction per item;
 - detect: each item's claim and its face rows, one transaction per item;
-- thumbnails, embeddings: one UPDATE per face, executed as one batch per 32 faces;
+- thumbnails: one batched UPDATE per media item, as the thumbnail step writes them;
+- embeddings: one batched UPDATE per 64 faces or more (whole media items), as the embedding
+  step writes them;
 - persons: persons created and every face assigned, one transaction.
 Statements are counted as the driver receives them: a batch is one statement, whatever its size.
 Reports medians over repeats (the machine is noisy); no model is loaded.
@@ -31,10 +33,11 @@ from sqlalchemy import event
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from face_assets.core.storage.store import FaceStore  # noqa: E402
+from face_assets.core.thumbnail import faces_by_media_item  # noqa: E402
 from face_assets.core.vision.types import DetectedFace  # noqa: E402
 from face_assets_tests.servers import SERVERS, ThrowawayServer  # noqa: E402
 
-EMBED_BATCH = 32  # faces per embedding batch, as the embedding step writes them
+EMBED_BATCH = 64  # faces per embedding write, as the embedding step's default
 PERSON_SIZE = 20  # faces per person
 
 
@@ -77,16 +80,22 @@ def run_once(url: str, items: int, faces_per_item: int, folder: Path) -> dict[st
           lambda: [store.save_detection(i, faces, "retinaface", (640, 480)) for i in ids])  # fmt: skip
     records = store.faces_without_embedding()
     face_ids = [r.id for r in records]
-    batches = [face_ids[k : k + EMBED_BATCH] for k in range(0, len(face_ids), EMBED_BATCH)]
+    index_of = {f: k for k, f in enumerate(face_ids)}
+    per_item = [[f.id for f in group] for _, group in faces_by_media_item(records)]
+    # The embedding step writes whole media items once it holds EMBED_BATCH faces or more.
+    embed_batches: list[list[int]] = [[]]
+    for item_faces in per_item:
+        if len(embed_batches[-1]) >= EMBED_BATCH:
+            embed_batches.append([])
+        embed_batches[-1] += item_faces
     phase("thumbnails", len(face_ids), lambda: [
         store.save_thumbnails([(f, f"{f}.jpg", f"{f % 100:02d}/{f}.jpg") for f in b], [100.0] * len(b))
-        for b in batches
+        for b in per_item
     ])  # fmt: skip
     vectors = np.random.default_rng(0).normal(size=(len(face_ids), 512)).astype(np.float32)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
     phase("embeddings", len(face_ids), lambda: [
-        store.save_embeddings(b, vectors[k * EMBED_BATCH : k * EMBED_BATCH + len(b)], "facenet")
-        for k, b in enumerate(batches)
+        store.save_embeddings(b, vectors[[index_of[f] for f in b]], "facenet") for b in embed_batches
     ])  # fmt: skip
     groups = [face_ids[k : k + PERSON_SIZE] for k in range(0, len(face_ids), PERSON_SIZE)]
     phase("persons", len(face_ids) + len(groups), lambda: store.apply_person_changes(groups, [], []))
