@@ -103,7 +103,7 @@ def _run_steps(args: argparse.Namespace, steps: Sequence[str], folder: Path | No
         run = materialize_pipeline(
             folder, database_url=url, thumbnail_dir=thumbnails, instance=instance, steps=steps,
             log_level="INFO" if args.verbose else "WARNING",
-            cluster_mode="rebuild" if getattr(args, "rebuild", False) else "",
+            cluster_mode="rebuild" if getattr(args, "rebuild", False) else None,
         )  # fmt: skip
         seconds = time.perf_counter() - started
         store = FaceStore.from_url(url)

@@ -28,17 +28,17 @@ def _cached(key: tuple[object, ...], build: object) -> object:
 
 
 class FaceStoreResource(dg.ConfigurableResource):
-    """The application database. Empty `database_url`: DATABASE_URL, SQL_CONNECTION_STRING or
-    the SQLite file under FACE_ASSETS_DATA_DIR."""
+    """The application database. No `database_url`: DATABASE_URL, SQL_CONNECTION_STRING or the
+    SQLite file under FACE_ASSETS_DATA_DIR, read at run time (a secret never goes in config)."""
 
-    database_url: str = ""
-    # Empty: upgrade the embedded SQLite file automatically, never a server's schema.
+    database_url: str | None = None
+    # None: upgrade the embedded SQLite file automatically, never a server's schema.
     upgrade_schema: bool | None = None
 
     _store: FaceStore | None = PrivateAttr(default=None)
 
     def resolved_url(self) -> str:
-        return self.database_url or get_settings().resolved_database_url()
+        return get_settings(database_url=self.database_url).resolved_database_url()
 
     # The connection opens on first use, not at resource setup: a sensor tick or a step then
     # reports an unreachable database in its own words (one line) instead of failing in setup.
@@ -53,35 +53,35 @@ class FaceStoreResource(dg.ConfigurableResource):
 
 
 class FaceModelsResource(dg.ConfigurableResource):
-    """The detector and embedder; empty fields take their value from the settings."""
+    """The detector and embedder; a field left unset (None) takes its value from the settings."""
 
-    detector: str = ""
-    embedder: str = ""
-    models_dir: str = ""
-    detection_min_score: float = -1.0
-    embedding_batch_size: int = 0
+    detector: str | None = None
+    embedder: str | None = None
+    models_dir: str | None = None
+    detection_min_score: float | None = None
+    embedding_batch_size: int | None = None
 
     def _settings(self) -> Settings:
-        return get_settings()
+        return get_settings(
+            detector=self.detector,
+            embedder=self.embedder,
+            models_dir=self.models_dir,
+            detection_min_score=self.detection_min_score,
+            embedding_batch_size=self.embedding_batch_size,
+        )
 
     def get_detector(self) -> FaceDetector:
         settings = self._settings()
-        name = self.detector or settings.detector
-        models_dir = Path(self.models_dir) if self.models_dir else settings.models_dir
-        min_score = (
-            self.detection_min_score if self.detection_min_score >= 0 else settings.detection_min_score
-        )
-        fetch = not settings.models_offline
-        key = ("detector", name, str(models_dir), min_score, settings.detection_max_side_px, fetch)
+        name, models_dir, min_score = settings.detector, settings.models_dir, settings.detection_min_score
+        max_side_px, fetch = settings.detection_max_side_px, not settings.models_offline
+        key = ("detector", name, str(models_dir), min_score, max_side_px, fetch)
         return _cached(  # type: ignore[return-value]
-            key, lambda: make_detector(name, models_dir, min_score, settings.detection_max_side_px, fetch)
+            key, lambda: make_detector(name, models_dir, min_score, max_side_px, fetch)
         )
 
     def get_embedder(self) -> FaceEmbedder:
         settings = self._settings()
-        name = self.embedder or settings.embedder
-        models_dir = Path(self.models_dir) if self.models_dir else settings.models_dir
-        batch = self.embedding_batch_size or settings.embedding_batch_size
+        name, models_dir, batch = settings.embedder, settings.models_dir, settings.embedding_batch_size
         fetch = not settings.models_offline
         key = ("embedder", name, str(models_dir), batch, fetch)
         return _cached(key, lambda: make_embedder(name, models_dir, batch, fetch))  # type: ignore[return-value]
@@ -89,17 +89,22 @@ class FaceModelsResource(dg.ConfigurableResource):
 
 class ThumbnailStoreResource(dg.ConfigurableResource):
     """Where face thumbnails go (THUMBNAIL_SAVE_PATH) and their size in pixels, and where the
-    gallery page and the embedding map go (FACE_ASSETS_GALLERY_DIR)."""
+    gallery page and the embedding map go (FACE_ASSETS_GALLERY_DIR); None takes the setting."""
 
-    path: str = ""
-    thumbnail_px: int = 0
-    gallery_path: str = ""
+    path: str | None = None
+    thumbnail_px: int | None = None
+    gallery_path: str | None = None
+
+    def _settings(self) -> Settings:
+        return get_settings(
+            thumbnail_save_path=self.path, thumbnail_px=self.thumbnail_px, gallery_dir=self.gallery_path
+        )
 
     def gallery_folder(self) -> Path:
-        return Path(self.gallery_path) if self.gallery_path else get_settings().resolved_gallery_dir()
+        return self._settings().resolved_gallery_dir()
 
     def folder(self) -> Path:
-        return Path(self.path) if self.path else get_settings().resolved_thumbnail_dir()
+        return self._settings().resolved_thumbnail_dir()
 
     def px(self) -> int:
-        return self.thumbnail_px or get_settings().thumbnail_px
+        return self._settings().thumbnail_px

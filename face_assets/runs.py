@@ -71,7 +71,7 @@ def materialize_pipeline(
     instance: dg.DagsterInstance | None = None,
     steps: Sequence[str] = STEPS,
     log_level: str = "WARNING",
-    cluster_mode: str = "",
+    cluster_mode: str | None = None,
 ) -> PipelineRun:
     """Registers `folder` (if given), then materialises the chosen steps in dependency order:
     the batch assets for the whole library (partition `all`), then the clustering."""

@@ -23,7 +23,9 @@ os.environ.setdefault("FACE_ASSETS_MAP_METHOD", "pca")
 
 # Photos of the PyPI sample used by the end-to-end tests: a few per identity keeps them fast.
 PHOTOS_PER_IDENTITY = 4
-IDENTITIES = ("ben_afflek", "elton_john", "madonna")
+# Three of the sample's five people whose photos FaceNet groups from four or five of them under
+# the default rule (Madonna's looks vary too much for that; she is in the evaluation tests).
+IDENTITIES = ("ben_afflek", "elton_john", "jerry_seinfeld")
 # A photo of the sample with two faces (Elton John and a second person).
 TWO_FACE_PHOTO = "elton_john/httpssmediacacheakpinimgcomxfcfcbaeaeddabbjpg.jpg"
 

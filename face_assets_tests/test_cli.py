@@ -73,7 +73,8 @@ def test_evaluate_json_reports_every_score(tmp_path: Path, photo_folder: Path, m
     assert report["misses"] == 1  # the gradient has no face
     assert report["persons"] == len(IDENTITIES)
     assert report["bcubed_precision"] == 1.0
-    assert report["bcubed_f"] > 0.9
+    # Precision first (defaults chosen on the tuning set): faces the rule cannot place wait.
+    assert report["bcubed_recall"] > 0.75
     assert not (tmp_path / "data").exists()  # evaluation leaves no database behind
 
 

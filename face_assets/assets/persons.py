@@ -1,6 +1,7 @@
 """Persons: a batch's faces matched to known persons, and the clustering of all faces."""
 
 import base64
+import dataclasses
 
 import dagster as dg
 
@@ -10,33 +11,36 @@ from face_assets.core.batch import parse_batch_key
 from face_assets.core.clustering.cluster import ClusterParams
 from face_assets.core.gallery import write_gallery, write_map
 from face_assets.core.person import match_new_faces, rebuild_persons, update_persons
-from face_assets.core.settings import get_settings
+from face_assets.core.settings import get_settings, given
 from face_assets.partitions import media_item_partitions
 from face_assets.resources import FaceStoreResource, ThumbnailStoreResource
 
 
 class PersonClustersConfig(dg.Config):
-    """Empty values take the settings (FACE_ASSETS_CLUSTER_*, FACE_ASSETS_MATCH_THRESHOLD)."""
+    """Unset fields (None) take the settings: FACE_ASSETS_RECLUSTER_MODE, FACE_ASSETS_CLUSTER_*,
+    FACE_ASSETS_MATCH_THRESHOLD."""
 
-    mode: str = ""  # match_then_cluster or rebuild; empty: FACE_ASSETS_RECLUSTER_MODE
-    algorithm: str = ""
-    link_threshold: float = -2.0
-    min_cluster_size: int = 0
-    min_samples: int = 0
-    eps: float = 0.0
-    match_threshold: float = -2.0
+    mode: str | None = None  # match_then_cluster or rebuild
+    algorithm: str | None = None
+    link_threshold: float | None = None
+    min_cluster_size: int | None = None
+    min_samples: int | None = None
+    eps: float | None = None
+    match_threshold: float | None = None
+    vote_threshold: float | None = None
+    vote_neighbours: int | None = None
+    merge_threshold: float | None = None
+    neighbours: int | None = None
 
     def params(self) -> ClusterParams:
-        s = get_settings()
-        return ClusterParams(
-            algorithm=(self.algorithm or s.cluster_algorithm),  # type: ignore[arg-type]
-            link_threshold=self.link_threshold if self.link_threshold > -1 else s.cluster_link_threshold,
-            min_cluster_size=self.min_cluster_size or s.cluster_min_size,
-            min_samples=self.min_samples or s.cluster_min_samples,
-            eps=self.eps or s.cluster_eps,
-            match_threshold=self.match_threshold if self.match_threshold >= -1 else s.match_threshold,
-            use_umap=s.cluster_use_umap,
-        )
+        overrides = given(self.model_dump(exclude={"mode"}))
+        return dataclasses.replace(get_settings().cluster_params(), **overrides)  # type: ignore[arg-type]
+
+    def resolved_mode(self) -> str:
+        mode = self.mode or get_settings().recluster_mode  # None or "": as `given`
+        if mode not in ("match_then_cluster", "rebuild"):
+            raise dg.Failure(f"unknown clustering mode {mode!r}: use match_then_cluster or rebuild")
+        return str(mode)
 
 
 def _owner(context: dg.AssetExecutionContext) -> str:
@@ -76,9 +80,7 @@ def person_clusters(
     params = config.params()
     store = face_store.get_store()
     context.log.info(f"clustering with {params}")
-    mode = config.mode or get_settings().recluster_mode
-    if mode not in ("match_then_cluster", "rebuild"):
-        raise dg.Failure(f"unknown clustering mode {mode!r}: use match_then_cluster or rebuild")
+    mode = config.resolved_mode()
     cluster = rebuild_persons if mode == "rebuild" else update_persons
     update = cluster(store, params, owner=_owner(context))
     settings = get_settings()

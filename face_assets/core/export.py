@@ -19,7 +19,6 @@ from typing import Any
 
 import numpy as np
 
-from face_assets.core import correction
 from face_assets.core.storage.store import FaceStore
 from face_assets.core.vision.transforms import MediaDecodeError, embedding_crop, load_image
 from face_assets.core.vision.types import FaceDetector, FaceEmbedder
@@ -45,10 +44,11 @@ def _folder_name(name: str, person_id: int) -> str:
 def _wanted(store: FaceStore, thumbnail_dir: Path | None) -> dict[str, Path]:
     """Relative export path -> source file, for every person."""
     wanted: dict[str, Path] = {}
-    for person in correction.list_persons(store):
+    faces = store.faces_by_person()
+    for person in store.list_persons():
         folder = _folder_name(person.name, person.id)
         sources: dict[str, Path] = {}
-        for face in correction.person_faces(store, person.id):
+        for face in faces.get(person.id, []):
             if thumbnail_dir is not None:
                 if face.thumbnail:
                     sources[f"face-{face.id}{Path(face.thumbnail).suffix}"] = thumbnail_dir / face.thumbnail

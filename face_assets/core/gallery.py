@@ -12,17 +12,15 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 from PIL import Image, ImageDraw
-from sqlalchemy import select
 
-from face_assets.core import correction
-from face_assets.core.storage.schema import FacesTable, PersonsTable
-from face_assets.core.storage.store import FaceStore, not_rejected
+from face_assets.core.storage.store import FaceStore
 
 logger = logging.getLogger(__name__)
 
 CONTACT_SHEET = 48  # thumbnails shown per person
 UNASSIGNED_SHOWN = 200
 MAP_PX = (900, 640)
+MAP_MAX_FACES = 5000
 
 
 @dataclass(frozen=True)
@@ -64,20 +62,26 @@ def write_map(store: FaceStore, target: Path, method: str = "umap") -> str:
     """A PNG of every embedded face in 2-D, coloured by person (grey: unassigned).
     Returns the projection used."""
     data = store.face_embeddings()
-    points, used = project_2d(data.vectors, method)
+    shown = np.arange(len(data.face_ids))
+    if len(shown) > MAP_MAX_FACES:
+        # A projection of every face would cost more than the clustering: a seeded sample shows the shape.
+        shown = np.sort(np.random.default_rng(0).choice(len(shown), size=MAP_MAX_FACES, replace=False))
+    person_ids = data.person_ids[shown]
+    points, used = project_2d(data.vectors[shown], method)
     image = Image.new("RGB", MAP_PX, "white")
     draw = ImageDraw.Draw(image)
     if len(points):
         low, high = points.min(axis=0), points.max(axis=0)
         scale = np.where(high - low > 0, high - low, 1.0)
         xy = 20 + (points - low) / scale * (np.array(MAP_PX) - 40)
-        order = np.argsort(data.person_ids >= 0, kind="stable")  # unassigned drawn first, below
+        order = np.argsort(person_ids >= 0, kind="stable")  # unassigned drawn first, below
         for index in order:
             x, y = xy[index]
-            person = int(data.person_ids[index])
+            person = int(person_ids[index])
             fill = _colour(person) if person >= 0 else (190, 190, 190)
             draw.ellipse((x - 4, y - 4, x + 4, y + 4), fill=fill)
-    draw.text((10, 6), f"{len(points)} faces, {used}", fill=(60, 60, 60))
+    sampled = f" (a sample of {len(data.face_ids)})" if len(shown) < len(data.face_ids) else ""
+    draw.text((10, 6), f"{len(points)} faces{sampled}, {used}", fill=(60, 60, 60))
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_name(f".{target.name}.tmp")
     image.save(partial, format="PNG")
@@ -94,29 +98,12 @@ def write_gallery(store: FaceStore, thumbnail_dir: Path, page: Path, map_png: Pa
     """`page`: one section per person (portrait, name, face count, contact sheet), unassigned last."""
     page_dir = page.parent
     page_dir.mkdir(parents=True, exist_ok=True)
-    with store.engine.connect() as conn:
-        portraits = {
-            r.Id: r.ThumbnailPath
-            for r in conn.execute(
-                select(PersonsTable.c.Id, FacesTable.c.ThumbnailPath).join(
-                    FacesTable, FacesTable.c.Id == PersonsTable.c.PortraitFaceId
-                )
-            )
-        }
-        unassigned = [
-            r.ThumbnailPath
-            for r in conn.execute(
-                select(FacesTable.c.ThumbnailPath)
-                .where(
-                    FacesTable.c.PersonId.is_(None), FacesTable.c.ThumbnailPath.isnot(None), not_rejected()
-                )
-                .order_by(FacesTable.c.Id)
-            )
-        ]
+    portraits, unassigned = store.gallery_thumbnails()
     sections = []
-    persons = correction.list_persons(store)
+    persons = store.list_persons()
+    faces_of = store.faces_by_person()
     for person in persons:
-        faces = [f for f in correction.person_faces(store, person.id) if f.thumbnail]
+        faces = [f for f in faces_of.get(person.id, []) if f.thumbnail]
         portrait = portraits.get(person.id) or (faces[0].thumbnail if faces else None)
         sheet = "".join(_img(thumbnail_dir / f.thumbnail, page_dir, f"face {f.id}", "face")
                         for f in faces[:CONTACT_SHEET] if f.thumbnail)  # fmt: skip

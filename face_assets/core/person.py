@@ -12,6 +12,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from face_assets.core.batch import IdRange
+from face_assets.core.clustering import membership
 from face_assets.core.clustering.cluster import (
     NOISE,
     ClusterParams,
@@ -19,12 +20,11 @@ from face_assets.core.clustering.cluster import (
     match_to_persons,
     person_centroids,
 )
+from face_assets.core.clustering.graph import KnnGraph, knn_graph, subgraph
 from face_assets.core.portrait import update_portraits
 from face_assets.core.storage.store import FaceStore
 
 logger = logging.getLogger(__name__)
-
-_MAX_MATCH_ROUNDS = 5
 
 
 @dataclass(frozen=True)
@@ -37,11 +37,6 @@ class PersonUpdate:
     persons_total: int
     clustered: bool
     seconds: float
-
-
-def _taken(media_item_ids: NDArray[np.int64], person_ids: NDArray[np.int64]) -> set[tuple[int, int]]:
-    """(media item, person) pairs already used: a person appears once per media item."""
-    return {(int(m), int(p)) for m, p in zip(media_item_ids, person_ids, strict=True) if p >= 0}
 
 
 def _split_same_media_item(
@@ -60,6 +55,74 @@ def _split_same_media_item(
     return np.sort(np.asarray(kept, dtype=np.int64))
 
 
+def settle(
+    media_item_ids: NDArray[np.int64],
+    vectors: NDArray[np.float32],
+    assigned: NDArray[np.int64],
+    groups: list[NDArray[np.int64]],
+    waiting: NDArray[np.bool_],
+    params: ClusterParams,
+    graph: KnnGraph,
+) -> tuple[NDArray[np.int64], list[NDArray[np.int64]]]:
+    """Pure, row-aligned: applies the membership rule (membership.py) to a fixed point. Rows
+    with `waiting` set may join any person, existing (`assigned` ids) or new (`groups` of row
+    indices), and leave one that no longer accepts them; new groups that fall below
+    min_cluster_size dissolve. Other rows never change, so the next run, seeing the same faces,
+    finds nothing more to do.
+
+    Returns the existing person id per face (-1 for none or for a new person's face) and the
+    new persons' rows after settling.
+    """
+    ids = np.unique(assigned[assigned >= 0])
+    # Dense labels: existing persons 0..len(ids)-1, then the new groups.
+    labels = np.where(assigned >= 0, np.searchsorted(ids, assigned), NOISE).astype(np.int64)
+    for k, members in enumerate(groups):
+        labels[members] = len(ids) + k
+    rule = membership.Rule(params.match_threshold, params.vote_threshold, params.vote_neighbours)
+    for _ in range(membership.MAX_ROUNDS):
+        before = labels
+        labels = membership.merge_similar(vectors, labels, len(ids), graph, params.merge_threshold)
+        labels = membership.trim(vectors, labels, waiting, graph, rule)
+        new = labels >= len(ids)
+        if groups:
+            sizes = np.bincount(labels[new] - len(ids), minlength=len(groups))
+            small = new & (sizes[np.clip(labels - len(ids), 0, len(groups) - 1)] < params.min_cluster_size)
+            labels = np.where(small, NOISE, labels)
+        labels = membership.join(vectors, labels, waiting, media_item_ids, graph, rule)
+        if np.array_equal(before, labels):
+            break
+    new_rows = [np.flatnonzero(labels == len(ids) + k) for k in range(len(groups))]
+    existing = (labels >= 0) & (labels < len(ids))
+    final = np.full(len(labels), NOISE, dtype=np.int64)
+    final[existing] = ids[labels[existing]]
+    return final.astype(np.int64), [rows for rows in new_rows if len(rows)]
+
+
+def new_groups(
+    media_item_ids: NDArray[np.int64],
+    vectors: NDArray[np.float32],
+    rows: NDArray[np.int64],
+    params: ClusterParams,
+    graph: KnnGraph,
+) -> list[NDArray[np.int64]]:
+    """Pure: the rows clustered, on their part of the kNN graph, into groups of at least
+    min_cluster_size faces, one face per media item in each."""
+    groups: list[NDArray[np.int64]] = []
+    if not len(rows):
+        return groups
+    labels = cluster_embeddings(vectors[rows], params, graph=subgraph(graph, rows))
+    clustered = labels >= 0
+    if not clustered.any():
+        return groups
+    order = np.argsort(labels[clustered], kind="stable")
+    members_sorted, labels_sorted = rows[clustered][order], labels[clustered][order]
+    for members in np.split(members_sorted, np.flatnonzero(np.diff(labels_sorted)) + 1):
+        members = _split_same_media_item(np.sort(members), media_item_ids, vectors)
+        if len(members) >= params.min_cluster_size:
+            groups.append(members)
+    return groups
+
+
 def plan_persons(
     media_item_ids: NDArray[np.int64],
     person_ids: NDArray[np.int64],
@@ -73,46 +136,14 @@ def plan_persons(
     indices, and whether clustering ran. Clustering runs only when an unassigned face has not
     been through it before, so an unchanged library gives an unchanged plan.
     """
-    assigned = person_ids.copy()
-    unassigned = np.flatnonzero(assigned == NOISE)
-    ids, centroids = person_centroids(vectors, assigned)
-    taken = _taken(media_item_ids, assigned)
-    chosen, _ = match_to_persons(
-        vectors[unassigned], media_item_ids[unassigned], ids, centroids,
-        params.match_threshold, taken,
-    )  # fmt: skip
-    assigned[unassigned] = chosen
-
+    graph = knn_graph(vectors, params.neighbours, params.random_state)
+    waiting = person_ids == NOISE
+    # Join known persons, cluster what is left, then settle old and new persons together.
+    assigned, _ = settle(media_item_ids, vectors, person_ids, [], waiting, params, graph)
     rest = np.flatnonzero(assigned == NOISE)
-    groups: list[NDArray[np.int64]] = []
     ran = bool(len(rest)) and not bool(clustered[rest].all())
-    if ran:
-        labels = cluster_embeddings(vectors[rest], params)
-        for label in np.unique(labels[labels >= 0]):
-            members = _split_same_media_item(rest[labels == label], media_item_ids, vectors)
-            if len(members) >= params.min_cluster_size:
-                groups.append(members)
-
-    # Faces left over join any person, old or new, they now match; repeated to a fixed point
-    # so that the next run, seeing the same faces, finds nothing more to do.
-    temporary = np.full(len(assigned), NOISE, dtype=np.int64)
-    base = int(max(assigned.max(initial=0), 0)) + 1
-    for k, members in enumerate(groups):
-        temporary[members] = base + k
-    combined = np.where(assigned >= 0, assigned, temporary)
-    for _ in range(_MAX_MATCH_ROUNDS):
-        waiting = np.flatnonzero(combined == NOISE)
-        ids, centroids = person_centroids(vectors, combined)
-        taken = _taken(media_item_ids, combined)
-        chosen, _ = match_to_persons(
-            vectors[waiting], media_item_ids[waiting], ids, centroids,
-            params.match_threshold, taken,
-        )  # fmt: skip
-        if not (chosen >= 0).any():
-            break
-        combined[waiting] = chosen
-    groups = [np.flatnonzero(combined == base + k) for k in range(len(groups))]
-    final = np.where(combined >= base, NOISE, combined)
+    groups = new_groups(media_item_ids, vectors, rest, params, graph) if ran else []
+    final, groups = settle(media_item_ids, vectors, assigned, groups, waiting, params, graph)
     return final, groups, ran
 
 
@@ -149,8 +180,10 @@ def _update_persons(store: FaceStore, params: ClusterParams) -> PersonUpdate:
     left = np.flatnonzero(final == NOISE)
     left = np.setdiff1d(left, in_groups)
     noise = data.face_ids[left[~data.clustered[left]]] if ran else np.zeros(0, np.int64)
-    created = store.apply_person_changes([data.face_ids[g].tolist() for g in groups], matches, noise.tolist())
-    update_portraits(store)
+    created = store.apply_person_changes(
+        [data.face_ids[g].tolist() for g in groups], matches, noise.tolist(), library=data
+    )
+    update_portraits(store, library=data)
     summary = PersonUpdate(
         faces=len(data.face_ids),
         matched_to_existing=len(matches),
@@ -177,17 +210,12 @@ def rebuild_persons(store: FaceStore, params: ClusterParams, owner: str = "") ->
         started = time.perf_counter()
         data = store.face_embeddings()
         candidates = np.flatnonzero(~data.user_placed)
-        _, groups, _ = plan_persons(
-            data.media_item_ids[candidates],
-            np.full(len(candidates), NOISE, dtype=np.int64),
-            np.zeros(len(candidates), dtype=bool),
-            data.vectors[candidates],
-            params,
-        )
+        graph = knn_graph(data.vectors, params.neighbours, params.random_state)
+        groups = new_groups(data.media_item_ids, data.vectors, candidates, params, graph)
         final = np.where(data.user_placed, data.person_ids, NOISE)
         fresh: list[NDArray[np.int64]] = []
         taken_ids: set[int] = set()
-        for members in sorted((candidates[g] for g in groups), key=len, reverse=True):
+        for members in sorted(groups, key=len, reverse=True):
             previous = data.person_ids[members]
             previous = previous[previous >= 0]
             ids, counts = np.unique(previous, return_counts=True)
@@ -197,20 +225,9 @@ def rebuild_persons(store: FaceStore, params: ClusterParams, owner: str = "") ->
             else:
                 fresh.append(members)
         # Leftovers join the person (old, rebuilt or new) they match, as in every clustering.
-        temporary = final.copy()
-        base = int(max(data.person_ids.max(initial=0), 0)) + 1
-        for k, members in enumerate(fresh):
-            temporary[members] = base + k
-        waiting = np.flatnonzero((temporary == NOISE) & ~data.user_placed)
-        ids, centroids = person_centroids(data.vectors, temporary)
-        chosen, _ = match_to_persons(
-            data.vectors[waiting], data.media_item_ids[waiting], ids, centroids,
-            params.match_threshold, _taken(data.media_item_ids, temporary),
-        )  # fmt: skip
-        temporary[waiting] = chosen
-        fresh = [np.flatnonzero(temporary == base + k) for k in range(len(fresh))]
-        final = np.where(temporary >= base, NOISE, temporary)
-
+        final, fresh = settle(
+            data.media_item_ids, data.vectors, final, fresh, ~data.user_placed, params, graph
+        )
         in_fresh = np.concatenate(fresh) if fresh else np.zeros(0, dtype=np.int64)
         movable = ~data.user_placed
         movable[in_fresh] = False
@@ -218,9 +235,9 @@ def rebuild_persons(store: FaceStore, params: ClusterParams, owner: str = "") ->
         regrouped = [(int(data.face_ids[i]), int(final[i])) for i in changed]
         noise = data.face_ids[np.flatnonzero(movable & (final == NOISE))].tolist()
         created = store.apply_person_changes(
-            [data.face_ids[g].tolist() for g in fresh], [], noise, regrouped=regrouped
+            [data.face_ids[g].tolist() for g in fresh], [], noise, regrouped=regrouped, library=data
         )
-        update_portraits(store)
+        update_portraits(store, library=data)
         summary = PersonUpdate(
             faces=len(data.face_ids),
             matched_to_existing=len(regrouped),
@@ -247,25 +264,33 @@ def match_new_faces(
     store: FaceStore, params: ClusterParams, id_range: IdRange, owner: str = "", wait_seconds: float = 600
 ) -> BatchMatch:
     """Gives the batch's unassigned faces the existing person they match; the rest wait for the
-    next clustering. Waits for a running clustering rather than writing beside it."""
+    next clustering. Waits for a running clustering rather than writing beside it.
+
+    Reads the batch's faces and one mean per person (their stored sums), never the library's
+    embeddings: the cost follows the batch and the number of persons.
+    """
     started = time.perf_counter()
     with store.lock(PERSONS_LOCK, owner or default_owner(), wait_seconds=wait_seconds):
-        data = store.face_embeddings()
-        in_batch = data.person_ids == NOISE
-        if id_range is not None:
-            in_batch &= (data.media_item_ids >= id_range[0]) & (data.media_item_ids <= id_range[1])
-        rows = np.flatnonzero(in_batch)
-        ids, centroids = person_centroids(data.vectors, data.person_ids)
-        taken = _taken(data.media_item_ids, data.person_ids)
+        batch = store.face_embeddings(id_range, unassigned_only=True)
+        if not len(batch.face_ids):
+            return BatchMatch(0, 0, 0, time.perf_counter() - started)
+        means = store.person_means()
+        taken = store.persons_in_media_items(batch.media_item_ids.tolist())
         chosen, similarity = match_to_persons(
-            data.vectors[rows], data.media_item_ids[rows], ids, centroids, params.match_threshold, taken
+            batch.vectors,
+            batch.media_item_ids,
+            means.person_ids,
+            means.centroids,
+            params.match_threshold,
+            taken,
         )
         matches = [
-            (int(data.face_ids[r]), int(p), float(s))
-            for r, p, s in zip(rows, chosen, similarity, strict=True)
+            (int(f), int(p), float(s))
+            for f, p, s in zip(batch.face_ids, chosen, similarity, strict=True)
             if p >= 0
         ]
         store.apply_person_changes([], matches, [])
         if matches:
-            update_portraits(store)
-    return BatchMatch(len(rows), len(matches), len(rows) - len(matches), time.perf_counter() - started)
+            update_portraits(store, sorted({p for _, p, _ in matches}), [f for f, _, _ in matches])
+    faces = len(batch.face_ids)
+    return BatchMatch(faces, len(matches), faces - len(matches), time.perf_counter() - started)

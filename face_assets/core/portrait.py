@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import json
 import logging
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 
 import numpy as np
 from numpy.typing import NDArray
-from sqlalchemy import bindparam, select, update
 
-from face_assets.core.clustering.cluster import person_centroids
-from face_assets.core.storage.schema import FacesTable, MediaItemsTable, PersonsTable, utcnow
+from face_assets.core.storage.persons import FaceEmbeddings, PortraitCandidate
 from face_assets.core.storage.store import FaceStore
 
 logger = logging.getLogger(__name__)
@@ -54,58 +52,78 @@ def portrait_scores(
     return central * (0.4 + 0.6 * frontal) * (0.6 + 0.4 * size) * (0.6 + 0.4 * sharp)
 
 
-def update_portraits(store: FaceStore) -> int:
-    """Chooses or keeps each person's portrait; returns how many changed."""
-    data = store.face_embeddings()
-    if not len(data.face_ids):
-        return 0
-    query = select(
-        FacesTable.c.Id, FacesTable.c.BoundingBox, FacesTable.c.Landmarks, FacesTable.c.Sharpness,
-        MediaItemsTable.c.MediaFileId,
-    ).join(MediaItemsTable, MediaItemsTable.c.Id == FacesTable.c.MediaItemId)  # fmt: skip
-    with store.engine.connect() as conn:
-        details = {r.Id: r for r in conn.execute(query.where(FacesTable.c.PersonId.isnot(None)))}
-        portraits = conn.execute(
-            select(PersonsTable.c.Id, PersonsTable.c.PortraitFaceId, PersonsTable.c.PortraitMediaFileId)
-        ).all()
-        current = {r.Id: r.PortraitFaceId for r in portraits}
+def _traits(candidate: PortraitCandidate) -> FaceTraits:
+    box = candidate.box_xyxy
+    return FaceTraits(box[2] - box[0], frontalness(candidate.landmarks), candidate.sharpness)
+
+
+def choose_portraits(
+    candidates: list[PortraitCandidate],
+    centroids: dict[int, NDArray[np.float32]],
+    current: dict[int, tuple[int | None, int | None]],
+) -> list[tuple[int, int, int]]:
+    """Pure: the new (person id, face id, media file id) for each person whose best candidate
+    beats its current portrait by REPLACE_MARGIN. `candidates` must include each person's
+    current portrait face, if it still has one, for it to be weighed."""
+    file_of = {c.face_id: c.media_file_id for c in candidates}
+    by_person: dict[int, list[PortraitCandidate]] = {}
+    for candidate in candidates:
+        if candidate.vector is not None and candidate.person_id in centroids:
+            by_person.setdefault(candidate.person_id, []).append(candidate)
+    changes = []
+    for person_id, faces in by_person.items():
+        held, held_file = current.get(person_id, (None, None))
+        ids = [f.face_id for f in faces]
         # A portrait file chosen elsewhere (the media application, its users, legacy tools) is
         # theirs: it differs from the file of the face this product picked, or it has no face.
-        chosen_elsewhere = {
-            r.Id
-            for r in portraits
-            if r.PortraitMediaFileId is not None
-            and (
-                r.PortraitFaceId not in details
-                or details[r.PortraitFaceId].MediaFileId != r.PortraitMediaFileId
-            )
-        }
-    ids, centroids = person_centroids(data.vectors, data.person_ids)
-    changes = []
-    for person_id, centroid in zip(ids.tolist(), centroids, strict=True):
-        if person_id in chosen_elsewhere:
+        if held_file is not None and file_of.get(held) != held_file:  # type: ignore[arg-type]
             continue
-        rows = np.flatnonzero(data.person_ids == person_id)
-        faces = [int(data.face_ids[r]) for r in rows]
-        traits = []
-        for face_id in faces:
-            row = details.get(face_id)
-            box = json.loads(row.BoundingBox) if row is not None and row.BoundingBox else [0, 0, 0, 0]
-            marks = json.loads(row.Landmarks) if row is not None and row.Landmarks else []
-            traits.append(FaceTraits(box[2] - box[0], frontalness(marks), row.Sharpness if row else None))
-        scores = portrait_scores(data.vectors[rows], centroid, traits)
+        vectors = np.vstack([f.vector for f in faces if f.vector is not None])
+        scores = portrait_scores(vectors, centroids[person_id], [_traits(f) for f in faces])
         best = int(np.argmax(scores))
-        held = current.get(person_id)
-        if held in faces and scores[best] <= scores[faces.index(held)] * REPLACE_MARGIN:
+        if held in ids and scores[best] <= scores[ids.index(held)] * REPLACE_MARGIN:
             continue
-        if faces[best] != held and faces[best] in details:
-            changes.append({"person_id": person_id, "PortraitFaceId": faces[best],
-                            "PortraitMediaFileId": details[faces[best]].MediaFileId})  # fmt: skip
-    if changes:
-        with store.engine.begin() as conn:
-            conn.execute(
-                update(PersonsTable).where(PersonsTable.c.Id == bindparam("person_id")),
-                [{**c, "ModifiedAt": utcnow()} for c in changes],
-            )
+        if ids[best] != held:
+            changes.append((person_id, ids[best], faces[best].media_file_id))
+    return changes
+
+
+def update_portraits(
+    store: FaceStore,
+    person_ids: Sequence[int] | None = None,
+    new_face_ids: Sequence[int] = (),
+    library: FaceEmbeddings | None = None,
+) -> int:
+    """Chooses or keeps portraits; returns how many changed.
+
+    Every person's (None): all assigned faces are weighed, as after a full clustering. Given
+    persons (a batch's): only their current portraits and the faces that just joined them,
+    against the means stored with the persons, so the work follows the batch, not the library.
+    `library`: the embeddings a full clustering has read, so that they are not read again.
+    """
+    means = store.person_means()
+    if person_ids is None:
+        if library is None:
+            candidates = store.portrait_candidates()
+        else:
+            row = {int(f): r for r, f in enumerate(library.face_ids)}
+            candidates = [
+                replace(c, vector=library.vectors[row[c.face_id]])
+                for c in store.portrait_candidates(with_vectors=False)
+                if c.face_id in row
+            ]
+        current = store.portraits()
+    else:
+        if not person_ids:
+            return 0
+        current = store.portraits(person_ids)
+        held = [face for face, _ in current.values() if face is not None]
+        candidates = store.portrait_candidates(person_ids=[], face_ids=[*held, *new_face_ids])
+    wanted = set(current)
+    centroids = {
+        int(p): c for p, c in zip(means.person_ids, means.centroids, strict=True) if int(p) in wanted
+    }
+    changes = choose_portraits(candidates, centroids, current)
+    store.save_portraits(changes)
     logger.info("portraits: %d changed", len(changes))
     return len(changes)

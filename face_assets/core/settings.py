@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+if TYPE_CHECKING:
+    from face_assets.core.clustering.cluster import ClusterParams
+
 DetectorName = Literal["retinaface-mobilenet", "retinaface-resnet50"]
 EmbedderName = Literal["facenet-20180402"]
-ClusterAlgorithm = Literal["agglomerative", "hdbscan", "dbscan"]
+ClusterAlgorithm = Literal["hdbscan", "agglomerative", "dbscan"]
 
 
 def _user_cache() -> Path:
@@ -71,16 +75,42 @@ class Settings(BaseSettings):
     # rebuilt from scratch. Both keep the user's corrections.
     recluster_mode: Literal["match_then_cluster", "rebuild"] = "match_then_cluster"
 
-    cluster_algorithm: ClusterAlgorithm = "agglomerative"
-    # Mean pairwise cosine similarity at which two groups of faces are one person.
-    cluster_link_threshold: float = Field(default=0.35, gt=-1.0, lt=1.0)
-    # Cosine similarity to a person's mean embedding a face needs to join that person.
-    match_threshold: float = Field(default=0.45, ge=-1.0, le=1.0)
+    # Chosen on labelled photos by scripts/sweep_clustering.py (README, "How faces become persons").
+    cluster_algorithm: ClusterAlgorithm = "hdbscan"
+    # agglomerative only: mean pairwise cosine similarity at which two groups are one person.
+    cluster_link_threshold: float = Field(default=0.55, gt=-1.0, lt=1.0)
+    # Cosine similarity to a person's mean embedding at which a face joins that person.
+    match_threshold: float = Field(default=0.7, ge=-1.0, le=1.0)
+    # ... at which it joins when its cluster_vote_neighbours nearest faces are all in the person.
+    cluster_vote_threshold: float = Field(default=0.5, ge=-1.0, le=1.0)
+    cluster_vote_neighbours: int = Field(default=2, ge=1, le=50)
+    # Two new groups whose mean embeddings are this similar are one person (density splits some).
+    cluster_merge_threshold: float = Field(default=0.8, ge=-1.0, le=1.0)
     cluster_min_size: int = Field(default=3, ge=2)
-    cluster_min_samples: int = Field(default=2, ge=1)
+    cluster_min_samples: int = Field(default=1, ge=1)
     # DBSCAN only: neighbourhood radius in cosine distance.
     cluster_eps: float = Field(default=0.5, gt=0.0, lt=2.0)
     cluster_use_umap: bool = False
+    # Candidate merges per face in the k-nearest-neighbour graph.
+    cluster_neighbours: int = Field(default=30, ge=2, le=200)
+
+    def cluster_params(self) -> ClusterParams:
+        """The clustering and matching parameters these settings describe."""
+        from face_assets.core.clustering.cluster import ClusterParams
+
+        return ClusterParams(
+            algorithm=self.cluster_algorithm,
+            link_threshold=self.cluster_link_threshold,
+            min_cluster_size=self.cluster_min_size,
+            min_samples=self.cluster_min_samples,
+            eps=self.cluster_eps,
+            match_threshold=self.match_threshold,
+            vote_threshold=self.cluster_vote_threshold,
+            vote_neighbours=self.cluster_vote_neighbours,
+            merge_threshold=self.cluster_merge_threshold,
+            neighbours=self.cluster_neighbours,
+            use_umap=self.cluster_use_umap,
+        )
 
     def resolved_database_url(self) -> str:
         """The SQLAlchemy URL: DATABASE_URL, else the legacy ODBC string, else the SQLite file."""
@@ -99,6 +129,13 @@ class Settings(BaseSettings):
         return self.thumbnail_save_path or (self.data_dir / "thumbnails")
 
 
+def given(values: Mapping[str, object]) -> dict[str, object]:
+    """The values actually given: None, and an empty string (never a meaningful name, path or
+    URL), mean "take the setting". The one rule Dagster config and resources resolve by."""
+    return {name: value for name, value in values.items() if value is not None and value != ""}
+
+
 def get_settings(**overrides: object) -> Settings:
-    """Fresh settings: the environment as it is now, then explicit overrides."""
-    return Settings(**overrides)  # type: ignore[arg-type]
+    """Fresh settings: the environment as it is now, then the overrides `given` keeps (by field
+    name), validated like the environment."""
+    return Settings(**given(overrides))  # type: ignore[arg-type]

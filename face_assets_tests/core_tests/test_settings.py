@@ -47,3 +47,53 @@ def test_default_database_is_a_sqlite_file_in_the_data_folder(monkeypatch: pytes
     for name in ("DATABASE_URL", "SQL_CONNECTION_STRING", "FACE_ASSETS_DATA_DIR"):
         monkeypatch.delenv(name, raising=False)
     assert Settings(_env_file=None).resolved_database_url() == "sqlite:///data/face_assets.db"
+
+
+CLUSTER_ENV = {
+    "FACE_ASSETS_CLUSTER_ALGORITHM": "hdbscan",
+    "FACE_ASSETS_CLUSTER_LINK_THRESHOLD": "0.4",
+    "FACE_ASSETS_CLUSTER_MIN_SIZE": "5",
+    "FACE_ASSETS_CLUSTER_MIN_SAMPLES": "3",
+    "FACE_ASSETS_CLUSTER_EPS": "0.3",
+    "FACE_ASSETS_MATCH_THRESHOLD": "0.6",
+    "FACE_ASSETS_CLUSTER_NEIGHBOURS": "12",
+    "FACE_ASSETS_CLUSTER_USE_UMAP": "true",
+}
+
+
+def test_cluster_params_follow_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from face_assets.core.clustering.cluster import ClusterParams
+
+    monkeypatch.chdir(tmp_path)
+    for name, value in CLUSTER_ENV.items():
+        monkeypatch.setenv(name, value)
+    assert get_settings().cluster_params() == ClusterParams(
+        algorithm="hdbscan", link_threshold=0.4, min_cluster_size=5, min_samples=3, eps=0.3,
+        match_threshold=0.6, neighbours=12, use_umap=True,
+    )  # fmt: skip
+
+
+def test_default_settings_are_the_default_cluster_params(monkeypatch: pytest.MonkeyPatch) -> None:
+    from face_assets.core.clustering.cluster import ClusterParams
+
+    for name in CLUSTER_ENV:
+        monkeypatch.delenv(name, raising=False)
+    assert Settings(_env_file=None).cluster_params() == ClusterParams()
+
+
+@pytest.mark.parametrize("neighbours", ["1", "201"])
+def test_cluster_neighbours_out_of_range_is_refused(monkeypatch: pytest.MonkeyPatch, neighbours: str) -> None:
+    monkeypatch.setenv("FACE_ASSETS_CLUSTER_NEIGHBOURS", neighbours)
+    with pytest.raises(ValueError, match="cluster_neighbours"):
+        Settings(_env_file=None)
+
+
+def test_overrides_that_are_none_or_empty_take_the_environment(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("FACE_ASSETS_THUMBNAIL_PX", "64")
+    monkeypatch.setenv("FACE_ASSETS_GALLERY_DIR", str(tmp_path / "gallery"))
+    settings = get_settings(thumbnail_px=None, gallery_dir="")
+    assert settings.thumbnail_px == 64 and settings.resolved_gallery_dir() == tmp_path / "gallery"
+    assert get_settings(thumbnail_px=32).thumbnail_px == 32

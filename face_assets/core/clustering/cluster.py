@@ -9,47 +9,76 @@ from typing import Literal
 import numpy as np
 from numpy.typing import NDArray
 
+from face_assets.core.clustering.graph import (
+    KnnGraph,
+    distance_matrix,
+    graph_average_linkage,
+    graph_hdbscan,
+    knn_graph,
+)
+from face_assets.core.clustering.membership import MAX_ROUNDS, Rule, group_sums, join, merge_similar, trim
+
 logger = logging.getLogger(__name__)
 
 NOISE = -1
 
 
-Algorithm = Literal["agglomerative", "hdbscan", "dbscan"]
+Algorithm = Literal["hdbscan", "agglomerative", "dbscan"]
 
-# Average linkage keeps a condensed distance matrix: n^2 / 2 doubles, 1.6 GB at 20 000 faces.
-MAX_LINKAGE_FACES = 20_000
+# Exact all-pairs linkage (scipy) keeps n^2 / 2 doubles: only for comparisons on small sets.
+MAX_EXACT_LINKAGE_FACES = 20_000
 
 
 @dataclass(frozen=True)
 class ClusterParams:
-    """How faces become persons. Defaults are tuned on labelled photos (see README).
+    """How faces become persons. Defaults are chosen on labelled photos by
+    scripts/sweep_clustering.py (see README).
 
-    Every algorithm ends with the same rule, average linkage on cosine similarity: two groups
-    are one person when their faces are, on average, at least `link_threshold` similar.
+    Clustering finds candidate groups on a k-nearest-neighbour graph; membership is then decided
+    face by face, for new groups and for faces joining a person alike: a face belongs to a
+    person when its similarity to the person's mean reaches `match_threshold`, or reaches
+    `vote_threshold` while its `vote_neighbours` nearest faces all belong to that person.
     """
 
-    algorithm: Algorithm = "agglomerative"
-    link_threshold: float = 0.35  # mean pairwise cosine similarity that joins two groups
+    algorithm: Algorithm = "hdbscan"
+    link_threshold: float = 0.55  # agglomerative: mean pairwise cosine similarity joining two groups
     min_cluster_size: int = 3
-    min_samples: int = 2  # HDBSCAN/DBSCAN density
+    min_samples: int = 1  # HDBSCAN/DBSCAN density
     eps: float = 0.5  # DBSCAN: cosine distance
-    match_threshold: float = 0.45  # cosine similarity to an existing person's mean to join it
+    match_threshold: float = 0.7  # cosine similarity to a person's mean that joins it on its own
+    vote_threshold: float = 0.5  # ... that joins it when the face's nearest faces are in it
+    vote_neighbours: int = 2  # how many nearest faces must all be in the person
+    merge_threshold: float = 0.8  # cosine similarity of two new groups' means that makes them one
+    neighbours: int = 30  # kNN graph: candidate neighbours per face
     use_umap: bool = False
     random_state: int = 0
 
     def __post_init__(self) -> None:
-        if self.algorithm not in ("agglomerative", "hdbscan", "dbscan"):
-            raise ValueError(f"algorithm must be agglomerative, hdbscan or dbscan, got {self.algorithm!r}")
+        if self.algorithm not in ("hdbscan", "agglomerative", "dbscan"):
+            raise ValueError(f"algorithm must be hdbscan, agglomerative or dbscan, got {self.algorithm!r}")
         if self.min_cluster_size < 2:
             raise ValueError(f"min_cluster_size must be >= 2, got {self.min_cluster_size}")
+        if not 1 <= self.vote_neighbours <= self.neighbours:
+            raise ValueError(
+                f"vote_neighbours must be in [1, neighbours={self.neighbours}], got {self.vote_neighbours}"
+            )
+        if self.neighbours < 2:
+            raise ValueError(f"neighbours must be >= 2, got {self.neighbours}")
         if self.min_samples < 1:
             raise ValueError(f"min_samples must be >= 1, got {self.min_samples}")
         if not 0.0 < self.eps < 2.0:
             raise ValueError(f"eps must be in (0, 2), got {self.eps}")
         if not -1.0 < self.link_threshold < 1.0:
             raise ValueError(f"link_threshold must be in (-1, 1), got {self.link_threshold}")
+        if not -1.0 <= self.merge_threshold <= 1.0:
+            raise ValueError(f"merge_threshold must be in [-1, 1], got {self.merge_threshold}")
         if not -1.0 <= self.match_threshold <= 1.0:
             raise ValueError(f"match_threshold must be in [-1, 1], got {self.match_threshold}")
+        if not -1.0 <= self.vote_threshold <= self.match_threshold:
+            raise ValueError(
+                f"vote_threshold must be in [-1, match_threshold={self.match_threshold}], "
+                f"got {self.vote_threshold}"
+            )
 
 
 def l2_normalize(vectors: NDArray[np.float32]) -> NDArray[np.float32]:
@@ -58,7 +87,7 @@ def l2_normalize(vectors: NDArray[np.float32]) -> NDArray[np.float32]:
 
 
 def _reduce(vectors: NDArray[np.float32], params: ClusterParams) -> NDArray[np.float32]:
-    """UMAP to a few dimensions for the density step (optional extra `umap`)."""
+    """UMAP to a few dimensions for the graph (optional extra `umap`)."""
     if len(vectors) < 10:
         return vectors
     try:
@@ -72,118 +101,69 @@ def _reduce(vectors: NDArray[np.float32], params: ClusterParams) -> NDArray[np.f
     return l2_normalize(np.asarray(reducer.fit_transform(vectors), dtype=np.float32))
 
 
-def cluster_embeddings(embeddings: NDArray[np.float32], params: ClusterParams) -> NDArray[np.int64]:
+def cluster_embeddings(
+    embeddings: NDArray[np.float32], params: ClusterParams, graph: KnnGraph | None = None
+) -> NDArray[np.int64]:
     """Cluster labels for embeddings of shape (n_faces, n_dims); -1 marks noise.
 
-    "agglomerative" is exact average linkage (up to MAX_LINKAGE_FACES faces; beyond that it
-    starts from HDBSCAN). HDBSCAN and DBSCAN give a first partition that average linkage then
-    corrects: mixed clusters are split, pieces of one person merged, stray faces attached.
-    Groups smaller than min_cluster_size are noise.
+    All three algorithms work on a k-nearest-neighbour graph (graph.py), so memory is O(n k):
+    "hdbscan" is HDBSCAN on the graph's distances, "agglomerative" average linkage over the
+    graph's edges cut at `link_threshold`, "dbscan" DBSCAN with radius `eps`. The membership
+    rule (membership.py) then decides, to a fixed point, which faces are in each group. `graph`,
+    when given, must be the embeddings' own graph. Groups smaller than min_cluster_size are noise.
     """
     count = len(embeddings)
     if count < max(params.min_cluster_size, 2):
         return np.full(count, NOISE, dtype=np.int64)
     vectors = l2_normalize(np.asarray(embeddings, dtype=np.float32))
     if params.use_umap:
-        # UMAP distorts distances: it only shapes the density step; the similarity rule is
-        # applied to the embeddings themselves.
-        labels = refine(vectors, _density_labels(_reduce(vectors, params), params), params.link_threshold)
-    elif params.algorithm == "agglomerative" and count <= MAX_LINKAGE_FACES:
-        labels = average_linkage(vectors, params.link_threshold)
+        # UMAP distorts distances: it only shapes the graph; membership is decided on the
+        # embeddings themselves (person.py).
+        graph = knn_graph(_reduce(vectors, params), params.neighbours, params.random_state)
+    elif graph is None:
+        graph = knn_graph(vectors, params.neighbours, params.random_state)
+    if params.algorithm == "hdbscan":
+        labels = graph_hdbscan(graph, params.min_cluster_size, params.min_samples)
+    elif params.algorithm == "agglomerative":
+        labels = graph_average_linkage(vectors, graph, params.link_threshold)
     else:
-        labels = refine(vectors, _density_labels(vectors, params), params.link_threshold)
-    return _drop_small(labels, params.min_cluster_size)
-
-
-def _density_labels(vectors: NDArray[np.float32], params: ClusterParams) -> NDArray[np.int64]:
-    """First partition by density. On unit vectors Euclidean distance orders pairs as cosine
-    distance does (d^2 = 2 - 2 cos), so eps, given in cosine distance, is converted."""
-    if params.algorithm == "dbscan":
         from sklearn.cluster import DBSCAN
 
-        radius = float(np.sqrt(2.0 * params.eps))
-        labels = DBSCAN(eps=radius, min_samples=params.min_samples).fit_predict(vectors)
-    else:
-        from sklearn.cluster import HDBSCAN
+        model = DBSCAN(eps=params.eps, min_samples=params.min_samples, metric="precomputed")
+        labels = np.asarray(model.fit_predict(distance_matrix(graph)), dtype=np.int64)
+    # Density and linkage take in faces at a group's edge; the membership rule decides.
+    rule = Rule(params.match_threshold, params.vote_threshold, params.vote_neighbours)
+    everyone = np.ones(count, dtype=bool)
+    labels = _drop_small(labels, params.min_cluster_size)
+    alone = np.arange(count, dtype=np.int64)  # no media items here: each face its own
+    for _ in range(MAX_ROUNDS):
+        settled = merge_similar(vectors, labels, 0, graph, params.merge_threshold)
+        settled = _drop_small(trim(vectors, settled, everyone, graph, rule), params.min_cluster_size)
+        settled = join(vectors, settled, everyone, alone, graph, rule)
+        if np.array_equal(settled, labels):
+            break
+        labels = settled
+    return labels
 
-        labels = HDBSCAN(
-            min_cluster_size=params.min_cluster_size, min_samples=params.min_samples, copy=True
-        ).fit_predict(vectors)
-    return np.asarray(labels, dtype=np.int64)
 
-
-def average_linkage(vectors: NDArray[np.float32], link_threshold: float) -> NDArray[np.int64]:
-    """Exact average-linkage (UPGMA) clusters on cosine distance, cut at 1 - link_threshold."""
+def exact_average_linkage(vectors: NDArray[np.float32], link_threshold: float) -> NDArray[np.int64]:
+    """All-pairs average linkage (UPGMA, scipy) cut at 1 - link_threshold: the reference the
+    graph version is measured against; O(n^2) memory, up to MAX_EXACT_LINKAGE_FACES faces."""
     if len(vectors) == 1:
         return np.zeros(1, dtype=np.int64)
+    if len(vectors) > MAX_EXACT_LINKAGE_FACES:
+        raise ValueError(f"exact linkage is limited to {MAX_EXACT_LINKAGE_FACES} faces, got {len(vectors)}")
     from scipy.cluster.hierarchy import fcluster, linkage
 
     tree = linkage(vectors.astype(np.float64), method="average", metric="cosine")
     return np.asarray(fcluster(tree, t=1.0 - link_threshold, criterion="distance"), dtype=np.int64) - 1
 
 
-def refine(
-    vectors: NDArray[np.float32], labels: NDArray[np.int64], link_threshold: float
-) -> NDArray[np.int64]:
-    """Corrects a partition of unit vectors by the average-linkage rule.
-
-    1. Each cluster is split by average linkage (a cluster of strangers falls apart).
-    2. Clusters whose mean pairwise similarity reaches the threshold merge (one person split
-       by density becomes one again); mean pairwise similarity of A and B is
-       sum(A) . sum(B) / (|A| |B|), so whole clusters merge exactly as average linkage would.
-    3. A noise face joins the cluster it is most similar to on average, if that reaches the
-       threshold.
-    """
-    out = np.full(len(labels), NOISE, dtype=np.int64)
-    next_label = 0
-    for label in np.unique(labels[labels >= 0]):
-        members = np.flatnonzero(labels == label)
-        if len(members) > MAX_LINKAGE_FACES:
-            logger.warning("a cluster of %d faces is too large to check; kept as it is", len(members))
-            parts = np.zeros(len(members), dtype=np.int64)
-        else:
-            parts = average_linkage(vectors[members], link_threshold)
-        out[members] = parts + next_label
-        next_label += int(parts.max()) + 1
-    if next_label == 0:
-        return out
-
-    sums = np.zeros((next_label, vectors.shape[1]), dtype=np.float64)
-    np.add.at(sums, out[out >= 0], vectors[out >= 0])
-    sizes = np.bincount(out[out >= 0], minlength=next_label).astype(np.float64)
-    alive = np.ones(next_label, dtype=bool)
-    mean_sim = (sums @ sums.T) / np.outer(sizes, sizes)
-    np.fill_diagonal(mean_sim, -np.inf)
-    target = np.arange(next_label)
-    while True:
-        a, b = divmod(int(np.argmax(mean_sim)), next_label)
-        if mean_sim[a, b] < link_threshold:
-            break
-        # Lance-Williams update for average linkage: the merged row is the size-weighted mean.
-        merged = (sizes[a] * mean_sim[a] + sizes[b] * mean_sim[b]) / (sizes[a] + sizes[b])
-        sums[a] += sums[b]
-        sizes[a] += sizes[b]
-        mean_sim[a], mean_sim[:, a] = merged, merged
-        mean_sim[b], mean_sim[:, b] = -np.inf, -np.inf
-        mean_sim[a, a] = -np.inf
-        alive[b] = False
-        target[target == b] = a
-    out = np.where(out >= 0, target[np.maximum(out, 0)], NOISE)
-
-    noise = np.flatnonzero(out == NOISE)
-    if len(noise):
-        live = np.flatnonzero(alive)
-        affinity = (vectors[noise].astype(np.float64) @ sums[live].T) / sizes[live]
-        best = affinity.argmax(axis=1)
-        joins = affinity[np.arange(len(noise)), best] >= link_threshold
-        out[noise[joins]] = live[best[joins]]
-    _, dense = np.unique(out, return_inverse=True)
-    return np.where(out >= 0, dense - (1 if (out < 0).any() else 0), NOISE).astype(np.int64)
-
-
 def _drop_small(labels: NDArray[np.int64], min_size: int) -> NDArray[np.int64]:
     """Groups below `min_size` become noise; the remaining labels are renumbered 0..k-1."""
-    sizes = np.bincount(labels[labels >= 0]) if (labels >= 0).any() else np.zeros(0, np.int64)
+    if not (labels >= 0).any():
+        return np.full(len(labels), NOISE, dtype=np.int64)
+    sizes = np.bincount(labels[labels >= 0])
     keep = np.flatnonzero(sizes >= min_size)
     mapping = np.full(len(sizes), NOISE, dtype=np.int64)
     mapping[keep] = np.arange(len(keep))
@@ -197,10 +177,8 @@ def person_centroids(
     ids = np.unique(person_ids[person_ids >= 0])
     if not len(ids):
         return ids, np.zeros((0, vectors.shape[1]), dtype=np.float32)
-    sums = np.zeros((len(ids), vectors.shape[1]), dtype=np.float64)
-    index = np.searchsorted(ids, person_ids[person_ids >= 0])
-    np.add.at(sums, index, vectors[person_ids >= 0])
-    return ids, l2_normalize(sums.astype(np.float32))
+    dense = np.where(person_ids >= 0, np.searchsorted(ids, person_ids), NOISE)
+    return ids, l2_normalize(group_sums(dense, vectors, len(ids)))
 
 
 def match_to_persons(

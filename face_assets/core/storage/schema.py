@@ -84,6 +84,10 @@ PersonsTable = Table(
     # product columns
     Column("PortraitFaceId", Integer),
     Column("IsUserNamed", Boolean, default=False, server_default=false()),
+    # Sum of the person's face embeddings (512 float32) and their count: a batch is matched
+    # against the persons' means without reading their faces. NULL count: not computed yet.
+    Column("EmbeddingSum", LargeBinary),
+    Column("EmbeddingCount", Integer),
 )
 
 FacesTable = Table(

@@ -1,0 +1,249 @@
+"""Average linkage at any library size: a k-nearest-neighbour graph, then exact linkage on it.
+
+All-pairs average linkage needs n^2 / 2 distances (minutes and gigabytes at 20 000 faces). Here
+the candidate merges come from a kNN graph (exact below EXACT_KNN_MAX faces, an inverted-file
+index from faiss above), and every candidate is scored exactly: for unit vectors the mean
+pairwise cosine similarity of groups A and B is sum(A) . sum(B) / (|A| |B|), so a group's sum
+and size are all that linkage needs. Merges then follow the reciprocal-nearest-neighbour rule:
+average linkage is reducible, so merging every pair of groups that are each other's best
+candidate, round after round, gives the same tree as merging the single best pair at a time.
+Memory is O(n k + n d).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+logger = logging.getLogger(__name__)
+
+# Exact neighbours by blocked matrix products up to this many faces (a few seconds at 20 000).
+EXACT_KNN_MAX = 20_000
+_BLOCK = 2048
+# Cells whose faces each cell's faces are compared with (itself included), above EXACT_KNN_MAX.
+PROBE = 12
+
+
+@dataclass(frozen=True)
+class KnnGraph:
+    """`neighbours[i]` are the indices of row i's nearest rows (itself excluded), most similar
+    first, with their cosine `similarities`; shape (n_faces, k). Missing entries are -1."""
+
+    neighbours: NDArray[np.int64]
+    similarities: NDArray[np.float32]
+    seconds: float
+    method: str
+
+
+def knn_graph(vectors: NDArray[np.float32], k: int, random_state: int = 0) -> KnnGraph:
+    """The k nearest neighbours by cosine similarity of unit vectors of shape (n_faces, n_dims)."""
+    started = time.perf_counter()
+    count = len(vectors)
+    k = max(1, min(k, count - 1))
+    if count <= EXACT_KNN_MAX:
+        neighbours, similarities = _exact_knn(vectors, k)
+        method = "exact"
+    else:
+        neighbours, similarities = _ivf_knn(vectors, k, random_state)
+        method = "cells"
+    return KnnGraph(neighbours, similarities, time.perf_counter() - started, method)
+
+
+def _exact_knn(vectors: NDArray[np.float32], k: int) -> tuple[NDArray[np.int64], NDArray[np.float32]]:
+    count = len(vectors)
+    neighbours = np.full((count, k), -1, dtype=np.int64)
+    similarities = np.full((count, k), -np.inf, dtype=np.float32)
+    for start in range(0, count, _BLOCK):
+        block = vectors[start : start + _BLOCK] @ vectors.T
+        rows = np.arange(len(block))
+        block[rows, start + rows] = -np.inf  # a face is not its own neighbour
+        top = np.argpartition(-block, k - 1, axis=1)[:, :k] if k < count else np.argsort(-block, axis=1)
+        values = np.take_along_axis(block, top, axis=1)
+        order = np.argsort(-values, axis=1, kind="stable")
+        neighbours[start : start + len(block)] = np.take_along_axis(top, order, axis=1)
+        similarities[start : start + len(block)] = np.take_along_axis(values, order, axis=1)
+    return neighbours, similarities
+
+
+def _ivf_knn(
+    vectors: NDArray[np.float32], k: int, random_state: int
+) -> tuple[NDArray[np.int64], NDArray[np.float32]]:
+    """Neighbours within nearby cells: k-means (faiss) puts the faces into about 2 sqrt(n)
+    cells; the faces of each cell are compared, by one matrix product, with those of the PROBE
+    cells whose centres are nearest. Cost O(n sqrt(n) d) in dense products instead of O(n^2 d);
+    the faces of one person share a cell or sit in neighbouring ones."""
+    import faiss
+
+    count, dims = vectors.shape
+    cells = int(min(max(64, 2 * np.sqrt(count)), 8192))
+    kmeans = faiss.Kmeans(
+        dims, cells, niter=12, seed=random_state, spherical=True, max_points_per_centroid=64
+    )
+    rng = np.random.default_rng(random_state)
+    kmeans.train(np.ascontiguousarray(vectors[rng.choice(count, size=min(count, 64 * cells), replace=False)]))
+    centres = np.asarray(kmeans.centroids, dtype=np.float32)
+    quantizer = faiss.IndexFlatIP(dims)
+    quantizer.add(centres)
+    _, cell_of = quantizer.search(np.ascontiguousarray(vectors), 1)
+    cell_of = cell_of.ravel()
+    probes = min(PROBE, cells)
+    _, nearby = quantizer.search(centres, probes)
+    order = np.argsort(cell_of, kind="stable")
+    bounds = np.searchsorted(cell_of[order], np.arange(cells + 1))
+    neighbours = np.full((count, k), -1, dtype=np.int64)
+    similarities = np.full((count, k), -np.inf, dtype=np.float32)
+    for cell in range(cells):
+        members = order[bounds[cell] : bounds[cell + 1]]
+        if not len(members):
+            continue
+        candidates = np.concatenate([order[bounds[c] : bounds[c + 1]] for c in nearby[cell] if c >= 0])
+        block = vectors[members] @ vectors[candidates].T
+        block[candidates[None, :] == members[:, None]] = -np.inf  # a face is not its own neighbour
+        top = min(k, len(candidates) - 1)
+        if top < 1:
+            continue
+        best = np.argpartition(-block, top - 1, axis=1)[:, :top]
+        values = np.take_along_axis(block, best, axis=1)
+        ranked = np.argsort(-values, axis=1, kind="stable")
+        neighbours[members, :top] = candidates[np.take_along_axis(best, ranked, axis=1)]
+        similarities[members, :top] = np.take_along_axis(values, ranked, axis=1)
+    similarities[neighbours < 0] = -np.inf
+    return neighbours, similarities
+
+
+def subgraph(graph: KnnGraph, rows: NDArray[np.int64]) -> KnnGraph:
+    """The graph among `rows` only (indices renumbered 0..len(rows)-1; other neighbours -1)."""
+    position = np.full(len(graph.neighbours), -1, dtype=np.int64)
+    position[rows] = np.arange(len(rows))
+    neighbours = graph.neighbours[rows]
+    inside = np.where(neighbours >= 0, position[np.maximum(neighbours, 0)], -1)
+    similarities = np.where(inside >= 0, graph.similarities[rows], -np.inf).astype(np.float32)
+    return KnnGraph(inside, similarities, 0.0, graph.method)
+
+
+def distance_matrix(graph: KnnGraph) -> Any:
+    """The graph as a symmetric sparse matrix of cosine distances (CSR), connected: separate
+    components are joined by edges of the largest distance, 2, which no cluster crosses."""
+    from scipy import sparse
+    from scipy.sparse import csgraph
+
+    count, k = graph.neighbours.shape
+    rows = np.repeat(np.arange(count, dtype=np.int64), k)
+    cols = graph.neighbours.ravel()
+    # A stored zero would read as a missing edge: identical faces stay a hair apart.
+    distances = np.maximum(1.0 - graph.similarities.ravel().astype(np.float64), 1e-6)
+    valid = cols >= 0
+    matrix = sparse.csr_matrix((distances[valid], (rows[valid], cols[valid])), shape=(count, count))
+    matrix = matrix.maximum(matrix.T).tocsr()
+    components, labels = csgraph.connected_components(matrix, directed=False)
+    if components > 1:
+        first = np.unique(labels, return_index=True)[1]
+        hub = np.full(components - 1, first[0])
+        bridges = sparse.csr_matrix((np.full(components - 1, 2.0), (first[1:], hub)), shape=(count, count))
+        matrix = (matrix + bridges + bridges.T).tocsr()
+    return matrix
+
+
+def graph_hdbscan(graph: KnnGraph, min_cluster_size: int, min_samples: int = 1) -> NDArray[np.int64]:
+    """HDBSCAN (scikit-learn) on the kNN graph's distances instead of all pairs: the minimum
+    spanning tree of the sparse graph, then the same condensed tree and cluster selection.
+    Labels per face, -1 for noise."""
+    from sklearn.cluster import HDBSCAN
+
+    if len(graph.neighbours) < max(min_cluster_size, 2):
+        return np.full(len(graph.neighbours), -1, dtype=np.int64)
+    matrix = distance_matrix(graph)
+    model = HDBSCAN(
+        min_cluster_size=min_cluster_size, min_samples=min_samples, metric="precomputed", copy=True
+    )
+    labels = np.asarray(model.fit_predict(matrix), dtype=np.int64)
+    if (labels < 0).all():
+        # No split at all: the faces are one group or none (HDBSCAN never keeps the root
+        # unless asked). A person in pieces is joined again by membership.merge_similar.
+        model.set_params(allow_single_cluster=True)
+        labels = np.asarray(model.fit_predict(matrix), dtype=np.int64)
+    return labels
+
+
+def graph_average_linkage(
+    vectors: NDArray[np.float32], graph: KnnGraph, link_threshold: float
+) -> NDArray[np.int64]:
+    """Average-linkage clusters of unit vectors (n_faces, n_dims), cut where the mean pairwise
+    cosine similarity of two groups falls below `link_threshold`; candidate merges are the
+    graph's edges. Returns a cluster label per face, 0..k-1 (singletons included)."""
+    count = len(vectors)
+    if count == 0:
+        return np.zeros(0, dtype=np.int64)
+    # Two groups average at least the threshold only if some pair of their faces reaches it,
+    # so weaker edges can never lead to a merge.
+    rows = np.repeat(np.arange(count, dtype=np.int64), graph.neighbours.shape[1])
+    cols = graph.neighbours.ravel()
+    sims = graph.similarities.ravel()
+    keep = (cols >= 0) & (sims >= link_threshold) & (rows != cols)
+    a, b = np.minimum(rows[keep], cols[keep]), np.maximum(rows[keep], cols[keep])
+    a, b, weight = _dedupe(a, b, sims[keep].astype(np.float32))
+
+    root = np.arange(count, dtype=np.int64)  # cluster of each face: the id of one of its faces
+    sizes = np.ones(count, dtype=np.float64)
+    sums: NDArray[np.float32] | None = None  # a copy of the vectors, made at the first merge
+    rounds = 0
+    while len(a):
+        rounds += 1
+        # Each group's best candidate, then the pairs that chose each other.
+        ends = np.concatenate([a, b])
+        others = np.concatenate([b, a])
+        weights = np.concatenate([weight, weight])
+        order = np.lexsort((-weights, ends))
+        first = np.ones(len(order), dtype=bool)
+        first[1:] = ends[order[1:]] != ends[order[:-1]]
+        chooser = ends[order[first]]
+        chosen = others[order[first]]
+        best = np.full(count, -1, dtype=np.int64)
+        best[chooser] = chosen
+        mutual = chooser[(best[chosen] == chooser) & (chooser < chosen)]
+        if not len(mutual):  # only possible through exact ties; break them by merging the best edge
+            top = int(np.argmax(weight))
+            mutual = np.array([a[top]])
+            best[a[top]] = b[top]
+        keep_ids, gone_ids = mutual, best[mutual]
+        if sums is None:
+            sums = vectors.astype(np.float32, copy=True)
+        sums[keep_ids] += sums[gone_ids]
+        sizes[keep_ids] += sizes[gone_ids]
+        remap = np.arange(count, dtype=np.int64)
+        remap[gone_ids] = keep_ids
+        root = remap[root]
+        touched = np.zeros(count, dtype=bool)
+        touched[keep_ids] = True
+        a, b = remap[a], remap[b]
+        a, b = np.minimum(a, b), np.maximum(a, b)
+        live = a != b
+        a, b, weight = _dedupe(a[live], b[live], weight[live])
+        # Only edges of groups that grew change their linkage; it is recomputed exactly.
+        stale = np.flatnonzero(touched[a] | touched[b])
+        for start in range(0, len(stale), 262_144):
+            part = stale[start : start + 262_144]
+            dots = np.einsum("ij,ij->i", sums[a[part]], sums[b[part]], dtype=np.float64)
+            weight[part] = (dots / (sizes[a[part]] * sizes[b[part]])).astype(np.float32)
+        strong = weight >= link_threshold
+        a, b, weight = a[strong], b[strong], weight[strong]
+    logger.debug("graph average linkage: %d faces, %d rounds", count, rounds)
+    _, labels = np.unique(root, return_inverse=True)
+    return labels.astype(np.int64)
+
+
+def _dedupe(
+    a: NDArray[np.int64], b: NDArray[np.int64], weight: NDArray[np.float32]
+) -> tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.float32]]:
+    """One edge per pair (a < b); of duplicates the first weight is kept (they are equal for
+    exact linkage; between singletons both directions carry the same similarity)."""
+    if not len(a):
+        return a, b, weight
+    key = a * (int(max(a.max(), b.max())) + 1) + b
+    _, first = np.unique(key, return_index=True)
+    return a[first], b[first], weight[first]

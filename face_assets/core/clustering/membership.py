@@ -1,0 +1,194 @@
+"""Who belongs to which person: one rule for faces joining a person and for members of a new group.
+
+A face belongs to person P when its cosine similarity to P's mean (leaving the face itself out)
+reaches `match_threshold`, or reaches `vote_threshold` while its `vote_neighbours` nearest
+faces all belong to P as well. The second clause keeps the hard photos of a person (profile, poor
+light) that are still surrounded by that person's faces, and turns away a stranger whose
+nearest faces are elsewhere — typically his own few photos, waiting. Candidates come from the
+kNN graph (the persons of a face's neighbours), so a round costs O(n k d) at any library size.
+
+Two faces of one media item never go to the same person.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+
+from face_assets.core.clustering.graph import KnnGraph
+
+NOISE = -1
+_CHUNK = 4096
+MAX_ROUNDS = 30
+
+
+def group_sums(labels: NDArray[np.int64], vectors: NDArray[np.float32], count: int) -> NDArray[np.float32]:
+    """Sum of the rows of each label 0..count-1 (rows labelled -1 ignored): (count, n_dims)."""
+    from scipy import sparse
+
+    rows = np.flatnonzero(labels >= 0)
+    indicator = sparse.csr_matrix(
+        (np.ones(len(rows), dtype=np.float32), (labels[rows], rows)), shape=(count, len(labels))
+    )
+    return np.asarray(indicator @ vectors, dtype=np.float32)
+
+
+def one_per_media_item(
+    chosen: NDArray[np.int64],
+    similarity: NDArray[np.float32],
+    media_item_ids: NDArray[np.int64],
+    taken: NDArray[np.int64],
+) -> NDArray[np.int64]:
+    """`chosen` with clashes removed: a person already in the media item (`taken`, keys from
+    `pair_keys`) is refused, and of two faces of one item choosing one person the more similar
+    one keeps it."""
+    out = np.full(len(chosen), NOISE, dtype=np.int64)
+    rows = np.flatnonzero(chosen >= 0)
+    if not len(rows):
+        return out
+    keys = pair_keys(media_item_ids[rows], chosen[rows])
+    order = np.argsort(-similarity[rows], kind="stable")
+    _, first = np.unique(keys[order], return_index=True)
+    winners = rows[order[first]]
+    winners = winners[~np.isin(pair_keys(media_item_ids[winners], chosen[winners]), taken)]
+    out[winners] = chosen[winners]
+    return out
+
+
+def pair_keys(media_item_ids: NDArray[np.int64], person_ids: NDArray[np.int64]) -> NDArray[np.int64]:
+    """One int64 per (media item, person) pair."""
+    return media_item_ids.astype(np.int64) * (1 << 31) + person_ids.astype(np.int64)
+
+
+@dataclass(frozen=True)
+class Rule:
+    match_threshold: float
+    vote_threshold: float
+    vote_neighbours: int
+
+    def accepts(
+        self,
+        graph: KnnGraph,
+        rows: NDArray[np.int64],
+        labels: NDArray[np.int64],
+        person: NDArray[np.int64],
+        similarity: NDArray[np.float32],
+    ) -> NDArray[np.bool_]:
+        """Whether each row may be in its candidate `person` (`similarity`: to its mean)."""
+        near = graph.neighbours[rows, : self.vote_neighbours]
+        votes = np.where(near >= 0, labels[np.maximum(near, 0)] == person[:, None], False).all(axis=1)
+        return (similarity >= self.match_threshold) | ((similarity >= self.vote_threshold) & votes)
+
+
+def trim(
+    vectors: NDArray[np.float32],
+    labels: NDArray[np.int64],
+    movable: NDArray[np.bool_],
+    graph: KnnGraph,
+    rule: Rule,
+) -> NDArray[np.int64]:
+    """Members (rows with `movable`) that fail the rule against their own person, left out of
+    it, are unassigned; the others stay. Rows without `movable` never change."""
+    rows = np.flatnonzero(movable & (labels >= 0))
+    if not len(rows):
+        return labels
+    count = int(labels.max()) + 1
+    sums = group_sums(labels, vectors, count)
+    norms2 = np.einsum("ij,ij->i", sums, sums)
+    keep = np.ones(len(rows), dtype=bool)
+    similarities = np.ones(len(rows), dtype=np.float32)
+    for start in range(0, len(rows), _CHUNK):
+        part = rows[start : start + _CHUNK]
+        own = labels[part]
+        dot = np.einsum("ij,ij->i", sums[own], vectors[part])
+        rest = np.maximum(norms2[own] - 2.0 * dot + 1.0, 1e-12)  # |sum - v|^2 for a unit v
+        similarity = ((dot - 1.0) / np.sqrt(rest)).astype(np.float32)
+        alone = norms2[own] - 2.0 * dot + 1.0 < 1e-6  # a person of one face: nothing to compare
+        similarity[alone] = 1.0
+        similarities[start : start + len(part)] = similarity
+        keep[start : start + len(part)] = rule.accepts(graph, part, labels, own, similarity)
+    # Only the least similar failing member of each person leaves per round: an intruder's
+    # departure moves the mean, and members it pulled away from may then pass.
+    failing = rows[~keep]
+    if not len(failing):
+        return labels
+    failing_similarity = similarities[~keep]
+    order = np.lexsort((failing_similarity, labels[failing]))
+    first = np.ones(len(order), dtype=bool)
+    first[1:] = labels[failing][order[1:]] != labels[failing][order[:-1]]
+    out = labels.copy()
+    out[failing[order[first]]] = NOISE
+    return out
+
+
+def join(
+    vectors: NDArray[np.float32],
+    labels: NDArray[np.int64],
+    waiting: NDArray[np.bool_],
+    media_item_ids: NDArray[np.int64],
+    graph: KnnGraph,
+    rule: Rule,
+) -> NDArray[np.int64]:
+    """Unassigned rows with `waiting` join the person, among their neighbours' persons, whose
+    mean is most similar, when the rule accepts it. Returns the new labels."""
+    rows = np.flatnonzero(waiting & (labels == NOISE))
+    if not len(rows) or not (labels >= 0).any():
+        return labels
+    count = int(labels.max()) + 1
+    sums = group_sums(labels, vectors, count)
+    centroids = sums / np.maximum(np.linalg.norm(sums, axis=1, keepdims=True), 1e-12)
+    chosen = np.full(len(rows), NOISE, dtype=np.int64)
+    best = np.full(len(rows), -np.inf, dtype=np.float32)
+    for start in range(0, len(rows), _CHUNK):
+        part = rows[start : start + _CHUNK]
+        near = graph.neighbours[part]
+        candidates = np.where(near >= 0, labels[np.maximum(near, 0)], NOISE)
+        similarity = np.einsum("ikj,ij->ik", centroids[np.maximum(candidates, 0)], vectors[part])
+        similarity = np.where(candidates >= 0, similarity, -np.inf)
+        top = similarity.argmax(axis=1)
+        chosen[start : start + len(part)] = candidates[np.arange(len(part)), top]
+        best[start : start + len(part)] = similarity[np.arange(len(part)), top]
+    accepted = rule.accepts(graph, rows, labels, chosen, best)
+    chosen[~accepted] = NOISE
+    assigned = labels >= 0
+    taken = np.unique(pair_keys(media_item_ids[assigned], labels[assigned]))
+    out = labels.copy()
+    out[rows] = one_per_media_item(chosen, best, media_item_ids[rows], taken)
+    return out
+
+
+def merge_similar(
+    vectors: NDArray[np.float32], labels: NDArray[np.int64], first_new: int, graph: KnnGraph, threshold: float
+) -> NDArray[np.int64]:
+    """New groups (labels >= first_new) whose means are at least `threshold` similar become one:
+    density splits a person whose photos vary into pieces that the rule alone never rejoins.
+    Candidate pairs are groups joined by a graph edge; existing persons never change."""
+    from scipy import sparse
+    from scipy.sparse import csgraph
+
+    if not (labels >= first_new).any():
+        return labels
+    count = int(labels.max()) + 1
+    rows = np.repeat(np.arange(len(labels), dtype=np.int64), graph.neighbours.shape[1])
+    near = graph.neighbours.ravel()
+    a = labels[rows]
+    b = np.where(near >= 0, labels[np.maximum(near, 0)], NOISE)
+    pair = (a >= first_new) & (b >= first_new) & (a != b)
+    if not pair.any():
+        return labels
+    keys = np.unique(np.minimum(a[pair], b[pair]) * count + np.maximum(a[pair], b[pair]))
+    a, b = keys // count, keys % count
+    sums = group_sums(labels, vectors, count)
+    centroids = sums / np.maximum(np.linalg.norm(sums, axis=1, keepdims=True), 1e-12)
+    close = np.einsum("ij,ij->i", centroids[a], centroids[b]) >= threshold
+    if not close.any():
+        return labels
+    links = sparse.csr_matrix((np.ones(int(close.sum())), (a[close], b[close])), shape=(count, count))
+    _, component = csgraph.connected_components(links, directed=False)
+    # Each component takes the smallest label among its groups.
+    smallest = np.full(count, count, dtype=np.int64)
+    np.minimum.at(smallest, component, np.arange(count))
+    target = smallest[component]
+    return np.where(labels >= first_new, target[np.maximum(labels, 0)], labels).astype(np.int64)

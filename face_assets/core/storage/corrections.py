@@ -1,0 +1,244 @@
+"""A user's corrections as rows: each one transaction, the persons' sums kept in step.
+
+Faces a user placed carry PersonAssignedBy = 'user' and IsUserVerified; rejected faces
+IsRejected; a name a user gave IsUserNamed. The domain rules (locking, file removal) live in
+core/correction.py.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy import Connection, Engine, delete, func, insert, select, true, update
+
+from face_assets.core.storage.codecs import chunks, media_path
+from face_assets.core.storage.errors import CorrectionError
+from face_assets.core.storage.persons import tracking_person_sums
+from face_assets.core.storage.schema import FacesTable, MediaFileTable, MediaItemsTable, PersonsTable, utcnow
+from face_assets.core.storage.terms import insert_id
+
+USER = "user"
+
+
+@dataclass(frozen=True)
+class PersonRow:
+    id: int
+    name: str
+    faces: int
+    user_named: bool
+
+
+@dataclass(frozen=True)
+class FaceRow:
+    id: int
+    person_id: int
+    media_item_id: int
+    path: Path
+    box_xyxy: list[float]
+    thumbnail: str | None
+    assigned_by: str | None
+
+
+def _require_person(conn: Connection, person_id: int) -> None:
+    if conn.execute(select(PersonsTable.c.Id).where(PersonsTable.c.Id == person_id)).first() is None:
+        raise CorrectionError(f"no person with Id {person_id}")
+
+
+def _require_faces(conn: Connection, face_ids: Sequence[int]) -> None:
+    found: set[int] = set()
+    for part in chunks(face_ids):
+        found |= set(conn.execute(select(FacesTable.c.Id).where(FacesTable.c.Id.in_(part))).scalars())
+    missing = sorted(set(face_ids) - found)
+    if missing:
+        raise CorrectionError(f"no face with Id {', '.join(map(str, missing))}")
+
+
+def _faces_of(conn: Connection, person_ids: Sequence[int]) -> list[int]:
+    return [
+        f
+        for part in chunks(person_ids)
+        for f in conn.execute(select(FacesTable.c.Id).where(FacesTable.c.PersonId.in_(part))).scalars()
+    ]
+
+
+def _place(conn: Connection, face_ids: Sequence[int], person_id: int | None) -> None:
+    """Faces the user put somewhere: verified, and never moved by automatic steps."""
+    for part in chunks(face_ids):
+        conn.execute(
+            update(FacesTable)
+            .where(FacesTable.c.Id.in_(part))
+            .values(PersonId=person_id, PersonAssignedBy=USER, IsUserVerified=True, ModifiedAt=utcnow())
+        )
+
+
+class CorrectionsMixin:
+    engine: Engine
+
+    def list_persons(self) -> list[PersonRow]:
+        """Every person with its face count, largest first."""
+        count = func.count(FacesTable.c.Id)
+        query = (
+            select(PersonsTable.c.Id, PersonsTable.c.Name, PersonsTable.c.IsUserNamed, count.label("faces"))
+            .outerjoin(FacesTable, FacesTable.c.PersonId == PersonsTable.c.Id)
+            .group_by(PersonsTable.c.Id, PersonsTable.c.Name, PersonsTable.c.IsUserNamed)
+            .order_by(count.desc(), PersonsTable.c.Id)
+        )
+        with self.engine.connect() as conn:
+            return [PersonRow(r.Id, r.Name or "", r.faces, bool(r.IsUserNamed)) for r in conn.execute(query)]
+
+    def faces_by_person(self, person_id: int | None = None) -> dict[int, list[FaceRow]]:
+        """The faces of one person (an unknown Id is an error), or of every person, in one query."""
+        query = (
+            select(
+                FacesTable.c.Id,
+                FacesTable.c.PersonId,
+                FacesTable.c.MediaItemId,
+                FacesTable.c.BoundingBox,
+                FacesTable.c.ThumbnailPath,
+                FacesTable.c.PersonAssignedBy,
+                MediaFileTable.c.FilePath,
+                MediaFileTable.c.FileName,
+                MediaFileTable.c.PathKey,
+            )  # fmt: skip
+            .join(MediaItemsTable, MediaItemsTable.c.Id == FacesTable.c.MediaItemId)
+            .join(MediaFileTable, MediaFileTable.c.Id == MediaItemsTable.c.MediaFileId)
+            .order_by(FacesTable.c.Id)
+        )
+        if person_id is None:
+            query = query.where(FacesTable.c.PersonId.isnot(None))
+        else:
+            query = query.where(FacesTable.c.PersonId == person_id)
+        grouped: dict[int, list[FaceRow]] = {}
+        with self.engine.connect() as conn:
+            if person_id is not None:
+                _require_person(conn, person_id)
+                grouped[person_id] = []
+            for r in conn.execute(query.execution_options(yield_per=5000)):
+                grouped.setdefault(r.PersonId, []).append(
+                    FaceRow(
+                        r.Id,
+                        r.PersonId,
+                        r.MediaItemId,
+                        media_path(r.FilePath, r.FileName, r.PathKey),
+                        json.loads(r.BoundingBox or "[]"),
+                        r.ThumbnailPath,
+                        r.PersonAssignedBy,
+                    )  # fmt: skip
+                )
+        return grouped
+
+    def rename_person(self, person_id: int, name: str) -> None:
+        with self.engine.begin() as conn:
+            _require_person(conn, person_id)
+            clash = conn.execute(
+                select(PersonsTable.c.Id).where(PersonsTable.c.Name == name, PersonsTable.c.Id != person_id)
+            ).first()
+            if clash:
+                raise CorrectionError(f"person {clash.Id} is already named {name!r}; merge them instead")
+            conn.execute(
+                update(PersonsTable)
+                .where(PersonsTable.c.Id == person_id)
+                .values(Name=name, IsUserNamed=True, ModifiedAt=utcnow())
+            )
+
+    def merge_persons(self, target_id: int, sources: Sequence[int]) -> int:
+        """Every face of the sources into the target, the sources deleted; returns faces moved.
+        The target keeps its name, or takes a source's user-given name if it has none."""
+        with self.engine.begin() as conn:
+            for person_id in (target_id, *sources):
+                _require_person(conn, person_id)
+            target = conn.execute(select(PersonsTable).where(PersonsTable.c.Id == target_id)).mappings().one()
+            if not target["IsUserNamed"]:
+                named = conn.execute(
+                    select(PersonsTable.c.Name)
+                    .where(PersonsTable.c.Id.in_(sources), PersonsTable.c.IsUserNamed == true())
+                    .order_by(PersonsTable.c.Id)
+                ).first()
+                if named:
+                    conn.execute(
+                        update(PersonsTable)
+                        .where(PersonsTable.c.Id == target_id)
+                        .values(Name=named.Name, IsUserNamed=True, ModifiedAt=utcnow())
+                    )
+            moved = _faces_of(conn, sources)
+            # Every face of the merged person is now the user's decision: a rebuild cannot undo it.
+            kept = _faces_of(conn, [target_id])
+            with tracking_person_sums(conn, moved):
+                _place(conn, moved + kept, target_id)
+            conn.execute(delete(PersonsTable).where(PersonsTable.c.Id.in_(sources)))
+        return len(moved)
+
+    def split_person(self, person_id: int, face_ids: Sequence[int]) -> int:
+        """The given faces of a person into a new person; returns the new person's Id."""
+        with self.engine.begin() as conn:
+            _require_person(conn, person_id)
+            _require_faces(conn, face_ids)
+            owners = {
+                owner
+                for part in chunks(face_ids)
+                for owner in conn.execute(
+                    select(FacesTable.c.PersonId).where(FacesTable.c.Id.in_(part))
+                ).scalars()
+            }
+            if owners != {person_id}:
+                raise CorrectionError(f"faces {list(face_ids)} do not all belong to person {person_id}")
+            now = utcnow()
+            new_id = insert_id(
+                conn,
+                insert(PersonsTable).values(Type="user", CreatedAt=now, ModifiedAt=now, EmbeddingCount=0),
+            )
+            conn.execute(
+                update(PersonsTable).where(PersonsTable.c.Id == new_id).values(Name=f"Person {new_id}")
+            )
+            with tracking_person_sums(conn, face_ids):
+                _place(conn, face_ids, new_id)
+            # What stays with the person is now confirmed too: a later clustering must not undo the split.
+            _place(conn, _faces_of(conn, [person_id]), person_id)
+        return new_id
+
+    def move_face(self, face_id: int, person_id: int) -> None:
+        with self.engine.begin() as conn:
+            _require_person(conn, person_id)
+            _require_faces(conn, [face_id])
+            with tracking_person_sums(conn, [face_id]):
+                _place(conn, [face_id], person_id)
+                conn.execute(update(FacesTable).where(FacesTable.c.Id == face_id).values(IsRejected=False))
+
+    def reject_face(self, face_id: int) -> None:
+        with self.engine.begin() as conn:
+            _require_faces(conn, [face_id])
+            with tracking_person_sums(conn, [face_id]):
+                conn.execute(
+                    update(FacesTable)
+                    .where(FacesTable.c.Id == face_id)
+                    .values(PersonId=None, PersonAssignedBy=USER, IsRejected=True, ModifiedAt=utcnow())
+                )
+
+    def forget_person(self, person_id: int) -> list[str]:
+        """Deletes the person and its faces' embeddings and thumbnail names; the faces stay as
+        rejected boxes so that no automatic step recreates them. Returns the thumbnail paths
+        (relative to the thumbnail folder) whose files the caller removes."""
+        with self.engine.begin() as conn:
+            _require_person(conn, person_id)
+            rows = conn.execute(
+                select(FacesTable.c.Id, FacesTable.c.ThumbnailPath).where(FacesTable.c.PersonId == person_id)
+            ).all()
+            conn.execute(
+                update(FacesTable)
+                .where(FacesTable.c.PersonId == person_id)
+                .values(
+                    PersonId=None,
+                    Embedding=None,
+                    EmbeddingModel=None,
+                    ThumbnailPath=None,
+                    Name=None,
+                    IsRejected=True,
+                    PersonAssignedBy=USER,
+                    ModifiedAt=utcnow(),
+                )  # fmt: skip
+            )
+            conn.execute(delete(PersonsTable).where(PersonsTable.c.Id == person_id))
+        return [r.ThumbnailPath or "" for r in rows]

@@ -1,0 +1,124 @@
+"""The kNN graph, the clusterings on it, and the membership rule."""
+
+import numpy as np
+import pytest
+
+from face_assets.core.clustering import graph as graph_module
+from face_assets.core.clustering.cluster import ClusterParams, cluster_embeddings, exact_average_linkage
+from face_assets.core.clustering.graph import KnnGraph, graph_average_linkage, knn_graph, subgraph
+from face_assets.core.clustering.membership import Rule, join, one_per_media_item, pair_keys, trim
+from face_assets_tests.core_tests.synthetic import identities, samples, unit
+
+
+def _same_partition(a: np.ndarray, b: np.ndarray) -> bool:
+    return bool(((a[:, None] == a[None, :]) == (b[:, None] == b[None, :])).all())
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("threshold", [0.2, 0.35, 0.5])
+def test_average_linkage_on_a_complete_graph_is_exact_average_linkage(seed: int, threshold: float) -> None:
+    """With every pair a candidate, the graph version must give scipy's tree, cut the same way."""
+    rng = np.random.default_rng(seed)
+    vectors, _ = identities(seed, k=8, n=6)
+    # Uneven spreads, so that merges happen at many different heights.
+    vectors = unit(
+        vectors + rng.normal(scale=0.03, size=vectors.shape) * rng.uniform(0, 2, (len(vectors), 1))
+    )
+    complete = knn_graph(vectors, len(vectors) - 1)
+    labels = graph_average_linkage(vectors, complete, threshold)
+    assert _same_partition(labels, exact_average_linkage(vectors, threshold))
+
+
+def test_exact_neighbours_are_the_most_similar_faces_in_order() -> None:
+    vectors, _ = identities(3, k=10, n=5)
+    graph = knn_graph(vectors, 7)
+    similarity = vectors @ vectors.T
+    np.fill_diagonal(similarity, -np.inf)
+    expected = np.argsort(-similarity, axis=1)[:, :7]
+    np.testing.assert_array_equal(np.sort(graph.neighbours, axis=1), np.sort(expected, axis=1))
+    assert (np.diff(graph.similarities, axis=1) <= 1e-6).all()
+    assert graph.method == "exact"
+
+
+def test_the_index_finds_a_faces_own_person(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Above EXACT_KNN_MAX faces the cells answer: the neighbours that matter, a face's other
+    photos, must be found (a stranger's place among the rest matters little)."""
+    vectors, truth = identities(4, k=300, n=10)
+    monkeypatch.setattr(graph_module, "EXACT_KNN_MAX", 100)
+    approximate = knn_graph(vectors, 10)
+    assert approximate.method == "cells"
+    same = truth[np.maximum(approximate.neighbours, 0)] == truth[:, None]
+    assert same[:, :9].mean() >= 0.98  # 9 other photos of the same person, found first
+    assert not (approximate.neighbours == np.arange(len(vectors))[:, None]).any()  # never itself
+    exact = knn_graph(vectors, 10)
+    np.testing.assert_allclose(
+        np.sort(approximate.similarities[:, :9], axis=1),
+        np.sort(exact.similarities[:, :9], axis=1),
+        atol=1e-5,
+    )
+
+
+def test_a_subgraph_keeps_only_edges_among_its_rows() -> None:
+    vectors, _ = identities(5, k=4, n=5)
+    graph = knn_graph(vectors, 6)
+    rows = np.array([0, 1, 2, 3, 4, 10, 11])
+    part = subgraph(graph, rows)
+    assert part.neighbours.shape == (len(rows), 6)
+    for i, row in enumerate(rows):
+        kept = {int(rows[j]) for j in part.neighbours[i] if j >= 0}
+        assert kept == {int(n) for n in graph.neighbours[row] if n in set(rows.tolist())}
+
+
+@pytest.mark.parametrize("algorithm", ["hdbscan", "agglomerative", "dbscan"])
+def test_one_person_alone_is_one_cluster(algorithm: str) -> None:
+    """What is left for clustering is often one new person: it must not fall apart."""
+    vectors, _ = identities(6, k=1, n=12)
+    labels = cluster_embeddings(vectors, ClusterParams(algorithm=algorithm))  # type: ignore[arg-type]
+    assert set(labels.tolist()) == {0}
+
+
+def _two_persons_and_a_stranger() -> tuple[np.ndarray, KnnGraph, np.ndarray]:
+    """Person 0 (8 faces), person 1 (8 faces), and a stranger with two photos of his own who
+    resembles person 0."""
+    rng = np.random.default_rng(9)
+    vectors, truth = identities(9, k=2, n=8)
+    own = unit(vectors[truth == 0].mean(axis=0) + rng.normal(scale=0.045, size=vectors.shape[1]))
+    stranger = samples(rng, own, 2, sigma=0.01)
+    vectors = np.vstack([vectors, stranger])
+    labels = np.concatenate([truth, [-1, -1]])
+    return vectors, knn_graph(vectors, 6), labels
+
+
+def test_a_look_alike_whose_nearest_faces_are_elsewhere_does_not_join() -> None:
+    vectors, graph, labels = _two_persons_and_a_stranger()
+    centroid = unit(vectors[labels == 0].sum(axis=0))
+    similarity = float(vectors[16] @ centroid)
+    # Similar enough for the lower threshold, not for the upper one.
+    rule = Rule(match_threshold=similarity + 0.05, vote_threshold=similarity - 0.2, vote_neighbours=3)
+    out = join(vectors, labels, labels < 0, np.arange(len(labels)), graph, rule)
+    assert out[16] == -1 and out[17] == -1  # his nearest faces are each other: he waits
+    strict = Rule(match_threshold=similarity - 0.05, vote_threshold=similarity - 0.2, vote_neighbours=3)
+    assert join(vectors, labels, labels < 0, np.arange(len(labels)), graph, strict)[16] == 0
+
+
+def test_a_hard_photo_among_its_persons_faces_stays() -> None:
+    """A member below the upper threshold stays while its nearest faces are its person's."""
+    vectors, truth = identities(10, k=2, n=10)
+    graph = knn_graph(vectors, 5)
+    everyone = np.ones(len(vectors), dtype=bool)
+    lenient = Rule(match_threshold=0.99, vote_threshold=0.0, vote_neighbours=3)
+    np.testing.assert_array_equal(trim(vectors, truth, everyone, graph, lenient), truth)
+    harsh = Rule(match_threshold=0.99, vote_threshold=0.99, vote_neighbours=3)
+    once = trim(vectors, truth, everyone, graph, harsh)
+    assert (once == -1).sum() == 2  # the least similar member of each person leaves first
+    for _ in range(len(vectors)):
+        once = trim(vectors, once, everyone, graph, harsh)
+    assert (once == -1).sum() >= len(vectors) - 2  # then the others, to the last one
+
+
+def test_two_faces_of_one_media_item_never_take_one_person() -> None:
+    chosen = np.array([5, 5, 5, 7])
+    similarity = np.array([0.6, 0.9, 0.8, 0.7], dtype=np.float32)
+    media = np.array([1, 1, 2, 2])
+    taken = pair_keys(np.array([2]), np.array([7]))  # person 7 is already in media item 2
+    np.testing.assert_array_equal(one_per_media_item(chosen, similarity, media, taken), [-1, 5, 5, -1])

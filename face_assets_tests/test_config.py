@@ -1,0 +1,108 @@
+"""Dagster config and resources: a field left unset (None) takes the setting, one given wins."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from face_assets.assets.persons import PersonClustersConfig
+from face_assets.core.settings import get_settings
+from face_assets.resources import FaceModelsResource, FaceStoreResource, ThumbnailStoreResource
+
+CLUSTER_ENV = {
+    "FACE_ASSETS_CLUSTER_ALGORITHM": "dbscan",
+    "FACE_ASSETS_CLUSTER_LINK_THRESHOLD": "0.3",
+    "FACE_ASSETS_CLUSTER_MIN_SIZE": "4",
+    "FACE_ASSETS_CLUSTER_MIN_SAMPLES": "3",
+    "FACE_ASSETS_CLUSTER_EPS": "0.4",
+    "FACE_ASSETS_MATCH_THRESHOLD": "0.5",
+    "FACE_ASSETS_CLUSTER_NEIGHBOURS": "10",
+    "FACE_ASSETS_RECLUSTER_MODE": "rebuild",
+}
+
+
+@pytest.fixture
+def cluster_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Settings away from their defaults, so "takes the setting" is not "takes the default"."""
+    monkeypatch.chdir(tmp_path)
+    for name, value in CLUSTER_ENV.items():
+        monkeypatch.setenv(name, value)
+
+
+@pytest.mark.usefixtures("cluster_env")
+def test_person_clusters_config_without_fields_is_the_settings() -> None:
+    params = PersonClustersConfig().params()
+    assert params == get_settings().cluster_params()
+    assert (params.algorithm, params.min_cluster_size, params.neighbours) == ("dbscan", 4, 10)
+    assert PersonClustersConfig().resolved_mode() == "rebuild"
+
+
+@pytest.mark.usefixtures("cluster_env")
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("algorithm", "agglomerative"), ("link_threshold", 0.5), ("min_cluster_size", 2),
+        ("min_samples", 1), ("eps", 0.2), ("match_threshold", 0.9), ("neighbours", 50),
+    ],
+)  # fmt: skip
+def test_one_config_field_overrides_only_that_parameter(field: str, value: object) -> None:
+    expected = dataclasses.replace(get_settings().cluster_params(), **{field: value})
+    assert PersonClustersConfig(**{field: value}).params() == expected
+
+
+@pytest.mark.usefixtures("cluster_env")
+def test_mode_given_wins_and_an_empty_mode_from_older_run_config_takes_the_setting() -> None:
+    assert PersonClustersConfig(mode="match_then_cluster").resolved_mode() == "match_then_cluster"
+    assert PersonClustersConfig(mode="").resolved_mode() == "rebuild"
+    with pytest.raises(dg.Failure, match="unknown clustering mode"):
+        PersonClustersConfig(mode="sometimes").resolved_mode()
+
+
+@pytest.mark.usefixtures("cluster_env")
+def test_an_out_of_range_override_is_refused() -> None:
+    with pytest.raises(ValueError, match="link_threshold"):
+        PersonClustersConfig(link_threshold=-2.0).params()
+
+
+def test_face_store_resolves_the_database_at_run_time(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    resource = FaceStoreResource()
+    monkeypatch.setenv("DATABASE_URL", "sqlite:///later.db")
+    assert resource.resolved_url() == "sqlite:///later.db"
+    assert FaceStoreResource(database_url="").resolved_url() == "sqlite:///later.db"
+    assert FaceStoreResource(database_url="sqlite:///given.db").resolved_url() == "sqlite:///given.db"
+
+
+def test_face_models_fields_override_the_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("FACE_ASSETS_DETECTION_MIN_SCORE", "0.8")
+    monkeypatch.setenv("FACE_ASSETS_EMBEDDING_BATCH_SIZE", "8")
+    monkeypatch.setenv("FACE_ASSETS_MODELS_DIR", str(tmp_path / "models"))
+    unset = FaceModelsResource()._settings()
+    assert (unset.detection_min_score, unset.embedding_batch_size, unset.models_dir) == (
+        0.8, 8, tmp_path / "models",
+    )  # fmt: skip
+    given = FaceModelsResource(detection_min_score=0.0, models_dir=str(tmp_path / "other"))._settings()
+    assert (given.detection_min_score, given.embedding_batch_size, given.models_dir) == (
+        0.0, 8, tmp_path / "other",
+    )  # fmt: skip
+
+
+def test_thumbnail_store_fields_override_the_settings(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("THUMBNAIL_SAVE_PATH", str(tmp_path / "thumbs"))
+    monkeypatch.setenv("FACE_ASSETS_THUMBNAIL_PX", "64")
+    monkeypatch.setenv("FACE_ASSETS_GALLERY_DIR", str(tmp_path / "gallery"))
+    unset = ThumbnailStoreResource()
+    assert (unset.folder(), unset.px(), unset.gallery_folder()) == (
+        tmp_path / "thumbs", 64, tmp_path / "gallery",
+    )  # fmt: skip
+    given = ThumbnailStoreResource(thumbnail_px=128, gallery_path=str(tmp_path / "g"))
+    assert (given.folder(), given.px(), given.gallery_folder()) == (tmp_path / "thumbs", 128, tmp_path / "g")

@@ -1,0 +1,323 @@
+"""Persons at library scale: clustering time, memory and quality, and batch matching time.
+
+    python scripts/benchmark_scale.py [--sizes 10000 100000 1000000] [--match-sizes 100000 1000000]
+                                      [--backends sqlite postgresql] [--repeats 3] [--json OUT]
+
+Synthetic embeddings shaped like real ones. Persons are drawn with Zipf-like sizes (a few with
+thousands of faces, most with a handful, many strangers seen once); each face is its person's
+centre plus noise, in a 512-d space whose spectrum and common direction were fitted so that
+the similarity distributions match those of FaceNet on the tuning set (lfw-tune, measured with
+this product's detection and embedding; the table below prints both). Each face is its own
+media item.
+
+Clustering: `plan_persons` on a library with no persons yet (the first, largest clustering),
+in a fresh process per size for its peak memory; BCubed and pairwise F against the synthetic
+identities (faces left unassigned count as singletons). At 20 000 faces the same data also goes
+through exact all-pairs average linkage (scipy), the reference the graph methods must match.
+
+Matching: a database (SQLite file, throwaway PostgreSQL server) holding N embedded faces in
+their persons, with the persons' sums; then a batch of 100 new media items with 3 faces each is
+matched by `match_new_faces`, the step a sensor-launched batch run takes. Median of `--repeats`
+fresh batches.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+DIM = 512
+# Fitted to the tuning set (see module docstring): common direction weight, spectrum exponent,
+# noise scale and its per-person spread (log-normal sigma).
+COMMON, SPECTRUM, NOISE, NOISE_SPREAD = 0.3, 1.2, 0.65, 0.35
+STRANGERS = 0.15  # share of faces whose person appears once
+# FaceNet on lfw-tune (6 360 faces, this product's preprocessing): cosine similarity.
+TUNING_SET = {
+    "same_mean": 0.713,
+    "same_p5": 0.553,
+    "diff_mean": 0.080,
+    "diff_std": 0.141,
+    "diff_p9999": 0.606,
+}
+
+
+def synthetic_library(count: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(unit vectors (count, 512) float32, identity per face, centres (n_identities, 512))."""
+    rng = np.random.default_rng(seed)
+    strangers = int(count * STRANGERS)
+    sizes: list[int] = []
+    while sum(sizes) < count - strangers:
+        sizes.append(int(min(rng.zipf(1.6), 5000)))
+    sizes[-1] -= sum(sizes) - (count - strangers)
+    sizes = [s for s in sizes if s > 0] + [1] * strangers
+    weights = np.arange(1, DIM + 1, dtype=np.float64) ** -SPECTRUM
+    weights = np.sqrt(weights / weights.sum())
+    common = np.zeros(DIM)
+    common[-1] = 1.0  # along a direction of little spread, so it shifts every similarity alike
+    centres = rng.normal(size=(len(sizes), DIM)) * weights
+    centres /= np.linalg.norm(centres, axis=1, keepdims=True)
+    centres = COMMON * common + np.sqrt(1 - COMMON**2) * centres
+    identity = np.repeat(np.arange(len(sizes)), sizes)
+    rng.shuffle(identity)
+    noise = NOISE * np.exp(NOISE_SPREAD * rng.normal(size=len(sizes)))
+    vectors = np.empty((count, DIM), dtype=np.float32)
+    for start in range(0, count, 100_000):  # bounded temporaries
+        part = identity[start : start + 100_000]
+        block = centres[part] + noise[part, None] * rng.normal(size=(len(part), DIM)) / np.sqrt(DIM)
+        vectors[start : start + len(part)] = block / np.linalg.norm(block, axis=1, keepdims=True)
+    return vectors, identity.astype(np.int64), centres.astype(np.float32)
+
+
+def similarity_shape(vectors: np.ndarray, identity: np.ndarray, sample: int = 4000) -> dict[str, float]:
+    rng = np.random.default_rng(1)
+    # Sample within persons of several faces so that same-person pairs are many.
+    rows = rng.choice(len(vectors), size=min(sample, len(vectors)), replace=False)
+    similarity = vectors[rows] @ vectors[rows].T
+    upper = np.triu_indices(len(rows), 1)
+    same = (identity[rows][:, None] == identity[rows][None, :])[upper]
+    values = similarity[upper]
+    return {
+        "same_mean": float(values[same].mean()), "same_p5": float(np.percentile(values[same], 5)),
+        "diff_mean": float(values[~same].mean()), "diff_std": float(values[~same].std()),
+        "diff_p9999": float(np.percentile(values[~same], 99.99)),
+    }  # fmt: skip
+
+
+def _peak_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _scores(identity: np.ndarray, persons: np.ndarray) -> dict[str, float]:
+    from face_assets.core.evaluation import score_clusters
+
+    predicted = [None if p < 0 else int(p) for p in persons]
+    scores = score_clusters([str(i) for i in identity], predicted)
+    return {
+        "bcubed_p": scores.bcubed_precision, "bcubed_r": scores.bcubed_recall, "bcubed_f": scores.bcubed_f,
+        "pairwise_f": scores.pairwise_f, "unassigned": float((persons < 0).mean()),
+    }  # fmt: skip
+
+
+def cluster_once(count: int, method: str) -> dict[str, Any]:
+    """One clustering in this process: seconds, peak memory, quality."""
+    from face_assets.core.clustering.cluster import ClusterParams, _drop_small, exact_average_linkage
+    from face_assets.core.person import plan_persons
+
+    vectors, identity, _ = synthetic_library(count)
+    before_mb = _peak_mb()
+    params = ClusterParams()
+    started = time.perf_counter()
+    cpu_started = time.process_time()
+    if method == "exact-average-linkage":
+        persons = _drop_small(exact_average_linkage(vectors, params.link_threshold), params.min_cluster_size)
+    else:
+        algorithm = ClusterParams().algorithm if method == "default" else method
+        params = ClusterParams(algorithm=algorithm)  # type: ignore[arg-type]
+        _, groups, _ = plan_persons(
+            np.arange(count, dtype=np.int64), np.full(count, -1, dtype=np.int64),
+            np.zeros(count, dtype=bool), vectors, params,
+        )  # fmt: skip
+        persons = np.full(count, -1, dtype=np.int64)
+        for label, members in enumerate(groups):
+            persons[members] = label
+    seconds = time.perf_counter() - started
+    return {
+        "faces": count, "method": method, "seconds": seconds,
+        "cpu_seconds": time.process_time() - cpu_started, "peak_mb": _peak_mb(), "data_mb": before_mb,
+        "persons": int(len(np.unique(persons[persons >= 0]))),
+        "identities": int(len(np.unique(identity))), **_scores(identity, persons),
+    }  # fmt: skip
+
+
+def _in_fresh_process(count: int, method: str) -> dict[str, Any]:
+    out = subprocess.run(
+        [sys.executable, __file__, "--one-clustering", str(count), method],
+        check=True, capture_output=True, text=True,
+    )  # fmt: skip
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def build_library(url: str, count: int) -> tuple[Any, np.ndarray, np.ndarray]:
+    """A database with `count` embedded faces (one media item each) in persons with sums, as a
+    clustering leaves it: identities of 3 faces or more are persons, the rest unassigned."""
+    from sqlalchemy import insert
+
+    from face_assets.core.storage.codecs import encode_embedding
+    from face_assets.core.storage.schema import FacesTable, MediaFileTable, MediaItemsTable, PersonsTable
+    from face_assets.core.storage.store import FaceStore
+
+    vectors, identity, centres = synthetic_library(count)
+    store = FaceStore.from_url(url, upgrade=True)
+    sizes = np.bincount(identity)
+    person_of_identity = np.full(len(sizes), -1, dtype=np.int64)
+    kept = np.flatnonzero(sizes >= 3)
+    person_of_identity[kept] = np.arange(1, len(kept) + 1)
+    sums = np.zeros((len(sizes), DIM), dtype=np.float64)
+    np.add.at(sums, identity, vectors)
+    chunk = 5000
+    with store.engine.begin() as conn:
+        for start in range(0, len(kept), chunk):
+            part = kept[start : start + chunk]
+            conn.execute(
+                insert(PersonsTable),
+                [{"Id": int(person_of_identity[i]), "Name": f"Person {person_of_identity[i]}",
+                  "Type": "cluster", "EmbeddingSum": encode_embedding(sums[i].astype(np.float32)),
+                  "EmbeddingCount": int(sizes[i])} for i in part],
+            )  # fmt: skip
+    person = np.where(person_of_identity[identity] >= 0, person_of_identity[identity], -1)
+    for start in range(0, count, chunk):
+        rows = range(start, min(start + chunk, count))
+        with store.engine.begin() as conn:
+            conn.execute(
+                insert(MediaFileTable),
+                [{"Id": r + 1, "FilePath": "/library", "FileName": f"{r:07d}.jpg", "PathKey": f"{r:064d}"}
+                 for r in rows],
+            )  # fmt: skip
+            conn.execute(
+                insert(MediaItemsTable),
+                [{"Id": r + 1, "MediaFileId": r + 1, "Name": f"{r:07d}.jpg", "IsFacesExtracted": True}
+                 for r in rows],
+            )  # fmt: skip
+            conn.execute(
+                insert(FacesTable),
+                [{"Id": r + 1, "MediaItemId": r + 1, "BoundingBox": "[10, 10, 90, 90]",
+                  "Embedding": encode_embedding(vectors[r]), "EmbeddingModel": "synthetic",
+                  "PersonId": None if person[r] < 0 else int(person[r]),
+                  "PersonAssignedBy": "cluster" if person[r] >= 0 else "noise",
+                  "IsRejected": False} for r in rows],
+            )  # fmt: skip
+    _fix_sequences(store)
+    return store, centres[kept], person_of_identity[kept]
+
+
+def _fix_sequences(store: Any) -> None:
+    """Explicit ids leave PostgreSQL's sequences behind; move them past the rows."""
+    if store.engine.dialect.name != "postgresql":
+        return
+    from sqlalchemy import text
+
+    with store.engine.begin() as conn:
+        for table in ("MediaFile", "MediaItems", "Faces", "Persons"):
+            conn.execute(
+                text(f"SELECT setval(pg_get_serial_sequence('\"{table}\"', 'Id'), "
+                     f"(SELECT MAX(\"Id\") FROM \"{table}\"))")
+            )  # fmt: skip
+
+
+def match_batches(store: Any, centres: np.ndarray, repeats: int, folder: Path) -> list[float]:
+    """Seconds to match each of `repeats` fresh batches of 100 media items x 3 faces."""
+    from face_assets.core.clustering.cluster import ClusterParams
+    from face_assets.core.person import match_new_faces
+    from face_assets.core.vision.types import DetectedFace
+
+    rng = np.random.default_rng(7)
+    faces = [
+        DetectedFace((10.0 + 60 * k, 20.0, 50.0 + 60 * k, 80.0), 0.99, ((20.0, 40.0),) * 5) for k in range(3)
+    ]
+    timings = []
+    for repeat in range(repeats):
+        items = []
+        for n in range(100):
+            item = store.register_media_file(folder / f"batch{repeat}-{n:03d}.jpg", "JPEG", 1000)
+            store.save_detection(item, faces, "synthetic", (640, 480))
+            items.append(item)
+        records = store.faces_without_embedding((min(items), max(items)))
+        who = rng.choice(len(centres), size=len(records))
+        vectors = centres[who] + NOISE * rng.normal(size=(len(records), DIM)) / np.sqrt(DIM)
+        vectors = (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).astype(np.float32)
+        store.save_embeddings([r.id for r in records], vectors, "synthetic")
+        started = time.perf_counter()
+        match = match_new_faces(store, ClusterParams(), (min(items), max(items)))
+        timings.append(time.perf_counter() - started)
+        assert match.faces == len(records), match
+    return timings
+
+
+def matching(backend: str, count: int, repeats: int) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory() as tmp:
+        server = None
+        if backend == "sqlite":
+            url = f"sqlite:///{tmp}/library.db"
+        else:
+            from face_assets_tests.servers import SERVERS
+
+            server = SERVERS[backend]()
+            url = server.new_database()
+        try:
+            started = time.perf_counter()
+            store, centres, _ = build_library(url, count)
+            built = time.perf_counter() - started
+            timings = match_batches(store, centres, repeats, Path(tmp))
+            store.dispose()
+        finally:
+            if server is not None:
+                server.close()
+    return {"backend": backend, "faces": count, "build_seconds": built,
+            "match_seconds_median": statistics.median(timings), "match_seconds": timings}  # fmt: skip
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
+    parser.add_argument("--methods", nargs="+", default=["default", "agglomerative"])
+    parser.add_argument("--reference-size", type=int, default=20_000, help="0: skip exact linkage")
+    parser.add_argument("--match-sizes", type=int, nargs="*", default=[100_000, 1_000_000])
+    parser.add_argument("--backends", nargs="+", default=["sqlite", "postgresql"])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--json", type=Path)
+    parser.add_argument("--one-clustering", nargs=2, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.one_clustering:
+        print(json.dumps(cluster_once(int(args.one_clustering[0]), args.one_clustering[1])))
+        return 0
+
+    report: dict[str, Any] = {"clustering": [], "matching": []}
+    vectors, identity, _ = synthetic_library(20_000)
+    report["similarity"] = {"synthetic": similarity_shape(vectors, identity), "tuning_set": TUNING_SET}
+    print("cosine similarity   " + "  ".join(f"{k:>10}" for k in TUNING_SET))
+    for name, shape in (("tuning set", TUNING_SET), ("synthetic", report["similarity"]["synthetic"])):
+        print(f"{name:<19} " + "  ".join(f"{shape[k]:>10.3f}" for k in TUNING_SET))
+    print()
+    runs = [(n, m) for n in args.sizes for m in args.methods]
+    if args.reference_size:
+        runs = [(args.reference_size, m) for m in [*args.methods, "exact-average-linkage"]] + runs
+    print(f"{'faces':>9} {'method':<22} {'seconds':>8} {'cpu s':>8} {'peak MB':>8} {'BCubed P':>8} "
+          f"{'BCubed F':>8} {'pair F':>7} {'persons':>8} {'identities':>10}")  # fmt: skip
+    for count, method in runs:
+        row = _in_fresh_process(count, method)
+        report["clustering"].append(row)
+        print(f"{count:>9} {method:<22} {row['seconds']:>8.1f} {row['cpu_seconds']:>8.1f} "
+              f"{row['peak_mb']:>8.0f} {row['bcubed_p']:>8.3f} {row['bcubed_f']:>8.3f} "
+              f"{row['pairwise_f']:>7.3f} {row['persons']:>8} {row['identities']:>10}")  # fmt: skip
+        sys.stdout.flush()
+    print()
+    print(f"{'backend':<11} {'faces':>9} {'build s':>8} {'match s (median)':>17}  each")
+    for count in args.match_sizes:
+        for backend in args.backends:
+            row = matching(backend, count, args.repeats)
+            report["matching"].append(row)
+            each = " ".join(f"{t:.3f}" for t in row["match_seconds"])
+            print(f"{backend:<11} {count:>9} {row['build_seconds']:>8.0f} "
+                  f"{row['match_seconds_median']:>17.3f}  {each}")  # fmt: skip
+            sys.stdout.flush()
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

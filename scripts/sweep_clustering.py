@@ -1,0 +1,245 @@
+"""Chooses the clustering defaults on labelled photos: sweeps the parameters and prints the table.
+
+    python scripts/sweep_clustering.py DIR [--cache FILE.db] [--pick center] [--json OUT]
+
+DIR is in `<identity>/<photo>` layout at any depth (for the tuning set, `persons/` and
+`distractors/` each hold one folder per person). The photos go once through the product's own
+detection and embedding steps into a SQLite file (`--cache`, kept for the next sweep); every
+parameter set is then scored by the same planning function a clustering run uses, on a library
+with no persons yet, as `face-assets evaluate` scores it. Each photo's label goes to one face
+(`--pick`); the other faces of a photo take part, unlabelled.
+
+Printed per parameter set: BCubed and pairwise precision/recall/F over all labelled faces, the
+same for people with 5 or more photos alone (the persons a user expects to see), and what
+became of the rarely seen people (photos of people with 2 to 4 photos): left unassigned, in a
+person of their own, or merged into someone else's person — the error to avoid.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import sys
+import tempfile
+import time
+from collections import Counter
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+from face_assets.core.clustering.cluster import ClusterParams
+from face_assets.core.evaluation import labelled_images, pick_face, score_clusters
+from face_assets.core.person import plan_persons
+from face_assets.core.storage.store import FaceStore
+
+FREQUENT = 5  # photos from which a person is one the user expects to see as a person
+
+
+def embed_folder(folder: Path, cache: Path) -> None:
+    """Detection and embeddings of every photo of `folder` into the SQLite file `cache`."""
+    import dagster as dg
+
+    from face_assets.core.vision.lazy import quiet_tensorflow
+    from face_assets.runs import materialize_pipeline
+
+    quiet_tensorflow()
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        materialize_pipeline(
+            folder,
+            database_url=f"sqlite:///{cache}",
+            thumbnail_dir=Path(tmp) / "thumbnails",
+            instance=dg.DagsterInstance.ephemeral(),
+            steps=("register", "detect", "embed"),
+        )
+
+
+def load_labelled(folder: Path, cache: Path, pick: str) -> dict[str, np.ndarray]:
+    """Embeddings of every face, and the label of the picked face of each photo ('' for none)."""
+    store = FaceStore.from_url(f"sqlite:///{cache}")
+    try:
+        data = store.face_embeddings()
+        items = store.media_items_by_path()
+        faces = store.faces_of_media_items()
+        sizes = store.media_item_sizes()
+    finally:
+        store.dispose()
+    # The cache may hold more than `folder` (the whole set, swept on a part): keep its photos.
+    root = folder.resolve()
+    inside = np.isin(data.media_item_ids, [i for p, i in items.items() if p.is_relative_to(root)])
+    vectors, media_item_ids, face_ids = (
+        data.vectors[inside],
+        data.media_item_ids[inside],
+        data.face_ids[inside],
+    )
+    row_of = {int(f): r for r, f in enumerate(face_ids)}
+    labels = np.full(len(face_ids), "", dtype=object)
+    misses = 0
+    images = labelled_images(folder)
+    for path, identity in images:
+        item = items.get(path.resolve())
+        found = faces.get(item, []) if item is not None else []
+        if not found:
+            misses += 1
+            continue
+        face = found[pick_face(found, sizes.get(item), pick)]  # type: ignore[arg-type]
+        if face["id"] in row_of:
+            labels[row_of[face["id"]]] = identity
+    photos = Counter(identity for _, identity in images)
+    return {
+        "vectors": vectors,
+        "media_item_ids": media_item_ids,
+        "labels": labels,
+        "photos_of_label": np.array([photos.get(label, 0) for label in labels]),
+        "misses": np.array(misses),
+        "images": np.array(len(images)),
+    }
+
+
+def persons_for(data: dict[str, np.ndarray], params: ClusterParams) -> np.ndarray:
+    """Person label per face as a first clustering of an empty library gives it (-1: waiting)."""
+    count = len(data["vectors"])
+    _, groups, _ = plan_persons(
+        data["media_item_ids"],
+        np.full(count, -1, dtype=np.int64),
+        np.zeros(count, dtype=bool),
+        data["vectors"],
+        params,
+    )
+    persons = np.full(count, -1, dtype=np.int64)
+    for label, members in enumerate(groups):
+        persons[members] = label
+    return persons
+
+
+def score(data: dict[str, np.ndarray], persons: np.ndarray) -> dict[str, float]:
+    labelled = np.flatnonzero(data["labels"] != "")
+    truth = data["labels"][labelled].tolist()
+    predicted = [None if p < 0 else int(p) for p in persons[labelled]]
+    # Photos without a face found count as unassigned singletons, as `evaluate` counts them.
+    misses = int(data["misses"])
+    everyone = score_clusters(truth + [f"miss-{i}" for i in range(misses)], predicted + [None] * misses)
+    frequent = labelled[data["photos_of_label"][labelled] >= FREQUENT]
+    common = score_clusters(
+        data["labels"][frequent].tolist(), [None if p < 0 else int(p) for p in persons[frequent]]
+    )
+    # Which person holds most faces of each frequent identity: a rare face in it is merged.
+    owner: dict[int, str] = {}
+    for person in np.unique(persons[frequent][persons[frequent] >= 0]):
+        members = frequent[persons[frequent] == person]
+        owner[int(person)] = Counter(data["labels"][members].tolist()).most_common(1)[0][0]
+    rare = labelled[data["photos_of_label"][labelled] < FREQUENT]
+    fates = Counter()
+    for row in rare:
+        person = int(persons[row])
+        if person < 0:
+            fates["unassigned"] += 1
+        elif person in owner and owner[person] != data["labels"][row]:
+            fates["merged"] += 1
+        else:
+            members = np.flatnonzero(persons == person)
+            mixed = len(set(data["labels"][members].tolist()) - {""}) > 1
+            fates["merged" if mixed else "own"] += 1
+    return {
+        "bcubed_p": everyone.bcubed_precision,
+        "bcubed_r": everyone.bcubed_recall,
+        "bcubed_f": everyone.bcubed_f,
+        "pair_p": everyone.pairwise_precision,
+        "pair_r": everyone.pairwise_recall,
+        "pair_f": everyone.pairwise_f,
+        "frequent_bcubed_f": common.bcubed_f,
+        "frequent_pair_f": common.pairwise_f,
+        "rare_faces": len(rare),
+        "rare_unassigned": fates["unassigned"] / max(len(rare), 1),
+        "rare_own": fates["own"] / max(len(rare), 1),
+        "rare_merged": fates["merged"] / max(len(rare), 1),
+        "persons": len(np.unique(persons[persons >= 0])),
+    }
+
+
+def grid(args: argparse.Namespace) -> list[ClusterParams]:
+    base = ClusterParams()
+    combos = []
+    for algorithm, match, vote, voters, size, k in itertools.product(
+        args.algorithm, args.match, args.vote, args.voters, args.min_size, args.neighbours
+    ):
+        if vote > match:
+            continue
+        # The link threshold is a parameter of average linkage only.
+        for link in args.link if algorithm == "agglomerative" else [base.link_threshold]:
+            combos.append(
+                replace(
+                    base,
+                    algorithm=algorithm,
+                    link_threshold=link,
+                    match_threshold=match,
+                    vote_threshold=vote,
+                    vote_neighbours=voters,
+                    min_cluster_size=size,
+                    neighbours=k,
+                )  # fmt: skip
+            )
+    return combos
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("folder", type=Path)
+    parser.add_argument("--cache", type=Path, help="SQLite file of the embeddings (default: a temporary one)")
+    parser.add_argument("--pick", choices=("largest", "center"), default="center")
+    parser.add_argument("--algorithm", nargs="+", default=["hdbscan", "agglomerative"])
+    parser.add_argument("--link", type=float, nargs="+", default=[0.50, 0.55, 0.60])
+    parser.add_argument("--match", type=float, nargs="+", default=[0.65, 0.70, 0.75])
+    parser.add_argument("--vote", type=float, nargs="+", default=[0.45, 0.50, 0.55])
+    parser.add_argument("--voters", type=int, nargs="+", default=[2, 3, 5])
+    parser.add_argument("--min-size", type=int, nargs="+", default=[2, 3, 4])
+    parser.add_argument("--neighbours", type=int, nargs="+", default=[ClusterParams().neighbours])
+    parser.add_argument("--json", type=Path, help="also write every row to this file")
+    parser.add_argument("--precision-floor", type=float, default=0.99)
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        cache = (args.cache or Path(tmp) / "sweep.db").resolve()
+        if not cache.exists():
+            started = time.perf_counter()
+            embed_folder(args.folder, cache)
+            print(f"embedded {args.folder} in {time.perf_counter() - started:.0f} s", file=sys.stderr)
+        data = load_labelled(args.folder, cache, args.pick)
+    print(
+        f"{int(data['images'])} photos, {len(data['vectors'])} faces, {int(data['misses'])} photos "
+        f"without a face, {len(set(data['labels'].tolist()) - {''})} identities"
+    )
+    columns = ("algorithm", "link", "match", "vote", "voters", "min", "k", "bcubed_p", "bcubed_r",
+               "bcubed_f", "pair_p", "pair_r", "pair_f", "frequent_bcubed_f", "rare_unassigned",
+               "rare_own", "rare_merged", "persons")  # fmt: skip
+    print(" ".join(f"{c:>9}" for c in columns))
+    rows = []
+    for params in grid(args):
+        result = score(data, persons_for(data, params))
+        row = {"algorithm": params.algorithm[:9], "link": params.link_threshold,
+               "match": params.match_threshold, "vote": params.vote_threshold,
+               "voters": params.vote_neighbours,
+               "min": params.min_cluster_size, "k": params.neighbours, **result}  # fmt: skip
+        rows.append(row)
+        print(" ".join(f"{row[c]:>9.3f}" if isinstance(row[c], float) else f"{row[c]:>9}" for c in columns))
+        sys.stdout.flush()
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=1))
+    # The rule the defaults follow: merging two people costs more than a photo left waiting, so
+    # the best F among the settings that keep precision at the floor.
+    precise = [r for r in rows if r["bcubed_p"] >= args.precision_floor]
+    if precise:
+        best = max(precise, key=lambda r: (r["bcubed_f"], r["pair_f"]))
+        print(f"chosen (best BCubed F with BCubed precision >= {args.precision_floor}): "
+              + ", ".join(f"{c}={best[c]}" for c in columns[:7]))  # fmt: skip
+    else:
+        print(f"no setting reaches BCubed precision {args.precision_floor}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
