@@ -23,6 +23,7 @@ from numpy.typing import NDArray
 from sqlalchemy import Connection, Engine, bindparam, delete, exists, false, insert, or_, select, true, update
 
 from face_assets.core.batch import IdRange
+from face_assets.core.clustering.membership import group_sums
 from face_assets.core.storage.codecs import EMBEDDING_DIM, chunks, decode_embedding, encode_embedding
 from face_assets.core.storage.schema import FacesTable, MediaItemsTable, PersonsTable, utcnow
 from face_assets.core.storage.terms import in_range, insert_id, not_rejected
@@ -72,17 +73,6 @@ def _vector(value: Any) -> NDArray[np.float32] | None:
     except ValueError:
         return None
     return vector if vector is not None and vector.shape == (EMBEDDING_DIM,) else None
-
-
-def group_sums(
-    keys: NDArray[np.int64], vectors: NDArray[np.float32]
-) -> tuple[NDArray[np.int64], NDArray[np.float64], NDArray[np.int64]]:
-    """(distinct keys, sum of their rows (n_keys, n_dims) in float64, rows per key)."""
-    order = np.argsort(keys, kind="stable")
-    ids, starts, counts = np.unique(keys[order], return_index=True, return_counts=True)
-    if not len(ids):
-        return ids, np.zeros((0, vectors.shape[1])), counts
-    return ids, np.add.reduceat(vectors[order].astype(np.float64), starts, axis=0), counts
 
 
 def _unit(sums: NDArray[np.float64]) -> NDArray[np.float32]:
@@ -366,7 +356,8 @@ class PersonsMixin:
             if int(face) in row:
                 owner[row[int(face)]] = person
         assigned = owner >= 0
-        ids, sums, counts = group_sums(owner[assigned], library.vectors[assigned])
+        ids, dense, counts = np.unique(owner[assigned], return_inverse=True, return_counts=True)
+        sums = group_sums(dense.astype(np.int64), library.vectors[assigned], len(ids)).astype(np.float64)
         known = set(conn.execute(select(PersonsTable.c.Id)).scalars())
         empty = sorted(known - set(ids.tolist()))
         rows = _sum_rows(ids, sums, counts) + _sum_rows(
