@@ -5,12 +5,14 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
 from face_assets.core.batch import IdRange
-from face_assets.core.storage.store import FaceStore, saving
+from face_assets.core.storage.store import FaceRecord, FaceStore, saving
 from face_assets.core.thumbnail import faces_by_media_item
+from face_assets.core.vision.prefetch import ahead
 from face_assets.core.vision.transforms import MediaDecodeError, embedding_crop, load_image
 from face_assets.core.vision.types import FaceEmbedder
 
@@ -22,7 +24,7 @@ class EmbeddingRun:
     faces: int = 0
     media_items: int = 0
     errors: list[str] = field(default_factory=list)
-    decode_seconds: float = 0.0
+    decode_seconds: float = 0.0  # waiting for decoding that did not hide under inference
     embed_seconds: float = 0.0
     write_seconds: float = 0.0
 
@@ -52,11 +54,14 @@ def embed_faces(
         pending_ids.clear()
         pending_crops.clear()
 
-    for path, faces in faces_by_media_item(store.faces_without_embedding(id_range)):
+    def crops_of(group: tuple[Path, list[FaceRecord]]) -> list[np.ndarray]:
+        image = load_image(group[0])
+        return [embedding_crop(image, f.box_xyxy, embedder.input_px) for f in group[1]]
+
+    for (_, faces), cropping in ahead(faces_by_media_item(store.faces_without_embedding(id_range)), crops_of):
         started = time.perf_counter()
         try:
-            image = load_image(path)
-            crops = [embedding_crop(image, f.box_xyxy, embedder.input_px) for f in faces]
+            crops = cropping.result()
         except (MediaDecodeError, ValueError) as error:
             logger.error("embeddings of media item %d: %s", faces[0].media_item_id, error)
             run.errors.append(f"media item {faces[0].media_item_id}: {error}")

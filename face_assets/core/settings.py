@@ -68,9 +68,10 @@ class Settings(BaseSettings):
     batch_size: int = Field(default=100, ge=1, le=100_000)
     max_batches_per_tick: int = Field(default=10, ge=1)
     recluster_cron: str = "0 3 * * *"
-    # The gallery page and the 2-D map of the embeddings (UMAP with the `umap` extra, else PCA).
+    # The gallery page and the 2-D map of the embeddings. PCA by default: UMAP (the `umap`
+    # extra) draws a clearer map but its JIT compilation alone costs 10-30 s in every process.
     gallery_dir: Path | None = None
-    map_method: Literal["umap", "pca"] = "umap"
+    map_method: Literal["umap", "pca"] = "pca"
     # match_then_cluster: unassigned faces join persons or form new ones; rebuild: all clusters
     # rebuilt from scratch. Both keep the user's corrections.
     recluster_mode: Literal["match_then_cluster", "rebuild"] = "match_then_cluster"

@@ -17,6 +17,7 @@ from PIL import Image
 
 from face_assets.core.batch import IdRange
 from face_assets.core.storage.store import FaceRecord, FaceStore, path_key, saving
+from face_assets.core.vision.prefetch import ahead
 from face_assets.core.vision.transforms import MediaDecodeError, load_image, sharpness, square_thumbnail
 from face_assets.core.vision.types import RGBImage
 
@@ -54,32 +55,42 @@ def faces_by_media_item(faces: Sequence[FaceRecord]) -> Iterator[tuple[Path, lis
         yield members[0].path, members
 
 
+def _crop_thumbnails(
+    path: Path, faces: list[FaceRecord], folder: Path, px: int
+) -> tuple[list[tuple[int, str, str]], list[float]]:
+    """The thumbnail rows and sharpness of one media item's faces, files written."""
+    # The legacy tools' thumbnails of these faces, in the same folder, are adopted as they
+    # are; the photo is decoded only when some face still needs one.
+    legacy = {f.id: folder / f.name for f in faces if f.name and (folder / f.name).is_file()}
+    image = load_image(path) if len(legacy) < len(faces) else None
+    rows, sharp = [], []
+    for face in faces:
+        if face.id in legacy:
+            relpath = face.name or ""
+            with Image.open(legacy[face.id]) as thumbnail:
+                pixels = np.asarray(thumbnail.convert("RGB"))
+        else:
+            assert image is not None
+            relpath = thumbnail_relpath(path, face.box_xyxy, px)
+            pixels = square_thumbnail(image, face.box_xyxy, px)
+            save_jpeg(pixels, folder / relpath)
+        rows.append((face.id, Path(relpath).name, relpath))
+        sharp.append(sharpness(pixels))
+    return rows, sharp
+
+
 def write_thumbnails(store: FaceStore, folder: Path, px: int = 112, id_range: IdRange = None) -> ThumbnailRun:
     run = ThumbnailRun()
     started = time.perf_counter()
-    for path, faces in faces_by_media_item(store.faces_without_thumbnail(id_range)):
-        # The legacy tools' thumbnails of these faces, in the same folder, are adopted as they
-        # are; the photo is decoded only when some face still needs one.
-        legacy = {f.id: folder / f.name for f in faces if f.name and (folder / f.name).is_file()}
-        if len(legacy) < len(faces):
-            try:
-                image = load_image(path)
-            except MediaDecodeError as error:
-                logger.error("thumbnails of media item %d: %s", faces[0].media_item_id, error)
-                run.errors.append(f"media item {faces[0].media_item_id}: {error}")
-                continue
-        rows, sharp = [], []
-        for face in faces:
-            if face.id in legacy:
-                relpath = face.name or ""
-                with Image.open(legacy[face.id]) as thumbnail:
-                    pixels = np.asarray(thumbnail.convert("RGB"))
-            else:
-                relpath = thumbnail_relpath(path, face.box_xyxy, px)
-                pixels = square_thumbnail(image, face.box_xyxy, px)
-                save_jpeg(pixels, folder / relpath)
-            rows.append((face.id, Path(relpath).name, relpath))
-            sharp.append(sharpness(pixels))
+    # Files are cropped and written one item ahead while the previous item's rows are saved.
+    groups = faces_by_media_item(store.faces_without_thumbnail(id_range))
+    for (_, faces), cropping in ahead(groups, lambda group: _crop_thumbnails(*group, folder, px)):
+        try:
+            rows, sharp = cropping.result()
+        except MediaDecodeError as error:
+            logger.error("thumbnails of media item %d: %s", faces[0].media_item_id, error)
+            run.errors.append(f"media item {faces[0].media_item_id}: {error}")
+            continue
         with saving(f"thumbnails of media item {faces[0].media_item_id}"):
             store.save_thumbnails(rows, sharp)
         run.faces += len(rows)
