@@ -76,27 +76,36 @@ def main() -> None:
     images = [load_image(p) for p in photos[:3]]
     for image in images:
         detector.detect(image)  # warm-up: the first calls build the graph for their shapes
-    detect_ms, crops = [], []
+    embedder.embed(np.zeros((1, embedder.input_px, embedder.input_px, 3), np.float32))  # traces it
+    detect_ms, crops, sample = [], [], []
+    embed_seconds, faces_found = 0.0, 0
+
+    def embed_crops() -> float:
+        # In chunks as faces come: a large folder's crops never sit in memory all at once.
+        t = time.perf_counter()
+        embedder.embed(np.stack(crops))
+        sample.extend(crops[: 32 - len(sample)])
+        crops.clear()
+        return time.perf_counter() - t
+
     for path in photos:
         image = load_image(path)
         t = time.perf_counter()
         faces = detector.detect(image)
         detect_ms.append(1000 * (time.perf_counter() - t))
         crops += [embedding_crop(image, f.box_xyxy) for f in faces]
-    embed_seconds = 0.0
-    for start in range(0, len(crops), 256):
-        t = time.perf_counter()
-        embedder.embed(np.stack(crops[start : start + 256]))
-        embed_seconds += time.perf_counter() - t
+        faces_found += len(faces)
+        if len(crops) >= 256:
+            embed_seconds += embed_crops()
+    if crops:
+        embed_seconds += embed_crops()
     models_rate = len(photos) / (sum(detect_ms) / 1000 + embed_seconds)
-    batch = np.stack((crops * (1 + 32 // max(len(crops), 1)))[:32])
+    batch = np.stack((sample * (1 + 32 // max(len(sample), 1)))[:32])
     embed_ms = []
     for _ in range(max(args.repeats, 3)):
         t = time.perf_counter()
         embedder.embed(batch)
         embed_ms.append(1000 * (time.perf_counter() - t) / len(batch))
-    faces_found = len(crops)
-    del crops  # the pipeline runs below need the memory
 
     rates = []
     server = None if args.backend == "sqlite" else throwaway_server(args.backend)
