@@ -2,4 +2,5 @@
 
 import dagster as dg
 
-media_item_partitions = dg.DynamicPartitionsDefinition(name="media_items")
+PARTITIONS_NAME = "media_items"
+media_item_partitions = dg.DynamicPartitionsDefinition(name=PARTITIONS_NAME)

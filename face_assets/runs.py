@@ -17,7 +17,7 @@ from face_assets.assets import ALL_ASSETS, BATCH_ASSETS, media_items, person_clu
 from face_assets.checks import ALL_CHECKS
 from face_assets.core.batch import ALL_KEY
 from face_assets.definitions import make_resources
-from face_assets.partitions import media_item_partitions
+from face_assets.partitions import PARTITIONS_NAME
 from face_assets.resources import FaceStoreResource, ThumbnailStoreResource
 
 STEPS = ("register", "detect", "thumbnails", "embed", "match", "cluster", "gallery")
@@ -40,8 +40,8 @@ def instance_for_cli() -> dg.DagsterInstance:
 
 
 def ensure_all_partition(instance: dg.DagsterInstance) -> None:
-    if not instance.has_dynamic_partition(media_item_partitions.name, ALL_KEY):
-        instance.add_dynamic_partitions(media_item_partitions.name, [ALL_KEY])
+    if not instance.has_dynamic_partition(PARTITIONS_NAME, ALL_KEY):
+        instance.add_dynamic_partitions(PARTITIONS_NAME, [ALL_KEY])
 
 
 @dataclass

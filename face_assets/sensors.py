@@ -11,7 +11,7 @@ from face_assets.core.batch import ALL_KEY, batch_key, batch_of, covered_up_to, 
 from face_assets.core.settings import Settings, get_settings
 from face_assets.core.storage.store import DatabaseUnavailable, unavailable
 from face_assets.jobs import process_batch_job, register_media_job
-from face_assets.partitions import media_item_partitions
+from face_assets.partitions import PARTITIONS_NAME, media_item_partitions
 from face_assets.resources import FaceStoreResource
 
 # Pending rows inside batches already covered: at most this many are looked at per tick.
@@ -54,7 +54,7 @@ def build_new_media_items_sensor(settings: Settings) -> dg.SensorDefinition:
         context: dg.SensorEvaluationContext, face_store: FaceStoreResource
     ) -> dg.SensorResult | dg.SkipReason:
         current = get_settings()
-        partitions = context.instance.get_dynamic_partitions(media_item_partitions.name)
+        partitions = context.instance.get_dynamic_partitions(PARTITIONS_NAME)
         keys = [k for k in partitions if k != ALL_KEY]
         covered = max(int(context.cursor or 0), covered_up_to(keys))
         limit = current.batch_size * current.max_batches_per_tick

@@ -10,6 +10,7 @@ Reports medians over repeats (the machine is noisy):
 - end to end images/s: register, detect, thumbnails, embed, cluster through Dagster into a
   fresh SQLite file (or a fresh database on a throwaway server, --backend), database writes
   included, models already loaded;
+- seconds per Dagster step of the end-to-end runs, and outside any step (run setup, events);
 - peak resident memory of the process.
 """
 
@@ -108,6 +109,7 @@ def main() -> None:
         embed_ms.append(1000 * (time.perf_counter() - t) / len(batch))
 
     rates = []
+    step_seconds: dict[str, list[float]] = {}
     server = None if args.backend == "sqlite" else throwaway_server(args.backend)
     try:
         for _ in range(args.repeats):
@@ -116,14 +118,23 @@ def main() -> None:
                 if server is not None:
                     FaceStore.from_url(url, upgrade=True).dispose()  # `face-assets db init`, not timed
                 t = time.perf_counter()
+                run_instance = dg.DagsterInstance.ephemeral()
                 run = materialize_pipeline(
-                    folder,
-                    database_url=url,
-                    thumbnail_dir=Path(tmp) / "thumbnails",
-                    instance=dg.DagsterInstance.ephemeral(),
+                    folder, database_url=url, thumbnail_dir=Path(tmp) / "thumbnails", instance=run_instance
                 )
-                rates.append(len(photos) / (time.perf_counter() - t))
+                wall = time.perf_counter() - t
+                rates.append(len(photos) / wall)
                 assert run.success
+                # Where the time went: each Dagster step, and the rest (run setup, events).
+                steps = {
+                    stat.step_key: stat.end_time - stat.start_time
+                    for result in run.results
+                    for stat in run_instance.get_run_step_stats(result.run_id)
+                    if stat.start_time and stat.end_time
+                }
+                steps["outside steps"] = wall - sum(steps.values())
+                for key, seconds in steps.items():
+                    step_seconds.setdefault(key, []).append(seconds)
     finally:
         if server is not None:
             server.close()
@@ -140,6 +151,7 @@ def main() -> None:
         "end_to_end_images_per_s_runs": [round(r, 2) for r in rates],
         "models_alone_images_per_s": round(models_rate, 2),
         "end_to_end_over_models_alone": round(statistics.median(rates) / models_rate, 3),
+        "step_seconds_median": {k: round(statistics.median(v), 2) for k, v in step_seconds.items()},
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 0),
     }
     if args.json:

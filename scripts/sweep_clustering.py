@@ -30,11 +30,9 @@ from pathlib import Path
 import numpy as np
 
 from face_assets.core.clustering.cluster import ClusterParams
-from face_assets.core.evaluation import labelled_images, pick_face, score_clusters
+from face_assets.core.evaluation import FREQUENT, labelled_images, pick_face, rare_fates, score_clusters
 from face_assets.core.person import plan_persons
 from face_assets.core.storage.store import FaceStore
-
-FREQUENT = 5  # photos from which a person is one the user expects to see as a person
 
 
 def embed_folder(folder: Path, cache: Path) -> None:
@@ -125,23 +123,9 @@ def score(data: dict[str, np.ndarray], persons: np.ndarray) -> dict[str, float]:
     common = score_clusters(
         data["labels"][frequent].tolist(), [None if p < 0 else int(p) for p in persons[frequent]]
     )
-    # Which person holds most faces of each frequent identity: a rare face in it is merged.
-    owner: dict[int, str] = {}
-    for person in np.unique(persons[frequent][persons[frequent] >= 0]):
-        members = frequent[persons[frequent] == person]
-        owner[int(person)] = Counter(data["labels"][members].tolist()).most_common(1)[0][0]
-    rare = labelled[data["photos_of_label"][labelled] < FREQUENT]
-    fates = Counter()
-    for row in rare:
-        person = int(persons[row])
-        if person < 0:
-            fates["unassigned"] += 1
-        elif person in owner and owner[person] != data["labels"][row]:
-            fates["merged"] += 1
-        else:
-            members = np.flatnonzero(persons == person)
-            mixed = len(set(data["labels"][members].tolist()) - {""}) > 1
-            fates["merged" if mixed else "own"] += 1
+    labels = data["labels"][labelled].tolist()
+    photos = dict(zip(labels, data["photos_of_label"][labelled].tolist(), strict=True))
+    fates = rare_fates(labels, predicted, photos, FREQUENT)
     return {
         "bcubed_p": everyone.bcubed_precision,
         "bcubed_r": everyone.bcubed_recall,
@@ -151,10 +135,7 @@ def score(data: dict[str, np.ndarray], persons: np.ndarray) -> dict[str, float]:
         "pair_f": everyone.pairwise_f,
         "frequent_bcubed_f": common.bcubed_f,
         "frequent_pair_f": common.pairwise_f,
-        "rare_faces": len(rare),
-        "rare_unassigned": fates["unassigned"] / max(len(rare), 1),
-        "rare_own": fates["own"] / max(len(rare), 1),
-        "rare_merged": fates["merged"] / max(len(rare), 1),
+        **fates,
         "persons": len(np.unique(persons[persons >= 0])),
     }
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -60,6 +60,34 @@ def score_clusters(truth: Sequence[str], predicted: Sequence[int | None]) -> Clu
         precision, recall, _f(precision, recall),
         b_precision, b_recall, _f(b_precision, b_recall), nmi,
     )  # fmt: skip
+
+
+FREQUENT = 5  # photos from which a person is one the user expects to see as a person
+
+
+def rare_fates(
+    truth: Sequence[str],
+    predicted: Sequence[int | None],
+    photos: Mapping[str, int] | None = None,
+    frequent: int = FREQUENT,
+) -> dict[str, float]:
+    """What became of the faces of people seen rarely (fewer than `frequent` photos, counted in
+    `photos`, by default in `truth`): left unassigned, in a person of their own, or merged into
+    a person holding someone else's faces — the error to avoid. Fractions, and their count."""
+    photos = photos if photos is not None else Counter(truth)
+    people: dict[int, set[str]] = {}
+    for label, person in zip(truth, predicted, strict=True):
+        if person is not None:
+            people.setdefault(person, set()).add(label)
+    fates: Counter[str] = Counter()
+    for label, person in zip(truth, predicted, strict=True):
+        if photos[label] < frequent:
+            fates["unassigned" if person is None else "merged" if len(people[person]) > 1 else "own"] += 1
+    rare = sum(fates.values())
+    return {
+        "rare_faces": rare,
+        **{f"rare_{fate}": fates[fate] / rare if rare else 0.0 for fate in ("unassigned", "own", "merged")},
+    }
 
 
 def labelled_images(folder: Path) -> list[tuple[Path, str]]:

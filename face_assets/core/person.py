@@ -20,7 +20,7 @@ from face_assets.core.clustering.cluster import (
     match_to_persons,
     person_centroids,
 )
-from face_assets.core.clustering.graph import KnnGraph, knn_graph, subgraph
+from face_assets.core.clustering.graph import KnnGraph, knn_graph
 from face_assets.core.portrait import update_portraits
 from face_assets.core.storage.store import FaceStore
 
@@ -110,7 +110,7 @@ def new_groups(
     groups: list[NDArray[np.int64]] = []
     if not len(rows):
         return groups
-    labels = cluster_embeddings(vectors[rows], params, graph=subgraph(graph, rows))
+    labels = cluster_embeddings(vectors, params, graph=graph, rows=rows)
     clustered = labels >= 0
     if not clustered.any():
         return groups

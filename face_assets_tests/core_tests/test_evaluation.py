@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from face_assets.core.evaluation import labelled_images, pick_face, score_clusters
+from face_assets.core.evaluation import labelled_images, pick_face, rare_fates, score_clusters
 
 
 def _clusters(predicted: list[int | None]) -> list[object]:
@@ -133,3 +133,17 @@ def test_pick_face_nearest_the_centre_uses_width_then_height() -> None:
     faces = [_face(40, 190, 60, 210), _face(0, 0, 120, 120), _face(190, 40, 210, 60)]
     assert pick_face(faces, size, "center") == 2
     assert pick_face(faces, size, "largest") == 1
+
+
+def test_rare_peoples_faces_are_counted_unassigned_own_or_merged() -> None:
+    """`ann` and `bob` have two photos each; `cy` has five. Bob's second face is merged into
+    cy's person; ann's faces form their own person; bob's first waits."""
+    truth = ["ann", "ann", "bob", "bob"] + ["cy"] * 5
+    predicted: list[int | None] = [1, 1, None, 2] + [2] * 5
+    assert rare_fates(truth, predicted) == {
+        "rare_faces": 4, "rare_unassigned": 0.25, "rare_own": 0.5, "rare_merged": 0.25,
+    }  # fmt: skip
+    # A person of two rarely seen people is a merge too, for both of them.
+    assert rare_fates(["ann", "ann", "bob", "bob"], [1, 1, 1, None])["rare_merged"] == 0.75
+    # What counts as rare is the number of photos, which a caller may count itself.
+    assert rare_fates(["cy"] * 2, [1, 1], photos={"cy": 5})["rare_faces"] == 0

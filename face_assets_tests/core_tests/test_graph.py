@@ -109,11 +109,25 @@ def test_a_hard_photo_among_its_persons_faces_stays() -> None:
     lenient = Rule(match_threshold=0.99, vote_threshold=0.0, vote_neighbours=3)
     np.testing.assert_array_equal(trim(vectors, truth, everyone, graph, lenient), truth)
     harsh = Rule(match_threshold=0.99, vote_threshold=0.99, vote_neighbours=3)
-    once = trim(vectors, truth, everyone, graph, harsh)
-    assert (once == -1).sum() == 2  # the least similar member of each person leaves first
-    for _ in range(len(vectors)):
-        once = trim(vectors, once, everyone, graph, harsh)
-    assert (once == -1).sum() >= len(vectors) - 2  # then the others, to the last one
+    # Nobody passes: members leave one by one, to the last one of each person.
+    assert (trim(vectors, truth, everyone, graph, harsh) == -1).sum() == len(vectors) - 2
+
+
+def test_intruders_leave_and_the_members_they_pulled_away_stay() -> None:
+    """Members fail while intruders drag the mean away; the least similar leaves first, so once
+    the intruders are gone the members pass again and stay."""
+    rng = np.random.default_rng(3)
+    own, other = unit(rng.normal(size=(2, 512)))
+    members, intruders = samples(rng, own, 6, sigma=0.03), samples(rng, other, 4, sigma=0.01)
+    vectors = np.vstack([members, intruders])
+    labels = np.zeros(len(vectors), dtype=np.int64)
+    graph = knn_graph(vectors, 4)
+    rule = Rule(match_threshold=0.7, vote_threshold=0.7, vote_neighbours=1)
+    everyone = np.ones(len(vectors), dtype=bool)
+    left_out = (vectors.sum(axis=0) - members) @ members.T
+    assert (np.diag(left_out) / np.linalg.norm(vectors.sum(axis=0) - members, axis=1) < 0.7).all()
+    out = trim(vectors, labels, everyone, graph, rule)
+    np.testing.assert_array_equal(out, [0] * 6 + [-1] * 4)
 
 
 def test_two_faces_of_one_media_item_never_take_one_person() -> None:

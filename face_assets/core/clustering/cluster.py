@@ -15,6 +15,7 @@ from face_assets.core.clustering.graph import (
     graph_average_linkage,
     graph_hdbscan,
     knn_graph,
+    subgraph,
 )
 from face_assets.core.clustering.membership import MAX_ROUNDS, Rule, group_sums, join, merge_similar, trim
 
@@ -101,8 +102,19 @@ def _reduce(vectors: NDArray[np.float32], params: ClusterParams) -> NDArray[np.f
     return l2_normalize(np.asarray(reducer.fit_transform(vectors), dtype=np.float32))
 
 
+def unit_rows(vectors: NDArray[np.float32]) -> NDArray[np.float32]:
+    """The rows as unit float32 vectors; the array itself when they already are (a library's
+    embeddings are: 2 GB at 1 000 000 faces, not to be copied twice)."""
+    vectors = np.asarray(vectors, dtype=np.float32)
+    norms2 = np.einsum("ij,ij->i", vectors, vectors)
+    return vectors if np.allclose(norms2, 1.0, atol=1e-4) else l2_normalize(vectors)
+
+
 def cluster_embeddings(
-    embeddings: NDArray[np.float32], params: ClusterParams, graph: KnnGraph | None = None
+    embeddings: NDArray[np.float32],
+    params: ClusterParams,
+    graph: KnnGraph | None = None,
+    rows: NDArray[np.int64] | None = None,
 ) -> NDArray[np.int64]:
     """Cluster labels for embeddings of shape (n_faces, n_dims); -1 marks noise.
 
@@ -110,40 +122,54 @@ def cluster_embeddings(
     "hdbscan" is HDBSCAN on the graph's distances, "agglomerative" average linkage over the
     graph's edges cut at `link_threshold`, "dbscan" DBSCAN with radius `eps`. The membership
     rule (membership.py) then decides, to a fixed point, which faces are in each group. `graph`,
-    when given, must be the embeddings' own graph. Groups smaller than min_cluster_size are noise.
+    when given, must be the embeddings' own graph. With `rows`, only those faces are clustered,
+    on their part of the graph, and their labels returned (the other faces count as absent).
+    Groups smaller than min_cluster_size are noise.
     """
-    count = len(embeddings)
-    if count < max(params.min_cluster_size, 2):
-        return np.full(count, NOISE, dtype=np.int64)
-    vectors = l2_normalize(np.asarray(embeddings, dtype=np.float32))
-    if params.use_umap:
-        # UMAP distorts distances: it only shapes the graph; membership is decided on the
-        # embeddings themselves (person.py).
-        graph = knn_graph(_reduce(vectors, params), params.neighbours, params.random_state)
-    elif graph is None:
-        graph = knn_graph(vectors, params.neighbours, params.random_state)
+    vectors = unit_rows(embeddings)
+    rows = np.arange(len(vectors), dtype=np.int64) if rows is None else np.asarray(rows, dtype=np.int64)
+    if len(rows) < max(params.min_cluster_size, 2):
+        return np.full(len(rows), NOISE, dtype=np.int64)
+    if params.use_umap or params.algorithm == "agglomerative" or graph is None:
+        # These need the rows on their own: UMAP distorts distances, so it only shapes the
+        # graph and membership is decided on the embeddings themselves (person.py).
+        if len(rows) < len(vectors):
+            vectors, graph = vectors[rows], None if graph is None else subgraph(graph, rows)
+            rows = np.arange(len(vectors), dtype=np.int64)
+        if params.use_umap:
+            graph = knn_graph(_reduce(vectors, params), params.neighbours, params.random_state)
+        elif graph is None:
+            graph = knn_graph(vectors, params.neighbours, params.random_state)
+    everyone = len(rows) == len(vectors)
+    part = graph if everyone else subgraph(graph, rows)
     if params.algorithm == "hdbscan":
-        labels = graph_hdbscan(graph, params.min_cluster_size, params.min_samples)
+        found = graph_hdbscan(part, params.min_cluster_size, params.min_samples)
     elif params.algorithm == "agglomerative":
-        labels = graph_average_linkage(vectors, graph, params.link_threshold)
+        found = graph_average_linkage(vectors, part, params.link_threshold)
     else:
         from sklearn.cluster import DBSCAN
 
         model = DBSCAN(eps=params.eps, min_samples=params.min_samples, metric="precomputed")
-        labels = np.asarray(model.fit_predict(distance_matrix(graph)), dtype=np.int64)
-    # Density and linkage take in faces at a group's edge; the membership rule decides.
+        found = np.asarray(model.fit_predict(distance_matrix(part)), dtype=np.int64)
+    del part
+    # Density and linkage take in faces at a group's edge; the membership rule decides. The
+    # other faces are absent: noise here, never movable, so the whole graph serves as well as
+    # the rows' own part (an absent neighbour is no vote and no candidate either way).
     rule = Rule(params.match_threshold, params.vote_threshold, params.vote_neighbours)
-    everyone = np.ones(count, dtype=bool)
+    movable = np.zeros(len(vectors), dtype=bool)
+    movable[rows] = True
+    labels = np.full(len(vectors), NOISE, dtype=np.int64)
+    labels[rows] = found
     labels = _drop_small(labels, params.min_cluster_size)
-    alone = np.arange(count, dtype=np.int64)  # no media items here: each face its own
+    alone = np.arange(len(vectors), dtype=np.int64)  # no media items here: each face its own
     for _ in range(MAX_ROUNDS):
         settled = merge_similar(vectors, labels, 0, graph, params.merge_threshold)
-        settled = _drop_small(trim(vectors, settled, everyone, graph, rule), params.min_cluster_size)
-        settled = join(vectors, settled, everyone, alone, graph, rule)
+        settled = _drop_small(trim(vectors, settled, movable, graph, rule), params.min_cluster_size)
+        settled = join(vectors, settled, movable, alone, graph, rule)
         if np.array_equal(settled, labels):
             break
         labels = settled
-    return labels
+    return labels[rows]
 
 
 def exact_average_linkage(vectors: NDArray[np.float32], link_threshold: float) -> NDArray[np.int64]:

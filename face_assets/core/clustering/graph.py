@@ -150,21 +150,67 @@ def distance_matrix(graph: KnnGraph) -> Any:
 
 
 def graph_hdbscan(graph: KnnGraph, min_cluster_size: int, min_samples: int = 1) -> NDArray[np.int64]:
-    """HDBSCAN (scikit-learn) on the kNN graph's distances instead of all pairs: the minimum
-    spanning tree of the sparse graph, then the same condensed tree and cluster selection.
-    Labels per face, -1 for noise."""
+    """HDBSCAN on the kNN graph's distances instead of all pairs: the minimum spanning tree of
+    the sparse graph, then scikit-learn's condensed tree and cluster selection. Labels per face,
+    -1 for noise."""
+    count = len(graph.neighbours)
+    if count < max(min_cluster_size, 2):
+        return np.full(count, -1, dtype=np.int64)
+    if min_samples > 1:
+        return _sklearn_hdbscan(graph, min_cluster_size, min_samples)
+    try:
+        from sklearn.cluster._hdbscan.hdbscan import MST_edge_dtype, _process_mst, tree_to_labels
+    except ImportError:  # a scikit-learn whose internals moved: the same result, more memory
+        return _sklearn_hdbscan(graph, min_cluster_size, min_samples)
+    # With min_samples 1 the mutual reachability distance is the distance itself, so the tree is
+    # the graph's own minimum spanning tree. scikit-learn's estimator would first copy the
+    # matrix, symmetrise it and compare it with its transpose: over 5 GB at 1 000 000 faces.
+    # The spanning tree takes each directed edge as an undirected one, so no symmetric copy.
+    tree = _spanning_tree(graph)
+    single_linkage = _process_mst(np.rec.fromarrays(tree, dtype=MST_edge_dtype))
+    labels, _ = tree_to_labels(single_linkage, min_cluster_size, "eom", False, 0.0, None)
+    if (labels < 0).all():
+        # No split at all: the faces are one group or none (HDBSCAN never keeps the root
+        # unless asked). A person in pieces is joined again by membership.merge_similar.
+        labels, _ = tree_to_labels(single_linkage, min_cluster_size, "eom", True, 0.0, None)
+    return np.asarray(labels, dtype=np.int64)
+
+
+def _spanning_tree(graph: KnnGraph) -> tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.float64]]:
+    """(first ends, second ends, cosine distances) of the n - 1 edges of a minimum spanning tree
+    of the graph; separate components are joined by edges of the largest distance, 2."""
+    from scipy import sparse
+    from scipy.sparse import csgraph
+
+    count, k = graph.neighbours.shape
+    valid = graph.neighbours.ravel() >= 0
+    rows = np.repeat(np.arange(count, dtype=np.int32), k)[valid]
+    cols = graph.neighbours.ravel()[valid].astype(np.int32)
+    # A stored zero would read as a missing edge: identical faces stay a hair apart.
+    distances = np.maximum(1.0 - graph.similarities.ravel()[valid].astype(np.float64), 1e-6)
+    matrix = sparse.csr_matrix((distances, (rows, cols)), shape=(count, count))
+    del rows, cols, distances
+    forest = csgraph.minimum_spanning_tree(matrix).tocoo()
+    del matrix
+    first, second, weight = forest.row.astype(np.int64), forest.col.astype(np.int64), forest.data
+    components, labels = csgraph.connected_components(forest, directed=False)
+    if components > 1:
+        roots = np.unique(labels, return_index=True)[1]
+        first = np.concatenate([first, roots[1:]])
+        second = np.concatenate([second, np.full(components - 1, roots[0])])
+        weight = np.concatenate([weight, np.full(components - 1, 2.0)])
+    return first, second, weight
+
+
+def _sklearn_hdbscan(graph: KnnGraph, min_cluster_size: int, min_samples: int) -> NDArray[np.int64]:
     from sklearn.cluster import HDBSCAN
 
-    if len(graph.neighbours) < max(min_cluster_size, 2):
-        return np.full(len(graph.neighbours), -1, dtype=np.int64)
     matrix = distance_matrix(graph)
     model = HDBSCAN(
         min_cluster_size=min_cluster_size, min_samples=min_samples, metric="precomputed", copy=True
     )
     labels = np.asarray(model.fit_predict(matrix), dtype=np.int64)
     if (labels < 0).all():
-        # No split at all: the faces are one group or none (HDBSCAN never keeps the root
-        # unless asked). A person in pieces is joined again by membership.merge_similar.
         model.set_params(allow_single_cluster=True)
         labels = np.asarray(model.fit_predict(matrix), dtype=np.int64)
     return labels

@@ -95,32 +95,45 @@ def trim(
     if not len(rows):
         return labels
     count = int(labels.max()) + 1
-    sums = group_sums(labels, vectors, count)
-    norms2 = np.einsum("ij,ij->i", sums, sums)
-    keep = np.ones(len(rows), dtype=bool)
+    sums = group_sums(labels, vectors, count).astype(np.float64)
+    out = labels.copy()
+    while len(rows):
+        similarity = _left_out_similarity(sums, vectors, out[rows], rows)
+        keep = rule.accepts(graph, rows, out, out[rows], similarity)
+        failing = rows[~keep]
+        if not len(failing):
+            break
+        # The least similar failing members of each person leave first, one at a time, or a
+        # tenth of them at a time when many fail (a group of two people at library scale): an
+        # intruder's departure moves the mean, and members it pulled away from may then pass.
+        # Only the members of persons that lost some are looked at again.
+        order = np.lexsort((similarity[~keep], out[failing]))
+        person_of = out[failing][order]
+        starts = np.flatnonzero(np.r_[True, person_of[1:] != person_of[:-1]])
+        counts = np.diff(np.r_[starts, len(order)])
+        rank = np.arange(len(order)) - np.repeat(starts, counts)
+        leaving = failing[order[rank < np.repeat(np.maximum(1, counts // 10), counts)]]
+        persons = out[leaving]
+        np.subtract.at(sums, persons, vectors[leaving].astype(np.float64))
+        out[leaving] = NOISE
+        rows = rows[np.isin(out[rows], persons)]
+    return out
+
+
+def _left_out_similarity(
+    sums: NDArray[np.float64], vectors: NDArray[np.float32], own: NDArray[np.int64], rows: NDArray[np.int64]
+) -> NDArray[np.float32]:
+    """Cosine similarity of each row to its person's mean without the row itself (1.0 for a
+    person of one face: nothing to compare)."""
     similarities = np.ones(len(rows), dtype=np.float32)
     for start in range(0, len(rows), _CHUNK):
-        part = rows[start : start + _CHUNK]
-        own = labels[part]
-        dot = np.einsum("ij,ij->i", sums[own], vectors[part])
-        rest = np.maximum(norms2[own] - 2.0 * dot + 1.0, 1e-12)  # |sum - v|^2 for a unit v
-        similarity = ((dot - 1.0) / np.sqrt(rest)).astype(np.float32)
-        alone = norms2[own] - 2.0 * dot + 1.0 < 1e-6  # a person of one face: nothing to compare
-        similarity[alone] = 1.0
-        similarities[start : start + len(part)] = similarity
-        keep[start : start + len(part)] = rule.accepts(graph, part, labels, own, similarity)
-    # Only the least similar failing member of each person leaves per round: an intruder's
-    # departure moves the mean, and members it pulled away from may then pass.
-    failing = rows[~keep]
-    if not len(failing):
-        return labels
-    failing_similarity = similarities[~keep]
-    order = np.lexsort((failing_similarity, labels[failing]))
-    first = np.ones(len(order), dtype=bool)
-    first[1:] = labels[failing][order[1:]] != labels[failing][order[:-1]]
-    out = labels.copy()
-    out[failing[order[first]]] = NOISE
-    return out
+        part, person = rows[start : start + _CHUNK], own[start : start + _CHUNK]
+        total = sums[person]
+        dot = np.einsum("ij,ij->i", total, vectors[part])
+        rest = np.einsum("ij,ij->i", total, total) - 2.0 * dot + 1.0  # |sum - v|^2 for a unit v
+        similarity = (dot - 1.0) / np.sqrt(np.maximum(rest, 1e-12))
+        similarities[start : start + len(part)] = np.where(rest < 1e-6, 1.0, similarity)
+    return similarities
 
 
 def join(
@@ -143,13 +156,17 @@ def join(
     best = np.full(len(rows), -np.inf, dtype=np.float32)
     for start in range(0, len(rows), _CHUNK):
         part = rows[start : start + _CHUNK]
-        near = graph.neighbours[part]
-        candidates = np.where(near >= 0, labels[np.maximum(near, 0)], NOISE)
-        similarity = np.einsum("ikj,ij->ik", centroids[np.maximum(candidates, 0)], vectors[part])
-        similarity = np.where(candidates >= 0, similarity, -np.inf)
-        top = similarity.argmax(axis=1)
-        chosen[start : start + len(part)] = candidates[np.arange(len(part)), top]
-        best[start : start + len(part)] = similarity[np.arange(len(part)), top]
+        candidates = labels[np.maximum(graph.neighbours[part], 0)]
+        candidates[graph.neighbours[part] < 0] = NOISE
+        # Each (face, person) pair once: most of a face's neighbours share a few persons.
+        at, person = np.nonzero(candidates >= 0)
+        keys = np.unique(at * count + candidates[at, person])
+        at, person = keys // count, keys % count
+        similarity = np.einsum("ij,ij->i", centroids[person], vectors[part[at]])
+        order = np.lexsort((-similarity, at))
+        first = order[np.r_[True, at[order[1:]] != at[order[:-1]]]] if len(order) else order
+        chosen[start + at[first]] = person[first]
+        best[start + at[first]] = similarity[first]
     accepted = rule.accepts(graph, rows, labels, chosen, best)
     chosen[~accepted] = NOISE
     assigned = labels >= 0
