@@ -19,6 +19,20 @@ class Registration:
     skipped: list[tuple[Path, str]] = field(default_factory=list)  # (file, reason)
 
 
+# Files registered per transaction: a commit per file cost more than sniffing the file.
+REGISTER_CHUNK = 200
+
+
+def _register(store: FaceStore, chunk: list[tuple[Path, str, int]], result: Registration) -> None:
+    if not chunk:
+        return
+    with saving(f"registration of {chunk[0][0]} and {len(chunk) - 1} more files"):
+        ids = store.register_media_files(chunk)
+    result.added.extend(item for item in ids if item is not None)
+    result.already_known += sum(item is None for item in ids)
+    chunk.clear()
+
+
 def register_folder(store: FaceStore, folder: Path) -> Registration:
     """Registers every image below `folder` once; formats are sniffed, extensions ignored."""
     folder = Path(folder)
@@ -26,6 +40,7 @@ def register_folder(store: FaceStore, folder: Path) -> Registration:
         raise NotADirectoryError(f"{folder}: not a folder")
     result = Registration()
     known = store.known_path_keys()
+    chunk: list[tuple[Path, str, int]] = []
     for path in sorted(p for p in folder.rglob("*") if p.is_file()):
         if any(part.startswith(".") for part in path.relative_to(folder).parts):
             continue  # hidden files and folders (.DS_Store, .git) are not media
@@ -42,12 +57,10 @@ def register_folder(store: FaceStore, folder: Path) -> Registration:
             logger.error("skipped %s: %s", path, too_long)
             result.skipped.append((path, too_long))
             continue
-        with saving(f"registration of {path}"):
-            item_id = store.register_media_file(path, media_format, path.stat().st_size)
-        if item_id is None:
-            result.already_known += 1
-        else:
-            result.added.append(item_id)
+        chunk.append((path, media_format, path.stat().st_size))
+        if len(chunk) >= REGISTER_CHUNK:
+            _register(store, chunk, result)
+    _register(store, chunk, result)
     logger.info(
         "registered %d new media items from %s (%d known, %d skipped)",
         len(result.added), folder, result.already_known, len(result.skipped),

@@ -193,6 +193,17 @@ def test_register_media_file_twice_keeps_one_row(store: FaceStore, tmp_path: Pat
     assert [(m.id, m.path) for m in store.pending_media_items()] == [(item, photo.resolve())]
 
 
+def test_files_registered_together_are_each_registered_once(store: FaceStore, tmp_path: Path) -> None:
+    """One transaction for many files: a file given twice, or already known, is skipped and the
+    others get their rows, in order."""
+    known = store.register_media_file(tmp_path / "known.jpg", "JPEG", 1)
+    files = [(tmp_path / name, "JPEG", 1) for name in ("a.jpg", "known.jpg", "b.jpg", "a.jpg")]
+    ids = store.register_media_files(files)
+    assert ids[1] is None and ids[3] is None and ids[0] is not None and ids[2] is not None
+    assert [m.id for m in store.pending_media_items()] == [known, ids[0], ids[2]]
+    assert _rows(store, 'SELECT COUNT(*) FROM "MediaFile"') == [(3,)]
+
+
 def test_pending_media_items_limit_and_order(store: FaceStore, tmp_path: Path) -> None:
     ids = [store.register_media_file(tmp_path / f"{i}.jpg", "JPEG", 10) for i in range(3)]
     assert [m.id for m in store.pending_media_items(limit=2)] == ids[:2]

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
-from sqlalchemy import Engine, and_, bindparam, func, insert, or_, select, update
+from sqlalchemy import Connection, Engine, and_, bindparam, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from face_assets.core.batch import IdRange
@@ -125,6 +125,19 @@ class FaceStore(PersonsMixin, CorrectionsMixin, LocksMixin, ReportsMixin):
 
     def register_media_file(self, path: Path, media_format: str, size: int) -> int | None:
         """Adds a MediaFile and its MediaItems row; None when the file is already registered."""
+        return self.register_media_files([(path, media_format, size)])[0]
+
+    def register_media_files(self, files: Sequence[tuple[Path, str, int]]) -> list[int | None]:
+        """`register_media_file` for each (path, format, size), in one transaction: a commit per
+        file was most of a registration's time. Each file's two rows go in together or not at
+        all, and a killed run leaves none of them: the rerun registers them again."""
+        ids: list[int | None] = []
+        with self.engine.begin() as conn:
+            for path, media_format, size in files:
+                ids.append(self._register(conn, path, media_format, size))
+        return ids
+
+    def _register(self, conn: Connection, path: Path, media_format: str, size: int) -> int | None:
         absolute = path.resolve()
         key = path_key(absolute)
         # Legacy rows have no PathKey: they are found by folder + name, or by the full path.
@@ -138,31 +151,30 @@ class FaceStore(PersonsMixin, CorrectionsMixin, LocksMixin, ReportsMixin):
                 MediaFileTable.c.FilePath == str(absolute),
             ),
         )
-        with self.engine.begin() as conn:
-            known = select(MediaFileTable.c.Id).where(or_(MediaFileTable.c.PathKey == key, legacy))
-            if conn.execute(known).first():
-                return None
-            try:
-                with conn.begin_nested():
-                    file_id = insert_id(
-                        conn,
-                        insert(MediaFileTable).values(
-                            FilePath=str(absolute.parent),
-                            FileName=absolute.name,
-                            Extensions=absolute.suffix.lstrip(".").lower()[:10] or None,
-                            PathKey=key,
-                            MediaFormat=media_format,
-                            FileSize=size,
-                        ),
-                    )
-            except IntegrityError:
-                return None  # registered by a concurrent run a moment ago
-            return insert_id(
-                conn,
-                insert(MediaItemsTable).values(
-                    MediaFileId=file_id, Name=absolute.name[:255], IsFacesExtracted=False
-                ),
-            )
+        known = select(MediaFileTable.c.Id).where(or_(MediaFileTable.c.PathKey == key, legacy))
+        if conn.execute(known).first():
+            return None
+        try:
+            with conn.begin_nested():
+                file_id = insert_id(
+                    conn,
+                    insert(MediaFileTable).values(
+                        FilePath=str(absolute.parent),
+                        FileName=absolute.name,
+                        Extensions=absolute.suffix.lstrip(".").lower()[:10] or None,
+                        PathKey=key,
+                        MediaFormat=media_format,
+                        FileSize=size,
+                    ),
+                )
+                return insert_id(
+                    conn,
+                    insert(MediaItemsTable).values(
+                        MediaFileId=file_id, Name=absolute.name[:255], IsFacesExtracted=False
+                    ),
+                )
+        except IntegrityError:
+            return None  # registered by a concurrent run a moment ago
 
     def known_path_keys(self) -> set[str]:
         """PathKeys of every registered file: a folder scan skips these without opening them."""
