@@ -68,16 +68,18 @@ def synthetic_library(count: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray
     common[-1] = 1.0  # along a direction of little spread, so it shifts every similarity alike
     centres = rng.normal(size=(len(sizes), DIM)) * weights
     centres /= np.linalg.norm(centres, axis=1, keepdims=True)
-    centres = COMMON * common + np.sqrt(1 - COMMON**2) * centres
+    centres = (COMMON * common + np.sqrt(1 - COMMON**2) * centres).astype(np.float32)
     identity = np.repeat(np.arange(len(sizes)), sizes)
     rng.shuffle(identity)
-    noise = NOISE * np.exp(NOISE_SPREAD * rng.normal(size=len(sizes)))
+    noise = (NOISE * np.exp(NOISE_SPREAD * rng.normal(size=len(sizes))) / np.sqrt(DIM)).astype(np.float32)
     vectors = np.empty((count, DIM), dtype=np.float32)
-    for start in range(0, count, 100_000):  # bounded temporaries
-        part = identity[start : start + 100_000]
-        block = centres[part] + noise[part, None] * rng.normal(size=(len(part), DIM)) / np.sqrt(DIM)
+    for start in range(0, count, 50_000):  # float32 and bounded temporaries: the data is not the point
+        part = identity[start : start + 50_000]
+        block = centres[part] + noise[part, None] * rng.standard_normal(
+            size=(len(part), DIM), dtype=np.float32
+        )
         vectors[start : start + len(part)] = block / np.linalg.norm(block, axis=1, keepdims=True)
-    return vectors, identity.astype(np.int64), centres.astype(np.float32)
+    return vectors, identity.astype(np.int64), centres
 
 
 def similarity_shape(vectors: np.ndarray, identity: np.ndarray, sample: int = 4000) -> dict[str, float]:

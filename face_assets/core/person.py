@@ -79,18 +79,10 @@ def settle(
     for k, members in enumerate(groups):
         labels[members] = len(ids) + k
     rule = membership.Rule(params.match_threshold, params.vote_threshold, params.vote_neighbours)
-    for _ in range(membership.MAX_ROUNDS):
-        before = labels
-        labels = membership.merge_similar(vectors, labels, len(ids), graph, params.merge_threshold)
-        labels = membership.trim(vectors, labels, waiting, graph, rule)
-        new = labels >= len(ids)
-        if groups:
-            sizes = np.bincount(labels[new] - len(ids), minlength=len(groups))
-            small = new & (sizes[np.clip(labels - len(ids), 0, len(groups) - 1)] < params.min_cluster_size)
-            labels = np.where(small, NOISE, labels)
-        labels = membership.join(vectors, labels, waiting, media_item_ids, graph, rule)
-        if np.array_equal(before, labels):
-            break
+    labels = membership.fixed_point(
+        vectors, labels, len(ids), waiting, media_item_ids, graph, rule,
+        params.merge_threshold, params.min_cluster_size,
+    )  # fmt: skip
     new_rows = [np.flatnonzero(labels == len(ids) + k) for k in range(len(groups))]
     existing = (labels >= 0) & (labels < len(ids))
     final = np.full(len(labels), NOISE, dtype=np.int64)

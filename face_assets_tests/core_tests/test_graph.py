@@ -136,3 +136,46 @@ def test_two_faces_of_one_media_item_never_take_one_person() -> None:
     media = np.array([1, 1, 2, 2])
     taken = pair_keys(np.array([2]), np.array([7]))  # person 7 is already in media item 2
     np.testing.assert_array_equal(one_per_media_item(chosen, similarity, media, taken), [-1, 5, 5, -1])
+
+
+def _every_face_every_round(vectors, labels, first_new, movable, items, graph, rule, merge, min_size):  # type: ignore[no-untyped-def]
+    """The rule to a fixed point looking at every face in every round: what fixed_point must equal."""
+    from face_assets.core.clustering.membership import NOISE, merge_similar
+
+    for _ in range(100):
+        start = labels
+        labels = merge_similar(vectors, labels, first_new, graph, merge)
+        labels = trim(vectors, labels, movable, graph, rule)
+        new = labels >= first_new
+        sizes = np.bincount(labels[new], minlength=int(max(labels.max(), 0)) + 1)
+        labels = np.where(new & (sizes[np.maximum(labels, 0)] < min_size), NOISE, labels)
+        labels = join(vectors, labels, movable, items, graph, rule)
+        if np.array_equal(start, labels):
+            return labels
+    raise AssertionError("no fixed point")
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_looking_again_only_at_what_moved_reaches_the_same_fixed_point(seed: int) -> None:
+    """Persons of many sizes, look-alikes and strangers, several faces per media item, rough
+    starting groups: the incremental loop ends exactly where looking at everything ends."""
+    from face_assets.core.clustering.membership import fixed_point
+
+    rng = np.random.default_rng(seed)
+    vectors, truth = identities(seed, k=6, n=60)  # large persons: most members are not neighbours
+    vectors = unit(vectors + rng.normal(scale=0.04, size=vectors.shape) * rng.uniform(0, 2, (len(vectors), 1)))
+    strangers = unit(rng.normal(size=(40, vectors.shape[1])))
+    vectors = np.vstack([vectors, strangers])
+    graph = knn_graph(vectors, 4)
+    # Rough groups: identities split in two, some pieces fused, many faces left out.
+    labels = np.concatenate([truth * 2 + (np.arange(len(truth)) % 2), np.full(len(strangers), -1)])
+    labels = np.where(labels == 11, 0, labels).astype(np.int64)
+    labels[rng.random(len(labels)) < 0.3] = -1
+    existing = 3  # labels 0..2 are persons already: they never merge or dissolve
+    items = rng.integers(0, len(vectors) // 3, size=len(vectors))  # often two faces of one item
+    movable = rng.random(len(vectors)) < 0.9
+    rule = Rule(match_threshold=0.75, vote_threshold=0.5, vote_neighbours=2)
+    expected = _every_face_every_round(vectors, labels, existing, movable, items, graph, rule, 0.8, 3)
+    got = fixed_point(vectors, labels, existing, movable, items, graph, rule, 0.8, 3)
+    np.testing.assert_array_equal(got, expected)
+    assert not np.array_equal(got, labels)  # the case moved faces

@@ -17,7 +17,7 @@ from face_assets.core.clustering.graph import (
     knn_graph,
     subgraph,
 )
-from face_assets.core.clustering.membership import MAX_ROUNDS, Rule, group_sums, join, merge_similar, trim
+from face_assets.core.clustering.membership import Rule, fixed_point, group_sums
 
 logger = logging.getLogger(__name__)
 
@@ -162,13 +162,10 @@ def cluster_embeddings(
     labels[rows] = found
     labels = _drop_small(labels, params.min_cluster_size)
     alone = np.arange(len(vectors), dtype=np.int64)  # no media items here: each face its own
-    for _ in range(MAX_ROUNDS):
-        settled = merge_similar(vectors, labels, 0, graph, params.merge_threshold)
-        settled = _drop_small(trim(vectors, settled, movable, graph, rule), params.min_cluster_size)
-        settled = join(vectors, settled, movable, alone, graph, rule)
-        if np.array_equal(settled, labels):
-            break
-        labels = settled
+    labels = fixed_point(
+        vectors, labels, 0, movable, alone, graph, rule, params.merge_threshold, params.min_cluster_size
+    )
+    labels = _drop_small(labels, params.min_cluster_size)
     return labels[rows]
 
 

@@ -88,10 +88,12 @@ def trim(
     movable: NDArray[np.bool_],
     graph: KnnGraph,
     rule: Rule,
+    active: NDArray[np.bool_] | None = None,
 ) -> NDArray[np.int64]:
     """Members (rows with `movable`) that fail the rule against their own person, left out of
-    it, are unassigned; the others stay. Rows without `movable` never change."""
-    rows = np.flatnonzero(movable & (labels >= 0))
+    it, are unassigned; the others stay. Rows without `movable` never change; with `active`,
+    only those rows are looked at (the others passed before and nothing they depend on moved)."""
+    rows = np.flatnonzero(movable & (labels >= 0) & (True if active is None else active))
     if not len(rows):
         return labels
     count = int(labels.max()) + 1
@@ -143,10 +145,12 @@ def join(
     media_item_ids: NDArray[np.int64],
     graph: KnnGraph,
     rule: Rule,
+    active: NDArray[np.bool_] | None = None,
 ) -> NDArray[np.int64]:
     """Unassigned rows with `waiting` join the person, among their neighbours' persons, whose
-    mean is most similar, when the rule accepts it. Returns the new labels."""
-    rows = np.flatnonzero(waiting & (labels == NOISE))
+    mean is most similar, when the rule accepts it (with `active`, those rows only). Returns
+    the new labels."""
+    rows = np.flatnonzero(waiting & (labels == NOISE) & (True if active is None else active))
     if not len(rows) or not (labels >= 0).any():
         return labels
     count = int(labels.max()) + 1
@@ -177,11 +181,17 @@ def join(
 
 
 def merge_similar(
-    vectors: NDArray[np.float32], labels: NDArray[np.int64], first_new: int, graph: KnnGraph, threshold: float
+    vectors: NDArray[np.float32],
+    labels: NDArray[np.int64],
+    first_new: int,
+    graph: KnnGraph,
+    threshold: float,
+    groups: NDArray[np.bool_] | None = None,
 ) -> NDArray[np.int64]:
     """New groups (labels >= first_new) whose means are at least `threshold` similar become one:
     density splits a person whose photos vary into pieces that the rule alone never rejoins.
-    Candidate pairs are groups joined by a graph edge; existing persons never change."""
+    Candidate pairs are groups joined by a graph edge, with `groups` (a mask over labels) only
+    pairs with one of those in them; existing persons never change."""
     from scipy import sparse
     from scipy.sparse import csgraph
 
@@ -193,6 +203,8 @@ def merge_similar(
     a = labels[rows]
     b = np.where(near >= 0, labels[np.maximum(near, 0)], NOISE)
     pair = (a >= first_new) & (b >= first_new) & (a != b)
+    if groups is not None:
+        pair &= groups[np.maximum(a, 0)] | groups[np.maximum(b, 0)]
     if not pair.any():
         return labels
     keys = np.unique(np.minimum(a[pair], b[pair]) * count + np.maximum(a[pair], b[pair]))
@@ -209,3 +221,82 @@ def merge_similar(
     np.minimum.at(smallest, component, np.arange(count))
     target = smallest[component]
     return np.where(labels >= first_new, target[np.maximum(labels, 0)], labels).astype(np.int64)
+
+
+def touched(
+    before: NDArray[np.int64], after: NDArray[np.int64], graph: KnnGraph, size: int
+) -> tuple[NDArray[np.bool_], NDArray[np.bool_]]:
+    """What a move of labels from `before` to `after` can change for the rule: (rows to look at
+    again, groups whose members changed, as a mask of `size` labels). A row's decision depends
+    on its own person's mean, its neighbours' labels and their persons' means: so the rows are
+    those moved, the members of changed groups, and the rows with one of these as a neighbour.
+    (A face refused a person because another face of its media item was in it has a neighbour
+    in that person, since candidates come from neighbours: it is among the latter.)"""
+    changed = before != after
+    groups = np.zeros(size, dtype=bool)
+    groups[before[changed & (before >= 0)]] = True
+    groups[after[changed & (after >= 0)]] = True
+    moved = changed | ((after >= 0) & groups[np.maximum(after, 0)])
+    near = graph.neighbours
+    rows = moved.copy()
+    for start in range(0, len(near), 262_144):  # bounded temporaries: (rows, k) booleans
+        part = near[start : start + 262_144]
+        rows[start : start + len(part)] |= (moved[np.maximum(part, 0)] & (part >= 0)).any(axis=1)
+    return rows, groups
+
+
+def fixed_point(
+    vectors: NDArray[np.float32],
+    labels: NDArray[np.int64],
+    first_new: int,
+    movable: NDArray[np.bool_],
+    media_item_ids: NDArray[np.int64],
+    graph: KnnGraph,
+    rule: Rule,
+    merge_threshold: float,
+    min_size: int,
+) -> NDArray[np.int64]:
+    """The rule applied until nothing moves: new groups (labels >= first_new) that are alike
+    merge, members that fail leave, new groups below `min_size` dissolve, and `movable` rows
+    without a person join one. After the first round each step looks only at what the others
+    (or itself) changed since it last ran: a round late in the loop moves a handful of faces,
+    and looking at every face again cost seconds per round at 1 000 000 faces."""
+    size = int(labels.max()) + 1 if len(labels) and labels.max() >= 0 else 1
+    # Per step, the rows and groups to look at again; None: everything (the first round).
+    pending: dict[str, tuple[NDArray[np.bool_], NDArray[np.bool_]] | None] = dict.fromkeys(
+        ("merge", "trim", "join")
+    )
+
+    def record(before: NDArray[np.int64], after: NDArray[np.int64], step: str) -> NDArray[np.int64]:
+        pending[step] = (np.zeros(len(after), dtype=bool), np.zeros(size, dtype=bool))
+        if not np.array_equal(before, after):
+            rows, groups = touched(before, after, graph, size)
+            for masks in pending.values():
+                if masks is not None:
+                    masks[0][:] |= rows
+                    masks[1][:] |= groups
+        return after
+
+    def rows(step: str) -> NDArray[np.bool_] | None:
+        masks = pending[step]
+        return None if masks is None else masks[0]
+
+    for _ in range(MAX_ROUNDS):
+        start = labels
+        masks = pending["merge"]
+        groups = None if masks is None else masks[1]
+        labels = record(
+            labels, merge_similar(vectors, labels, first_new, graph, merge_threshold, groups), "merge"
+        )
+        step = trim(vectors, labels, movable, graph, rule, rows("trim"))
+        new = step >= first_new
+        if new.any():
+            sizes = np.bincount(step[new], minlength=size)
+            step = np.where(new & (sizes[np.maximum(step, 0)] < min_size), NOISE, step)
+        labels = record(labels, step, "trim")
+        labels = record(
+            labels, join(vectors, labels, movable, media_item_ids, graph, rule, rows("join")), "join"
+        )
+        if np.array_equal(start, labels):
+            break
+    return labels
