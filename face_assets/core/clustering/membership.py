@@ -35,6 +35,16 @@ def group_sums(labels: NDArray[np.int64], vectors: NDArray[np.float32], count: i
     return np.asarray(indicator @ vectors, dtype=np.float32)
 
 
+def centroids_of(
+    labels: NDArray[np.int64], vectors: NDArray[np.float32], ids: NDArray[np.int64]
+) -> NDArray[np.float32]:
+    """Unit mean of the rows of each label in `ids` (sorted, unique): (len(ids), n_dims). Only
+    those labels' rows are read, so a late round that touched a few persons reads a few."""
+    rows = np.flatnonzero(np.isin(labels, ids))
+    sums = group_sums(np.searchsorted(ids, labels[rows]), vectors[rows], len(ids))
+    return sums / np.maximum(np.linalg.norm(sums, axis=1, keepdims=True), 1e-12)
+
+
 def one_per_media_item(
     chosen: NDArray[np.int64],
     similarity: NDArray[np.float32],
@@ -97,7 +107,7 @@ def trim(
     if not len(rows):
         return labels
     count = int(labels.max()) + 1
-    sums = group_sums(labels, vectors, count).astype(np.float64)
+    sums = group_sums(labels, vectors, count)
     out = labels.copy()
     while len(rows):
         similarity = _left_out_similarity(sums, vectors, out[rows], rows)
@@ -116,23 +126,25 @@ def trim(
         rank = np.arange(len(order)) - np.repeat(starts, counts)
         leaving = failing[order[rank < np.repeat(np.maximum(1, counts // 10), counts)]]
         persons = out[leaving]
-        np.subtract.at(sums, persons, vectors[leaving].astype(np.float64))
+        np.subtract.at(sums, persons, vectors[leaving])
         out[leaving] = NOISE
         rows = rows[np.isin(out[rows], persons)]
     return out
 
 
 def _left_out_similarity(
-    sums: NDArray[np.float64], vectors: NDArray[np.float32], own: NDArray[np.int64], rows: NDArray[np.int64]
+    sums: NDArray[np.float32], vectors: NDArray[np.float32], own: NDArray[np.int64], rows: NDArray[np.int64]
 ) -> NDArray[np.float32]:
     """Cosine similarity of each row to its person's mean without the row itself (1.0 for a
     person of one face: nothing to compare)."""
+    persons = np.unique(own)
+    norms2 = np.zeros(len(sums), dtype=np.float64)
+    norms2[persons] = np.einsum("ij,ij->i", sums[persons], sums[persons], dtype=np.float64)
     similarities = np.ones(len(rows), dtype=np.float32)
     for start in range(0, len(rows), _CHUNK):
         part, person = rows[start : start + _CHUNK], own[start : start + _CHUNK]
-        total = sums[person]
-        dot = np.einsum("ij,ij->i", total, vectors[part])
-        rest = np.einsum("ij,ij->i", total, total) - 2.0 * dot + 1.0  # |sum - v|^2 for a unit v
+        dot = np.einsum("ij,ij->i", sums[person], vectors[part]).astype(np.float64)
+        rest = norms2[person] - 2.0 * dot + 1.0  # |sum - v|^2 for a unit v
         similarity = (dot - 1.0) / np.sqrt(np.maximum(rest, 1e-12))
         similarities[start : start + len(part)] = np.where(rest < 1e-6, 1.0, similarity)
     return similarities
@@ -153,27 +165,30 @@ def join(
     rows = np.flatnonzero(waiting & (labels == NOISE) & (True if active is None else active))
     if not len(rows) or not (labels >= 0).any():
         return labels
-    count = int(labels.max()) + 1
-    sums = group_sums(labels, vectors, count)
-    centroids = sums / np.maximum(np.linalg.norm(sums, axis=1, keepdims=True), 1e-12)
+    valid = graph.neighbours[rows] >= 0
+    candidates = np.where(valid, labels[np.maximum(graph.neighbours[rows], 0)], NOISE)
+    ids = np.unique(candidates[candidates >= 0])
+    if not len(ids):
+        return labels
+    centroids = centroids_of(labels, vectors, ids)
     chosen = np.full(len(rows), NOISE, dtype=np.int64)
     best = np.full(len(rows), -np.inf, dtype=np.float32)
     for start in range(0, len(rows), _CHUNK):
         part = rows[start : start + _CHUNK]
-        candidates = labels[np.maximum(graph.neighbours[part], 0)]
-        candidates[graph.neighbours[part] < 0] = NOISE
+        near = candidates[start : start + _CHUNK]
         # Each (face, person) pair once: most of a face's neighbours share a few persons.
-        at, person = np.nonzero(candidates >= 0)
-        keys = np.unique(at * count + candidates[at, person])
-        at, person = keys // count, keys % count
+        at, column = np.nonzero(near >= 0)
+        keys = np.unique(at * len(ids) + np.searchsorted(ids, near[at, column]))
+        at, person = keys // len(ids), keys % len(ids)
         similarity = np.einsum("ij,ij->i", centroids[person], vectors[part[at]])
         order = np.lexsort((-similarity, at))
         first = order[np.r_[True, at[order[1:]] != at[order[:-1]]]] if len(order) else order
-        chosen[start + at[first]] = person[first]
+        chosen[start + at[first]] = ids[person[first]]
         best[start + at[first]] = similarity[first]
     accepted = rule.accepts(graph, rows, labels, chosen, best)
     chosen[~accepted] = NOISE
-    assigned = labels >= 0
+    # Persons already in these faces' media items.
+    assigned = (labels >= 0) & np.isin(media_item_ids, media_item_ids[rows])
     taken = np.unique(pair_keys(media_item_ids[assigned], labels[assigned]))
     out = labels.copy()
     out[rows] = one_per_media_item(chosen, best, media_item_ids[rows], taken)
@@ -198,10 +213,15 @@ def merge_similar(
     if not (labels >= first_new).any():
         return labels
     count = int(labels.max()) + 1
-    rows = np.repeat(np.arange(len(labels), dtype=np.int64), graph.neighbours.shape[1])
-    near = graph.neighbours.ravel()
-    a = labels[rows]
-    b = np.where(near >= 0, labels[np.maximum(near, 0)], NOISE)
+    scan = labels >= first_new
+    if groups is not None:
+        # Edges of the given groups: from their rows, and to their rows from the others'.
+        scan &= groups[np.maximum(labels, 0)]
+        scan |= _has_neighbour_in(graph, scan)
+    rows = np.flatnonzero(scan)
+    near = graph.neighbours[rows]
+    a = np.repeat(labels[rows], near.shape[1])
+    b = np.where(near >= 0, labels[np.maximum(near, 0)], NOISE).ravel()
     pair = (a >= first_new) & (b >= first_new) & (a != b)
     if groups is not None:
         pair &= groups[np.maximum(a, 0)] | groups[np.maximum(b, 0)]
@@ -209,9 +229,10 @@ def merge_similar(
         return labels
     keys = np.unique(np.minimum(a[pair], b[pair]) * count + np.maximum(a[pair], b[pair]))
     a, b = keys // count, keys % count
-    sums = group_sums(labels, vectors, count)
-    centroids = sums / np.maximum(np.linalg.norm(sums, axis=1, keepdims=True), 1e-12)
-    close = np.einsum("ij,ij->i", centroids[a], centroids[b]) >= threshold
+    ids = np.unique(np.concatenate([a, b]))
+    centroids = centroids_of(labels, vectors, ids)
+    a_at, b_at = np.searchsorted(ids, a), np.searchsorted(ids, b)
+    close = np.einsum("ij,ij->i", centroids[a_at], centroids[b_at]) >= threshold
     if not close.any():
         return labels
     links = sparse.csr_matrix((np.ones(int(close.sum())), (a[close], b[close])), shape=(count, count))
@@ -237,12 +258,16 @@ def touched(
     groups[before[changed & (before >= 0)]] = True
     groups[after[changed & (after >= 0)]] = True
     moved = changed | ((after >= 0) & groups[np.maximum(after, 0)])
-    near = graph.neighbours
-    rows = moved.copy()
-    for start in range(0, len(near), 262_144):  # bounded temporaries: (rows, k) booleans
-        part = near[start : start + 262_144]
-        rows[start : start + len(part)] |= (moved[np.maximum(part, 0)] & (part >= 0)).any(axis=1)
-    return rows, groups
+    return moved | _has_neighbour_in(graph, moved), groups
+
+
+def _has_neighbour_in(graph: KnnGraph, rows: NDArray[np.bool_]) -> NDArray[np.bool_]:
+    """For each row, whether one of its neighbours is among `rows` (a mask)."""
+    out = np.zeros(len(rows), dtype=bool)
+    for start in range(0, len(rows), 262_144):  # bounded temporaries: (rows, k) booleans
+        part = graph.neighbours[start : start + 262_144]
+        out[start : start + len(part)] = (rows[np.maximum(part, 0)] & (part >= 0)).any(axis=1)
+    return out
 
 
 def fixed_point(
