@@ -163,7 +163,9 @@ def test_looking_again_only_at_what_moved_reaches_the_same_fixed_point(seed: int
 
     rng = np.random.default_rng(seed)
     vectors, truth = identities(seed, k=6, n=60)  # large persons: most members are not neighbours
-    vectors = unit(vectors + rng.normal(scale=0.04, size=vectors.shape) * rng.uniform(0, 2, (len(vectors), 1)))
+    vectors = unit(
+        vectors + rng.normal(scale=0.04, size=vectors.shape) * rng.uniform(0, 2, (len(vectors), 1))
+    )
     strangers = unit(rng.normal(size=(40, vectors.shape[1])))
     vectors = np.vstack([vectors, strangers])
     graph = knn_graph(vectors, 4)

@@ -1,4 +1,5 @@
 import json
+import re
 import sqlite3
 import threading
 from collections.abc import Iterator
@@ -14,7 +15,7 @@ from face_assets.core.storage.engine import make_engine
 from face_assets.core.storage.schema import LEGACY_COLUMNS, PRODUCT_COLUMNS, MediaFileTable, MediaItemsTable
 from face_assets.core.storage.store import FaceStore, SchemaError, decode_embedding, encode_embedding
 from face_assets.core.vision.types import DetectedFace
-from face_assets_tests.conftest import sql
+from face_assets_tests.conftest import new_database_url, sql
 
 
 @pytest.fixture
@@ -202,6 +203,37 @@ def test_files_registered_together_are_each_registered_once(store: FaceStore, tm
     assert ids[1] is None and ids[3] is None and ids[0] is not None and ids[2] is not None
     assert [m.id for m in store.pending_media_items()] == [known, ids[0], ids[2]]
     assert _rows(store, 'SELECT COUNT(*) FROM "MediaFile"') == [(3,)]
+
+
+@pytest.mark.parametrize("server", ["postgresql", "mariadb"])  # SQLite has one writer at a time
+def test_a_file_registered_by_another_run_meanwhile_leaves_the_others_registered(
+    request: pytest.FixtureRequest, server: str, tmp_path: Path
+) -> None:
+    """Another run registers b.jpg between this run's check and its insert: the chunk is done
+    again file by file, b.jpg is skipped and the others are registered once."""
+
+    url = new_database_url(request, server, tmp_path)
+    store, other = FaceStore.from_url(url, upgrade=True), FaceStore.from_url(url)
+    raced = []
+
+    def meanwhile(conn, cursor, statement, parameters, context, executemany) -> None:  # type: ignore[no-untyped-def]
+        if not raced and re.match(r"\s*INSERT INTO [`\"]?MediaFile[`\"]? ", statement, re.IGNORECASE):
+            if "b.jpg" in str(parameters):
+                raced.append(other.register_media_file(tmp_path / "b.jpg", "JPEG", 1))
+
+    event.listen(store.engine, "before_cursor_execute", meanwhile)
+    try:
+        ids = store.register_media_files([(tmp_path / n, "JPEG", 1) for n in ("a.jpg", "b.jpg", "c.jpg")])
+    finally:
+        event.remove(store.engine, "before_cursor_execute", meanwhile)
+        other.dispose()
+        store.dispose()
+    assert raced and raced[0] is not None
+    assert ids[1] is None and ids[0] is not None and ids[2] is not None
+    other = FaceStore.from_url(url)
+    names = sorted(name for (name,) in _rows(other, 'SELECT "FileName" FROM "MediaFile"'))
+    other.dispose()
+    assert names == ["a.jpg", "b.jpg", "c.jpg"]
 
 
 def test_pending_media_items_limit_and_order(store: FaceStore, tmp_path: Path) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -74,6 +75,27 @@ class FaceRecord:
     name: str | None = None  # thumbnail file name the legacy tools wrote, if any
 
 
+# Built once: registering a file ran their construction and cache-key generation every time.
+# Legacy rows have no PathKey: they are found by folder + name, or by the full path.
+_KNOWN_FILE = select(MediaFileTable.c.Id).where(
+    or_(
+        MediaFileTable.c.PathKey == bindparam("key"),
+        and_(
+            MediaFileTable.c.PathKey.is_(None),
+            or_(
+                and_(
+                    MediaFileTable.c.FilePath == bindparam("folder"),
+                    MediaFileTable.c.FileName == bindparam("name"),
+                ),
+                MediaFileTable.c.FilePath == bindparam("full"),
+            ),
+        ),
+    )
+)
+_INSERT_FILE = insert(MediaFileTable)
+_INSERT_ITEM = insert(MediaItemsTable)
+
+
 class FaceStore(PersonsMixin, CorrectionsMixin, LocksMixin, ReportsMixin):
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
@@ -131,49 +153,39 @@ class FaceStore(PersonsMixin, CorrectionsMixin, LocksMixin, ReportsMixin):
         """`register_media_file` for each (path, format, size), in one transaction: a commit per
         file was most of a registration's time. Each file's two rows go in together or not at
         all, and a killed run leaves none of them: the rerun registers them again."""
-        ids: list[int | None] = []
-        with self.engine.begin() as conn:
-            for path, media_format, size in files:
-                ids.append(self._register(conn, path, media_format, size))
-        return ids
+        try:
+            with self.engine.begin() as conn:
+                return [self._register(conn, *file, guarded=False) for file in files]
+        except IntegrityError:
+            # A concurrent run registered one of these files meanwhile: again, each file in a
+            # savepoint of its own so that the one taken is skipped and the others go in.
+            with self.engine.begin() as conn:
+                return [self._register(conn, *file, guarded=True) for file in files]
 
-    def _register(self, conn: Connection, path: Path, media_format: str, size: int) -> int | None:
+    def _register(
+        self, conn: Connection, path: Path, media_format: str, size: int, guarded: bool
+    ) -> int | None:
         absolute = path.resolve()
-        key = path_key(absolute)
-        # Legacy rows have no PathKey: they are found by folder + name, or by the full path.
-        legacy = and_(
-            MediaFileTable.c.PathKey.is_(None),
-            or_(
-                and_(
-                    MediaFileTable.c.FilePath == str(absolute.parent),
-                    MediaFileTable.c.FileName == absolute.name,
-                ),
-                MediaFileTable.c.FilePath == str(absolute),
-            ),
-        )
-        known = select(MediaFileTable.c.Id).where(or_(MediaFileTable.c.PathKey == key, legacy))
-        if conn.execute(known).first():
+        known = {"key": path_key(absolute), "folder": str(absolute.parent), "name": absolute.name}
+        if conn.execute(_KNOWN_FILE, {**known, "full": str(absolute)}).first():
             return None
         try:
-            with conn.begin_nested():
+            with conn.begin_nested() if guarded else nullcontext():
                 file_id = insert_id(
                     conn,
-                    insert(MediaFileTable).values(
-                        FilePath=str(absolute.parent),
-                        FileName=absolute.name,
-                        Extensions=absolute.suffix.lstrip(".").lower()[:10] or None,
-                        PathKey=key,
-                        MediaFormat=media_format,
-                        FileSize=size,
-                    ),
-                )
+                    _INSERT_FILE,
+                    {"FilePath": known["folder"], "FileName": absolute.name, "PathKey": known["key"],
+                     "Extensions": absolute.suffix.lstrip(".").lower()[:10] or None,
+                     "MediaFormat": media_format, "FileSize": size},
+                )  # fmt: skip
                 return insert_id(
                     conn,
-                    insert(MediaItemsTable).values(
-                        MediaFileId=file_id, Name=absolute.name[:255], IsFacesExtracted=False
-                    ),
+                    _INSERT_ITEM,
+                    {"MediaFileId": file_id, "Name": absolute.name[:255], "IsFacesExtracted": False},
                 )
         except IntegrityError:
+            if not guarded:
+                raise
             return None  # registered by a concurrent run a moment ago
 
     def known_path_keys(self) -> set[str]:

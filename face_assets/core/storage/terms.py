@@ -30,8 +30,8 @@ def pending() -> Any:
     return or_(MediaItemsTable.c.IsFacesExtracted.is_(None), MediaItemsTable.c.IsFacesExtracted == false())
 
 
-def insert_id(conn: Connection, statement: Insert) -> int:
-    """Executes one INSERT and returns the new row's identity."""
-    key = conn.execute(statement).inserted_primary_key
+def insert_id(conn: Connection, statement: Insert, values: dict[str, Any] | None = None) -> int:
+    """Executes one INSERT (of `values`, if given) and returns the new row's identity."""
+    key = conn.execute(statement, values).inserted_primary_key
     assert key is not None
     return int(key[0])
