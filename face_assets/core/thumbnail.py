@@ -82,9 +82,14 @@ def _crop_thumbnails(
 def write_thumbnails(store: FaceStore, folder: Path, px: int = 112, id_range: IdRange = None) -> ThumbnailRun:
     run = ThumbnailRun()
     started = time.perf_counter()
-    # Files are cropped and written one item ahead while the previous item's rows are saved.
+    # Files are cropped and written ahead while earlier items' rows are saved; no model runs
+    # in this step, so the cropping takes every core.
     groups = faces_by_media_item(store.faces_without_thumbnail(id_range))
-    for (_, faces), cropping in ahead(groups, lambda group: _crop_thumbnails(*group, folder, px)):
+
+    def crop(group: tuple[Path, list[FaceRecord]]) -> tuple[list[tuple[int, str, str]], list[float]]:
+        return _crop_thumbnails(group[0], group[1], folder, px)
+
+    for (_, faces), cropping in ahead(groups, crop, lookahead=8, workers=os.cpu_count() or 1):
         try:
             rows, sharp = cropping.result()
         except MediaDecodeError as error:

@@ -17,6 +17,19 @@ def test_results_come_in_the_order_of_the_items_from_another_thread() -> None:
     assert all(worker != caller for _, (_, worker) in seen)
 
 
+def test_with_several_workers_the_order_is_still_the_items_order() -> None:
+    """Early items take longest, so later ones finish first on the other thread."""
+    import time
+
+    def work(i: int) -> tuple[int, int]:
+        time.sleep(0.02 if i % 4 == 0 else 0.0)
+        return i, threading.get_ident()
+
+    seen = [future.result() for _, future in ahead(range(24), work, lookahead=6, workers=3)]
+    assert [i for i, _ in seen] == list(range(24))
+    assert len({worker for _, worker in seen}) > 1
+
+
 def test_an_error_belongs_to_its_item_and_the_rest_go_on() -> None:
     def work(i: int) -> int:
         if i == 3:

@@ -18,16 +18,17 @@ LOOKAHEAD = 4  # items decoded ahead: enough to hide decoding, few enough to bou
 
 
 def ahead(
-    items: Iterable[T], work: Callable[[T], R], lookahead: int = LOOKAHEAD
+    items: Iterable[T], work: Callable[[T], R], lookahead: int = LOOKAHEAD, workers: int = 1
 ) -> Iterator[tuple[T, Future[R]]]:
-    """(item, future of work(item)) in the order of `items`, `lookahead` of them in flight.
+    """(item, future of work(item)) in the order of `items`, `lookahead` of them in flight, on
+    `workers` threads (one beside a model, which keeps the cores busy itself).
 
     The caller takes `future.result()` where it handles errors: an error of one item is
     raised there, for that item, and the others go on.
     """
     pending: deque[tuple[T, Future[R]]] = deque()
     source = iter(items)
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="decode-ahead") as pool:
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="decode-ahead") as pool:
         try:
             for item in source:
                 pending.append((item, pool.submit(work, item)))
