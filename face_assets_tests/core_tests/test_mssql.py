@@ -215,6 +215,20 @@ def captured(tmp_path_factory: pytest.TempPathFactory) -> list[Captured]:
     assert correction.merge_persons(store, split, [big]) == BIG_PERSON_FACES
     correction.split_person(store, split, big_faces[: BIG_PERSON_FACES // 2])
 
+    # Another run registers a file between this one's check and its insert (planted here on the
+    # same connection): the chunk is redone file by file, each in a savepoint.
+    raced: list[bool] = []
+
+    def meanwhile(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, many: bool) -> None:
+        if not raced and statement.startswith('INSERT INTO "MediaFile"') and "raced.png" in str(parameters):
+            raced.append(True)
+            cursor.connection.execute(statement, parameters)
+
+    event.listen(store.engine, "before_cursor_execute", meanwhile)
+    assert store.register_media_files([(photos / "raced.png", "PNG", 1)])[0] is not None
+    event.remove(store.engine, "before_cursor_execute", meanwhile)
+    assert raced
+
     event.remove(store.engine, "before_execute", remember)
     store.dispose()
     return seen
@@ -236,7 +250,7 @@ def compiled(captured: list[Captured], dialect: Dialect) -> dict[str, Captured]:
 
 
 def test_savepoints_are_tsql(captured: list[Captured], dialect: Dialect) -> None:
-    """register_media_file's nested transaction. sqlglot does not model SAVE TRANSACTION: the
+    """register_media_files' nested transactions. sqlglot does not model SAVE TRANSACTION: the
     text is held to the documented syntax instead."""
     savepoints = [c for c in captured if isinstance(c.statement, SAVEPOINTS)]
     assert savepoints
