@@ -126,25 +126,38 @@ def subgraph(graph: KnnGraph, rows: NDArray[np.int64]) -> KnnGraph:
     return KnnGraph(inside, similarities, 0.0, graph.method)
 
 
+def _directed_distances(graph: KnnGraph) -> Any:
+    """The graph's edges as a sparse matrix of cosine distances (CSR), one per kNN entry."""
+    from scipy import sparse
+
+    count, k = graph.neighbours.shape
+    valid = graph.neighbours.ravel() >= 0
+    rows = np.repeat(np.arange(count, dtype=np.int32), k)[valid]
+    cols = graph.neighbours.ravel()[valid].astype(np.int32)
+    # A stored zero would read as a missing edge: identical faces stay a hair apart.
+    distances = np.maximum(1.0 - graph.similarities.ravel()[valid].astype(np.float64), 1e-6)
+    return sparse.csr_matrix((distances, (rows, cols)), shape=(count, count))
+
+
+def _bridges(labels: NDArray[np.int64], components: int) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+    """One edge from the first row of every component but the first to the first row of the
+    first: (from, to). They carry the largest distance, 2, which no cluster crosses."""
+    roots = np.unique(labels, return_index=True)[1]
+    return roots[1:], np.full(components - 1, roots[0])
+
+
 def distance_matrix(graph: KnnGraph) -> Any:
     """The graph as a symmetric sparse matrix of cosine distances (CSR), connected: separate
     components are joined by edges of the largest distance, 2, which no cluster crosses."""
     from scipy import sparse
     from scipy.sparse import csgraph
 
-    count, k = graph.neighbours.shape
-    rows = np.repeat(np.arange(count, dtype=np.int64), k)
-    cols = graph.neighbours.ravel()
-    # A stored zero would read as a missing edge: identical faces stay a hair apart.
-    distances = np.maximum(1.0 - graph.similarities.ravel().astype(np.float64), 1e-6)
-    valid = cols >= 0
-    matrix = sparse.csr_matrix((distances[valid], (rows[valid], cols[valid])), shape=(count, count))
+    matrix = _directed_distances(graph)
     matrix = matrix.maximum(matrix.T).tocsr()
     components, labels = csgraph.connected_components(matrix, directed=False)
     if components > 1:
-        first = np.unique(labels, return_index=True)[1]
-        hub = np.full(components - 1, first[0])
-        bridges = sparse.csr_matrix((np.full(components - 1, 2.0), (first[1:], hub)), shape=(count, count))
+        ends, hub = _bridges(labels, components)
+        bridges = sparse.csr_matrix((np.full(components - 1, 2.0), (ends, hub)), shape=matrix.shape)
         matrix = (matrix + bridges + bridges.T).tocsr()
     return matrix
 
@@ -164,7 +177,7 @@ def graph_hdbscan(graph: KnnGraph, min_cluster_size: int, min_samples: int = 1) 
         return _sklearn_hdbscan(graph, min_cluster_size, min_samples)
     # With min_samples 1 the mutual reachability distance is the distance itself, so the tree is
     # the graph's own minimum spanning tree. scikit-learn's estimator would first copy the
-    # matrix, symmetrise it and compare it with its transpose: over 5 GB at 1 000 000 faces.
+    # matrix, symmetrise it and compare it with its transpose: over 4 GB at 1 000 000 faces.
     # The spanning tree takes each directed edge as an undirected one, so no symmetric copy.
     tree = _spanning_tree(graph)
     single_linkage = _process_mst(np.rec.fromarrays(tree, dtype=MST_edge_dtype))
@@ -179,25 +192,14 @@ def graph_hdbscan(graph: KnnGraph, min_cluster_size: int, min_samples: int = 1) 
 def _spanning_tree(graph: KnnGraph) -> tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.float64]]:
     """(first ends, second ends, cosine distances) of the n - 1 edges of a minimum spanning tree
     of the graph; separate components are joined by edges of the largest distance, 2."""
-    from scipy import sparse
     from scipy.sparse import csgraph
 
-    count, k = graph.neighbours.shape
-    valid = graph.neighbours.ravel() >= 0
-    rows = np.repeat(np.arange(count, dtype=np.int32), k)[valid]
-    cols = graph.neighbours.ravel()[valid].astype(np.int32)
-    # A stored zero would read as a missing edge: identical faces stay a hair apart.
-    distances = np.maximum(1.0 - graph.similarities.ravel()[valid].astype(np.float64), 1e-6)
-    matrix = sparse.csr_matrix((distances, (rows, cols)), shape=(count, count))
-    del rows, cols, distances
-    forest = csgraph.minimum_spanning_tree(matrix).tocoo()
-    del matrix
+    forest = csgraph.minimum_spanning_tree(_directed_distances(graph)).tocoo()
     first, second, weight = forest.row.astype(np.int64), forest.col.astype(np.int64), forest.data
     components, labels = csgraph.connected_components(forest, directed=False)
     if components > 1:
-        roots = np.unique(labels, return_index=True)[1]
-        first = np.concatenate([first, roots[1:]])
-        second = np.concatenate([second, np.full(components - 1, roots[0])])
+        ends, hub = _bridges(labels, components)
+        first, second = np.concatenate([first, ends]), np.concatenate([second, hub])
         weight = np.concatenate([weight, np.full(components - 1, 2.0)])
     return first, second, weight
 

@@ -35,13 +35,20 @@ def group_sums(labels: NDArray[np.int64], vectors: NDArray[np.float32], count: i
     return np.asarray(indicator @ vectors, dtype=np.float32)
 
 
+def sums_of(
+    labels: NDArray[np.int64], vectors: NDArray[np.float32], ids: NDArray[np.int64]
+) -> NDArray[np.float32]:
+    """Sum of the rows of each label in `ids` (sorted, unique): (len(ids), n_dims). Only those
+    labels' rows are read, so a late round that touched a few persons reads a few."""
+    rows = np.flatnonzero(np.isin(labels, ids))
+    return group_sums(np.searchsorted(ids, labels[rows]), vectors[rows], len(ids))
+
+
 def centroids_of(
     labels: NDArray[np.int64], vectors: NDArray[np.float32], ids: NDArray[np.int64]
 ) -> NDArray[np.float32]:
-    """Unit mean of the rows of each label in `ids` (sorted, unique): (len(ids), n_dims). Only
-    those labels' rows are read, so a late round that touched a few persons reads a few."""
-    rows = np.flatnonzero(np.isin(labels, ids))
-    sums = group_sums(np.searchsorted(ids, labels[rows]), vectors[rows], len(ids))
+    """Unit mean of the rows of each label in `ids` (sorted, unique): (len(ids), n_dims)."""
+    sums = sums_of(labels, vectors, ids)
     return sums / np.maximum(np.linalg.norm(sums, axis=1, keepdims=True), 1e-12)
 
 
@@ -106,11 +113,11 @@ def trim(
     rows = np.flatnonzero(movable & (labels >= 0) & (True if active is None else active))
     if not len(rows):
         return labels
-    count = int(labels.max()) + 1
-    sums = group_sums(labels, vectors, count)
+    ids = np.unique(labels[rows])
+    sums = sums_of(labels, vectors, ids)
     out = labels.copy()
     while len(rows):
-        similarity = _left_out_similarity(sums, vectors, out[rows], rows)
+        similarity = _left_out_similarity(sums, vectors, np.searchsorted(ids, out[rows]), rows)
         keep = rule.accepts(graph, rows, out, out[rows], similarity)
         failing = rows[~keep]
         if not len(failing):
@@ -126,7 +133,7 @@ def trim(
         rank = np.arange(len(order)) - np.repeat(starts, counts)
         leaving = failing[order[rank < np.repeat(np.maximum(1, counts // 10), counts)]]
         persons = out[leaving]
-        np.subtract.at(sums, persons, vectors[leaving])
+        np.subtract.at(sums, np.searchsorted(ids, persons), vectors[leaving])
         out[leaving] = NOISE
         rows = rows[np.isin(out[rows], persons)]
     return out
@@ -165,8 +172,8 @@ def join(
     rows = np.flatnonzero(waiting & (labels == NOISE) & (True if active is None else active))
     if not len(rows) or not (labels >= 0).any():
         return labels
-    valid = graph.neighbours[rows] >= 0
-    candidates = np.where(valid, labels[np.maximum(graph.neighbours[rows], 0)], NOISE)
+    near = graph.neighbours[rows]
+    candidates = np.where(near >= 0, labels[np.maximum(near, 0)], NOISE)
     ids = np.unique(candidates[candidates >= 0])
     if not len(ids):
         return labels
