@@ -6,7 +6,8 @@ Reports medians over repeats (the machine is noisy):
 - model load seconds (detector, embedder), measured once per process;
 - detection ms per image and embedding ms per face (batch 32), models warm;
 - models alone images/s: detection of every photo plus embedding of every face in full batches
-  (decoding not timed), the rate the pipeline is compared with, in the same process;
+  (decoding not timed), the rate the pipeline is compared with, in the same process, and the
+  seconds of each model;
 - end to end images/s: register, detect, thumbnails, embed, cluster through Dagster into a
   fresh SQLite file (or a fresh database on a throwaway server, --backend), database writes
   included, models already loaded;
@@ -150,6 +151,9 @@ def main() -> None:
         "end_to_end_images_per_s_median": round(statistics.median(rates), 2),
         "end_to_end_images_per_s_runs": [round(r, 2) for r in rates],
         "models_alone_images_per_s": round(models_rate, 2),
+        # Beside the detected_faces and face_embeddings steps below: what the models alone took.
+        "models_alone_detect_s": round(sum(detect_ms) / 1000, 2),
+        "models_alone_embed_s": round(embed_seconds, 2),
         "end_to_end_over_models_alone": round(statistics.median(rates) / models_rate, 3),
         "step_seconds_median": {k: round(statistics.median(v), 2) for k, v in step_seconds.items()},
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 0),

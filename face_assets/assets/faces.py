@@ -6,7 +6,7 @@ import dagster as dg
 
 from face_assets.assets.metadata import error_preview
 from face_assets.core.batch import parse_batch_key
-from face_assets.core.face import detect_faces
+from face_assets.core.face import ThumbnailTarget, detect_faces
 from face_assets.core.media_item import register_folder
 from face_assets.core.settings import get_settings
 from face_assets.core.thumbnail import write_thumbnails
@@ -47,17 +47,29 @@ def media_items(
 
 @dg.asset(group_name="faces", deps=[media_items], partitions_def=media_item_partitions, op_tags=MODEL_TAGS)
 def detected_faces(
-    context: dg.AssetExecutionContext, face_store: FaceStoreResource, face_models: FaceModelsResource
+    context: dg.AssetExecutionContext,
+    face_store: FaceStoreResource,
+    face_models: FaceModelsResource,
+    thumbnails: ThumbnailStoreResource,
 ) -> dg.MaterializeResult:
-    """Faces found in the batch's unprocessed media items, written with each item marked processed."""
+    """Faces found in the batch's unprocessed media items, written with each item marked
+    processed, with their thumbnails cut from the photo already decoded."""
     detector = face_models.get_detector()
     detector.load()
-    run = detect_faces(face_store.get_store(), detector, id_range=parse_batch_key(context.partition_key))
+    run = detect_faces(
+        face_store.get_store(),
+        detector,
+        id_range=parse_batch_key(context.partition_key),
+        thumbnails=ThumbnailTarget(thumbnails.folder(), thumbnails.px()),
+    )
     for error in run.errors + run.retry_later:
         context.log.warning(error)
+    if run.thumbnail_error:
+        context.log.warning(f"{run.thumbnail_error}; left to the face_thumbnails step")
     metadata = {
         "media_items": run.media_items,
         "faces": run.faces,
+        "thumbnails_written": run.thumbnails,
         "media_items_without_faces": run.without_faces,
         "errors": len(run.errors),
         "left_pending_after_failure": len(run.retry_later),
@@ -80,7 +92,8 @@ def detected_faces(
 def face_thumbnails(
     context: dg.AssetExecutionContext, face_store: FaceStoreResource, thumbnails: ThumbnailStoreResource
 ) -> dg.MaterializeResult:
-    """Square thumbnail files of the batch's faces, named to never collide."""
+    """Square thumbnail files of the batch's faces, named to never collide: those detection did
+    not write (faces other applications inserted, a folder that was not writable then)."""
     run = write_thumbnails(
         face_store.get_store(), thumbnails.folder(), thumbnails.px(), parse_batch_key(context.partition_key)
     )

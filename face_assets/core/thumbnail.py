@@ -55,6 +55,17 @@ def faces_by_media_item(faces: Sequence[FaceRecord]) -> Iterator[tuple[Path, lis
         yield members[0].path, members
 
 
+def cut_thumbnail(
+    path: Path, image: RGBImage, box_xyxy: tuple[float, float, float, float], folder: Path, px: int
+) -> tuple[str, float]:
+    """One face's thumbnail file, written from its decoded photo: (path relative to the
+    folder, sharpness)."""
+    relpath = thumbnail_relpath(path, box_xyxy, px)
+    pixels = square_thumbnail(image, box_xyxy, px)
+    save_jpeg(pixels, folder / relpath)
+    return relpath, sharpness(pixels)
+
+
 def _crop_thumbnails(
     path: Path, faces: list[FaceRecord], folder: Path, px: int
 ) -> tuple[list[tuple[int, str, str]], list[float]]:
@@ -69,13 +80,12 @@ def _crop_thumbnails(
             relpath = face.name or ""
             with Image.open(legacy[face.id]) as thumbnail:
                 pixels = np.asarray(thumbnail.convert("RGB"))
+            sharp.append(sharpness(pixels))
         else:
             assert image is not None
-            relpath = thumbnail_relpath(path, face.box_xyxy, px)
-            pixels = square_thumbnail(image, face.box_xyxy, px)
-            save_jpeg(pixels, folder / relpath)
+            relpath, value = cut_thumbnail(path, image, face.box_xyxy, folder, px)
+            sharp.append(value)
         rows.append((face.id, Path(relpath).name, relpath))
-        sharp.append(sharpness(pixels))
     return rows, sharp
 
 

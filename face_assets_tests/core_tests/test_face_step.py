@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from face_assets.core.face import MAX_CONSECUTIVE_FAILURES, detect_faces
+from face_assets.core.face import MAX_CONSECUTIVE_FAILURES, ThumbnailTarget, detect_faces
 from face_assets.core.media_item import register_folder
 from face_assets.core.storage.store import FaceStore
+from face_assets.core.thumbnail import thumbnail_relpath
 from face_assets.core.vision.types import DetectedFace, RGBImage
 
 
@@ -62,3 +63,34 @@ def test_repeated_detector_failures_stop_the_run_without_marking_items(
 
     assert len(store.pending_media_items()) == MAX_CONSECUTIVE_FAILURES + 2
     assert store.counts()["media_items_failed"] == 0
+
+
+def test_thumbnails_are_cut_at_detection_and_saved_with_their_faces(tmp_path: Path, store: FaceStore) -> None:
+    _photos(tmp_path / "photos", [(0, 0, 255), (0, 255, 0)])
+    register_folder(store, tmp_path / "photos")
+    folder = tmp_path / "thumbnails"
+
+    run = detect_faces(store, StubDetector(), thumbnails=ThumbnailTarget(folder, 32))
+
+    assert run.thumbnails == run.faces == 2 and run.thumbnail_error is None
+    assert store.faces_without_thumbnail() == []  # nothing left for the thumbnail step
+    written = sorted(p.relative_to(folder) for p in folder.rglob("*.jpg"))
+    assert len(written) == 2
+    for face in store.faces_without_embedding():
+        with Image.open(folder / thumbnail_relpath(face.path, face.box_xyxy, 32)) as image:
+            assert image.size == (32, 32)
+
+
+def test_an_unwritable_thumbnail_folder_leaves_thumbnails_to_their_step(
+    tmp_path: Path, store: FaceStore
+) -> None:
+    _photos(tmp_path / "photos", [(0, 0, 255), (0, 255, 0), (0, 0, 0)])
+    register_folder(store, tmp_path / "photos")
+    (tmp_path / "not-a-folder").write_text("")  # the thumbnail folder cannot be created under it
+
+    run = detect_faces(store, StubDetector(), thumbnails=ThumbnailTarget(tmp_path / "not-a-folder" / "t", 32))
+
+    assert run.faces == 3 and run.thumbnails == 0 and run.errors == []
+    assert run.thumbnail_error is not None and "not-a-folder" in run.thumbnail_error
+    assert store.pending_media_items() == []  # the faces are saved all the same
+    assert len(store.faces_without_thumbnail()) == 3

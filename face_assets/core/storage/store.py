@@ -94,6 +94,15 @@ _KNOWN_FILE = select(MediaFileTable.c.Id).where(
 )
 _INSERT_FILE = insert(MediaFileTable)
 _INSERT_ITEM = insert(MediaItemsTable)
+# Claims a pending item for its detection: a concurrent run that got there first makes it a no-op.
+_CLAIM_ITEM = (
+    update(MediaItemsTable)
+    .where(MediaItemsTable.c.Id == bindparam("item_id"), pending())
+    .values(IsFacesExtracted=True, FacesExtractedOn=bindparam("now"), FaceCount=bindparam("count"),
+            DetectorName=bindparam("detector"), ImageWidth=bindparam("width"),
+            ImageHeight=bindparam("height"), ExtractionError=None)
+)  # fmt: skip
+_INSERT_FACE = insert(FacesTable)
 
 
 class FaceStore(PersonsMixin, CorrectionsMixin, LocksMixin, ReportsMixin):
@@ -217,24 +226,25 @@ class FaceStore(PersonsMixin, CorrectionsMixin, LocksMixin, ReportsMixin):
         faces: Sequence[DetectedFace],
         detector: str,
         image_size: tuple[int, int],
+        thumbnails: Sequence[tuple[str, float]] | None = None,
     ) -> bool:
-        """Writes an item's faces and marks it extracted, atomically; False if already done."""
+        """Writes an item's faces and marks it extracted, atomically; False if already done.
+
+        `thumbnails`, face-aligned when the files are already written: (path relative to the
+        thumbnail folder, sharpness), stored with the faces in the same transaction."""
         now = utcnow()
+        cut = list(thumbnails) if thumbnails is not None else [None] * len(faces)
         with self.engine.begin() as conn:
-            # Claim the item first: a concurrent run that got there first makes this a no-op.
             claimed = conn.execute(
-                update(MediaItemsTable)
-                .where(MediaItemsTable.c.Id == media_item_id)
-                .where(pending())  # noqa: E712
-                .values(IsFacesExtracted=True, FacesExtractedOn=now, FaceCount=len(faces),
-                        DetectorName=detector, ImageWidth=image_size[0],
-                        ImageHeight=image_size[1], ExtractionError=None)
+                _CLAIM_ITEM,
+                {"item_id": media_item_id, "now": now, "count": len(faces), "detector": detector,
+                 "width": image_size[0], "height": image_size[1]},
             ).rowcount  # fmt: skip
             if claimed != 1:
                 return False
             if faces:
                 conn.execute(
-                    insert(FacesTable),
+                    _INSERT_FACE,
                     [
                         {
                             "MediaItemId": media_item_id,
@@ -244,8 +254,11 @@ class FaceStore(PersonsMixin, CorrectionsMixin, LocksMixin, ReportsMixin):
                             "IsUserVerified": False,
                             "CreatedAt": now,
                             "ModifiedAt": now,
+                            "Name": Path(thumbnail[0]).name if thumbnail else None,
+                            "ThumbnailPath": thumbnail[0] if thumbnail else None,
+                            "Sharpness": thumbnail[1] if thumbnail else None,
                         }
-                        for face in faces
+                        for face, thumbnail in zip(faces, cut, strict=True)
                     ],
                 )
         return True
