@@ -25,6 +25,10 @@ MODES: dict[str, tuple[str, ...]] = {
 }
 
 
+# Commands that may create the database; the others refuse one that does not exist yet.
+CREATING_COMMANDS = frozenset({"run", "all", "detect", "watch", "automate"})
+
+
 def _settings() -> Any:
     from face_assets.core.settings import get_settings
 
@@ -32,11 +36,13 @@ def _settings() -> Any:
 
 
 def cmd_db_init(args: argparse.Namespace) -> int:
+    from face_assets.core.storage.connection import safe_url
     from face_assets.core.storage.store import FaceStore
 
     store = FaceStore.connect(args.database_url or _settings().resolved_database_url())
     changes = store.upgrade()
     store.dispose()
+    print(f"database {safe_url(store.engine.url)}")
     print(f"schema up to date ({len(changes)} changes): {', '.join(changes) or 'nothing to do'}")
     if os.environ.get("DAGSTER_HOME"):
         # The batch `all` (the whole library) lets `dagster asset materialize --partition all` run.
@@ -93,23 +99,30 @@ def _target(dry_run: bool) -> Iterator[tuple[str, Path | None, Any]]:
 
 def _run_steps(args: argparse.Namespace, steps: Sequence[str], folder: Path | None) -> dict[str, Any]:
     """Materialises `steps` once and prints what changed; returns the counts and timings."""
+    from face_assets.core.storage.engine import sqlite_file
     from face_assets.core.storage.store import FaceStore
     from face_assets.runs import materialize_pipeline
 
+    if args.command not in CREATING_COMMANDS:
+        _existing_database(_settings().resolved_database_url())
     with _target(args.dry_run) as (url, thumbnails, instance):
+        new_file = sqlite_file(url)
+        if new_file is not None and not args.dry_run and not new_file.exists():
+            print(f"new database: {new_file.resolve()}")
         before = FaceStore.from_url(url).counts()
         load_seconds = _load_models(steps)
         started = time.perf_counter()
         run = materialize_pipeline(
             folder, database_url=url, thumbnail_dir=thumbnails, instance=instance, steps=steps,
-            log_level="INFO" if args.verbose else "WARNING",
+            # Without -v the summary below says what happened: Dagster's own lines (a step
+            # failure is some 90 lines of stack) stay out of the way of the one-line error.
+            log_level="INFO" if args.verbose else "CRITICAL",
             cluster_mode="rebuild" if getattr(args, "rebuild", False) else None,
         )  # fmt: skip
         seconds = time.perf_counter() - started
         store = FaceStore.from_url(url)
         after = store.counts()
         persons = store.person_summary()
-        errors = store.extraction_errors()
         store.dispose()
     meta = run.metadata()
     processed = int(meta.get("detected_faces", {}).get("media_items", 0))  # type: ignore[call-overload]
@@ -121,9 +134,30 @@ def _run_steps(args: argparse.Namespace, steps: Sequence[str], folder: Path | No
         print(f"; {processed} media items = {processed / seconds:.2f} images/s end to end")
     else:
         print()
-    for error in errors[-20:]:
-        print(f"error: media item {error['Id']} ({error['Name']}): {error['ExtractionError']}")
+    _print_problems(meta)
     return {"before": before, "after": after, "persons": persons, "processed": processed}
+
+
+# Problems of one run printed by name; the rest are counted (all are in the asset metadata).
+PRINTED_PROBLEMS = 20
+
+
+def _print_problems(meta: dict[str, dict[str, Any]]) -> None:
+    """This run's skipped files, unreadable and bad media items, each named, on stderr."""
+    for asset, key, what, hint in (
+        ("media_items", "skipped_files", "skipped", "not registered; the next run looks again"),
+        ("detected_faces", "unreadable_listed", "unreadable", "stays pending; the next run tries again"),
+        ("detected_faces", "errors_listed", "error", "not an image it can read; final"),
+    ):
+        listed = meta.get(asset, {}).get(key) or {"count": 0, "lines": []}
+        count, lines = int(listed["count"]), list(listed["lines"])
+        if not count:
+            continue
+        print(f"{what}: {count} file{'s' if count != 1 else ''} ({hint}):", file=sys.stderr)
+        for line in lines[:PRINTED_PROBLEMS]:
+            print(f"  {line}", file=sys.stderr)
+        if count > PRINTED_PROBLEMS:
+            print(f"  ... and {count - PRINTED_PROBLEMS} more (with -v every one is logged)", file=sys.stderr)
 
 
 def _print_persons(outcome: dict[str, Any]) -> None:
@@ -232,10 +266,25 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _existing_database(url: str) -> str:
+    """`url`, refused when it is a SQLite file that does not exist: a command that reads or
+    corrects must not answer from an empty database made by a typo in the path."""
+    from face_assets.core.errors import UserError
+    from face_assets.core.storage.engine import sqlite_file
+
+    file = sqlite_file(url)
+    if file is not None and not file.exists():
+        raise UserError(
+            f"no database at {file}: check DATABASE_URL or FACE_ASSETS_DATA_DIR, or create it "
+            "with `face-assets run FOLDER` or `face-assets db init`"
+        )
+    return url
+
+
 def _store() -> Any:
     from face_assets.core.storage.store import FaceStore
 
-    return FaceStore.from_url(_settings().resolved_database_url())
+    return FaceStore.from_url(_existing_database(_settings().resolved_database_url()))
 
 
 def cmd_persons(args: argparse.Namespace) -> int:
@@ -291,18 +340,32 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def cmd_encode(args: argparse.Namespace) -> int:
     from face_assets.core.export import encode_images, write_encodings
+    from face_assets.core.media_item import PHOTO_EXTENSIONS
     from face_assets.core.vision.transforms import sniff_image_format
     from face_assets.resources import FaceModelsResource
 
     paths: list[Path] = []
     for given in map(Path, args.images):
-        found = sorted(p for p in given.rglob("*") if p.is_file()) if given.is_dir() else [given]
-        paths += [p for p in found if sniff_image_format(p) is not None or not p.exists()]
+        if not given.is_dir():
+            paths.append(given)  # named by the user: read, or named as unreadable
+            continue
+        found = sorted(p for p in given.rglob("*") if p.is_file() and not p.name.startswith("."))
+        paths += [p for p in found if p.suffix.lower() in PHOTO_EXTENSIONS or sniff_image_format(p)]
     models = FaceModelsResource()
     embedder = models.get_embedder()
-    records = encode_images(paths, models.get_detector(), embedder)
-    write_encodings(records, Path(args.output), embedder.name)
-    print(f"{args.output}: {len(records)} faces from {len({r['image_path'] for r in records})} images")
+    encoding = encode_images(paths, models.get_detector(), embedder)
+    for line in encoding.unreadable:
+        print(f"unreadable: {line}", file=sys.stderr)
+    if not encoding.images_read:
+        print(f"error: none of the {len(paths)} images given could be read; nothing written", file=sys.stderr)
+        return 2
+    write_encodings(encoding.records, Path(args.output), embedder.name)
+    with_faces = len({r["image_path"] for r in encoding.records})
+    print(
+        f"{args.output}: {len(encoding.records)} faces from {with_faces} images; "
+        f"{encoding.images_read} images read, {encoding.without_faces} without a face, "
+        f"{len(encoding.unreadable)} unreadable"
+    )
     return 0
 
 
@@ -333,13 +396,36 @@ def _add_corrections(sub: Any) -> None:
     reject.add_argument("face_id", type=int)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="face-assets", description=__doc__)
-    parser.add_argument("-v", "--verbose", action="store_true", help="log progress")
-    parser.add_argument(
-        "--dry-run", action="store_true",
+def _common(defaults: bool) -> argparse.ArgumentParser:
+    """-v and --dry-run, accepted before and after the command (`face-assets all --dry-run`, as
+    the legacy service took them). After it they are SUPPRESSed when absent, so a subcommand
+    never resets a flag given before it."""
+    common = argparse.ArgumentParser(add_help=False)
+    default = False if defaults else argparse.SUPPRESS
+    common.add_argument("-v", "--verbose", action="store_true", default=default, help="log progress")
+    common.add_argument(
+        "--dry-run", action="store_true", default=default,
         help="run on a scratch copy: no row, thumbnail or Dagster record is written",
     )  # fmt: skip
+    return common
+
+
+class _Subcommands(argparse._SubParsersAction):  # type: ignore[type-arg]
+    """Every subcommand, at any depth, takes the common flags too."""
+
+    def add_parser(self, name: str, **kwargs: Any) -> argparse.ArgumentParser:
+        kwargs["parents"] = [*kwargs.get("parents", ()), _common(defaults=False)]
+        return super().add_parser(name, **kwargs)  # type: ignore[no-any-return]
+
+
+class _Parser(argparse.ArgumentParser):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.register("action", "parsers", _Subcommands)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="face-assets", description=__doc__, parents=[_common(True)])
     sub = parser.add_subparsers(dest="command", required=True)
 
     db = sub.add_parser("db", help="database schema").add_subparsers(dest="db_command", required=True)
@@ -428,22 +514,17 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _user_error(error: BaseException) -> BaseException | None:
-    """The error a user can act on (missing model file, schema, unreachable database, bad folder,
-    a clustering already running), unwrapped from Dagster's step errors; None for anything else,
-    which keeps its traceback."""
-    from face_assets.core.correction import CorrectionError
-    from face_assets.core.storage.store import LockHeld, SchemaError, unavailable
-    from face_assets.core.vision.weights import ModelFileError
+    """The error a user can act on (a UserError: missing model file, schema, unreachable
+    database, a lock held, a bad correction...), unwrapped from Dagster's step errors; None for
+    anything else, which keeps its traceback."""
+    from face_assets.core.errors import UserError
+    from face_assets.core.storage.store import unavailable
 
     seen: BaseException | None = error
     while seen is not None:
-        if isinstance(seen, ModelFileError | SchemaError | LockHeld | CorrectionError):
+        if isinstance(seen, UserError):
             return seen
-        if isinstance(seen, NotADirectoryError | FileNotFoundError):
-            return seen
-        if isinstance(seen, ValueError) and "identity" in str(seen):
-            return seen
-        down = unavailable(seen)  # unreachable, or gone in the middle of the command
+        down = unavailable(seen)  # a driver error saying the server is gone mid-command
         if down is not None:
             return down
         seen = seen.__cause__

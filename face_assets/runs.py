@@ -7,7 +7,7 @@ batches. Either way the same assets run.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,6 +20,8 @@ from face_assets.definitions import make_resources
 from face_assets.partitions import PARTITIONS_NAME
 from face_assets.resources import FaceStoreResource, ThumbnailStoreResource
 
+# The database of one in-process run, handed to its resource by name (see materialize_pipeline).
+RUN_DATABASE_URL = "FACE_ASSETS_RUN_DATABASE_URL"
 STEPS = ("register", "detect", "thumbnails", "embed", "match", "cluster", "gallery")
 _STEP_ASSETS: dict[str, list[dg.AssetsDefinition]] = {
     "register": [media_items],
@@ -78,7 +80,9 @@ def materialize_pipeline(
     instance = instance or instance_for_cli()
     resources = make_resources()
     if database_url:
-        resources["face_store"] = FaceStoreResource(database_url=database_url)
+        # Through the environment, not the value: Dagster keeps a resource's config in every
+        # run's snapshot, and a URL carries its password.
+        resources["face_store"] = FaceStoreResource(database_url=dg.EnvVar(RUN_DATABASE_URL))
     if thumbnail_dir is not None:
         # A run on its own database (evaluation, dry run) keeps its gallery beside its thumbnails.
         resources["thumbnails"] = ThumbnailStoreResource(
@@ -102,6 +106,26 @@ def materialize_pipeline(
             )
         )
 
+    saved = os.environ.get(RUN_DATABASE_URL)
+    if database_url:
+        os.environ[RUN_DATABASE_URL] = database_url
+    try:
+        _materialize_steps(materialize, steps, folder, cluster_mode, instance)
+    finally:
+        if saved is None:
+            os.environ.pop(RUN_DATABASE_URL, None)
+        else:
+            os.environ[RUN_DATABASE_URL] = saved
+    return run
+
+
+def _materialize_steps(
+    materialize: Callable[..., None],
+    steps: Sequence[str],
+    folder: Path | None,
+    cluster_mode: str | None,
+    instance: dg.DagsterInstance,
+) -> None:
     if "register" in steps:
         materialize(["register"], ops={"media_items": {"config": {"folder": str(folder) if folder else ""}}})
     batch_steps = [s for s in ("detect", "thumbnails", "embed", "match") if s in steps]
@@ -112,4 +136,3 @@ def materialize_pipeline(
         materialize(["cluster"], ops={"person_clusters": {"config": {"mode": cluster_mode}}})
     if "gallery" in steps:
         materialize(["gallery"])
-    return run

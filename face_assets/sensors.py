@@ -1,21 +1,25 @@
 """Sensors: new MediaItems rows become batches and runs; new files in the media folder get registered."""
 
+import bisect
 import hashlib
 import os
+import sys
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import dagster as dg
 from sqlalchemy.exc import DBAPIError
 
-from face_assets.core.batch import ALL_KEY, batch_key, batch_of, covered_up_to, plan_batches
+from face_assets.core.batch import ALL_KEY, batch_key, covered_up_to, parse_batch_key, plan_batches
 from face_assets.core.settings import Settings, get_settings
-from face_assets.core.storage.store import DatabaseUnavailable, unavailable
+from face_assets.core.storage.schema import utcnow
+from face_assets.core.storage.store import DatabaseUnavailable, FaceStore, unavailable
 from face_assets.jobs import process_batch_job, register_media_job
 from face_assets.partitions import PARTITIONS_NAME, media_item_partitions
 from face_assets.resources import FaceStoreResource
 
-# Pending rows inside batches already covered: at most this many are looked at per tick.
-LEFTOVER_SCAN = 1000
+# Batches already covered that hold pending rows: at most this many are looked at per tick.
+LEFTOVER_BATCHES = 1000
 
 
 def _latest_run(instance: dg.DagsterInstance, key: str) -> dg.DagsterRun | None:
@@ -25,14 +29,34 @@ def _latest_run(instance: dg.DagsterInstance, key: str) -> dg.DagsterRun | None:
     return records[0].dagster_run if records else None
 
 
-def leftover_requests(
-    context: dg.SensorEvaluationContext, pending: list[int], keys: list[str]
-) -> list[dg.RunRequest]:
+def batches_with_pending(
+    store: FaceStore, keys: list[str], covered: int, retry_before: datetime
+) -> list[str]:
+    """The batches up to `covered` that hold a pending row, one indexed look-up per such batch
+    (the first pending row after the previous batch): however many rows wait in failed batches,
+    a row committed late into any batch is found."""
+    ranges = sorted(r for r in map(parse_batch_key, keys) if r is not None)
+    found: list[str] = []
+    above = 0
+    while above < covered and len(found) < LEFTOVER_BATCHES:
+        first = store.pending_media_item_ids(above, covered, limit=1, unreadable_before=retry_before)
+        if not first:
+            break
+        index = bisect.bisect_right(ranges, (first[0], sys.maxsize)) - 1
+        if index < 0 or ranges[index][1] < first[0]:
+            above = first[0]  # between batches: cannot happen with contiguous ranges
+            continue
+        found.append(batch_key(*ranges[index]))
+        above = ranges[index][1]
+    return found
+
+
+def leftover_requests(context: dg.SensorEvaluationContext, leftover_keys: list[str]) -> list[dg.RunRequest]:
     """Batches to run again for pending rows inside them: a row committed after its batch ran, or
     a batch whose run never started. A failed batch is left for the user to rerun, not retried
     in a loop: its rows wait visibly in that failed partition."""
     requests = []
-    for key in sorted({k for k in (batch_of(i, keys) for i in pending) if k}):
+    for key in leftover_keys:
         run = _latest_run(context.instance, key)
         if run is None or run.status == dg.DagsterRunStatus.SUCCESS:
             after = run.run_id if run else "none"
@@ -61,7 +85,8 @@ def build_new_media_items_sensor(settings: Settings) -> dg.SensorDefinition:
         try:
             store = face_store.get_store()
             fresh = store.pending_media_item_ids(above=covered, limit=limit)
-            leftovers = store.pending_media_item_ids(up_to=covered, limit=LEFTOVER_SCAN)
+            retry_before = utcnow() - timedelta(seconds=current.unreadable_retry_s)
+            leftovers = batches_with_pending(store, keys, covered, retry_before)
         except (DatabaseUnavailable, DBAPIError) as error:
             down = unavailable(error)
             if down is None:
@@ -72,7 +97,7 @@ def build_new_media_items_sensor(settings: Settings) -> dg.SensorDefinition:
             return dg.SkipReason(f"database unavailable: {down}")
         new_keys = [batch_key(*r) for r in plan_batches(fresh, covered, current.batch_size)]
         requests = [dg.RunRequest(partition_key=key, run_key=key) for key in new_keys]
-        requests += leftover_requests(context, leftovers, keys)
+        requests += leftover_requests(context, leftovers)
         if not requests:
             return dg.SkipReason(f"no unprocessed media items beyond Id {covered}")
         return dg.SensorResult(

@@ -171,12 +171,20 @@ def test_bad_input_is_recorded_and_the_rest_is_processed(
 
     assert result.success
     meta = result.metadata()
-    assert meta["media_items"]["skipped_not_images"] == 1  # notes.jpg is sniffed, not registered
+    # notes.jpg in the folder is sniffed, named as skipped and not registered again.
+    assert meta["media_items"]["skipped"] == 1
+    (skipped_line,) = meta["media_items"]["skipped_files"]["lines"]
+    assert skipped_line.startswith(f"{folder / 'notes.jpg'}: not an image")
     errors = {e["Name"]: e["ExtractionError"] for e in store.extraction_errors()}
     assert set(errors) == {"truncated.jpg", "notes.jpg", "vanished.jpg"}
     assert str(folder / "truncated.jpg") in errors["truncated.jpg"]
     assert "not an image" in errors["notes.jpg"]
     assert "not found" in errors["vanished.jpg"]
+    assert meta["detected_faces"]["errors"] == 2
+    # A missing file may come back (an unmounted share): it stays pending, to be tried again.
+    assert meta["detected_faces"]["unreadable_retried_later"] == 1
+    (unreadable_line,) = meta["detected_faces"]["unreadable_listed"]["lines"]
+    assert unreadable_line.endswith("vanished.jpg: file not found")
     counts = store.counts()
-    assert counts["media_items_pending"] == 0
+    assert counts["media_items_pending"] == 1
     assert counts["faces"] >= len(good) and counts["faces_embedded"] == counts["faces"]

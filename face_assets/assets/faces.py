@@ -4,12 +4,12 @@ from pathlib import Path
 
 import dagster as dg
 
-from face_assets.assets.metadata import error_preview
+from face_assets.assets.metadata import PREVIEW_ROWS, error_preview, listed
 from face_assets.core.batch import parse_batch_key
 from face_assets.core.face import ThumbnailTarget, detect_faces
-from face_assets.core.media_item import register_folder
+from face_assets.core.media_item import Registration, register_folder
 from face_assets.core.settings import get_settings
-from face_assets.core.thumbnail import write_thumbnails
+from face_assets.core.thumbnail import ThumbnailFolderError, write_thumbnails
 from face_assets.partitions import media_item_partitions
 from face_assets.resources import FaceModelsResource, FaceStoreResource, ThumbnailStoreResource
 
@@ -27,18 +27,20 @@ def media_items(
     """Media items in the database, with the images of the media folder registered once each."""
     store = face_store.get_store()
     folder = config.folder or str(get_settings().media_dir or "")
-    added, skipped = 0, 0
-    if folder:
-        registration = register_folder(store, Path(folder))
-        added, skipped = len(registration.added), len(registration.skipped)
-        for path, reason in registration.skipped[:20]:
-            context.log.info(f"skipped {path}: {reason}")
+    registration = register_folder(store, Path(folder)) if folder else Registration()
+    skipped = [f"{path}: {reason}" for path, reason in registration.skipped]
+    for line in skipped[:PREVIEW_ROWS]:
+        context.log.warning(f"skipped {line}")
+    if len(skipped) > PREVIEW_ROWS:
+        context.log.warning(f"skipped {len(skipped) - PREVIEW_ROWS} more files (see the metadata)")
     counts = store.counts()
     return dg.MaterializeResult(
         metadata={
             "folder": folder or "(none: rows come from another application)",
-            "registered": added,
-            "skipped_not_images": skipped,
+            "registered": len(registration.added),
+            "skipped": len(skipped),
+            "skipped_files": listed(skipped),
+            "not_media": registration.not_media,
             "media_items_total": counts["media_items"],
             "media_items_pending": counts["media_items_pending"],
         }
@@ -62,7 +64,7 @@ def detected_faces(
         id_range=parse_batch_key(context.partition_key),
         thumbnails=ThumbnailTarget(thumbnails.folder(), thumbnails.px()),
     )
-    for error in run.errors + run.retry_later:
+    for error in run.errors + run.unreadable + run.retry_later:
         context.log.warning(error)
     if run.thumbnail_error:
         context.log.warning(f"{run.thumbnail_error}; left to the face_thumbnails step")
@@ -72,12 +74,16 @@ def detected_faces(
         "thumbnails_written": run.thumbnails,
         "media_items_without_faces": run.without_faces,
         "errors": len(run.errors),
+        "unreadable_retried_later": len(run.unreadable),
         "left_pending_after_failure": len(run.retry_later),
-        "error_preview": error_preview(run.errors + run.retry_later),
+        "error_preview": error_preview(run.errors + run.unreadable + run.retry_later),
+        "errors_listed": listed(run.errors),
+        "unreadable_listed": listed(run.unreadable),
         "ms_per_media_item": round(run.ms_per_item, 1),
         "detect_seconds": round(run.detect_seconds, 2),
         "model_load_seconds": round(detector.load_seconds, 2),  # type: ignore[attr-defined]
         "detector": detector.name,
+        "thumbnail_error": run.thumbnail_error or "",
     }
     if run.retry_later:
         # The batch fails visibly, after every other item was processed: rerun it from the UI.
@@ -94,9 +100,12 @@ def face_thumbnails(
 ) -> dg.MaterializeResult:
     """Square thumbnail files of the batch's faces, named to never collide: those detection did
     not write (faces other applications inserted, a folder that was not writable then)."""
-    run = write_thumbnails(
-        face_store.get_store(), thumbnails.folder(), thumbnails.px(), parse_batch_key(context.partition_key)
-    )
+    batch = parse_batch_key(context.partition_key)
+    try:
+        run = write_thumbnails(face_store.get_store(), thumbnails.folder(), thumbnails.px(), batch)
+    except ThumbnailFolderError as error:
+        # One line in the UI too: the folder and the cause; the faces stay without thumbnails.
+        raise dg.Failure(description=str(error)) from error
     for error in run.errors:
         context.log.warning(error)
     return dg.MaterializeResult(

@@ -6,6 +6,8 @@ from typing import Any
 import dagster as dg
 
 PREVIEW_ROWS = 20
+# Problems named one by one in a run's metadata (the command line prints them from there).
+LISTED_ROWS = 1000
 
 
 def error_preview(errors: Sequence[str]) -> dg.MetadataValue:
@@ -24,3 +26,8 @@ def table_preview(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> dg.
     head = "| " + " | ".join(columns) + " |\n|" + "---|" * len(columns) + "\n"
     body = "\n".join("| " + " | ".join(str(r[c]) for c in columns) + " |" for r in rows[:PREVIEW_ROWS])
     return dg.MetadataValue.md(head + body)
+
+
+def listed(lines: Sequence[str]) -> dg.MetadataValue:
+    """Every problem of a run by name (the first LISTED_ROWS), for the command line and the UI."""
+    return dg.MetadataValue.json({"count": len(lines), "lines": list(lines[:LISTED_ROWS])})

@@ -51,12 +51,3 @@ def plan_batches(pending_ids: Sequence[int], covered: int, size: int) -> list[tu
         ranges.append((start, chunk[-1]))
         start = chunk[-1] + 1
     return ranges
-
-
-def batch_of(media_item_id: int, keys: Sequence[str]) -> str | None:
-    """The batch key whose range holds `media_item_id`, if any."""
-    for key in keys:
-        found = parse_batch_key(key)
-        if found is not None and found[0] <= media_item_id <= found[1]:
-            return key
-    return None

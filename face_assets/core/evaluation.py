@@ -8,7 +8,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from face_assets.core.errors import UserError
+
 Pick = Literal["largest", "center"]
+
+
+class LabelsError(UserError, ValueError):
+    """A folder that does not hold labelled images the way evaluation reads them."""
 
 
 @dataclass(frozen=True)
@@ -105,7 +111,7 @@ def labelled_images(folder: Path) -> list[tuple[Path, str]]:
         and sniff_image_format(path) is not None
     ]  # fmt: skip
     if not images:
-        raise ValueError(f"{folder}: no images in <identity>/<image> layout")
+        raise LabelsError(f"{folder}: no images in <identity>/<image> layout")
     return images
 
 

@@ -13,7 +13,7 @@ import pickle
 import re
 import shutil
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -107,23 +107,32 @@ def export_persons(store: FaceStore, out: Path, thumbnail_dir: Path | None = Non
     return ExportChange(added, removed, kept)
 
 
-def encode_images(
-    paths: Iterable[Path], detector: FaceDetector, embedder: FaceEmbedder
-) -> list[dict[str, Any]]:
+@dataclass
+class Encoding:
+    records: list[dict[str, Any]] = field(default_factory=list)
+    images_read: int = 0
+    without_faces: int = 0
+    unreadable: list[str] = field(default_factory=list)  # each file that could not be read, why
+
+
+def encode_images(paths: Iterable[Path], detector: FaceDetector, embedder: FaceEmbedder) -> Encoding:
     """Per-face records like the legacy encoding script: image path, box, score, embedding."""
-    records: list[dict[str, Any]] = []
+    encoding = Encoding()
     for path in paths:
         try:
             image = load_image(path)
         except MediaDecodeError as error:
-            logger.error("%s", error)
+            logger.info("%s", error)
+            encoding.unreadable.append(str(error))
             continue
+        encoding.images_read += 1
         faces = detector.detect(image)
         if not faces:
+            encoding.without_faces += 1
             continue
         crops = np.stack([embedding_crop(image, f.box_xyxy, embedder.input_px) for f in faces])
         for face, vector in zip(faces, embedder.embed(crops), strict=True):
-            records.append(
+            encoding.records.append(
                 {
                     "image_path": str(path),
                     "box": [float(v) for v in face.box_xyxy],
@@ -131,7 +140,7 @@ def encode_images(
                     "embedding": np.asarray(vector, dtype=np.float32),
                 }
             )
-    return records
+    return encoding
 
 
 def write_encodings(records: list[dict[str, Any]], target: Path, model: str) -> None:

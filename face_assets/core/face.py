@@ -10,7 +10,7 @@ from pathlib import Path
 
 from face_assets.core.batch import IdRange
 from face_assets.core.storage.store import FaceStore, MediaItem, saving
-from face_assets.core.thumbnail import cut_thumbnail
+from face_assets.core.thumbnail import cut_thumbnail, remove_files
 from face_assets.core.vision.prefetch import ahead
 from face_assets.core.vision.transforms import MediaDecodeError, load_image
 from face_assets.core.vision.types import DetectedFace, FaceDetector, RGBImage
@@ -35,6 +35,7 @@ class DetectionRun:
     without_faces: int = 0
     thumbnails: int = 0  # written with their faces; the thumbnail step does the rest
     errors: list[str] = field(default_factory=list)  # bad files: recorded, not retried
+    unreadable: list[str] = field(default_factory=list)  # missing or unreadable now: retried
     retry_later: list[str] = field(default_factory=list)  # our failures: left pending
     thumbnail_error: str | None = None  # why thumbnails were left to the thumbnail step
     decode_seconds: float = 0.0  # waiting for decoding that did not hide under inference
@@ -76,7 +77,16 @@ def detect_faces(
 
     def cut(path: Path, image: RGBImage, faces: list[DetectedFace]) -> list[tuple[str, float]]:
         assert thumbnails is not None
-        return [cut_thumbnail(path, image, f.box_xyxy, thumbnails.folder, thumbnails.px) for f in faces]
+        done: list[tuple[str, float]] = []
+        try:
+            for face in faces:
+                done.append(cut_thumbnail(path, image, face.box_xyxy, thumbnails.folder, thumbnails.px))
+        except OSError:
+            # A full or read-only folder: this item's faces are saved without thumbnails, so
+            # the files already cut for it would have no row.
+            remove_files(thumbnails.folder / relpath for relpath, _ in done)
+            raise
+        return done
 
     def save(detected: _Detected) -> None:
         # The database writes stay on this thread: beside the detector, SQLAlchemy's Python
@@ -90,7 +100,7 @@ def detect_faces(
                 # A full or read-only folder: faces are saved, thumbnails left to their step.
                 folder = thumbnails.folder if thumbnails else ""
                 run.thumbnail_error = f"thumbnails of media item {item.id} in {folder}: {error}"
-                logger.warning("%s; the thumbnail step retries them", run.thumbnail_error)
+                logger.info("%s; the thumbnail step retries them", run.thumbnail_error)
         with saving(f"media item {item.id} ({item.path})"):
             store.save_detection(item.id, detected.faces, detector.name, detected.size, cut_files)
         run.write_seconds += time.perf_counter() - started
@@ -107,10 +117,17 @@ def detect_faces(
                 image = decoding.result()
             except MediaDecodeError as error:
                 message = str(error)
-                logger.error("media item %d: %s", item.id, message)
                 with saving(f"media item {item.id} ({item.path})"):
-                    store.save_extraction_error(item.id, message)
-                run.errors.append(f"media item {item.id}: {message}")
+                    if error.transient:
+                        store.save_read_failure(item.id, message)
+                    else:
+                        store.save_extraction_error(item.id, message)
+                if error.transient:
+                    logger.info("media item %d: %s; retried on the next run", item.id, message)
+                    run.unreadable.append(f"media item {item.id}: {message}")
+                else:
+                    logger.info("media item %d: %s", item.id, message)  # in the run summary
+                    run.errors.append(f"media item {item.id}: {message}")
                 continue
             decoded = time.perf_counter()
             try:

@@ -67,6 +67,9 @@ class Settings(BaseSettings):
     sensor_interval_s: int = Field(default=180, ge=5)
     batch_size: int = Field(default=100, ge=1, le=100_000)
     max_batches_per_tick: int = Field(default=10, ge=1)
+    # A media item whose file could not be read (missing, unmounted, permission) is tried again
+    # by the sensor after this long; the command line tries it on every run.
+    unreadable_retry_s: int = Field(default=3600, ge=0)
     recluster_cron: str = "0 3 * * *"
     # The gallery page and the 2-D map of the embeddings. PCA by default: UMAP (the `umap`
     # extra) draws a clearer map but its JIT compilation alone costs 10-30 s in every process.

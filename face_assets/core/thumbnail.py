@@ -6,8 +6,9 @@ import hashlib
 import json
 import logging
 import os
+import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from itertools import groupby
 from pathlib import Path
@@ -16,6 +17,7 @@ import numpy as np
 from PIL import Image
 
 from face_assets.core.batch import IdRange
+from face_assets.core.errors import UserError
 from face_assets.core.storage.store import FaceRecord, FaceStore, path_key, saving
 from face_assets.core.vision.prefetch import ahead
 from face_assets.core.vision.transforms import MediaDecodeError, load_image, sharpness, square_thumbnail
@@ -40,12 +42,39 @@ def thumbnail_relpath(media_path: Path, box_xyxy: Sequence[float], px: int) -> s
     return f"{digest[:2]}/{digest}_{px}.jpg"
 
 
+class ThumbnailFolderError(UserError, OSError):
+    """The thumbnail folder cannot take files (read-only, full, not creatable): no thumbnail can
+    be written until the user fixes it, so the step stops and the faces wait."""
+
+
+def folder_error(folder: Path, error: OSError) -> ThumbnailFolderError:
+    cause = error.strerror or str(error)
+    return ThumbnailFolderError(
+        f"thumbnail folder {folder}: {cause}; the faces wait for their thumbnails: fix the folder "
+        "or set THUMBNAIL_SAVE_PATH, then rerun"
+    )
+
+
 def save_jpeg(pixels: RGBImage, target: Path) -> None:
-    """Written beside the target, then renamed: a crash never leaves half a thumbnail."""
+    """Written beside the target, then renamed: a crash never leaves half a thumbnail, and a
+    failed write (disk full) leaves no partial file."""
     target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    Image.fromarray(pixels).save(partial, format="JPEG", quality=90)
-    partial.replace(target)
+    partial = target.with_name(f".{target.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    try:
+        Image.fromarray(pixels).save(partial, format="JPEG", quality=90)
+        partial.replace(target)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+
+
+def remove_files(paths: Iterable[Path]) -> None:
+    """Thumbnail files written for rows that were never saved: none is left without its row."""
+    for path in paths:
+        try:
+            path.unlink(missing_ok=True)
+        except OSError as error:
+            logger.warning("could not remove %s: %s", path, error)
 
 
 def faces_by_media_item(faces: Sequence[FaceRecord]) -> Iterator[tuple[Path, list[FaceRecord]]]:
@@ -66,23 +95,36 @@ def cut_thumbnail(
     return relpath, sharpness(pixels)
 
 
+def _legacy_pixels(path: Path) -> RGBImage | None:
+    """A legacy tool's thumbnail, or None when it cannot be read (then a new one is cut)."""
+    try:
+        with Image.open(path) as thumbnail:
+            return np.asarray(thumbnail.convert("RGB"))
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
+        logger.warning("legacy thumbnail %s cannot be read (%s): cutting a new one", path, error)
+        return None
+
+
 def _crop_thumbnails(
-    path: Path, faces: list[FaceRecord], folder: Path, px: int
+    path: Path, faces: list[FaceRecord], folder: Path, px: int, written: list[Path]
 ) -> tuple[list[tuple[int, str, str]], list[float]]:
-    """The thumbnail rows and sharpness of one media item's faces, files written."""
+    """The thumbnail rows and sharpness of one media item's faces, files written (each added to
+    `written` as soon as it exists)."""
     # The legacy tools' thumbnails of these faces, in the same folder, are adopted as they
     # are; the photo is decoded only when some face still needs one.
     legacy = {f.id: folder / f.name for f in faces if f.name and (folder / f.name).is_file()}
-    image = load_image(path) if len(legacy) < len(faces) else None
+    readable = {face_id: _legacy_pixels(file) for face_id, file in legacy.items()}
+    adopted = {face_id: pixels for face_id, pixels in readable.items() if pixels is not None}
+    image = load_image(path) if len(adopted) < len(faces) else None
     rows, sharp = [], []
     for face in faces:
-        if face.id in legacy:
+        if face.id in adopted:
             relpath = face.name or ""
-            with Image.open(legacy[face.id]) as thumbnail:
-                pixels = np.asarray(thumbnail.convert("RGB"))
-            sharp.append(sharpness(pixels))
+            sharp.append(sharpness(adopted[face.id]))
         else:
             assert image is not None
+            relpath = thumbnail_relpath(path, face.box_xyxy, px)
+            written.append(folder / relpath)
             relpath, value = cut_thumbnail(path, image, face.box_xyxy, folder, px)
             sharp.append(value)
         rows.append((face.id, Path(relpath).name, relpath))
@@ -90,25 +132,44 @@ def _crop_thumbnails(
 
 
 def write_thumbnails(store: FaceStore, folder: Path, px: int = 112, id_range: IdRange = None) -> ThumbnailRun:
+    """Thumbnails of the faces that lack one; a photo that cannot be read is named and skipped,
+    a folder that cannot take files stops the step (ThumbnailFolderError) with every face of
+    the unsaved items still waiting and none of their files left behind."""
     run = ThumbnailRun()
     started = time.perf_counter()
     # Files are cropped and written ahead while earlier items' rows are saved; no model runs
     # in this step, so the cropping takes every core.
     groups = faces_by_media_item(store.faces_without_thumbnail(id_range))
+    unsaved: dict[int, list[Path]] = {}  # files written per media item whose rows are not saved
 
     def crop(group: tuple[Path, list[FaceRecord]]) -> tuple[list[tuple[int, str, str]], list[float]]:
-        return _crop_thumbnails(group[0], group[1], folder, px)
+        written = unsaved.setdefault(group[1][0].media_item_id, [])
+        return _crop_thumbnails(group[0], group[1], folder, px, written)
 
-    for (_, faces), cropping in ahead(groups, crop, lookahead=8, workers=os.cpu_count() or 1):
-        try:
-            rows, sharp = cropping.result()
-        except MediaDecodeError as error:
-            logger.error("thumbnails of media item %d: %s", faces[0].media_item_id, error)
-            run.errors.append(f"media item {faces[0].media_item_id}: {error}")
-            continue
-        with saving(f"thumbnails of media item {faces[0].media_item_id}"):
-            store.save_thumbnails(rows, sharp)
-        run.faces += len(rows)
-        run.media_items += 1
+    cropped = ahead(groups, crop, lookahead=8, workers=os.cpu_count() or 1)
+    folder_failed = False
+    try:
+        for (_, faces), cropping in cropped:
+            item_id = faces[0].media_item_id
+            try:
+                rows, sharp = cropping.result()
+            except MediaDecodeError as error:
+                logger.info("thumbnails of media item %d: %s", item_id, error)
+                run.errors.append(f"media item {item_id}: {error}")
+                continue
+            except OSError as error:
+                folder_failed = True
+                raise folder_error(folder, error) from error
+            with saving(f"thumbnails of media item {item_id}"):
+                store.save_thumbnails(rows, sharp)
+            unsaved.pop(item_id, None)
+            run.faces += len(rows)
+            run.media_items += 1
+    finally:
+        cropped.close()  # waits for the crops in flight, so their files are known below
+        if folder_failed:
+            # Only then: after a database failure the same names may belong to another run's
+            # saved rows (names are deterministic), and a retry rewrites them anyway.
+            remove_files(file for files in unsaved.values() for file in files)
     run.seconds = time.perf_counter() - started
     return run

@@ -479,14 +479,18 @@ def test_two_workers_at_once_register_and_detect_each_item_exactly_once(
     workers = [FaceStore.from_url(db_url) for _ in range(2)]
     barrier = threading.Barrier(2)
     claimed: list[list[int]] = [[], []]
+    failures: list[BaseException] = []
 
     def work(index: int) -> None:
         worker = workers[index]
         barrier.wait()
-        register_folder(worker, library)
-        for item in worker.pending_media_items():
-            if worker.save_detection(item.id, [_face(), _face(60.0)], "retinaface", (64, 64)):
-                claimed[index].append(item.id)
+        try:
+            register_folder(worker, library)
+            for item in worker.pending_media_items():
+                if worker.save_detection(item.id, [_face(), _face(60.0)], "retinaface", (64, 64)):
+                    claimed[index].append(item.id)
+        except BaseException as error:  # both workers must finish: a deadlock is no excuse
+            failures.append(error)
 
     threads = [threading.Thread(target=work, args=(i,)) for i in range(2)]
     for thread in threads:
@@ -496,6 +500,7 @@ def test_two_workers_at_once_register_and_detect_each_item_exactly_once(
     for worker in workers:
         worker.dispose()
 
+    assert failures == []
     counts = store.counts()
     assert counts["media_items"] == 30 and counts["media_items_pending"] == 0
     assert sorted(claimed[0] + claimed[1]) == sorted(set(claimed[0] + claimed[1]))  # nobody twice

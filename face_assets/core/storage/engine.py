@@ -8,9 +8,12 @@ from typing import Any
 from urllib.parse import quote_plus
 
 from sqlalchemy import Column, Engine, create_engine, event, inspect, text
-from sqlalchemy.engine import Dialect, make_url
+from sqlalchemy.engine import URL, Dialect, make_url
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 from sqlalchemy.schema import CreateIndex
 
+from face_assets.core.storage.connection import safe_url
+from face_assets.core.storage.errors import DatabaseUrlError
 from face_assets.core.storage.schema import PRODUCT_COLUMNS, metadata
 
 logger = logging.getLogger(__name__)
@@ -39,20 +42,65 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+# What a user can write, for an error message about what they wrote.
+URL_EXAMPLES = (
+    "sqlite:///data/face_assets.db, postgresql+psycopg://user:password@host/db, "
+    "mssql+pyodbc://user:password@host/db?driver=ODBC+Driver+18+for+SQL+Server"
+)
+# The Python package of each driver the product supports, by its SQLAlchemy module name.
+DRIVER_PACKAGES = {"psycopg": "psycopg[binary]", "psycopg2": "psycopg2-binary", "pyodbc": "pyodbc"}
+
+
+def parse_url(url: str) -> URL:
+    """`url` parsed, or DatabaseUrlError saying what is wrong (the value itself is not echoed:
+    it may hold a password)."""
+    try:
+        return make_url(url)
+    except ArgumentError:
+        raise DatabaseUrlError(f"DATABASE_URL is not a database URL; write one like {URL_EXAMPLES}") from None
+
+
+def _create(url: str, parsed: URL, **kwargs: Any) -> Engine:
+    try:
+        return create_engine(url, **kwargs)
+    except NoSuchModuleError:
+        raise DatabaseUrlError(
+            f"DATABASE_URL {safe_url(parsed)}: SQLAlchemy knows no database {parsed.drivername!r}; "
+            f"write one like {URL_EXAMPLES}"
+        ) from None
+    except ModuleNotFoundError as error:
+        module = (error.name or "").split(".")[0]
+        package = DRIVER_PACKAGES.get(module, module)
+        raise DatabaseUrlError(
+            f"DATABASE_URL {safe_url(parsed)} needs the Python driver {module!r}, which is not "
+            f"installed: `pip install {package}`, or name an installed driver "
+            "(postgresql+psycopg, mssql+pyodbc, mysql+pyodbc)"
+        ) from None
+
+
+def sqlite_file(url: str) -> Path | None:
+    """The file of a SQLite URL; None for another database or an in-memory one."""
+    parsed = parse_url(url)
+    if parsed.get_backend_name() != "sqlite" or not parsed.database or parsed.database == ":memory:":
+        return None
+    return Path(parsed.database)
+
+
 def make_engine(url: str) -> Engine:
     """An engine for `url`; a SQLite file's folder is created, SQL Server gets fast_executemany."""
-    parsed = make_url(url)
+    parsed = parse_url(url)
     kwargs: dict[str, Any] = {"future": True}
     if parsed.get_backend_name() == "sqlite":
-        if parsed.database and parsed.database != ":memory:":
-            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, **kwargs)
+        file = sqlite_file(url)
+        if file is not None:
+            file.parent.mkdir(parents=True, exist_ok=True)
+        engine = _create(url, parsed, **kwargs)
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
     if parsed.get_backend_name() == "mssql":
         kwargs["fast_executemany"] = True
     kwargs["pool_pre_ping"] = True
-    engine = create_engine(url, **kwargs)
+    engine = _create(url, parsed, **kwargs)
     if engine.dialect.name == "mssql":
         # New ids come from SCOPE_IDENTITY() in the INSERT's batch, not OUTPUT inserted.[Id]:
         # SQL Server refuses OUTPUT without INTO on a table with a trigger, and the media

@@ -8,26 +8,41 @@ from contextlib import contextmanager
 
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
+from face_assets.core.errors import UserError
 from face_assets.core.storage.connection import driver_reason
 
 logger = logging.getLogger(__name__)
 
 
-class LockHeld(RuntimeError):
+class LockHeld(UserError, RuntimeError):
     """Another process holds a lock this one needs; the message says who and since when."""
 
 
-class SchemaError(RuntimeError):
+class SchemaError(UserError, RuntimeError):
     """The application tables lack columns or tables this product needs."""
 
 
-class DatabaseUnavailable(RuntimeError):
+class DatabaseUrlError(UserError, ValueError):
+    """DATABASE_URL (or the ODBC string) names no database this product can open."""
+
+
+class DatabaseUnavailable(UserError, RuntimeError):
     """The database server cannot be reached or went away; the message is one line."""
 
 
 def is_connection_error(error: DBAPIError) -> bool:
     """A lost or refused connection, as opposed to a fault in a statement."""
     return bool(error.connection_invalidated) or isinstance(error, OperationalError | InterfaceError)
+
+
+# SQLSTATE 40001 (serialization failure: MariaDB's 1213 deadlock, SQL Server's 1205) and
+# PostgreSQL's 40P01: the server rolled the transaction back and asks for it to be retried.
+_RETRY_STATES = ("40001", "40P01", "(1213)", "(1205)")
+
+
+def is_deadlock(error: BaseException) -> bool:
+    """The server chose this transaction as a deadlock victim: retrying it is the cure."""
+    return isinstance(error, DBAPIError) and any(state in str(error.orig) for state in _RETRY_STATES)
 
 
 def unavailable(error: BaseException) -> DatabaseUnavailable | None:
@@ -53,9 +68,9 @@ def saving(what: str) -> Iterator[None]:
             f"{what} was not saved: the database is unavailable ({driver_reason(error)}); "
             "rerun when it is back"
         )
-        logger.error("%s", message)
+        logger.info("%s", message)  # the error carries it to the user once
         raise DatabaseUnavailable(message) from None
 
 
-class CorrectionError(ValueError):
+class CorrectionError(UserError, ValueError):
     """A correction that cannot apply (unknown id, name taken, ...); the message says why."""

@@ -9,16 +9,18 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 from sqlalchemy import Connection, Engine, and_, bindparam, func, insert, or_, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from face_assets.core.batch import IdRange
 from face_assets.core.storage.codecs import (
@@ -39,6 +41,7 @@ from face_assets.core.storage.errors import (
     LockHeld,
     SchemaError,
     is_connection_error,
+    is_deadlock,
     saving,
     unavailable,
 )
@@ -92,6 +95,8 @@ _KNOWN_FILE = select(MediaFileTable.c.Id).where(
         ),
     )
 )
+# A registration chosen as a deadlock victim is retried this many times before it fails.
+REGISTER_ATTEMPTS = 5
 _INSERT_FILE = insert(MediaFileTable)
 _INSERT_ITEM = insert(MediaItemsTable)
 # Claims a pending item for its detection: a concurrent run that got there first makes it a no-op.
@@ -162,14 +167,23 @@ class FaceStore(PersonsMixin, CorrectionsMixin, LocksMixin, ReportsMixin):
         """`register_media_file` for each (path, format, size), in one transaction: a commit per
         file was most of a registration's time. Each file's two rows go in together or not at
         all, and a killed run leaves none of them: the rerun registers them again."""
-        try:
-            with self.engine.begin() as conn:
-                return [self._register(conn, *file, guarded=False) for file in files]
-        except IntegrityError:
-            # A concurrent run registered one of these files meanwhile: again, each file in a
-            # savepoint of its own so that the one taken is skipped and the others go in.
-            with self.engine.begin() as conn:
-                return [self._register(conn, *file, guarded=True) for file in files]
+        guarded = False
+        for attempt in range(REGISTER_ATTEMPTS):
+            try:
+                with self.engine.begin() as conn:
+                    return [self._register(conn, *file, guarded=guarded) for file in files]
+            except IntegrityError:
+                # A concurrent run registered one of these files meanwhile: again, each file in
+                # a savepoint of its own so that the one taken is skipped and the others go in.
+                guarded = True
+            except DBAPIError as error:
+                # Two runs inserting beside each other in one unique index: MariaDB may pick
+                # one as a deadlock victim. Its transaction was rolled back whole; go again.
+                if not is_deadlock(error) or attempt == REGISTER_ATTEMPTS - 1:
+                    raise
+                guarded = True
+                time.sleep(0.05 * (attempt + 1))
+        raise AssertionError("unreachable")  # the loop returns or raises
 
     def _register(
         self, conn: Connection, path: Path, media_format: str, size: int, guarded: bool
@@ -273,6 +287,32 @@ class FaceStore(PersonsMixin, CorrectionsMixin, LocksMixin, ReportsMixin):
                         ExtractionError=message[:1000])
             )  # fmt: skip
 
+    def save_read_failure(self, media_item_id: int, message: str) -> None:
+        """Keeps an item pending with the reason it could not be read now (a missing file, an
+        unmounted share, a permission): the next run tries it again. FacesExtractedOn holds the
+        time of that attempt, so the sensor retries it after a while, not on every tick."""
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(MediaItemsTable)
+                .where(MediaItemsTable.c.Id == media_item_id, pending())
+                .values(FacesExtractedOn=utcnow(), ExtractionError=message[:1000])
+            )
+
+    def requeue_failed(self, id_range: IdRange = None) -> int:
+        """Puts every item whose detection failed back in the queue (the files are fixed or back);
+        returns how many."""
+        with self.engine.begin() as conn:
+            return int(
+                conn.execute(
+                    update(MediaItemsTable)
+                    .where(
+                        MediaItemsTable.c.ExtractionError.isnot(None),
+                        *in_range(MediaItemsTable.c.Id, id_range),
+                    )
+                    .values(IsFacesExtracted=False, FacesExtractedOn=None, ExtractionError=None)
+                ).rowcount
+            )
+
     # faces --------------------------------------------------------------------------------
 
     def _faces_where(self, condition: Any) -> list[FaceRecord]:
@@ -322,12 +362,27 @@ class FaceStore(PersonsMixin, CorrectionsMixin, LocksMixin, ReportsMixin):
         )
 
     def pending_media_item_ids(
-        self, above: int = 0, up_to: int | None = None, limit: int = 10_000
+        self,
+        above: int = 0,
+        up_to: int | None = None,
+        limit: int = 10_000,
+        unreadable_before: datetime | None = None,
     ) -> list[int]:
-        """Ids of media items not yet through detection, in (above, up_to], oldest first."""
+        """Ids of media items not yet through detection, in (above, up_to], oldest first.
+
+        With `unreadable_before`, an item that could not be read is only among them when its
+        last attempt is older than that."""
         query = select(MediaItemsTable.c.Id).where(pending(), MediaItemsTable.c.Id > above)
         if up_to is not None:
             query = query.where(MediaItemsTable.c.Id <= up_to)
+        if unreadable_before is not None:
+            query = query.where(
+                or_(
+                    MediaItemsTable.c.ExtractionError.is_(None),
+                    MediaItemsTable.c.FacesExtractedOn.is_(None),
+                    MediaItemsTable.c.FacesExtractedOn < unreadable_before,
+                )
+            )
         with self.engine.connect() as conn:
             return list(conn.execute(query.order_by(MediaItemsTable.c.Id).limit(limit)).scalars())
 

@@ -7,7 +7,7 @@ the next few items hides under the inference of the current one instead of addin
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TypeVar
 
@@ -19,7 +19,7 @@ LOOKAHEAD = 4  # items decoded ahead: enough to hide decoding, few enough to bou
 
 def ahead(
     items: Iterable[T], work: Callable[[T], R], lookahead: int = LOOKAHEAD, workers: int = 1
-) -> Iterator[tuple[T, Future[R]]]:
+) -> Generator[tuple[T, Future[R]], None, None]:
     """(item, future of work(item)) in the order of `items`, `lookahead` of them in flight, on
     `workers` threads (one beside a model, which keeps the cores busy itself).
 

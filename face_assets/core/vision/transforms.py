@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import math
 from pathlib import Path
 
@@ -9,42 +10,81 @@ import numpy as np
 from numpy.typing import NDArray
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from face_assets.core.errors import UserError
 from face_assets.core.vision.types import RGBImage
 
 # Formats Pillow decodes that count as photos; the format is sniffed, the extension ignored.
 IMAGE_FORMATS = frozenset({"JPEG", "PNG", "GIF", "BMP", "TIFF", "WEBP", "MPO", "PPM", "ICO", "JPEG2000"})
 
 
-class MediaDecodeError(ValueError):
-    """A media item cannot be read as an image; the message names the file."""
+class MediaDecodeError(UserError, ValueError):
+    """A media item cannot be read as an image; the message names the file.
+
+    `transient`: the file could not be read now (missing, permission, I/O error): it is
+    retried on the next run. Otherwise its bytes are bad, and that is final.
+    """
+
+    def __init__(self, message: str, *, transient: bool = False) -> None:
+        super().__init__(message)
+        self.transient = transient
+
+
+def read_error(path: Path, error: OSError) -> MediaDecodeError:
+    """The reason a file could not be read at all, as a transient error naming it."""
+    if isinstance(error, FileNotFoundError):
+        reason = "file not found" if not path.is_symlink() else "dangling symbolic link"
+    elif isinstance(error, PermissionError):
+        reason = "permission denied"
+    elif error.errno == errno.ELOOP:
+        reason = "symbolic link loop"
+    else:
+        reason = f"cannot read ({error.strerror or error})"
+    return MediaDecodeError(f"{path}: {reason}", transient=True)
+
+
+def _decode_error(path: Path, error: Exception) -> MediaDecodeError:
+    if isinstance(error, Image.DecompressionBombError):
+        # Pillow's guard against a small file that decodes to gigabytes (a "decompression bomb").
+        return MediaDecodeError(f"{path}: too many pixels to decode safely ({error})")
+    if isinstance(error, UnidentifiedImageError):
+        empty = path.is_file() and path.stat().st_size == 0
+        return MediaDecodeError(f"{path}: {'empty file' if empty else 'not an image Pillow can decode'}")
+    if isinstance(error, OSError) and error.errno is not None:
+        return read_error(path, error)  # the disk or share failed mid-read, not the file
+    return MediaDecodeError(f"{path}: cannot decode image ({error})")
+
+
+def identify_image(path: Path) -> str:
+    """The real image format of a file, from its bytes; MediaDecodeError says why it is none."""
+    try:
+        with open(path, "rb") as handle, Image.open(handle) as image:
+            media_format = image.format
+    except (Image.DecompressionBombError, OSError, ValueError, SyntaxError) as error:
+        raise _decode_error(path, error) from error
+    if media_format not in IMAGE_FORMATS:
+        raise MediaDecodeError(f"{path}: {media_format} is not a photo format")
+    return str(media_format)
 
 
 def sniff_image_format(path: Path) -> str | None:
     """The real image format of a file (from its bytes), or None if it is not an image."""
     try:
-        with Image.open(path) as image:
-            return image.format if image.format in IMAGE_FORMATS else None
-    except (UnidentifiedImageError, OSError, ValueError):
+        return identify_image(path)
+    except MediaDecodeError:
         return None
 
 
 def load_image(path: Path) -> RGBImage:
     """Decode a media item to RGB uint8, upright according to its EXIF orientation."""
     try:
-        with Image.open(path) as image:
+        with open(path, "rb") as handle, Image.open(handle) as image:
             image.load()
             upright = ImageOps.exif_transpose(image)
             if upright.mode in _WIDE_GRAY_MODES:
                 return _wide_gray_to_rgb(upright)
             rgb = upright.convert("RGB")
-    except FileNotFoundError as error:
-        raise MediaDecodeError(f"{path}: file not found") from error
-    except UnidentifiedImageError as error:
-        raise MediaDecodeError(f"{path}: not an image Pillow can decode") from error
-    except Image.DecompressionBombError as error:
-        raise MediaDecodeError(f"{path}: too many pixels to decode safely ({error})") from error
-    except (OSError, ValueError, SyntaxError) as error:
-        raise MediaDecodeError(f"{path}: cannot decode image ({error})") from error
+    except (Image.DecompressionBombError, OSError, ValueError, SyntaxError) as error:
+        raise _decode_error(path, error) from error
     return np.asarray(rgb, dtype=np.uint8)
 
 

@@ -16,10 +16,12 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from face_assets.core.errors import UserError
+
 logger = logging.getLogger(__name__)
 
 
-class ModelFileError(RuntimeError):
+class ModelFileError(UserError, RuntimeError):
     """A model file is missing and cannot be fetched; the message says what to place where."""
 
 

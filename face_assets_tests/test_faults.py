@@ -1,0 +1,156 @@
+"""Faults a user meets on the command line: each ends in lines naming the file or setting and
+the cause, exit 2 where nothing could be done, and no secret kept anywhere."""
+
+from __future__ import annotations
+
+import shutil
+import sqlite3
+import zlib
+from pathlib import Path
+
+import pytest
+
+from face_assets.cli import build_parser
+from face_assets_tests.conftest import IDENTITIES, new_database_url
+from face_assets_tests.core_tests.test_bad_files import write_png_bomb
+from face_assets_tests.servers import PASSWORD
+from face_assets_tests.test_cli import face_assets, run
+
+pytestmark = pytest.mark.slow
+
+
+def _small_library(root: Path, photo_folder: Path) -> Path:
+    library = root / "library"
+    for identity in IDENTITIES[:2]:
+        shutil.copytree(photo_folder / identity, library / identity)
+    return library
+
+
+def _texts(blob: bytes) -> list[bytes]:
+    """A stored value as written, and decompressed when Dagster compressed it."""
+    found = [blob]
+    try:
+        found.append(zlib.decompress(blob))
+    except zlib.error:
+        pass
+    return found
+
+
+def _stored_values(database: Path) -> list[bytes]:
+    """Every text and blob value of every table of a SQLite file."""
+    conn = sqlite3.connect(database)
+    values: list[bytes] = []
+    for (table,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'"):
+        for row in conn.execute(f'SELECT * FROM "{table}"'):
+            for value in row:
+                if isinstance(value, str):
+                    values.append(value.encode())
+                elif isinstance(value, bytes):
+                    values += _texts(value)
+    conn.close()
+    return values
+
+
+@pytest.mark.parametrize("backend", ["postgresql", "mariadb"])
+def test_no_database_password_is_kept_under_dagster_home(
+    request: pytest.FixtureRequest, tmp_path: Path, photo_folder: Path, models_dir: Path, backend: str
+) -> None:
+    url = new_database_url(request, backend, tmp_path)
+    assert PASSWORD in url
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    env = {"DAGSTER_HOME": str(home), "DATABASE_URL": url}
+    assert run(face_assets("db", "init"), tmp_path, **env).returncode == 0
+    out = run(face_assets("all", str(_small_library(tmp_path, photo_folder))), tmp_path, **env)
+    assert out.returncode == 0, out.stderr[-3000:]
+
+    secret = PASSWORD.encode()
+    files = [p for p in home.rglob("*") if p.is_file()]
+    assert any(p.suffix == ".db" for p in files)  # the runs and events were recorded here
+    for path in files:
+        for text in _texts(path.read_bytes()):
+            assert secret not in text, path
+        if path.suffix == ".db":
+            for value in _stored_values(path):
+                assert secret not in value, path
+    assert PASSWORD not in out.stdout + out.stderr
+
+
+def test_the_common_flags_go_before_or_after_the_command() -> None:
+    parser = build_parser()
+    for before, after in (
+        (["--dry-run", "all", "photos"], ["all", "photos", "--dry-run"]),
+        (["-v", "recluster", "--rebuild"], ["recluster", "--rebuild", "-v"]),
+        (["-v", "persons", "list"], ["persons", "list", "-v"]),
+    ):
+        assert vars(parser.parse_args(before)) == vars(parser.parse_args(after))
+    flags = parser.parse_args(["-v", "all", "--dry-run"])
+    assert flags.verbose and flags.dry_run  # one given on each side: both kept
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("foo://bar", "knows no database 'foo'"),
+        ("not a url at all", "is not a database URL"),
+        ("mysql+pymysql://user:s3cret@db.example/faces", "pip install pymysql"),
+    ],
+)
+def test_a_malformed_database_url_is_one_line(tmp_path: Path, url: str, expected: str) -> None:
+    out = run(face_assets("persons", "list"), tmp_path, DATABASE_URL=url)
+    assert out.returncode == 2
+    assert out.stderr.startswith("error: DATABASE_URL") and len(out.stderr.strip().splitlines()) == 1
+    assert expected in out.stderr and "s3cret" not in out.stderr
+
+
+@pytest.mark.parametrize("command", [["persons", "list"], ["faces", "reject", "1"], ["export", "out"]])
+def test_reading_a_database_that_does_not_exist_is_refused(tmp_path: Path, command: list[str]) -> None:
+    typo = tmp_path / "nonexistent" / "dir" / "x.db"
+    out = run(face_assets(*command), tmp_path, DATABASE_URL=f"sqlite:///{typo}")
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert f"no database at {typo}" in out.stderr
+    assert not (tmp_path / "nonexistent").exists() and not (tmp_path / "out").exists()
+
+
+def test_encode_names_each_unreadable_file_and_fails_when_none_could_be_read(
+    tmp_path: Path, photo_folder: Path, models_dir: Path
+) -> None:
+    text = tmp_path / "notes.jpg"
+    text.write_text("not a photo")
+    missing = tmp_path / "missing.jpg"
+    nothing = run(face_assets("encode", str(text), str(missing), "-o", "faces.pkl"), tmp_path)
+    assert nothing.returncode == 2
+    assert str(text) in nothing.stderr and f"{missing}: file not found" in nothing.stderr
+    assert not (tmp_path / "faces.pkl").exists()
+
+    photo = next((photo_folder / IDENTITIES[0]).glob("*.jpg"))
+    gradient = photo_folder / "other" / "gradient.png"
+    some = run(face_assets("encode", str(photo), str(gradient), str(text), "-o", "faces.pkl"), tmp_path)
+    assert some.returncode == 0, some.stderr
+    assert "1 faces from 1 images; 2 images read, 1 without a face, 1 unreadable" in some.stdout
+    assert str(text) in some.stderr
+
+
+def test_a_run_names_this_runs_bad_files_and_not_earlier_ones(
+    tmp_path: Path, photo_folder: Path, models_dir: Path
+) -> None:
+    library = _small_library(tmp_path, photo_folder)
+    photo = next((library / IDENTITIES[0]).glob("*.jpg"))
+    truncated = library / "truncated.jpg"
+    truncated.write_bytes(photo.read_bytes()[:2000])  # a header that opens, data that does not
+    bomb = write_png_bomb(library / "huge.png")
+    (library / "empty.jpg").write_bytes(b"")
+    (library / "readme.txt").write_text("not media, not worth a line")
+
+    first = run(face_assets("all", str(library)), tmp_path)
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert "Traceback" not in first.stderr
+    assert f"{bomb}: too many pixels" in first.stderr
+    assert f"{library / 'empty.jpg'}: empty file" in first.stderr
+    assert "readme.txt" not in first.stderr
+    assert str(truncated) in first.stderr and "error: 1 file" in first.stderr
+
+    second = run(face_assets("all", str(library)), tmp_path)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert str(truncated) not in second.stderr  # recorded last time: not this run's error
+    assert f"{bomb}: too many pixels" in second.stderr  # never registered: looked at again
