@@ -313,7 +313,20 @@ def cmd_persons(args: argparse.Namespace) -> int:
     elif action == "forget":
         count = correction.forget_person(store, args.id, _settings().resolved_thumbnail_dir())
         print(f"person {args.id} forgotten: {count} faces lost their embedding, thumbnail and link")
+    if action != "show" and action != "list":
+        _refresh_gallery(store, redraw_map=action == "forget")
     return 0
+
+
+def _refresh_gallery(store: Any, redraw_map: bool = False) -> None:
+    """Every correction shows in the gallery at once, not at the next clustering."""
+    from face_assets.core.gallery import refresh_gallery
+
+    settings = _settings()
+    folders = settings.resolved_thumbnail_dir(), settings.resolved_gallery_dir()
+    gallery = refresh_gallery(store, *folders, settings.map_method, redraw_map)
+    if gallery is not None:
+        logger.info("gallery rewritten: %s", gallery.page)
 
 
 def cmd_faces(args: argparse.Namespace) -> int:
@@ -321,11 +334,34 @@ def cmd_faces(args: argparse.Namespace) -> int:
 
     store = _store()
     if args.faces_command == "move":
-        correction.move_face(store, args.face_id, args.person_id)
+        correction.move_face(store, args.face_id, args.person_id, force=args.force)
         print(f"face {args.face_id} belongs to person {args.person_id}")
     else:
         correction.reject_face(store, args.face_id)
         print(f"face {args.face_id} rejected: it stays out of every person")
+    _refresh_gallery(store)
+    return 0
+
+
+def cmd_errors(args: argparse.Namespace) -> int:
+    """Every media item whose detection failed, and its reason; `retry-errors` queues them."""
+    errors = _store().extraction_errors()
+    for error in errors:
+        print(f"media item {error['Id']}: {error['ExtractionError']}")
+    print(f"{len(errors)} media items with an error")
+    return 0
+
+
+def cmd_retry_errors(args: argparse.Namespace) -> int:
+    count = _store().requeue_failed()
+    print(f"{count} media items queued again: the next run detects them")
+    return 0
+
+
+def cmd_unlock(args: argparse.Namespace) -> int:
+    """Frees a lock by hand, for a holder that is gone but not seen as gone (another host)."""
+    holder = _store().release_lock(args.name)
+    print(f"{args.name} released ({holder.describe()})" if holder else f"{args.name} was not held")
     return 0
 
 
@@ -392,6 +428,10 @@ def _add_corrections(sub: Any) -> None:
     move = face_actions.add_parser("move", help="put a face into a person")
     move.add_argument("face_id", type=int)
     move.add_argument("person_id", type=int)
+    move.add_argument(
+        "--force", action="store_true",
+        help="even when the person has another face of the same photo (a mirror, a photo of a photo)",
+    )  # fmt: skip
     reject = face_actions.add_parser("reject", help="not a face, or a stranger: keep it out of persons")
     reject.add_argument("face_id", type=int)
 
@@ -474,6 +514,16 @@ def build_parser() -> argparse.ArgumentParser:
     test.set_defaults(func=cmd_test)
 
     _add_corrections(sub)
+
+    sub.add_parser("errors", help="media items whose detection failed, with the reason").set_defaults(
+        func=cmd_errors
+    )
+    sub.add_parser(
+        "retry-errors", help="queue the failed media items again (the files were fixed or are back)"
+    ).set_defaults(func=cmd_retry_errors)
+    unlock = sub.add_parser("unlock", help="release a lock whose holder is gone (default: persons)")
+    unlock.add_argument("name", nargs="?", default="person_clusters")
+    unlock.set_defaults(func=cmd_unlock)
 
     export = sub.add_parser("export", help="one folder per person with the photos it appears in")
     export.add_argument("dir")

@@ -3,16 +3,22 @@ the cause, exit 2 where nothing could be done, and no secret kept anywhere."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import sqlite3
+import subprocess
+import time
 import zlib
 from pathlib import Path
+from subprocess import DEVNULL
 
 import pytest
+from dagster import DagsterInstance, DagsterRunStatus
 
 from face_assets.cli import build_parser
+from face_assets.core.storage.store import FaceStore
 from face_assets_tests.conftest import IDENTITIES, new_database_url
-from face_assets_tests.core_tests.test_bad_files import write_png_bomb
+from face_assets_tests.core_tests.test_bad_files import mounted_tmpfs, write_png_bomb
 from face_assets_tests.servers import PASSWORD
 from face_assets_tests.test_cli import face_assets, run
 
@@ -154,3 +160,128 @@ def test_a_run_names_this_runs_bad_files_and_not_earlier_ones(
     assert second.returncode == 0, second.stderr[-3000:]
     assert str(truncated) not in second.stderr  # recorded last time: not this run's error
     assert f"{bomb}: too many pixels" in second.stderr  # never registered: looked at again
+
+
+def _lock_owner(database: Path) -> str | None:
+    conn = sqlite3.connect(database, timeout=5)
+    try:
+        row = conn.execute('SELECT "Owner" FROM "FaceAssetsLocks"').fetchone()
+    except sqlite3.OperationalError:  # the table is not there yet
+        row = None
+    conn.close()
+    return row[0] if row else None
+
+
+def _kill_while_locked(command: list[str], cwd: Path, database: Path, env: dict[str, str]) -> str:
+    """Starts `command` and kills it (SIGKILL) while it holds the persons lock; the owner."""
+    for _ in range(6):
+        environment = {**os.environ, **env}
+        process = subprocess.Popen(command, cwd=cwd, env=environment, stdout=DEVNULL, stderr=DEVNULL)
+        owner = None
+        while owner is None and process.poll() is None:
+            owner = _lock_owner(database)
+            time.sleep(0.002)
+        if owner is not None:
+            process.kill()
+            process.wait()
+            if _lock_owner(database) == owner:
+                return owner
+        process.wait()
+    pytest.fail("the clustering never held the lock long enough to be killed")
+
+
+def test_a_run_killed_holding_the_persons_lock_is_taken_over_and_marked_failed(
+    tmp_path: Path, photo_folder: Path, models_dir: Path
+) -> None:
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    env = {"DAGSTER_HOME": str(home)}
+    library = _small_library(tmp_path, photo_folder)
+    assert run(face_assets("all", str(library)), tmp_path, **env).returncode == 0
+    database = tmp_path / "data" / "face_assets.db"
+
+    owner = _kill_while_locked(face_assets("recluster", "--rebuild"), tmp_path, database, env)
+    assert owner.startswith("Dagster run ")
+    started = time.monotonic()
+    after = run(face_assets("recluster"), tmp_path, **env)
+    assert after.returncode == 0, after.stderr[-3000:]
+    assert time.monotonic() - started < 120  # no waiting for a lock of a process that is gone
+    assert f"took over the lock person_clusters from {owner}: its process " in after.stderr
+    assert _lock_owner(database) is None
+
+    instance = DagsterInstance.from_config(str(home))
+    killed = instance.get_run_by_id(owner.removeprefix("Dagster run "))
+    assert killed is not None and killed.status == DagsterRunStatus.FAILURE
+    instance.dispose()
+
+
+def test_unlock_releases_a_lock_by_hand(tmp_path: Path) -> None:
+    database = tmp_path / "faces.db"
+    store = FaceStore.from_url(f"sqlite:///{database}", upgrade=True)
+    with store.lock("person_clusters", "a worker on a machine that was switched off"):
+        out = run(face_assets("unlock"), tmp_path, DATABASE_URL=f"sqlite:///{database}")
+        assert out.returncode == 0, out.stderr
+        assert out.stdout.startswith("person_clusters released (held by a worker on a machine")
+        assert _lock_owner(database) is None
+    again = run(face_assets("unlock"), tmp_path, DATABASE_URL=f"sqlite:///{database}")
+    assert again.stdout.strip() == "person_clusters was not held"
+
+
+def test_a_read_only_thumbnail_folder_ends_in_one_line_and_the_faces_wait(
+    tmp_path: Path, photo_folder: Path, models_dir: Path
+) -> None:
+    library = _small_library(tmp_path, photo_folder)
+    database = tmp_path / "faces.db"
+    env = {"DATABASE_URL": f"sqlite:///{database}", "THUMBNAIL_SAVE_PATH": str(tmp_path / "thumbnails")}
+    for _ in mounted_tmpfs(tmp_path / "thumbnails", "size=1m,ro"):
+        refused = run(face_assets("all", str(library)), tmp_path, **env)
+        assert refused.returncode == 2 and "Traceback" not in refused.stderr
+        (line,) = [x for x in refused.stderr.splitlines() if x.startswith("error:")]
+        assert line.startswith(f"error: thumbnail folder {tmp_path / 'thumbnails'}: Read-only file system")
+    with_thumbnail = 'SELECT COUNT(*) FROM "Faces" WHERE "ThumbnailPath" IS NOT NULL'
+    waiting = FaceStore.from_url(f"sqlite:///{database}").counts()["faces"]
+    assert waiting > 0 and _query(database, with_thumbnail) == 0
+
+    again = run(face_assets("all", str(library)), tmp_path, **env)  # the folder is writable now
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert _query(database, 'SELECT COUNT(*) FROM "Faces"') == waiting  # nothing detected twice
+    assert _query(database, with_thumbnail) == waiting
+    assert len(list((tmp_path / "thumbnails").rglob("*.jpg"))) == waiting
+
+
+def _query(database: Path, statement: str) -> int:
+    conn = sqlite3.connect(database)
+    (value,) = conn.execute(statement).fetchone()
+    conn.close()
+    return int(value)
+
+
+def test_corrections_show_in_the_gallery_at_once_and_no_name_lands_in_dagster(
+    tmp_path: Path, photo_folder: Path, models_dir: Path
+) -> None:
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    env = {"DAGSTER_HOME": str(home)}
+    assert (
+        run(face_assets("all", str(_small_library(tmp_path, photo_folder))), tmp_path, **env).returncode == 0
+    )
+    page = tmp_path / "data" / "gallery" / "index.html"
+    store = FaceStore.from_url(f"sqlite:///{tmp_path / 'data' / 'face_assets.db'}")
+    kept, forgotten = [p.id for p in store.list_persons()][:2]
+    thumbnails = [f.thumbnail for f in store.faces_by_person()[forgotten] if f.thumbnail]
+    assert thumbnails and all(Path(t).name in page.read_text() for t in thumbnails)
+
+    for person, name in ((kept, "Ada Lovelace"), (forgotten, "Grace Hopper")):
+        out = run(face_assets("persons", "rename", str(person), name), tmp_path, **env)
+        assert out.returncode == 0, out.stderr
+        assert name in page.read_text()  # not only after the next clustering
+    assert run(face_assets("recluster"), tmp_path, **env).returncode == 0
+    out = run(face_assets("persons", "forget", str(forgotten)), tmp_path, **env)
+    assert out.returncode == 0, out.stderr
+
+    shown = page.read_text()
+    assert "Grace Hopper" not in shown and "Ada Lovelace" in shown
+    assert not any(Path(t).name in shown for t in thumbnails)
+    for path in (p for p in home.rglob("*") if p.is_file()):
+        values = _stored_values(path) if path.suffix == ".db" else _texts(path.read_bytes())
+        assert not any(b"Grace Hopper" in v or b"Ada Lovelace" in v for v in values), path

@@ -72,9 +72,9 @@ def split_person(store: FaceStore, person_id: int, face_ids: Sequence[int]) -> i
         return store.split_person(person_id, face_ids)
 
 
-def move_face(store: FaceStore, face_id: int, person_id: int) -> None:
+def move_face(store: FaceStore, face_id: int, person_id: int, force: bool = False) -> None:
     with _locked(store):
-        store.move_face(face_id, person_id)
+        store.move_face(face_id, person_id, force=force)
 
 
 def reject_face(store: FaceStore, face_id: int) -> None:

@@ -142,3 +142,21 @@ section {{ border-top: 1px solid #ddd; padding: 12px 0; }}
     partial.write_text(document, encoding="utf-8")
     partial.replace(page)
     return Gallery(page, len(persons), len(unassigned))
+
+
+def refresh_gallery(
+    store: FaceStore,
+    thumbnail_dir: Path,
+    gallery_dir: Path,
+    map_method: str = "pca",
+    redraw_map: bool = False,
+) -> Gallery | None:
+    """After a correction: the gallery page rewritten at once (new names, a forgotten person
+    gone) rather than at the next clustering; the map too when faces left it. None when no
+    gallery was written yet: a correction does not create one."""
+    page, map_png = gallery_dir / "index.html", gallery_dir / "map.png"
+    if not page.exists():
+        return None
+    if redraw_map or not map_png.exists():
+        write_map(store, map_png, map_method)
+    return write_gallery(store, thumbnail_dir, page, map_png)

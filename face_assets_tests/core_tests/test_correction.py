@@ -74,6 +74,18 @@ def test_a_name_survives_reclustering_and_names_stay_unique(library) -> None:
     assert {p.id: p.name for p in correction.list_persons(store)}[first] == "Ada"
 
 
+def test_an_over_long_name_is_refused_not_cut(library) -> None:
+    """A name cut to the column's length could take another person's name: refuse it whole."""
+    store, _, persons, _, _ = library
+    first, second = list(persons)[:2]
+    long_name = "A" * 300
+    correction.rename_person(store, first, long_name[: correction.NAME_MAX])
+    with pytest.raises(correction.CorrectionError, match=f"at most {correction.NAME_MAX} characters"):
+        correction.rename_person(store, second, long_name)
+    names = {p.id: p.name for p in correction.list_persons(store)}
+    assert names[first] == long_name[: correction.NAME_MAX] and names[second] != names[first]
+
+
 def test_a_merge_survives_reclustering(library) -> None:
     store, tmp_path, persons, _, later = library
     target, source = list(persons)[:2]
@@ -167,3 +179,21 @@ def test_a_rebuild_on_unchanged_data_changes_nothing(library) -> None:
     rebuild_persons(store, ClusterParams())
     rebuild_persons(store, ClusterParams())
     assert persons_of(store) == before
+
+
+def test_a_second_face_of_one_photo_is_not_moved_into_the_same_person(library) -> None:
+    store, tmp_path, persons, _, _ = library
+    person = next(iter(persons))
+    photo = tmp_path / "two_faces.png"
+    Image.new("RGB", (48, 24)).save(photo)
+    item = store.register_media_file(photo, "PNG", photo.stat().st_size)
+    other_box = DetectedFace((26.0, 2.0, 44.0, 20.0), 0.99, ((30.0, 5.0),) * 5)
+    assert item is not None and store.save_detection(item, [FACE, other_box], "stub", (48, 24))
+    first, second = sorted(r.id for r in store.faces_without_embedding() if r.media_item_id == item)
+    correction.move_face(store, first, person)
+
+    with pytest.raises(correction.CorrectionError, match=f"already has face {first} of the same photo"):
+        correction.move_face(store, second, person)
+    assert second not in persons_of(store)[person]
+    correction.move_face(store, second, person, force=True)  # a mirror: the user knows
+    assert {first, second} <= persons_of(store)[person]

@@ -11,6 +11,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import Connection, Engine, delete, func, insert, select, true, update
 
@@ -54,6 +55,14 @@ def _require_faces(conn: Connection, face_ids: Sequence[int]) -> None:
     missing = sorted(set(face_ids) - found)
     if missing:
         raise CorrectionError(f"no face with Id {', '.join(map(str, missing))}")
+
+
+def _same_photo_face(conn: Connection, face_id: int, person_id: int) -> Any:
+    """Another face of `face_id`'s media item that already belongs to `person_id`, or None."""
+    item = select(FacesTable.c.MediaItemId).where(FacesTable.c.Id == face_id).scalar_subquery()
+    faces = FacesTable.c
+    same_photo = (faces.MediaItemId == item, faces.PersonId == person_id, faces.Id != face_id)
+    return conn.execute(select(FacesTable.c.Id, FacesTable.c.MediaItemId).where(*same_photo).limit(1)).first()
 
 
 def _faces_of(conn: Connection, person_ids: Sequence[int]) -> list[int]:
@@ -199,10 +208,19 @@ class CorrectionsMixin:
             _place(conn, _faces_of(conn, [person_id]), person_id)
         return new_id
 
-    def move_face(self, face_id: int, person_id: int) -> None:
+    def move_face(self, face_id: int, person_id: int, force: bool = False) -> None:
+        """The face into the person. Refused (unless `force`: a mirror, a photo of a photo)
+        when the person already has another face of the same photo: a photo shows a person once."""
         with self.engine.begin() as conn:
             _require_person(conn, person_id)
             _require_faces(conn, [face_id])
+            other = _same_photo_face(conn, face_id, person_id)
+            if other is not None and not force:
+                raise CorrectionError(
+                    f"person {person_id} already has face {other.Id} of the same photo "
+                    f"(media item {other.MediaItemId}) as face {face_id}: a photo shows a person "
+                    "once; move that face first, or pass --force if both really are this person"
+                )
             with tracking_person_sums(conn, [face_id]):
                 _place(conn, [face_id], person_id)
                 conn.execute(update(FacesTable).where(FacesTable.c.Id == face_id).values(IsRejected=False))

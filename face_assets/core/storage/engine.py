@@ -14,7 +14,7 @@ from sqlalchemy.schema import CreateIndex
 
 from face_assets.core.storage.connection import safe_url
 from face_assets.core.storage.errors import DatabaseUrlError
-from face_assets.core.storage.schema import PRODUCT_COLUMNS, metadata
+from face_assets.core.storage.schema import LATER_COLUMNS, PRODUCT_COLUMNS, metadata
 
 logger = logging.getLogger(__name__)
 
@@ -150,7 +150,7 @@ def upgrade_schema(engine: Engine) -> list[str]:
             if table in missing_tables:
                 continue
             present = {c["name"] for c in inspector.get_columns(table.name)}
-            for name in PRODUCT_COLUMNS.get(table.name, ()):
+            for name in PRODUCT_COLUMNS.get(table.name, ()) + LATER_COLUMNS.get(table.name, ()):
                 if name in present:
                     continue
                 conn.execute(text(add_column_sql(table.c[name], engine.dialect)))

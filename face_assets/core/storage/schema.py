@@ -125,7 +125,16 @@ LocksTable = Table(
     Column("Name", String(64), primary_key=True),
     Column("Owner", Unicode(255), nullable=False),
     Column("AcquiredAt", Timestamp, nullable=False),
+    # Who holds it, so that a holder that is gone is seen at once: its process on this host,
+    # or a heartbeat that stopped when it runs on another.
+    Column("Host", Unicode(255)),
+    Column("Pid", Integer),
+    Column("HeartbeatAt", Timestamp),
 )
+
+# Columns of the product's own tables added after their first release: `upgrade_schema` adds
+# them to a database made by an earlier one.
+LATER_COLUMNS: dict[str, tuple[str, ...]] = {"FaceAssetsLocks": ("Host", "Pid", "HeartbeatAt")}
 
 LEGACY_COLUMNS: dict[str, tuple[str, ...]] = {
     "MediaFile": ("Id", "FilePath", "FileName", "Extensions", "CreatedAt", "ModifiedAt"),

@@ -113,6 +113,7 @@ _INSERT_FACE = insert(FacesTable)
 class FaceStore(PersonsMixin, CorrectionsMixin, LocksMixin, ReportsMixin):
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+        self._takeovers = []
 
     @classmethod
     def connect(cls, url: str) -> FaceStore:

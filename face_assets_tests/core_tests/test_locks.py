@@ -1,0 +1,123 @@
+"""The persons lock after a crash: a holder that is gone is seen at once and its lock taken over,
+a live holder keeps it, and a lock can be released by hand."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import Column, DateTime, MetaData, String, Table, Unicode, inspect, update
+
+from face_assets.core.storage import locks
+from face_assets.core.storage.engine import make_engine
+from face_assets.core.storage.errors import LockHeld
+from face_assets.core.storage.schema import LocksTable, utcnow
+from face_assets.core.storage.store import FaceStore
+from face_assets_tests.conftest import url_of
+
+HOLD = """
+import sys, time
+from face_assets.core.storage.store import FaceStore
+store = FaceStore.from_url(sys.argv[1])
+with store.lock("person_clusters", "Dagster run killed-one"):
+    print("held", flush=True)
+    time.sleep(120)
+"""
+
+
+@pytest.fixture
+def store(db_url: str) -> FaceStore:
+    return FaceStore.from_url(db_url, upgrade=True)
+
+
+@pytest.fixture
+def holder(store: FaceStore) -> Iterator[subprocess.Popen[str]]:
+    """Another process on this host that holds the persons lock until it is killed."""
+    process = subprocess.Popen([sys.executable, "-c", HOLD, url_of(store)], stdout=subprocess.PIPE, text=True)
+    assert process.stdout is not None and process.stdout.readline() == "held\n"
+    yield process
+    process.kill()
+    process.wait()
+
+
+def test_a_killed_holder_on_this_host_is_taken_over_at_once(
+    store: FaceStore, holder: subprocess.Popen[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    holder.send_signal(signal.SIGKILL)
+    holder.wait()
+    started = time.monotonic()
+    with caplog.at_level(logging.WARNING), store.lock("person_clusters", "the next run"):
+        assert store.lock_holder("person_clusters").owner == "the next run"  # type: ignore[union-attr]
+    assert time.monotonic() - started < 5
+    (previous, why), *rest = store.taken_over_locks()
+    assert rest == [] and store.taken_over_locks() == []
+    assert previous.owner == "Dagster run killed-one" and previous.pid == holder.pid
+    assert why.startswith(f"its process {holder.pid} on ") and why.endswith(" is gone")
+    assert f"took over the lock person_clusters from Dagster run killed-one: {why}" in caplog.text
+    assert store.lock_holder("person_clusters") is None  # released after the block
+
+
+def test_a_live_holder_keeps_the_lock_and_the_refusal_says_how_to_release_it(
+    store: FaceStore, holder: subprocess.Popen[str]
+) -> None:
+    with pytest.raises(LockHeld) as refused:
+        with store.lock("person_clusters", "the next run", wait_seconds=0.5):
+            pass
+    message = str(refused.value)
+    assert f"held by Dagster run killed-one (process {holder.pid} on " in message
+    assert "`face-assets unlock person_clusters`" in message
+    assert store.taken_over_locks() == []
+    released = store.release_lock("person_clusters")
+    assert released is not None and released.pid == holder.pid
+    with store.lock("person_clusters", "the next run"):
+        pass
+
+
+def test_a_holder_on_another_host_is_taken_over_once_its_heartbeat_stops(store: FaceStore) -> None:
+    with store.lock("person_clusters", "a worker elsewhere"):
+        # The row as a process on another machine left it: its pid means nothing here.
+        with store.engine.begin() as conn:
+            conn.execute(update(LocksTable).values(Host="another-machine", Pid=1))
+        with pytest.raises(LockHeld):
+            with store.lock("person_clusters", "the next run"):
+                pass
+        old = utcnow() - timedelta(seconds=locks.LOCK_STALE_S + 60)
+        with store.engine.begin() as conn:
+            conn.execute(update(LocksTable).values(HeartbeatAt=old, AcquiredAt=old))
+        with store.lock("person_clusters", "the next run"):
+            ((previous, why),) = store.taken_over_locks()
+    assert previous.host == "another-machine" and why.startswith("no heartbeat since ")
+
+
+def test_the_holder_beats_its_heartbeat_while_it_holds(
+    store: FaceStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(locks, "HEARTBEAT_S", 0.05)
+    with store.lock("person_clusters", "a long clustering"):
+        first = store.lock_holder("person_clusters")
+        time.sleep(1.3)  # MariaDB's DATETIME keeps whole seconds
+        later = store.lock_holder("person_clusters")
+    assert first is not None and later is not None and first.heartbeat_at is not None
+    assert later.heartbeat_at > first.heartbeat_at and later.acquired_at == first.acquired_at  # type: ignore[operator]
+
+
+def test_an_upgrade_adds_the_holder_columns_to_a_lock_table_of_an_earlier_release(tmp_path) -> None:
+    url = f"sqlite:///{tmp_path / 'earlier.db'}"
+    earlier = MetaData()
+    Table(
+        "FaceAssetsLocks", earlier, Column("Name", String(64), primary_key=True),
+        Column("Owner", Unicode(255), nullable=False), Column("AcquiredAt", DateTime, nullable=False),
+    )  # fmt: skip
+    engine = make_engine(url)
+    earlier.create_all(engine)
+    store = FaceStore.from_url(url, upgrade=True)
+    columns = {c["name"] for c in inspect(engine).get_columns("FaceAssetsLocks")}
+    assert {"Host", "Pid", "HeartbeatAt"} <= columns
+    with store.lock("person_clusters", "after the upgrade"):
+        assert store.lock_holder("person_clusters").pid is not None  # type: ignore[union-attr]
