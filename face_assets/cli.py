@@ -6,11 +6,13 @@ import argparse
 import json
 import logging
 import os
+import shutil
 import sys
 import tempfile
 import time
+import traceback
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -64,19 +66,18 @@ def cmd_models_fetch(args: argparse.Namespace) -> int:
 
 def _load_models(steps: Sequence[str]) -> float:
     """Loads the models the steps need up front, so load time and throughput are reported apart."""
-    from face_assets.resources import FaceModelsResource
+    from face_assets.core.vision.models import detector_for, embedder_for
 
-    models = FaceModelsResource()
     started = time.perf_counter()
     if "detect" in steps:
-        models.get_detector().load()
+        detector_for(_settings()).load()
     if "embed" in steps:
-        models.get_embedder().load()
+        embedder_for(_settings()).load()
     return time.perf_counter() - started
 
 
 @contextmanager
-def _target(dry_run: bool) -> Iterator[tuple[str, Path | None, Any]]:
+def _target(dry_run: bool, demo: bool = False) -> Iterator[tuple[str, Path | None, Any]]:
     """(database URL, thumbnail folder or None for the configured one, Dagster instance).
 
     A dry run works on a scratch copy of the database, with thumbnails and Dagster's records in
@@ -85,19 +86,41 @@ def _target(dry_run: bool) -> Iterator[tuple[str, Path | None, Any]]:
     """
     from face_assets.runs import instance_for_cli
 
+    if demo:
+        # The sample never goes into the configured database (a production server, the user's
+        # own faces): a demo database of its own, fresh each time, kept to look at afterwards.
+        with (
+            tempfile.TemporaryDirectory(prefix="face-assets-dry-run-")
+            if dry_run
+            else nullcontext(str(_demo_dir())) as folder
+        ):
+            shutil.rmtree(folder, ignore_errors=True)
+            Path(folder).mkdir(parents=True)
+            yield f"sqlite:///{Path(folder) / 'face_assets.db'}", Path(folder) / "thumbnails", _ephemeral()
+        return
     if not dry_run:
         yield _settings().resolved_database_url(), None, instance_for_cli()
         return
-    import dagster as dg
-
     from face_assets.core.storage.scratch import scratch_copy
 
     with tempfile.TemporaryDirectory(prefix="face-assets-dry-run-") as tmp:
         url = scratch_copy(_settings().resolved_database_url(), Path(tmp))
-        yield url, Path(tmp) / "thumbnails", dg.DagsterInstance.ephemeral()
+        yield url, Path(tmp) / "thumbnails", _ephemeral()
 
 
-def _run_steps(args: argparse.Namespace, steps: Sequence[str], folder: Path | None) -> dict[str, Any]:
+def _ephemeral() -> Any:
+    import dagster as dg
+
+    return dg.DagsterInstance.ephemeral()
+
+
+def _demo_dir() -> Path:
+    return _settings().data_dir / "demo"
+
+
+def _run_steps(
+    args: argparse.Namespace, steps: Sequence[str], folder: Path | None, demo: bool = False
+) -> dict[str, Any]:
     """Materialises `steps` once and prints what changed; returns the counts and timings."""
     from face_assets.core.storage.engine import sqlite_file
     from face_assets.core.storage.store import FaceStore
@@ -105,11 +128,11 @@ def _run_steps(args: argparse.Namespace, steps: Sequence[str], folder: Path | No
 
     if args.command not in CREATING_COMMANDS:
         _existing_database(_settings().resolved_database_url())
-    with _target(args.dry_run) as (url, thumbnails, instance):
+    with _target(args.dry_run, demo) as (url, thumbnails, instance):
         new_file = sqlite_file(url)
         if new_file is not None and not args.dry_run and not new_file.exists():
             print(f"new database: {new_file.resolve()}")
-        before = FaceStore.from_url(url).counts()
+        FaceStore.from_url(url).dispose()  # created (SQLite) or checked before the models load
         load_seconds = _load_models(steps)
         started = time.perf_counter()
         run = materialize_pipeline(
@@ -127,15 +150,32 @@ def _run_steps(args: argparse.Namespace, steps: Sequence[str], folder: Path | No
     meta = run.metadata()
     processed = int(meta.get("detected_faces", {}).get("media_items", 0))  # type: ignore[call-overload]
     prefix = "dry run, nothing written: would have " if args.dry_run else ""
-    changes = ", ".join(f"{key} {after[key] - before[key]:+d}" for key in after if after[key] != before[key])
-    print(f"{prefix}{changes or 'changed nothing'}")
+    print(f"{prefix}{_this_run(meta) or 'changed nothing'}")
     print(f"model load: {load_seconds:.1f} s; steps {', '.join(steps)}: {seconds:.1f} s", end="")
     if processed:
         print(f"; {processed} media items = {processed / seconds:.2f} images/s end to end")
     else:
         print()
     _print_problems(meta)
-    return {"before": before, "after": after, "persons": persons, "processed": processed}
+    return {"after": after, "persons": persons, "processed": processed, "url": url}
+
+
+# What one run did, from its own materialisations (a count before and after would also show
+# what a run beside it did): (asset, metadata key, words).
+RUN_CHANGES = (
+    ("media_items", "registered", "media items registered"),
+    ("detected_faces", "faces", "faces detected"),
+    ("face_embeddings", "faces_embedded", "faces embedded"),
+    ("face_persons", "matched_to_existing_persons", "faces matched to persons"),
+    ("person_clusters", "matched_to_existing_persons", "faces matched by the clustering"),
+    ("person_clusters", "new_persons", "new persons"),
+    ("person_clusters", "faces_in_new_persons", "faces in new persons"),
+)
+
+
+def _this_run(meta: dict[str, dict[str, Any]]) -> str:
+    counts = ((int(meta.get(asset, {}).get(key) or 0), words) for asset, key, words in RUN_CHANGES)
+    return ", ".join(f"{words} +{count}" for count, words in counts if count)
 
 
 # Problems of one run printed by name; the rest are counted (all are in the asset metadata).
@@ -182,11 +222,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         from face_assets.core.samples import celebrity_sample
 
         folder = celebrity_sample(_settings().samples_dir)
-        print(f"no folder given: using the labelled 5-person sample from PyPI in {folder}")
+        print(f"no folder given: the labelled 5-person sample from PyPI in {folder}")
+        if not args.dry_run:
+            print(f"on a demo database of its own in {_demo_dir()} (the configured one is not touched)")
     if folder is not None and not folder.is_dir():
         print(f"error: {folder} is not a folder", file=sys.stderr)
         return 2
-    outcome = _run_steps(args, MODES["all"], folder)
+    outcome = _run_steps(args, MODES["all"], folder, demo=sample)
     _print_persons(outcome)
     if sample and not args.dry_run:
         from face_assets.core.evaluation import labelled_images
@@ -194,8 +236,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         from face_assets.evaluate import score_store
 
         assert folder is not None
-        store = FaceStore.from_url(_settings().resolved_database_url())
+        store = FaceStore.from_url(outcome["url"])
         _print_evaluation(score_store(store, labelled_images(folder), "largest"))
+        store.dispose()
+        print(f"gallery: {_demo_dir() / 'gallery' / 'index.html'}")
     return 0
 
 
@@ -232,8 +276,8 @@ def cmd_automate(args: argparse.Namespace) -> int:
 
 def cmd_test(args: argparse.Namespace) -> int:
     from face_assets.core.thumbnail import save_jpeg
+    from face_assets.core.vision.models import detector_for
     from face_assets.core.vision.transforms import MediaDecodeError, load_image, square_thumbnail
-    from face_assets.resources import FaceModelsResource
 
     image_path = Path(args.image)
     try:
@@ -241,7 +285,7 @@ def cmd_test(args: argparse.Namespace) -> int:
     except MediaDecodeError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    faces = FaceModelsResource().get_detector().detect(image)
+    faces = detector_for(_settings()).detect(image)
     out = Path(args.out)
     print(f"{image_path}: {len(faces)} face(s), image {image.shape[1]}x{image.shape[0]}")
     for index, face in enumerate(faces, start=1):
@@ -377,8 +421,8 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_encode(args: argparse.Namespace) -> int:
     from face_assets.core.export import encode_images, write_encodings
     from face_assets.core.media_item import PHOTO_EXTENSIONS
+    from face_assets.core.vision.models import detector_for, embedder_for
     from face_assets.core.vision.transforms import sniff_image_format
-    from face_assets.resources import FaceModelsResource
 
     paths: list[Path] = []
     for given in map(Path, args.images):
@@ -387,9 +431,8 @@ def cmd_encode(args: argparse.Namespace) -> int:
             continue
         found = sorted(p for p in given.rglob("*") if p.is_file() and not p.name.startswith("."))
         paths += [p for p in found if p.suffix.lower() in PHOTO_EXTENSIONS or sniff_image_format(p)]
-    models = FaceModelsResource()
-    embedder = models.get_embedder()
-    encoding = encode_images(paths, models.get_detector(), embedder)
+    embedder = embedder_for(_settings())
+    encoding = encode_images(paths, detector_for(_settings()), embedder)
     for line in encoding.unreadable:
         print(f"unreadable: {line}", file=sys.stderr)
     if not encoding.images_read:
@@ -551,14 +594,21 @@ def main(argv: list[str] | None = None) -> int:
     from face_assets.core.vision.lazy import quiet_tensorflow
 
     quiet_tensorflow()
+    from face_assets.core import progress
+
+    # A bar on a terminal; a plain line now and then when the output goes to a file or a log.
+    shown = progress.Bar() if sys.stderr.isatty() else progress.Lines(lambda x: print(x, file=sys.stderr))
     try:
-        return int(args.func(args))
+        with progress.reporting(shown):
+            return int(args.func(args))
     except BrokenPipeError:
         return 0  # output piped into `head` and the like
     except Exception as error:
         known = _user_error(error)
         if known is None:
             raise
+        if args.verbose:  # the whole story when asked for it; the one line last either way
+            traceback.print_exception(error, file=sys.stderr)
         print(f"error: {known}", file=sys.stderr)
         return 2
 

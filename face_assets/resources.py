@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 
 import dagster as dg
@@ -10,21 +9,8 @@ from pydantic import PrivateAttr
 
 from face_assets.core.settings import Settings, get_settings
 from face_assets.core.storage.store import FaceStore
-from face_assets.core.vision.detection import make_detector
-from face_assets.core.vision.embedding import make_embedder
+from face_assets.core.vision.models import detector_for, embedder_for
 from face_assets.core.vision.types import FaceDetector, FaceEmbedder
-
-# Models live for the whole process: a run of many assets, or many runs in one worker,
-# loads each one once.
-_MODELS: dict[tuple[object, ...], object] = {}
-_MODELS_LOCK = threading.Lock()
-
-
-def _cached(key: tuple[object, ...], build: object) -> object:
-    with _MODELS_LOCK:
-        if key not in _MODELS:
-            _MODELS[key] = build()  # type: ignore[operator]
-        return _MODELS[key]
 
 
 class FaceStoreResource(dg.ConfigurableResource):
@@ -71,20 +57,10 @@ class FaceModelsResource(dg.ConfigurableResource):
         )
 
     def get_detector(self) -> FaceDetector:
-        settings = self._settings()
-        name, models_dir, min_score = settings.detector, settings.models_dir, settings.detection_min_score
-        max_side_px, fetch = settings.detection_max_side_px, not settings.models_offline
-        key = ("detector", name, str(models_dir), min_score, max_side_px, fetch)
-        return _cached(  # type: ignore[return-value]
-            key, lambda: make_detector(name, models_dir, min_score, max_side_px, fetch)
-        )
+        return detector_for(self._settings())
 
     def get_embedder(self) -> FaceEmbedder:
-        settings = self._settings()
-        name, models_dir, batch = settings.embedder, settings.models_dir, settings.embedding_batch_size
-        fetch = not settings.models_offline
-        key = ("embedder", name, str(models_dir), batch, fetch)
-        return _cached(key, lambda: make_embedder(name, models_dir, batch, fetch))  # type: ignore[return-value]
+        return embedder_for(self._settings())
 
 
 class ThumbnailStoreResource(dg.ConfigurableResource):

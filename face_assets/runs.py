@@ -7,6 +7,7 @@ batches. Either way the same assets run.
 from __future__ import annotations
 
 import os
+import socket
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +17,7 @@ import dagster as dg
 from face_assets.assets import ALL_ASSETS, BATCH_ASSETS, media_items, person_clusters, person_gallery
 from face_assets.checks import ALL_CHECKS
 from face_assets.core.batch import ALL_KEY
+from face_assets.core.storage.locks import process_alive
 from face_assets.definitions import make_resources
 from face_assets.partitions import PARTITIONS_NAME
 from face_assets.resources import FaceStoreResource, ThumbnailStoreResource
@@ -39,6 +41,24 @@ def instance_for_cli() -> dg.DagsterInstance:
     if os.environ.get("DAGSTER_HOME"):
         return dg.DagsterInstance.get()
     return dg.DagsterInstance.ephemeral()
+
+
+# Who runs a command-line run: a run whose process is gone is marked failed by the next one.
+HOST_TAG, PID_TAG = "face_assets/host", "face_assets/pid"
+
+
+def fail_abandoned_runs(instance: dg.DagsterInstance) -> list[str]:
+    """Runs the command line started in a process that is gone (killed, the machine rebooted)
+    would stay STARTED in Dagster's history for good: each is marked failed, saying why."""
+    host = socket.gethostname()
+    started = dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED], tags={HOST_TAG: host})
+    failed = []
+    for run in instance.get_runs(filters=started):
+        pid = int(run.tags.get(PID_TAG, "0") or 0)
+        if pid and not process_alive(pid):
+            instance.report_run_failed(run, message=f"its process {pid} on {host} is gone (killed)")
+            failed.append(run.run_id)
+    return failed
 
 
 def ensure_all_partition(instance: dg.DagsterInstance) -> None:
@@ -78,6 +98,7 @@ def materialize_pipeline(
     """Registers `folder` (if given), then materialises the chosen steps in dependency order:
     the batch assets for the whole library (partition `all`), then the clustering."""
     instance = instance or instance_for_cli()
+    fail_abandoned_runs(instance)
     resources = make_resources()
     if database_url:
         # Through the environment, not the value: Dagster keeps a resource's config in every
@@ -103,6 +124,7 @@ def materialize_pipeline(
                 resources=resources,
                 run_config={"loggers": loggers, **({"ops": ops} if ops else {})},
                 instance=instance,
+                tags={HOST_TAG: socket.gethostname(), PID_TAG: str(os.getpid())},
             )
         )
 

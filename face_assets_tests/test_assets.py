@@ -188,3 +188,23 @@ def test_bad_input_is_recorded_and_the_rest_is_processed(
     counts = store.counts()
     assert counts["media_items_pending"] == 1
     assert counts["faces"] >= len(good) and counts["faces_embedded"] == counts["faces"]
+
+
+def test_a_media_folder_that_is_not_there_fails_the_step_in_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """FACE_ASSETS_MEDIA_DIR with a typo or on an unmounted disk, as the Dagster CLI runs it."""
+    from face_assets.assets import media_items
+    from face_assets.definitions import make_resources
+
+    missing = tmp_path / "Pictures"
+    monkeypatch.setenv("FACE_ASSETS_MEDIA_DIR", str(missing))
+    monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path / 'faces.db'}")
+    result = dg.materialize([media_items], resources=make_resources(), raise_on_error=False)
+    assert not result.success
+    (failure,) = result.get_step_failure_events()
+    error = failure.step_failure_data.error
+    assert error is not None and error.cause is None
+    assert error.message.strip().endswith(
+        f"{missing}: not a folder (FACE_ASSETS_MEDIA_DIR or the run's folder config)"
+    )

@@ -35,3 +35,18 @@ def test_importing_definitions_loads_no_model_and_opens_no_database(tmp_path) ->
     ).stdout.split()
     assert out == ["False", "False"]
     assert list(tmp_path.iterdir()) == []
+
+
+def test_the_model_steps_and_the_clustering_have_pools_the_shipped_instance_limits(tmp_path) -> None:
+    import shutil
+    from pathlib import Path
+
+    from face_assets.assets import detected_faces, face_embeddings, person_clusters
+
+    ops = {a.key.to_user_string(): a.op.pool for a in (detected_faces, face_embeddings, person_clusters)}
+    assert ops == {"detected_faces": "face_models", "face_embeddings": "face_models",
+                   "person_clusters": "person_clusters"}  # fmt: skip
+    shutil.copy(Path(__file__).parents[1] / "dagster.yaml", tmp_path / "dagster.yaml")
+    instance = dg.DagsterInstance.from_config(str(tmp_path))
+    assert instance.get_concurrency_config().pool_config.default_pool_limit == 1
+    instance.dispose()

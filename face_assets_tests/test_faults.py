@@ -9,11 +9,13 @@ import sqlite3
 import subprocess
 import time
 import zlib
+from collections.abc import Callable
 from pathlib import Path
 from subprocess import DEVNULL
+from typing import Any
 
 import pytest
-from dagster import DagsterInstance, DagsterRunStatus
+from dagster import DagsterInstance, DagsterRunStatus, RunsFilter
 
 from face_assets.cli import build_parser
 from face_assets.core.storage.store import FaceStore
@@ -30,6 +32,12 @@ def _small_library(root: Path, photo_folder: Path) -> Path:
     for identity in IDENTITIES[:2]:
         shutil.copytree(photo_folder / identity, library / identity)
     return library
+
+
+def _dagster_home(tmp_path: Path) -> tuple[Path, dict[str, str]]:
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    return home, {"DAGSTER_HOME": str(home)}
 
 
 def _texts(blob: bytes) -> list[bytes]:
@@ -63,9 +71,8 @@ def test_no_database_password_is_kept_under_dagster_home(
 ) -> None:
     url = new_database_url(request, backend, tmp_path)
     assert PASSWORD in url
-    home = tmp_path / "dagster_home"
-    home.mkdir()
-    env = {"DAGSTER_HOME": str(home), "DATABASE_URL": url}
+    home, env = _dagster_home(tmp_path)
+    env["DATABASE_URL"] = url
     assert run(face_assets("db", "init"), tmp_path, **env).returncode == 0
     out = run(face_assets("all", str(_small_library(tmp_path, photo_folder))), tmp_path, **env)
     assert out.returncode == 0, out.stderr[-3000:]
@@ -162,6 +169,13 @@ def test_a_run_names_this_runs_bad_files_and_not_earlier_ones(
     assert f"{bomb}: too many pixels" in second.stderr  # never registered: looked at again
 
 
+def _run_status(home: Path, run_id: str) -> DagsterRunStatus | None:
+    instance = DagsterInstance.from_config(str(home))
+    found = instance.get_run_by_id(run_id)
+    instance.dispose()
+    return found.status if found else None
+
+
 def _lock_owner(database: Path) -> str | None:
     conn = sqlite3.connect(database, timeout=5)
     try:
@@ -172,30 +186,33 @@ def _lock_owner(database: Path) -> str | None:
     return row[0] if row else None
 
 
-def _kill_while_locked(command: list[str], cwd: Path, database: Path, env: dict[str, str]) -> str:
-    """Starts `command` and kills it (SIGKILL) while it holds the persons lock; the owner."""
+def _kill_when(command: list[str], cwd: Path, env: dict[str, str], reached: Callable[[], Any]) -> Any:
+    """Starts `command` and kills it (SIGKILL) as soon as `reached()` gives a value that is
+    still true after the kill; that value. Tried a few times: a fast step can end unseen."""
     for _ in range(6):
         environment = {**os.environ, **env}
         process = subprocess.Popen(command, cwd=cwd, env=environment, stdout=DEVNULL, stderr=DEVNULL)
-        owner = None
-        while owner is None and process.poll() is None:
-            owner = _lock_owner(database)
+        seen = None
+        while not seen and process.poll() is None:
+            seen = reached()
             time.sleep(0.002)
-        if owner is not None:
+        if seen:
             process.kill()
             process.wait()
-            if _lock_owner(database) == owner:
-                return owner
+            if reached() == seen:
+                return seen
         process.wait()
-    pytest.fail("the clustering never held the lock long enough to be killed")
+    pytest.fail("the run never reached the state to be killed in")
+
+
+def _kill_while_locked(command: list[str], cwd: Path, database: Path, env: dict[str, str]) -> str:
+    return str(_kill_when(command, cwd, env, lambda: _lock_owner(database)))
 
 
 def test_a_run_killed_holding_the_persons_lock_is_taken_over_and_marked_failed(
     tmp_path: Path, photo_folder: Path, models_dir: Path
 ) -> None:
-    home = tmp_path / "dagster_home"
-    home.mkdir()
-    env = {"DAGSTER_HOME": str(home)}
+    home, env = _dagster_home(tmp_path)
     library = _small_library(tmp_path, photo_folder)
     assert run(face_assets("all", str(library)), tmp_path, **env).returncode == 0
     database = tmp_path / "data" / "face_assets.db"
@@ -209,10 +226,7 @@ def test_a_run_killed_holding_the_persons_lock_is_taken_over_and_marked_failed(
     assert f"took over the lock person_clusters from {owner}: its process " in after.stderr
     assert _lock_owner(database) is None
 
-    instance = DagsterInstance.from_config(str(home))
-    killed = instance.get_run_by_id(owner.removeprefix("Dagster run "))
-    assert killed is not None and killed.status == DagsterRunStatus.FAILURE
-    instance.dispose()
+    assert _run_status(home, owner.removeprefix("Dagster run ")) == DagsterRunStatus.FAILURE
 
 
 def test_unlock_releases_a_lock_by_hand(tmp_path: Path) -> None:
@@ -259,9 +273,7 @@ def _query(database: Path, statement: str) -> int:
 def test_corrections_show_in_the_gallery_at_once_and_no_name_lands_in_dagster(
     tmp_path: Path, photo_folder: Path, models_dir: Path
 ) -> None:
-    home = tmp_path / "dagster_home"
-    home.mkdir()
-    env = {"DAGSTER_HOME": str(home)}
+    home, env = _dagster_home(tmp_path)
     assert (
         run(face_assets("all", str(_small_library(tmp_path, photo_folder))), tmp_path, **env).returncode == 0
     )
@@ -285,3 +297,61 @@ def test_corrections_show_in_the_gallery_at_once_and_no_name_lands_in_dagster(
     for path in (p for p in home.rglob("*") if p.is_file()):
         values = _stored_values(path) if path.suffix == ".db" else _texts(path.read_bytes())
         assert not any(b"Grace Hopper" in v or b"Ada Lovelace" in v for v in values), path
+
+
+def test_the_demo_runs_on_a_database_of_its_own(tmp_path: Path, models_dir: Path) -> None:
+    """`face-assets run` without a folder never puts the sample into the configured database."""
+    configured = tmp_path / "production.db"
+    FaceStore.from_url(f"sqlite:///{configured}", upgrade=True).dispose()
+    before = configured.read_bytes()
+    env = {"DATABASE_URL": f"sqlite:///{configured}", "FACE_ASSETS_DATA_DIR": str(tmp_path / "data")}
+    out = run(face_assets("run"), tmp_path, **env)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert configured.read_bytes() == before
+    demo = FaceStore.from_url(f"sqlite:///{tmp_path / 'data' / 'demo' / 'face_assets.db'}")
+    assert demo.counts()["persons"] >= 5 and "evaluation against folder labels" in out.stdout
+    assert (tmp_path / "data" / "demo" / "gallery" / "index.html").is_file()
+
+
+def test_a_run_killed_in_detection_is_marked_failed_and_the_rerun_finishes_each_item_once(
+    tmp_path: Path, photo_folder: Path, models_dir: Path
+) -> None:
+    home, env = _dagster_home(tmp_path)
+    library = _small_library(tmp_path, photo_folder)
+    database = tmp_path / "data" / "face_assets.db"
+    photos = len(list(library.rglob("*.jpg")))
+    processed = 'SELECT COUNT(*) FROM "MediaItems" WHERE "IsFacesExtracted" = 1'
+
+    def midway() -> int:
+        try:
+            done = _query(database, processed)
+        except sqlite3.OperationalError:  # not created yet
+            return 0
+        return done if 0 < done < photos else 0
+
+    assert _kill_when(face_assets("all", str(library)), tmp_path, env, midway)
+    instance = DagsterInstance.from_config(str(home))
+    (killed,) = instance.get_runs(filters=RunsFilter(statuses=[DagsterRunStatus.STARTED]))
+    instance.dispose()
+    again = run(face_assets("all", str(library)), tmp_path, **env)
+    assert again.returncode == 0, again.stderr[-3000:]
+
+    assert _run_status(home, killed.run_id) == DagsterRunStatus.FAILURE
+    assert _query(database, processed) == photos == _query(database, 'SELECT COUNT(*) FROM "MediaFile"')
+    per_item = (
+        'SELECT COUNT(*) FROM "MediaItems" i WHERE "FaceCount" <> '
+        '(SELECT COUNT(*) FROM "Faces" f WHERE f."MediaItemId" = i."Id")'
+    )
+    assert _query(database, per_item) == 0  # no item's faces written twice
+
+
+def test_refused_work_is_one_line_without_a_dagster_trace(tmp_path: Path) -> None:
+    database = tmp_path / "faces.db"
+    store = FaceStore.from_url(f"sqlite:///{database}", upgrade=True)
+    with store.lock("person_clusters", "a clustering started elsewhere"):
+        refused = run(face_assets("recluster"), tmp_path, DATABASE_URL=f"sqlite:///{database}")
+        verbose = run(face_assets("recluster", "-v"), tmp_path, DATABASE_URL=f"sqlite:///{database}")
+    assert refused.returncode == 2
+    (line,) = refused.stderr.strip().splitlines()
+    assert line.startswith("error: person_clusters is running elsewhere (held by a clustering started")
+    assert verbose.returncode == 2 and "Traceback" in verbose.stderr  # the trace, when asked for

@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
+import subprocess
+import time
 from pathlib import Path
 
 import pytest
 
 from face_assets.core.media_item import register_folder
 from face_assets.core.storage.store import FaceStore
+from face_assets.core.vision.types import DetectedFace
 from face_assets_tests.conftest import BACKENDS, IDENTITIES, new_database_url
 from face_assets_tests.test_cli import face_assets, run
 
 pytestmark = pytest.mark.slow
+FACE = DetectedFace((20.0, 20.0, 120.0, 120.0), 0.99, ((60.0, 60.0),) * 5)
 
 
 @pytest.fixture
@@ -80,6 +85,27 @@ def test_detect_then_recognize_then_recluster(workdir) -> None:
     assert "changed nothing" in cli(workdir, "recluster")
 
 
+def test_a_recluster_reports_its_own_changes_not_those_of_a_run_beside_it(workdir) -> None:
+    cli(workdir, "all", str(workdir["first"]))
+    env = {"DAGSTER_HOME": str(workdir["root"] / "dagster_home"), "DATABASE_URL": str(workdir["url"])}
+    beside = FaceStore.from_url(str(workdir["url"]))
+    photos = sorted(workdir["second"].rglob("*.jpg"))
+    environment = {**os.environ, **env}
+    command = subprocess.Popen(
+        face_assets("recluster"), cwd=workdir["root"], env=environment, stdout=subprocess.PIPE, text=True
+    )
+    # Another run registers and detects photos all the while the clustering runs.
+    while command.poll() is None and photos:
+        photo = photos.pop()
+        item = beside.register_media_file(photo, "JPEG", photo.stat().st_size)
+        assert item is not None and beside.save_detection(item, [FACE], "stub", (250, 250))
+        time.sleep(0.2)
+    out, _ = command.communicate()
+    assert command.returncode == 0
+    assert len(photos) < len(list(workdir["second"].rglob("*.jpg")))  # written while it ran
+    assert "changed nothing" in out and "registered" not in out and "detected" not in out
+
+
 def test_all_runs_the_full_pipeline_once(workdir) -> None:
     out = cli(workdir, "all", str(workdir["first"]))
     counts = store_of(workdir).counts()
@@ -112,7 +138,7 @@ def test_dry_run_writes_nothing_at_all(workdir) -> None:
     before = {name: tree_digest(root / name) for name in ("data", "dagster_home")}
 
     out = cli(workdir, "--dry-run", "all", str(workdir["second"]))
-    assert "would have" in out and "faces +" in out
+    assert "would have" in out and "faces detected +" in out
     for mode in ("detect", "recognize", "recluster"):
         assert "dry run" in cli(workdir, "--dry-run", mode)
     image = next((workdir["second"] / IDENTITIES[0]).glob("*.jpg"))

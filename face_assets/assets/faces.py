@@ -7,13 +7,14 @@ import dagster as dg
 from face_assets.assets.metadata import PREVIEW_ROWS, error_preview, listed
 from face_assets.core.batch import parse_batch_key
 from face_assets.core.face import ThumbnailTarget, detect_faces
-from face_assets.core.media_item import Registration, register_folder
+from face_assets.core.media_item import MediaFolderError, Registration, register_folder
 from face_assets.core.settings import get_settings
 from face_assets.core.thumbnail import ThumbnailFolderError, write_thumbnails
 from face_assets.partitions import media_item_partitions
 from face_assets.resources import FaceModelsResource, FaceStoreResource, ThumbnailStoreResource
 
-MODEL_TAGS = {"dagster/concurrency_key": "face_models"}
+# The steps that run a model share one pool: dagster.yaml limits how many run at once.
+MODELS_POOL = "face_models"
 
 
 class MediaItemsConfig(dg.Config):
@@ -27,7 +28,12 @@ def media_items(
     """Media items in the database, with the images of the media folder registered once each."""
     store = face_store.get_store()
     folder = config.folder or str(get_settings().media_dir or "")
-    registration = register_folder(store, Path(folder)) if folder else Registration()
+    try:
+        registration = register_folder(store, Path(folder)) if folder else Registration()
+    except MediaFolderError as error:
+        # FACE_ASSETS_MEDIA_DIR names a folder that is not there (a typo, an unmounted disk):
+        # one line in the UI and the Dagster CLI, not a stack trace.
+        raise dg.Failure(description=f"{error} (FACE_ASSETS_MEDIA_DIR or the run's folder config)") from None
     skipped = [f"{path}: {reason}" for path, reason in registration.skipped]
     for line in skipped[:PREVIEW_ROWS]:
         context.log.warning(f"skipped {line}")
@@ -47,7 +53,7 @@ def media_items(
     )
 
 
-@dg.asset(group_name="faces", deps=[media_items], partitions_def=media_item_partitions, op_tags=MODEL_TAGS)
+@dg.asset(group_name="faces", deps=[media_items], partitions_def=media_item_partitions, pool=MODELS_POOL)
 def detected_faces(
     context: dg.AssetExecutionContext,
     face_store: FaceStoreResource,

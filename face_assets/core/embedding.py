@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from face_assets.core.batch import IdRange
+from face_assets.core.progress import track
 from face_assets.core.storage.store import FaceRecord, FaceStore, saving
 from face_assets.core.thumbnail import faces_by_media_item
 from face_assets.core.vision.prefetch import ahead
@@ -58,20 +59,23 @@ def embed_faces(
         image = load_image(group[0])
         return [embedding_crop(image, f.box_xyxy, embedder.input_px) for f in group[1]]
 
-    for (_, faces), cropping in ahead(faces_by_media_item(store.faces_without_embedding(id_range)), crops_of):
-        started = time.perf_counter()
-        try:
-            crops = cropping.result()
-        except (MediaDecodeError, ValueError) as error:
-            logger.error("embeddings of media item %d: %s", faces[0].media_item_id, error)
-            run.errors.append(f"media item {faces[0].media_item_id}: {error}")
-            continue
-        run.decode_seconds += time.perf_counter() - started
-        run.media_items += 1
-        # Faces of one media item stay in one batch, so one write covers the whole item.
-        pending_ids.extend(f.id for f in faces)
-        pending_crops.extend(crops)
-        if len(pending_ids) >= batch_faces:
-            flush()
+    waiting = store.faces_without_embedding(id_range)
+    with track("embed", len(waiting), "faces") as advance:
+        for (_, faces), cropping in ahead(faces_by_media_item(waiting), crops_of):
+            advance(len(faces))
+            started = time.perf_counter()
+            try:
+                crops = cropping.result()
+            except (MediaDecodeError, ValueError) as error:
+                logger.error("embeddings of media item %d: %s", faces[0].media_item_id, error)
+                run.errors.append(f"media item {faces[0].media_item_id}: {error}")
+                continue
+            run.decode_seconds += time.perf_counter() - started
+            run.media_items += 1
+            # Faces of one media item stay in one batch, so one write covers the whole item.
+            pending_ids.extend(f.id for f in faces)
+            pending_crops.extend(crops)
+            if len(pending_ids) >= batch_faces:
+                flush()
     flush()
     return run

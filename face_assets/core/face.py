@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from face_assets.core.batch import IdRange
+from face_assets.core.progress import track
 from face_assets.core.storage.store import FaceStore, MediaItem, saving
 from face_assets.core.thumbnail import cut_thumbnail, remove_files
 from face_assets.core.vision.prefetch import ahead
@@ -109,9 +110,13 @@ def detect_faces(
         run.without_faces += not detected.faces
 
     items = store.pending_media_items(limit, id_range)
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="thumbnails") as cutter:
+    with (
+        ThreadPoolExecutor(max_workers=1, thread_name_prefix="thumbnails") as cutter,
+        track("detect", len(items), "media items") as advance,
+    ):
         for item, decoding in ahead(items, lambda item: load_image(item.path)):
             run.media_items += 1
+            advance(1)
             started = time.perf_counter()
             try:
                 image = decoding.result()

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from face_assets.core.errors import UserError
+from face_assets.core.progress import track
 from face_assets.core.storage.store import FaceStore, path_key, saving, unstorable_path
 from face_assets.core.vision.transforms import MediaDecodeError, identify_image, read_error
 
@@ -96,33 +97,42 @@ def register_folder(store: FaceStore, folder: Path) -> Registration:
     result = Registration()
     known = store.known_path_keys()
     chunk: list[tuple[Path, str, int]] = []
-    for path in library_files(folder, result):
-        if path_key(path) in known:
-            result.already_known += 1
-            continue
-        try:
-            media_format = identify_image(path)
-            size = path.stat().st_size
-        except MediaDecodeError as error:
-            if error.transient or path.suffix.lower() in PHOTO_EXTENSIONS:
-                _skip(result, path, str(error).removeprefix(f"{path}: "))
-            else:
-                logger.info("not media: %s", path)
-                result.not_media += 1
-            continue
-        except OSError as error:  # gone between the listing and now
-            _skip(result, path, str(read_error(path, error)).removeprefix(f"{path}: "))
-            continue
-        too_long = unstorable_path(path)
-        if too_long is not None:
-            _skip(result, path, too_long)
-            continue
-        chunk.append((path, media_format, size))
-        if len(chunk) >= REGISTER_CHUNK:
-            _register(store, chunk, result)
+    with track("register", None, "files") as advance:
+        for path in library_files(folder, result):
+            advance(1)
+            _consider(store, path, known, chunk, result)
     _register(store, chunk, result)
     logger.info(
         "registered %d new media items from %s (%d known, %d skipped, %d not media)",
         len(result.added), folder, result.already_known, len(result.skipped), result.not_media,
     )  # fmt: skip
     return result
+
+
+def _consider(
+    store: FaceStore, path: Path, known: set[str], chunk: list[tuple[Path, str, int]], result: Registration
+) -> None:
+    """One file of the walk: skipped when known or not media, else queued for registration."""
+    if path_key(path) in known:
+        result.already_known += 1
+        return
+    try:
+        media_format = identify_image(path)
+        size = path.stat().st_size
+    except MediaDecodeError as error:
+        if error.transient or path.suffix.lower() in PHOTO_EXTENSIONS:
+            _skip(result, path, str(error).removeprefix(f"{path}: "))
+        else:
+            logger.info("not media: %s", path)
+            result.not_media += 1
+        return
+    except OSError as error:  # gone between the listing and now
+        _skip(result, path, str(read_error(path, error)).removeprefix(f"{path}: "))
+        return
+    too_long = unstorable_path(path)
+    if too_long is not None:
+        _skip(result, path, too_long)
+        return
+    chunk.append((path, media_format, size))
+    if len(chunk) >= REGISTER_CHUNK:
+        _register(store, chunk, result)

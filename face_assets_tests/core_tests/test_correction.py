@@ -1,5 +1,6 @@
 """Corrections are stored and survive later clustering (match, then cluster)."""
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -171,6 +172,27 @@ def test_a_named_person_survives_even_when_emptied(library) -> None:
         correction.move_face(store, face_id, receiver)
     recluster_with_new_faces(store, tmp_path, later)
     assert {p.id: p.name for p in correction.list_persons(store)}[named] == "Lin"
+
+
+def test_a_name_pins_the_faces_the_person_had_when_named(library) -> None:
+    """A rebuild whose clustering would dissolve every person (too small for its minimum size)
+    empties the automatic ones but not the named one: naming is the user's word on its faces."""
+    store, _, persons, _, _ = library
+    (named, faces), (automatic, _) = list(persons.items())[:2]
+    correction.rename_person(store, named, "Lin")
+    rebuild_persons(store, dataclasses.replace(ClusterParams(), min_cluster_size=50, match_threshold=1.0))
+    after = persons_of(store)
+    assert after[named] == set(faces) and automatic not in after
+
+
+def test_match_then_cluster_after_a_rebuild_changes_nothing(library) -> None:
+    """A rebuild ends at the fixed point a later clustering would reach: nothing moves after it."""
+    store, tmp_path, _, _, later = library
+    add_faces(store, tmp_path / "photos", later[0], start=5000)
+    rebuild_persons(store, ClusterParams())
+    rebuilt = persons_of(store)
+    update_persons(store, ClusterParams())
+    assert persons_of(store) == rebuilt
 
 
 def test_a_rebuild_on_unchanged_data_changes_nothing(library) -> None:

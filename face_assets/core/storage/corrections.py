@@ -140,6 +140,8 @@ class CorrectionsMixin:
         return grouped
 
     def rename_person(self, person_id: int, name: str) -> None:
+        """Names the person and pins the faces it has now: the user looked at them and gave
+        them a name, so no clustering or rebuild moves them away (faces joining later may)."""
         with self.engine.begin() as conn:
             _require_person(conn, person_id)
             clash = conn.execute(
@@ -152,6 +154,7 @@ class CorrectionsMixin:
                 .where(PersonsTable.c.Id == person_id)
                 .values(Name=name, IsUserNamed=True, ModifiedAt=utcnow())
             )
+            _place(conn, _faces_of(conn, [person_id]), person_id)  # same person: sums unchanged
 
     def merge_persons(self, target_id: int, sources: Sequence[int]) -> int:
         """Every face of the sources into the target, the sources deleted; returns faces moved.
