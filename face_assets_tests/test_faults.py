@@ -35,8 +35,10 @@ def _small_library(root: Path, photo_folder: Path) -> Path:
 
 
 def _dagster_home(tmp_path: Path) -> tuple[Path, dict[str, str]]:
+    """A DAGSTER_HOME with the dagster.yaml the README tells users to copy there."""
     home = tmp_path / "dagster_home"
     home.mkdir()
+    shutil.copy(Path(__file__).parents[1] / "dagster.yaml", home / "dagster.yaml")
     return home, {"DAGSTER_HOME": str(home)}
 
 

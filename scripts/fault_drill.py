@@ -80,8 +80,6 @@ class Workspace:
             "DAGSTER_HOME": str(self.home),
             "THUMBNAIL_SAVE_PATH": str(self.thumbnails),
             "FACE_ASSETS_DATA_DIR": str(root / "data"),
-            # Embeddings written a few faces at a time, so a kill can land between two writes.
-            "FACE_ASSETS_EMBEDDING_BATCH_SIZE": "4",
         }
         self.store = FaceStore.from_url(self.url, upgrade=True)
 
@@ -153,12 +151,16 @@ def _error_line(out: subprocess.CompletedProcess[str]) -> str:
 
 
 def _kill_condition(space: Workspace, step: str, photos: int) -> Callable[[], bool]:
-    processed = 'SELECT COUNT(*) FROM "MediaItems" WHERE "IsFacesExtracted" = 1'
+    processed = 'SELECT COUNT(*) FROM "MediaItems" WHERE "IsFacesExtracted" = TRUE'
     embedded = 'SELECT COUNT(*) FROM "Faces" WHERE "Embedding" IS NOT NULL'
     return {
         "register": lambda: space.scalar('SELECT COUNT(*) FROM "MediaFile"') > 0,
         "detect": lambda: 0 < space.scalar(processed) < photos,
-        "embed": lambda: 0 < space.scalar(embedded) < space.scalar('SELECT COUNT(*) FROM "Faces"'),
+        # Detection done (every item processed), embedding not yet: the embed step is at work.
+        "embed": lambda: (
+            space.scalar(processed) == photos
+            and space.scalar(embedded) < space.scalar('SELECT COUNT(*) FROM "Faces"')
+        ),
         "cluster": lambda: space.scalar('SELECT COUNT(*) FROM "FaceAssetsLocks"') > 0,
         "gallery": lambda: (
             space.scalar('SELECT COUNT(*) FROM "Persons"') > 0
@@ -210,7 +212,7 @@ def drill(name: str, root: Path, photos: list[Path]) -> Outcome:
             subprocess.run(["mount", "-o", "remount,size=64m", str(space.thumbnails)], check=True)
         elif name == "server-down":
             assert server is not None
-            processed = 'SELECT COUNT(*) FROM "MediaItems" WHERE "IsFacesExtracted" = 1'
+            processed = 'SELECT COUNT(*) FROM "MediaItems" WHERE "IsFacesExtracted" = TRUE'
             process = subprocess.Popen(
                 space.command(),
                 cwd=root,
@@ -221,6 +223,10 @@ def drill(name: str, root: Path, photos: list[Path]) -> Outcome:
             )
             while process.poll() is None and not 0 < space.scalar(processed) < len(photos):
                 time.sleep(0.01)
+            if process.poll() is not None:
+                return Outcome(
+                    name, "not reached: the run ended before the server was stopped", "", -1, -1, -1, 0.0
+                )
             space.store.engine.dispose()
             server.stop()
             _, stderr = process.communicate(timeout=600)

@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from face_assets.assets.faces import MODELS_POOL, detected_faces
+from face_assets.assets.faces import detected_faces
 from face_assets.assets.metadata import error_preview
 from face_assets.core.batch import parse_batch_key
 from face_assets.core.embedding import embed_faces
@@ -10,7 +10,7 @@ from face_assets.partitions import media_item_partitions
 from face_assets.resources import FaceModelsResource, FaceStoreResource
 
 
-@dg.asset(group_name="faces", deps=[detected_faces], partitions_def=media_item_partitions, pool=MODELS_POOL)
+@dg.asset(group_name="faces", deps=[detected_faces], partitions_def=media_item_partitions)
 def face_embeddings(
     context: dg.AssetExecutionContext, face_store: FaceStoreResource, face_models: FaceModelsResource
 ) -> dg.MaterializeResult:

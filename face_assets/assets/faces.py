@@ -13,9 +13,6 @@ from face_assets.core.thumbnail import ThumbnailFolderError, write_thumbnails
 from face_assets.partitions import media_item_partitions
 from face_assets.resources import FaceModelsResource, FaceStoreResource, ThumbnailStoreResource
 
-# The steps that run a model share one pool: dagster.yaml limits how many run at once.
-MODELS_POOL = "face_models"
-
 
 class MediaItemsConfig(dg.Config):
     folder: str = ""  # empty: FACE_ASSETS_MEDIA_DIR, or only rows other applications insert
@@ -53,7 +50,7 @@ def media_items(
     )
 
 
-@dg.asset(group_name="faces", deps=[media_items], partitions_def=media_item_partitions, pool=MODELS_POOL)
+@dg.asset(group_name="faces", deps=[media_items], partitions_def=media_item_partitions)
 def detected_faces(
     context: dg.AssetExecutionContext,
     face_store: FaceStoreResource,

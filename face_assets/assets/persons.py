@@ -84,7 +84,6 @@ def face_persons(context: dg.AssetExecutionContext, face_store: FaceStoreResourc
 @dg.asset(
     group_name="persons",
     deps=[dg.AssetDep(face_persons, partition_mapping=dg.AllPartitionMapping())],
-    pool="person_clusters",
 )
 def person_clusters(
     context: dg.AssetExecutionContext,
