@@ -6,7 +6,7 @@ import dagster as dg
 
 from face_assets.assets.metadata import PREVIEW_ROWS, error_preview, listed
 from face_assets.core.batch import parse_batch_key
-from face_assets.core.face import ThumbnailTarget, detect_faces
+from face_assets.core.face import ThumbnailTarget, VideoSampling, detect_faces
 from face_assets.core.media_item import MediaFolderError, Registration, register_folder
 from face_assets.core.settings import get_settings
 from face_assets.core.thumbnail import ThumbnailFolderError, write_thumbnails
@@ -61,11 +61,13 @@ def detected_faces(
     processed, with their thumbnails cut from the photo already decoded."""
     detector = face_models.get_detector()
     detector.load()
+    settings = get_settings()
     run = detect_faces(
         face_store.get_store(),
         detector,
         id_range=parse_batch_key(context.partition_key),
         thumbnails=ThumbnailTarget(thumbnails.folder(), thumbnails.px()),
+        video=VideoSampling(settings.video_fps, settings.video_max_frames),
     )
     for error in run.errors + run.unreadable + run.retry_later:
         context.log.warning(error)
@@ -76,6 +78,8 @@ def detected_faces(
         "faces": run.faces,
         "thumbnails_written": run.thumbnails,
         "media_items_without_faces": run.without_faces,
+        "videos": run.videos,
+        "video_frames": run.frames,
         "errors": len(run.errors),
         "unreadable_retried_later": len(run.unreadable),
         "left_pending_after_failure": len(run.retry_later),

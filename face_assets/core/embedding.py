@@ -1,4 +1,5 @@
-"""Embedding step: each image decoded once, its faces embedded in batches across images."""
+"""Embedding step: each image decoded once, its faces embedded in batches across images; a
+video's frames with faces decoded again as a stream."""
 
 from __future__ import annotations
 
@@ -12,10 +13,12 @@ import numpy as np
 from face_assets.core.batch import IdRange
 from face_assets.core.progress import track
 from face_assets.core.storage.store import FaceRecord, FaceStore, saving
-from face_assets.core.thumbnail import faces_by_media_item
+from face_assets.core.thumbnail import faces_by_media_item, frames_of_faces
+from face_assets.core.vision.media import open_media
 from face_assets.core.vision.prefetch import ahead
-from face_assets.core.vision.transforms import MediaDecodeError, embedding_crop, load_image
+from face_assets.core.vision.transforms import MediaDecodeError, embedding_crop
 from face_assets.core.vision.types import FaceEmbedder
+from face_assets.core.vision.video import VideoInfo
 
 logger = logging.getLogger(__name__)
 
@@ -55,9 +58,25 @@ def embed_faces(
         pending_ids.clear()
         pending_crops.clear()
 
-    def crops_of(group: tuple[Path, list[FaceRecord]]) -> list[np.ndarray]:
-        image = load_image(group[0])
-        return [embedding_crop(image, f.box_xyxy, embedder.input_px) for f in group[1]]
+    def crops_of(group: tuple[Path, list[FaceRecord]]) -> list[np.ndarray] | None:
+        media = open_media(group[0])
+        if isinstance(media, VideoInfo):
+            return None  # a video: its frames are read below as a stream, never all at once
+        return [embedding_crop(media, f.box_xyxy, embedder.input_px) for f in group[1]]
+
+    def stream_video(path: Path, faces: list[FaceRecord]) -> None:
+        """A video's faces in batches as its frames are decoded: memory stays one batch's."""
+        kept = len(pending_ids)
+        try:
+            for image, members in frames_of_faces(path, faces):
+                pending_ids.extend(f.id for f in members)
+                pending_crops.extend(embedding_crop(image, f.box_xyxy, embedder.input_px) for f in members)
+                if len(pending_ids) >= batch_faces:
+                    flush()
+                    kept = 0
+        except (MediaDecodeError, ValueError):
+            del pending_ids[kept:], pending_crops[kept:]  # this video's faces not yet written wait
+            raise
 
     waiting = store.faces_without_embedding(id_range)
     with track("embed", len(waiting), "faces") as advance:
@@ -66,6 +85,10 @@ def embed_faces(
             started = time.perf_counter()
             try:
                 crops = cropping.result()
+                if crops is None:
+                    stream_video(faces[0].path, faces)
+                    run.media_items += 1
+                    continue
             except (MediaDecodeError, ValueError) as error:
                 logger.error("embeddings of media item %d: %s", faces[0].media_item_id, error)
                 run.errors.append(f"media item {faces[0].media_item_id}: {error}")

@@ -5,20 +5,30 @@ from __future__ import annotations
 import logging
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from face_assets.core.batch import IdRange
 from face_assets.core.progress import track
 from face_assets.core.storage.store import FaceStore, MediaItem, saving
 from face_assets.core.thumbnail import cut_thumbnail, remove_files
+from face_assets.core.vision.media import open_media
 from face_assets.core.vision.prefetch import ahead
-from face_assets.core.vision.transforms import MediaDecodeError, load_image
+from face_assets.core.vision.transforms import MediaDecodeError
 from face_assets.core.vision.types import DetectedFace, FaceDetector, RGBImage
+from face_assets.core.vision.video import VideoInfo, sample_frames
 
 logger = logging.getLogger(__name__)
 
 MAX_CONSECUTIVE_FAILURES = 3
+
+
+@dataclass(frozen=True)
+class VideoSampling:
+    """Frames looked at per second of video, and at most how many per video."""
+
+    fps: float = 1.0
+    max_frames: int = 3600
 
 
 @dataclass(frozen=True)
@@ -32,6 +42,8 @@ class ThumbnailTarget:
 @dataclass
 class DetectionRun:
     media_items: int = 0
+    videos: int = 0
+    frames: int = 0  # video frames looked at
     faces: int = 0
     without_faces: int = 0
     thumbnails: int = 0  # written with their faces; the thumbnail step does the rest
@@ -57,6 +69,8 @@ class _Detected:
     faces: list[DetectedFace]
     size: tuple[int, int]
     cutting: Future[list[tuple[str, float]]] | None
+    video: VideoInfo | None = None
+    cut_files: list[tuple[str, float]] | None = None  # a video's, cut frame by frame
 
 
 def detect_faces(
@@ -65,8 +79,12 @@ def detect_faces(
     limit: int | None = None,
     id_range: IdRange = None,
     thumbnails: ThumbnailTarget | None = None,
+    video: VideoSampling = VideoSampling(),
 ) -> DetectionRun:
     """Detects faces in pending media items; a bad file is recorded and the rest go on.
+
+    A video is read as a stream of frames sampled by time (`video`), each detected like a
+    photo; its faces, with their frames, are saved in one transaction as a photo's are.
 
     With `thumbnails`, each face's thumbnail is cut from the photo already decoded, in a
     thread beside the detector, and saved with the faces: the photo is not decoded again for
@@ -81,7 +99,9 @@ def detect_faces(
         done: list[tuple[str, float]] = []
         try:
             for face in faces:
-                done.append(cut_thumbnail(path, image, face.box_xyxy, thumbnails.folder, thumbnails.px))
+                done.append(
+                    cut_thumbnail(path, image, face.box_xyxy, thumbnails.folder, thumbnails.px, face.frame)
+                )
         except OSError:
             # A full or read-only folder: this item's faces are saved without thumbnails, so
             # the files already cut for it would have no row.
@@ -93,7 +113,7 @@ def detect_faces(
         # The database writes stay on this thread: beside the detector, SQLAlchemy's Python
         # code contends for the GIL and slowed detection more than the writes cost here.
         started = time.perf_counter()
-        item, cut_files = detected.item, None
+        item, cut_files = detected.item, detected.cut_files
         if detected.cutting is not None:
             try:
                 cut_files = detected.cutting.result()
@@ -103,7 +123,8 @@ def detect_faces(
                 run.thumbnail_error = f"thumbnails of media item {item.id} in {folder}: {error}"
                 logger.info("%s; the thumbnail step retries them", run.thumbnail_error)
         with saving(f"media item {item.id} ({item.path})"):
-            store.save_detection(item.id, detected.faces, detector.name, detected.size, cut_files)
+            length = (detected.video.duration_s, detected.video.fps) if detected.video else None
+            store.save_detection(item.id, detected.faces, detector.name, detected.size, cut_files, length)
         run.write_seconds += time.perf_counter() - started
         run.faces += len(detected.faces)
         run.thumbnails += len(cut_files or ())
@@ -114,12 +135,26 @@ def detect_faces(
         ThreadPoolExecutor(max_workers=1, thread_name_prefix="thumbnails") as cutter,
         track("detect", len(items), "media items") as advance,
     ):
-        for item, decoding in ahead(items, lambda item: load_image(item.path)):
+        for item, decoding in ahead(items, lambda item: open_media(item.path)):
             run.media_items += 1
             advance(1)
             started = time.perf_counter()
             try:
-                image = decoding.result()
+                media = decoding.result()
+                if isinstance(media, VideoInfo):
+                    if held is not None:
+                        save(held)  # items are saved in their order
+                        held = None
+                    detected = _detect_video(item, media, detector, video, thumbnails, run)
+                    if detected is None:
+                        consecutive_failures += 1
+                        if consecutive_failures >= MAX_CONSECUTIVE_FAILURES:
+                            raise RuntimeError(f"detection failed on {consecutive_failures} items in a row")
+                        continue
+                    consecutive_failures = 0
+                    save(detected)
+                    continue
+                image = media
             except MediaDecodeError as error:
                 message = str(error)
                 with saving(f"media item {item.id} ({item.path})"):
@@ -162,3 +197,60 @@ def detect_faces(
         if held is not None:
             save(held)
     return run
+
+
+def _detect_video(
+    item: MediaItem,
+    info: VideoInfo,
+    detector: FaceDetector,
+    sampling: VideoSampling,
+    thumbnails: ThumbnailTarget | None,
+    run: DetectionRun,
+) -> _Detected | None:
+    """A video's faces, frame by frame as the stream is decoded (one frame in memory), their
+    thumbnails cut from the frame at once. None when the detector failed (the item stays
+    pending); MediaDecodeError when the video cannot be read to its end: then no face of it
+    is saved and no thumbnail file of it is left."""
+    faces: list[DetectedFace] = []
+    cut_files: list[tuple[str, float]] = []
+    cutting = thumbnails is not None and run.thumbnail_error is None
+
+    def discard() -> None:
+        if thumbnails is not None:
+            remove_files(thumbnails.folder / relpath for relpath, _ in cut_files)
+        cut_files.clear()
+
+    started = time.perf_counter()
+    try:
+        for frame in sample_frames(item.path, sampling.fps, sampling.max_frames):
+            decoded = time.perf_counter()
+            run.decode_seconds += decoded - started
+            found = detector.detect(frame.image)
+            found = [replace(face, frame=frame.number, time_s=frame.time_s) for face in found]
+            run.detect_seconds += time.perf_counter() - decoded
+            run.frames += 1
+            if cutting and found:
+                assert thumbnails is not None
+                folder, px = thumbnails.folder, thumbnails.px
+                try:
+                    for face in found:
+                        box = face.box_xyxy
+                        cut_files.append(cut_thumbnail(item.path, frame.image, box, folder, px, face.frame))
+                except OSError as error:
+                    # A full or read-only folder: the faces are saved, thumbnails left to their step.
+                    run.thumbnail_error = f"thumbnails of media item {item.id} in {folder}: {error}"
+                    logger.info("%s; the thumbnail step retries them", run.thumbnail_error)
+                    discard()
+                    cutting = False
+            faces.extend(found)
+            started = time.perf_counter()
+    except MediaDecodeError:
+        discard()
+        raise
+    except Exception as error:  # the detector's failure, not the file's
+        logger.exception("media item %d (%s): detection failed", item.id, item.path)
+        run.retry_later.append(f"media item {item.id} ({item.path}): detection failed: {error}")
+        discard()
+        return None
+    run.videos += 1
+    return _Detected(item, faces, (info.width, info.height), None, info, cut_files if cutting else None)

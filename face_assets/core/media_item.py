@@ -1,4 +1,4 @@
-"""Registering media items: a folder of photos becomes MediaFile + MediaItems rows."""
+"""Registering media items: a folder of photos and videos becomes MediaFile + MediaItems rows."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ from pathlib import Path
 from face_assets.core.errors import UserError
 from face_assets.core.progress import track
 from face_assets.core.storage.store import FaceStore, path_key, saving, unstorable_path
-from face_assets.core.vision.transforms import MediaDecodeError, identify_image, read_error
+from face_assets.core.vision.media import VIDEO_EXTENSIONS, identify_media
+from face_assets.core.vision.transforms import MediaDecodeError, read_error
 
 logger = logging.getLogger(__name__)
 
@@ -24,18 +25,20 @@ class MediaFolderError(UserError, NotADirectoryError):
 class Registration:
     added: list[int] = field(default_factory=list)  # new media item ids
     already_known: int = 0
-    # Files that look like photos (or folders) and could not be registered, with the reason:
+    # Files that look like photos or videos (or folders) and could not be registered, with the reason:
     # each is named to the user. A skipped file is not recorded, so the next scan tries it again.
     skipped: list[tuple[Path, str]] = field(default_factory=list)
     not_media: int = 0  # other files (notes, sidecars): counted, not named
 
 
-# Extensions of files people expect to be photos: one that cannot be read is worth a warning,
-# while a .txt or .xmp beside the photos is simply not media.
+# Extensions of files people expect to be photos (and VIDEO_EXTENSIONS, videos): one that cannot
+# be read is worth a warning, while a .txt or .xmp beside the photos is simply not media.
 PHOTO_EXTENSIONS = frozenset(
     ".jpg .jpeg .jpe .jfif .png .gif .bmp .tif .tiff .webp .heic .heif .avif .mpo .ppm .pgm .pbm"
     " .ico .jp2 .j2k .dng .cr2 .nef .arw".split()
 )
+
+MEDIA_EXTENSIONS = PHOTO_EXTENSIONS | VIDEO_EXTENSIONS
 
 # Files registered per transaction: a commit per file cost more than sniffing the file.
 REGISTER_CHUNK = 200
@@ -90,7 +93,7 @@ def library_files(folder: Path, result: Registration) -> Iterator[Path]:
 
 
 def register_folder(store: FaceStore, folder: Path) -> Registration:
-    """Registers every image below `folder` once; formats are sniffed, extensions ignored."""
+    """Registers every photo and video below `folder` once; formats are sniffed, extensions ignored."""
     folder = Path(folder)
     if not folder.is_dir():
         raise MediaFolderError(f"{folder}: not a folder")
@@ -117,10 +120,10 @@ def _consider(
         result.already_known += 1
         return
     try:
-        media_format = identify_image(path)
+        media_format = identify_media(path)
         size = path.stat().st_size
     except MediaDecodeError as error:
-        if error.transient or path.suffix.lower() in PHOTO_EXTENSIONS:
+        if error.transient or path.suffix.lower() in MEDIA_EXTENSIONS:
             _skip(result, path, str(error).removeprefix(f"{path}: "))
         else:
             logger.info("not media: %s", path)

@@ -62,6 +62,10 @@ class Settings(BaseSettings):
     detection_min_score: float = Field(default=0.9, ge=0.0, le=1.0)
     detection_max_side_px: int = Field(default=1280, ge=128)
     embedding_batch_size: int = Field(default=32, ge=1)
+    # Videos: frames looked at per second of video, by their times, and at most this many per
+    # video (a longer one is sampled more sparsely over its whole length, not cut short).
+    video_fps: float = Field(default=1.0, gt=0.0, le=60.0)
+    video_max_frames: int = Field(default=3600, ge=1)
 
     # Automatic processing: sensor interval, media items per batch, nightly clustering.
     sensor_interval_s: int = Field(default=180, ge=5)

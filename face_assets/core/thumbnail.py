@@ -9,7 +9,7 @@ import os
 import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from itertools import groupby
 from pathlib import Path
 
@@ -19,9 +19,11 @@ from PIL import Image
 from face_assets.core.batch import IdRange
 from face_assets.core.errors import UserError
 from face_assets.core.storage.store import FaceRecord, FaceStore, path_key, saving
+from face_assets.core.vision.media import open_media
 from face_assets.core.vision.prefetch import ahead
-from face_assets.core.vision.transforms import MediaDecodeError, load_image, sharpness, square_thumbnail
+from face_assets.core.vision.transforms import MediaDecodeError, sharpness, square_thumbnail
 from face_assets.core.vision.types import RGBImage
+from face_assets.core.vision.video import VideoInfo, sample_frames
 
 logger = logging.getLogger(__name__)
 
@@ -34,10 +36,13 @@ class ThumbnailRun:
     seconds: float = 0.0
 
 
-def thumbnail_relpath(media_path: Path, box_xyxy: Sequence[float], px: int) -> str:
-    """`ab/ab12...ef_112.jpg`: from the file's identity and the box, the same on every rebuild,
-    distinct for two files of the same name in different folders."""
+def thumbnail_relpath(media_path: Path, box_xyxy: Sequence[float], px: int, frame: int | None = None) -> str:
+    """`ab/ab12...ef_112.jpg`: from the file's identity, the video frame and the box, the same
+    on every rebuild, distinct for two files of the same name in different folders and for the
+    same box in two frames of a video."""
     identity = f"{path_key(media_path)}|{json.dumps([round(v, 1) for v in box_xyxy])}"
+    if frame is not None:
+        identity += f"|frame {frame}"
     digest = hashlib.sha256(identity.encode("utf-8")).hexdigest()[:20]
     return f"{digest[:2]}/{digest}_{px}.jpg"
 
@@ -84,12 +89,42 @@ def faces_by_media_item(faces: Sequence[FaceRecord]) -> Iterator[tuple[Path, lis
         yield members[0].path, members
 
 
+def frames_of_faces(path: Path, faces: Sequence[FaceRecord]) -> Iterator[tuple[RGBImage, list[FaceRecord]]]:
+    """The frames of a video its faces are in, one at a time as the stream is decoded, each with
+    its faces; MediaDecodeError names a face whose frame is missing."""
+    by_frame: dict[int, list[FaceRecord]] = {}
+    for face in faces:
+        if face.frame is None:
+            raise MediaDecodeError(f"{path}: face {face.id} of this video has no frame number")
+        by_frame.setdefault(face.frame, []).append(face)
+    for frame in sample_frames(path, 1.0, 0, wanted=set(by_frame)):
+        yield frame.image, by_frame.pop(frame.number)
+    if by_frame:
+        first = min(by_frame)
+        raise MediaDecodeError(f"{path}: the video has no frame {first} (face {by_frame[first][0].id})")
+
+
+def images_of_faces(path: Path, faces: Sequence[FaceRecord]) -> Iterator[tuple[RGBImage, list[FaceRecord]]]:
+    """A photo with its faces, or a video's frames with theirs: what a later step crops from.
+    A photo's faces come with no frame (a legacy tool may have stored frame 0 for photos)."""
+    media = open_media(path)
+    if isinstance(media, VideoInfo):
+        yield from frames_of_faces(path, faces)
+    else:
+        yield media, [replace(face, frame=None) if face.frame is not None else face for face in faces]
+
+
 def cut_thumbnail(
-    path: Path, image: RGBImage, box_xyxy: tuple[float, float, float, float], folder: Path, px: int
+    path: Path,
+    image: RGBImage,
+    box_xyxy: tuple[float, float, float, float],
+    folder: Path,
+    px: int,
+    frame: int | None = None,
 ) -> tuple[str, float]:
-    """One face's thumbnail file, written from its decoded photo: (path relative to the
-    folder, sharpness)."""
-    relpath = thumbnail_relpath(path, box_xyxy, px)
+    """One face's thumbnail file, written from its decoded photo or video frame: (path
+    relative to the folder, sharpness)."""
+    relpath = thumbnail_relpath(path, box_xyxy, px, frame)
     pixels = square_thumbnail(image, box_xyxy, px)
     save_jpeg(pixels, folder / relpath)
     return relpath, sharpness(pixels)
@@ -115,17 +150,19 @@ def _crop_thumbnails(
     legacy = {f.id: folder / f.name for f in faces if f.name and (folder / f.name).is_file()}
     readable = {face_id: _legacy_pixels(file) for face_id, file in legacy.items()}
     adopted = {face_id: pixels for face_id, pixels in readable.items() if pixels is not None}
-    image = load_image(path) if len(adopted) < len(faces) else None
+    cut: dict[int, tuple[str, float]] = {}
+    rest = [face for face in faces if face.id not in adopted]
+    for image, members in images_of_faces(path, rest) if rest else ():
+        for face in members:
+            written.append(folder / thumbnail_relpath(path, face.box_xyxy, px, face.frame))
+            cut[face.id] = cut_thumbnail(path, image, face.box_xyxy, folder, px, face.frame)
     rows, sharp = [], []
     for face in faces:
         if face.id in adopted:
             relpath = face.name or ""
             sharp.append(sharpness(adopted[face.id]))
         else:
-            assert image is not None
-            relpath = thumbnail_relpath(path, face.box_xyxy, px)
-            written.append(folder / relpath)
-            relpath, value = cut_thumbnail(path, image, face.box_xyxy, folder, px)
+            relpath, value = cut[face.id]
             sharp.append(value)
         rows.append((face.id, Path(relpath).name, relpath))
     return rows, sharp

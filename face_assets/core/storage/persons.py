@@ -20,7 +20,20 @@ from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
-from sqlalchemy import Connection, Engine, bindparam, delete, exists, false, insert, or_, select, true, update
+from sqlalchemy import (
+    Connection,
+    Engine,
+    bindparam,
+    case,
+    delete,
+    exists,
+    false,
+    insert,
+    or_,
+    select,
+    true,
+    update,
+)
 
 from face_assets.core.batch import IdRange
 from face_assets.core.clustering.membership import group_sums
@@ -31,11 +44,26 @@ from face_assets.core.storage.terms import in_range, insert_id, not_rejected
 logger = logging.getLogger(__name__)
 
 
+def _video_frame() -> Any:
+    """A face's frame when its media item is a video (it has a length), else NULL: the legacy
+    tools stored frame 0 for the faces of photos."""
+    frame = case((MediaItemsTable.c.Duration.isnot(None), FacesTable.c.FrameNumber), else_=None)
+    return frame.label("VideoFrame")
+
+
+def sighting_key(media_item_id: int, frame: int | None) -> int:
+    """A photo's media item id; for a video frame a negative key, distinct per (item, frame)."""
+    return media_item_id if frame is None else -(media_item_id * (1 << 24) + frame) - 1
+
+
 @dataclass(frozen=True)
 class FaceEmbeddings:
     """Embedded faces: ids, owners and a (n_faces, 512) matrix, row-aligned."""
 
     face_ids: NDArray[np.int64]
+    # What two faces must not share to be one person: a photo's media item id, or for a face in
+    # a video a key of its media item and frame (sighting_key), as one video shows a person in
+    # many frames but once per frame.
     media_item_ids: NDArray[np.int64]
     person_ids: NDArray[np.int64]  # -1 = unassigned
     clustered: NDArray[np.bool_]  # already seen by a clustering pass
@@ -197,11 +225,13 @@ class PersonsMixin:
             select(
                 FacesTable.c.Id,
                 FacesTable.c.MediaItemId,
+                _video_frame(),
                 FacesTable.c.PersonId,
                 FacesTable.c.PersonAssignedBy,
                 FacesTable.c.IsUserVerified,
                 FacesTable.c.Embedding,
             )  # fmt: skip
+            .join(MediaItemsTable, MediaItemsTable.c.Id == FacesTable.c.MediaItemId)
             .where(*terms)
             .order_by(FacesTable.c.Id)
         )
@@ -213,7 +243,7 @@ class PersonsMixin:
                     logger.warning("face %s has no usable 512-d embedding; skipped", row.Id)
                     continue
                 ids.append(row.Id)
-                items.append(row.MediaItemId)
+                items.append(sighting_key(row.MediaItemId, row.VideoFrame))
                 persons.append(-1 if row.PersonId is None else row.PersonId)
                 clustered.append(row.PersonAssignedBy is not None)
                 # A face the legacy tools marked verified is the user's decision as well.
@@ -257,16 +287,21 @@ class PersonsMixin:
         matrix = np.vstack(sums).astype(np.float64) if sums else np.zeros((0, EMBEDDING_DIM))
         return PersonMeans(np.asarray(ids, dtype=np.int64), _unit(matrix), np.asarray(counts, dtype=np.int64))
 
-    def persons_in_media_items(self, media_item_ids: Iterable[int]) -> set[tuple[int, int]]:
-        """(media item, person) pairs already taken in these media items: a person appears once
-        per media item."""
+    def persons_in_media_items(self, sightings: Iterable[int]) -> set[tuple[int, int]]:
+        """(sighting, person) pairs already taken in these sightings (FaceEmbeddings'
+        media_item_ids): a person appears once per photo, and once per frame of a video."""
+        items = {int(k) if k >= 0 else (-int(k) - 1) >> 24 for k in sightings}
         pairs: set[tuple[int, int]] = set()
         with self.engine.connect() as conn:
-            for part in chunks(sorted({int(m) for m in media_item_ids})):
-                query = select(FacesTable.c.MediaItemId, FacesTable.c.PersonId).where(
-                    FacesTable.c.MediaItemId.in_(part), FacesTable.c.PersonId.isnot(None)
+            for part in chunks(sorted(items)):
+                query = (
+                    select(FacesTable.c.MediaItemId, _video_frame(), FacesTable.c.PersonId)
+                    .join(MediaItemsTable, MediaItemsTable.c.Id == FacesTable.c.MediaItemId)
+                    .where(FacesTable.c.MediaItemId.in_(part), FacesTable.c.PersonId.isnot(None))
                 )
-                pairs |= {(r.MediaItemId, r.PersonId) for r in conn.execute(query)}
+                pairs |= {
+                    (sighting_key(r.MediaItemId, r.VideoFrame), r.PersonId) for r in conn.execute(query)
+                }
         return pairs
 
     def rebuild_person_sums(self) -> int:

@@ -68,6 +68,9 @@ MediaItemsTable = Table(
     Column("DetectorName", String(64)),
     Column("ImageWidth", Integer),
     Column("ImageHeight", Integer),
+    # Videos: the length and average frame rate FFmpeg reads; NULL for photos.
+    Column("Duration", Float),  # seconds
+    Column("FrameRate", Float),
 )
 
 PersonsTable = Table(
@@ -98,7 +101,7 @@ FacesTable = Table(
     Column("PersonId", Integer, ForeignKey("Persons.Id")),
     Column("BoundingBox", Unicode(255)),  # JSON [x1, y1, x2, y2], original-image pixels
     Column("Embedding", LargeBinary),  # 512 float32 as raw bytes (JSON text also read)
-    Column("FrameNumber", Integer),
+    Column("FrameNumber", Integer),  # videos: the frame among the video's decoded frames, from 0
     Column("Name", Unicode(255)),  # thumbnail file name
     Column("IsUserVerified", Boolean, default=False, server_default=false()),
     Column("CreatedAt", Timestamp, default=utcnow),
@@ -109,6 +112,7 @@ FacesTable = Table(
     Column("Landmarks", Unicode(500)),  # JSON [[x, y] x 5]
     Column("ThumbnailPath", Unicode(500)),  # relative to the thumbnail folder
     Column("EmbeddingModel", String(64)),
+    Column("FrameTime", Float),  # videos: seconds from the start of the video
     # "match", "cluster", "noise" (seen by clustering, no person), "user" (a correction)
     Column("PersonAssignedBy", String(16)),
     # A user said: not a face, or a stranger; kept out of every automatic step.

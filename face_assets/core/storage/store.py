@@ -76,6 +76,7 @@ class FaceRecord:
     path: Path
     box_xyxy: tuple[float, float, float, float]
     name: str | None = None  # thumbnail file name the legacy tools wrote, if any
+    frame: int | None = None  # videos: the frame the face is in
 
 
 # Built once: registering a file ran their construction and cache-key generation every time.
@@ -105,7 +106,8 @@ _CLAIM_ITEM = (
     .where(MediaItemsTable.c.Id == bindparam("item_id"), pending())
     .values(IsFacesExtracted=True, FacesExtractedOn=bindparam("now"), FaceCount=bindparam("count"),
             DetectorName=bindparam("detector"), ImageWidth=bindparam("width"),
-            ImageHeight=bindparam("height"), ExtractionError=None)
+            ImageHeight=bindparam("height"), Duration=bindparam("duration"),
+            FrameRate=bindparam("fps"), ExtractionError=None)
 )  # fmt: skip
 _INSERT_FACE = insert(FacesTable)
 
@@ -242,18 +244,21 @@ class FaceStore(PersonsMixin, CorrectionsMixin, LocksMixin, ReportsMixin):
         detector: str,
         image_size: tuple[int, int],
         thumbnails: Sequence[tuple[str, float]] | None = None,
+        video: tuple[float, float] | None = None,
     ) -> bool:
         """Writes an item's faces and marks it extracted, atomically; False if already done.
 
         `thumbnails`, face-aligned when the files are already written: (path relative to the
-        thumbnail folder, sharpness), stored with the faces in the same transaction."""
+        thumbnail folder, sharpness), stored with the faces in the same transaction. `video`:
+        (duration in seconds, frame rate) of a video."""
         now = utcnow()
         cut = list(thumbnails) if thumbnails is not None else [None] * len(faces)
         with self.engine.begin() as conn:
             claimed = conn.execute(
                 _CLAIM_ITEM,
                 {"item_id": media_item_id, "now": now, "count": len(faces), "detector": detector,
-                 "width": image_size[0], "height": image_size[1]},
+                 "width": image_size[0], "height": image_size[1],
+                 "duration": video[0] if video else None, "fps": video[1] if video else None},
             ).rowcount  # fmt: skip
             if claimed != 1:
                 return False
@@ -272,6 +277,8 @@ class FaceStore(PersonsMixin, CorrectionsMixin, LocksMixin, ReportsMixin):
                             "Name": Path(thumbnail[0]).name if thumbnail else None,
                             "ThumbnailPath": thumbnail[0] if thumbnail else None,
                             "Sharpness": thumbnail[1] if thumbnail else None,
+                            "FrameNumber": face.frame,
+                            "FrameTime": face.time_s,
                         }
                         for face, thumbnail in zip(faces, cut, strict=True)
                     ],
@@ -323,6 +330,7 @@ class FaceStore(PersonsMixin, CorrectionsMixin, LocksMixin, ReportsMixin):
                 FacesTable.c.MediaItemId,
                 FacesTable.c.BoundingBox,
                 FacesTable.c.Name,
+                FacesTable.c.FrameNumber,
                 *FILE_COLUMNS,
             )  # fmt: skip
             .join(MediaItemsTable, MediaItemsTable.c.Id == FacesTable.c.MediaItemId)
@@ -339,6 +347,7 @@ class FaceStore(PersonsMixin, CorrectionsMixin, LocksMixin, ReportsMixin):
                 media_path(r.FilePath, r.FileName, r.PathKey),
                 tuple(float(v) for v in json.loads(r.BoundingBox)[:4]),  # type: ignore[arg-type]
                 r.Name,
+                r.FrameNumber,
             )  # fmt: skip
             for r in rows
             if r.BoundingBox

@@ -16,11 +16,14 @@ LANDMARK_NAMES = ("left_eye", "right_eye", "nose", "mouth_left", "mouth_right")
 
 @dataclass(frozen=True)
 class DetectedFace:
-    """A face found in a media item, in original-image pixels (after EXIF orientation)."""
+    """A face found in a media item, in original-image pixels (after EXIF orientation), or in
+    a video frame's (after the container's rotation)."""
 
     box_xyxy: tuple[float, float, float, float]
     score: float
     landmarks: tuple[tuple[float, float], ...]  # five (x, y) points, LANDMARK_NAMES order
+    frame: int | None = None  # videos: the frame's number among the decoded frames
+    time_s: float | None = None  # videos: the frame's time from the start
 
     @property
     def width(self) -> float:

@@ -1,0 +1,107 @@
+"""Videos through the whole pipeline: real clips made from real photos, real models, Dagster, and
+a real database on each backend."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import dagster as dg
+import pytest
+from sqlalchemy import select
+
+from face_assets.core.storage.schema import FacesTable, MediaFileTable, MediaItemsTable
+from face_assets.core.storage.store import FaceStore
+from face_assets.runs import materialize_pipeline
+from face_assets_tests.clips import Scene, make_audio_only, make_clip, truncate
+from face_assets_tests.test_assets import snapshot
+from face_assets_tests.test_sensors import insert_rows
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def library(tmp_path: Path, celebrity_folder: Path) -> Path:
+    """Two clips and three files named like videos that are not readable ones."""
+    root = tmp_path / "library"
+    root.mkdir()
+    madonna = sorted((celebrity_folder / "train" / "madonna").glob("*.jpg"))
+    elton = sorted((celebrity_folder / "train" / "elton_john").glob("*.jpg"))
+    # A person alone, then nobody, then her with another person in one frame.
+    make_clip(
+        root / "party.mp4",
+        [Scene([madonna[0]], 3.0, "pan"), Scene([], 1.0), Scene([madonna[1], elton[0]], 2.0, "zoom")],
+    )
+    make_clip(root / "portrait.mov", [Scene([elton[1]], 2.0, "still")], size=(240, 320), rotation=90)
+    truncate(make_clip(tmp_path / "whole.mp4", [Scene([elton[2]], 3.0)]), root / "cut.mp4")
+    make_audio_only(root / "voice.mp4")
+    (root / "notes.avi").write_text("not a video\n")
+    return root
+
+
+def items_by_name(store: FaceStore) -> dict[str, dict]:
+    query = select(MediaFileTable.c.FileName, MediaFileTable.c.MediaFormat, MediaItemsTable).join(
+        MediaFileTable, MediaFileTable.c.Id == MediaItemsTable.c.MediaFileId
+    )
+    with store.engine.connect() as conn:
+        return {r["FileName"]: dict(r) for r in conn.execute(query).mappings()}
+
+
+def faces_of(store: FaceStore, item_id: int) -> list[dict]:
+    query = select(FacesTable).where(FacesTable.c.MediaItemId == item_id).order_by(FacesTable.c.Id)
+    with store.engine.connect() as conn:
+        return [dict(r) for r in conn.execute(query).mappings()]
+
+
+def test_a_video_s_faces_are_found_frame_by_frame_and_a_rerun_does_nothing(
+    tmp_path: Path, db_url: str, library: Path, models_dir: Path
+) -> None:
+    thumbnails = tmp_path / "thumbnails"
+    FaceStore.from_url(db_url, upgrade=True).dispose()
+
+    run = materialize_pipeline(
+        library, database_url=db_url, thumbnail_dir=thumbnails, instance=dg.DagsterInstance.ephemeral()
+    )
+
+    assert run.success
+    store = FaceStore.from_url(db_url)
+    items = items_by_name(store)
+    party, portrait = items["party.mp4"], items["portrait.mov"]
+    assert (party["MediaFormat"], portrait["MediaFormat"]) == ("MP4", "MOV")
+    assert party["Duration"] == pytest.approx(6.0, abs=0.2) and party["FrameRate"] == pytest.approx(10.0)
+    assert (party["ImageWidth"], party["ImageHeight"]) == (480, 320)
+    assert (portrait["ImageWidth"], portrait["ImageHeight"]) == (240, 320)  # upright, as shown
+
+    faces = faces_of(store, party["Id"])
+    frames = [(f["FrameNumber"], f["FrameTime"]) for f in faces]
+    # One frame a second: 0-2 s her alone, 3 s nobody, 4-5 s two people.
+    per_second = {round(t): sum(1 for _, u in frames if u == t) for _, t in frames}
+    assert per_second == {0: 1, 1: 1, 2: 1, 4: 2, 5: 2}
+    assert all(number == round(time * 10) for number, time in frames)
+    assert party["FaceCount"] == len(faces) == 7
+    # Every face has its own thumbnail file (the same box in two frames never collides) and its
+    # embedding; no person holds two faces of one frame.
+    assert len({f["ThumbnailPath"] for f in faces}) == len(faces)
+    assert all((thumbnails / f["ThumbnailPath"]).is_file() and f["Embedding"] for f in faces)
+    per_frame = [(f["FrameNumber"], f["PersonId"]) for f in faces if f["PersonId"]]
+    assert len(per_frame) == len(set(per_frame))
+    assert len(faces_of(store, portrait["Id"])) == 2  # the rotated clip's face, in both frames
+
+    skipped = "\n".join(run.metadata()["media_items"]["skipped_files"]["lines"])  # type: ignore[index]
+    assert f"{library / 'cut.mp4'}: an MP4/MOV file without its index, cut short" in skipped
+    assert f"{library / 'voice.mp4'}: audio only, not a video" in skipped
+    assert f"{library / 'notes.avi'}: not a video FFmpeg can open" in skipped
+    assert not {"cut.mp4", "voice.mp4", "notes.avi"} & set(items)
+
+    # Another application inserts a row for the text file: detection records why, and goes on.
+    insert_rows(store, [library / "notes.avi"])
+    assert materialize_pipeline(
+        database_url=db_url, thumbnail_dir=thumbnails, instance=dg.DagsterInstance.ephemeral()
+    ).success
+    assert "not a video FFmpeg can open" in items_by_name(store)["notes.avi"]["ExtractionError"]
+
+    before = snapshot(store, thumbnails)
+    again = materialize_pipeline(
+        library, database_url=db_url, thumbnail_dir=thumbnails, instance=dg.DagsterInstance.ephemeral()
+    )
+    assert again.success
+    assert snapshot(store, thumbnails) == before
