@@ -86,6 +86,18 @@ def test_a_video_s_faces_are_found_frame_by_frame_and_a_rerun_does_nothing(
     assert len(per_frame) == len(set(per_frame))
     assert len(faces_of(store, portrait["Id"])) == 2  # the rotated clip's face, in both frames
 
+    # Tracks: her three seconds alone are one track, each of the two people of the last scene
+    # is followed through its two frames, and no track holds two faces of one frame.
+    tracks: dict[int, list[float]] = {}
+    for face in faces:
+        tracks.setdefault(face["TrackId"], []).append(face["FrameTime"])
+    assert all(len(times) == len(set(times)) for times in tracks.values())
+    assert [0.0, 1.0, 2.0] in [sorted(t)[:3] for t in tracks.values()]
+    both = [t for t in tracks.values() if 4.0 in t and 5.0 in t]
+    assert len(both) == 2
+    assert set(tracks) <= {f["Id"] for f in faces}  # a track is named by its first face
+    assert run.metadata()["face_embeddings"]["video_tracks"] == len(tracks) + 1  # and portrait's
+
     skipped = "\n".join(run.metadata()["media_items"]["skipped_files"]["lines"])  # type: ignore[index]
     assert f"{library / 'cut.mp4'}: an MP4/MOV file without its index, cut short" in skipped
     assert f"{library / 'voice.mp4'}: audio only, not a video" in skipped

@@ -14,7 +14,8 @@ from face_assets.resources import FaceModelsResource, FaceStoreResource
 def face_embeddings(
     context: dg.AssetExecutionContext, face_store: FaceStoreResource, face_models: FaceModelsResource
 ) -> dg.MaterializeResult:
-    """A 512-d unit-norm embedding for every face of the batch."""
+    """A 512-d unit-norm embedding for every face of the batch; the faces of each video are
+    then followed across its frames into tracks."""
     embedder = face_models.get_embedder()
     embedder.load()
     run = embed_faces(face_store.get_store(), embedder, id_range=parse_batch_key(context.partition_key))
@@ -24,6 +25,7 @@ def face_embeddings(
         metadata={
             "faces_embedded": run.faces,
             "media_items": run.media_items,
+            "video_tracks": run.tracks,
             "ms_per_face": round(run.ms_per_face, 1),
             "embed_seconds": round(run.embed_seconds, 2),
             "model_load_seconds": round(embedder.load_seconds, 2),  # type: ignore[attr-defined]

@@ -14,6 +14,7 @@ from face_assets.core.batch import IdRange
 from face_assets.core.progress import track
 from face_assets.core.storage.store import FaceRecord, FaceStore, saving
 from face_assets.core.thumbnail import faces_by_media_item, frames_of_faces
+from face_assets.core.track import TrackParams, face_tracks
 from face_assets.core.vision.media import open_media
 from face_assets.core.vision.prefetch import ahead
 from face_assets.core.vision.transforms import MediaDecodeError, embedding_crop
@@ -31,6 +32,7 @@ class EmbeddingRun:
     decode_seconds: float = 0.0  # waiting for decoding that did not hide under inference
     embed_seconds: float = 0.0
     write_seconds: float = 0.0
+    tracks: int = 0  # face tracks made in videos
 
     @property
     def ms_per_face(self) -> float:
@@ -101,4 +103,20 @@ def embed_faces(
             if len(pending_ids) >= batch_faces:
                 flush()
     flush()
+    run.tracks = assign_tracks(store, id_range)
     return run
+
+
+def assign_tracks(store: FaceStore, id_range: IdRange = None, params: TrackParams | None = None) -> int:
+    """Follows each fully embedded video's faces across its frames; returns the tracks made."""
+    made = 0
+    for video in store.videos_to_track(id_range):
+        labels = face_tracks(video.times, video.boxes, video.vectors, params)
+        # A track is named by its first face, so ids are unique across the library.
+        first = {
+            int(label): int(video.face_ids[np.flatnonzero(labels == label)[0]]) for label in np.unique(labels)
+        }
+        with saving(f"tracks of media item {video.media_item_id}"):
+            store.save_tracks(video.face_ids.tolist(), [first[int(label)] for label in labels])
+        made += len(first)
+    return made

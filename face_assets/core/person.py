@@ -158,9 +158,7 @@ def update_persons(store: FaceStore, params: ClusterParams, owner: str = "") -> 
 def _update_persons(store: FaceStore, params: ClusterParams) -> PersonUpdate:
     started = time.perf_counter()
     data = store.face_embeddings()
-    final, groups, ran = plan_persons(
-        data.media_item_ids, data.person_ids, data.clustered, data.vectors, params
-    )
+    final, groups, ran = plan_persons(data.sightings, data.person_ids, data.clustered, data.vectors, params)
     newly = np.flatnonzero((data.person_ids == NOISE) & (final >= 0))
     ids, centroids = person_centroids(data.vectors, final)
     own = centroids[np.searchsorted(ids, final[newly])]
@@ -203,7 +201,7 @@ def rebuild_persons(store: FaceStore, params: ClusterParams, owner: str = "") ->
         data = store.face_embeddings()
         candidates = np.flatnonzero(~data.user_placed)
         graph = knn_graph(data.vectors, params.neighbours, params.random_state)
-        groups = new_groups(data.media_item_ids, data.vectors, candidates, params, graph)
+        groups = new_groups(data.sightings, data.vectors, candidates, params, graph)
         final = np.where(data.user_placed, data.person_ids, NOISE)
         fresh: list[NDArray[np.int64]] = []
         taken_ids: set[int] = set()
@@ -217,9 +215,7 @@ def rebuild_persons(store: FaceStore, params: ClusterParams, owner: str = "") ->
             else:
                 fresh.append(members)
         # Leftovers join the person (old, rebuilt or new) they match, as in every clustering.
-        final, fresh = settle(
-            data.media_item_ids, data.vectors, final, fresh, ~data.user_placed, params, graph
-        )
+        final, fresh = settle(data.sightings, data.vectors, final, fresh, ~data.user_placed, params, graph)
         in_fresh = np.concatenate(fresh) if fresh else np.zeros(0, dtype=np.int64)
         movable = ~data.user_placed
         movable[in_fresh] = False
@@ -270,7 +266,7 @@ def match_new_faces(
         taken = store.persons_in_media_items(batch.media_item_ids.tolist())
         chosen, similarity = match_to_persons(
             batch.vectors,
-            batch.media_item_ids,
+            batch.sightings,
             means.person_ids,
             means.centroids,
             params.match_threshold,

@@ -52,8 +52,12 @@ def _video_frame() -> Any:
 
 
 def sighting_key(media_item_id: int, frame: int | None) -> int:
-    """A photo's media item id; for a video frame a negative key, distinct per (item, frame)."""
-    return media_item_id if frame is None else -(media_item_id * (1 << 24) + frame) - 1
+    """A photo's media item id; for a video frame a negative key from its item and frame.
+    Within 31 bits, as the membership rule pairs keys with person ids in one int64: two frames
+    may share a key once in two billion, which only keeps their faces apart."""
+    if frame is None:
+        return media_item_id
+    return -1 - (media_item_id * 1_000_003 + frame) % ((1 << 31) - 1)
 
 
 @dataclass(frozen=True)
@@ -61,14 +65,15 @@ class FaceEmbeddings:
     """Embedded faces: ids, owners and a (n_faces, 512) matrix, row-aligned."""
 
     face_ids: NDArray[np.int64]
-    # What two faces must not share to be one person: a photo's media item id, or for a face in
-    # a video a key of its media item and frame (sighting_key), as one video shows a person in
-    # many frames but once per frame.
     media_item_ids: NDArray[np.int64]
     person_ids: NDArray[np.int64]  # -1 = unassigned
     clustered: NDArray[np.bool_]  # already seen by a clustering pass
     user_placed: NDArray[np.bool_]  # put there by a user correction: never moved automatically
     vectors: NDArray[np.float32]
+    # What two faces must not share to be one person: a photo's media item id, or for a face in
+    # a video a key of its media item and frame (sighting_key), as one video shows a person in
+    # many frames but once per frame.
+    sightings: NDArray[np.int64]
 
 
 @dataclass(frozen=True)
@@ -235,7 +240,7 @@ class PersonsMixin:
             .where(*terms)
             .order_by(FacesTable.c.Id)
         )
-        ids, items, persons, clustered, placed, vectors = [], [], [], [], [], []
+        ids, items, sightings, persons, clustered, placed, vectors = [], [], [], [], [], [], []
         with self.engine.connect() as conn:
             for row in conn.execute(query.execution_options(yield_per=5000)):
                 vector = _vector(row.Embedding)
@@ -243,7 +248,8 @@ class PersonsMixin:
                     logger.warning("face %s has no usable 512-d embedding; skipped", row.Id)
                     continue
                 ids.append(row.Id)
-                items.append(sighting_key(row.MediaItemId, row.VideoFrame))
+                items.append(row.MediaItemId)
+                sightings.append(sighting_key(row.MediaItemId, row.VideoFrame))
                 persons.append(-1 if row.PersonId is None else row.PersonId)
                 clustered.append(row.PersonAssignedBy is not None)
                 # A face the legacy tools marked verified is the user's decision as well.
@@ -255,7 +261,7 @@ class PersonsMixin:
             np.asarray(ids, dtype=np.int64), np.asarray(items, dtype=np.int64),
             np.asarray(persons, dtype=np.int64), np.asarray(clustered, dtype=bool),
             np.asarray(placed, dtype=bool),
-            matrix.astype(np.float32),
+            matrix.astype(np.float32), np.asarray(sightings, dtype=np.int64),
         )  # fmt: skip
 
     def person_means(self) -> PersonMeans:
@@ -287,10 +293,10 @@ class PersonsMixin:
         matrix = np.vstack(sums).astype(np.float64) if sums else np.zeros((0, EMBEDDING_DIM))
         return PersonMeans(np.asarray(ids, dtype=np.int64), _unit(matrix), np.asarray(counts, dtype=np.int64))
 
-    def persons_in_media_items(self, sightings: Iterable[int]) -> set[tuple[int, int]]:
-        """(sighting, person) pairs already taken in these sightings (FaceEmbeddings'
-        media_item_ids): a person appears once per photo, and once per frame of a video."""
-        items = {int(k) if k >= 0 else (-int(k) - 1) >> 24 for k in sightings}
+    def persons_in_media_items(self, media_item_ids: Iterable[int]) -> set[tuple[int, int]]:
+        """(sighting, person) pairs already taken in these media items (sightings as in
+        FaceEmbeddings): a person appears once per photo, and once per frame of a video."""
+        items = {int(m) for m in media_item_ids}
         pairs: set[tuple[int, int]] = set()
         with self.engine.connect() as conn:
             for part in chunks(sorted(items)):

@@ -113,6 +113,7 @@ FacesTable = Table(
     Column("ThumbnailPath", Unicode(500)),  # relative to the thumbnail folder
     Column("EmbeddingModel", String(64)),
     Column("FrameTime", Float),  # videos: seconds from the start of the video
+    Column("TrackId", Integer),  # videos: the first face of the track this face is part of
     # "match", "cluster", "noise" (seen by clustering, no person), "user" (a correction)
     Column("PersonAssignedBy", String(16)),
     # A user said: not a face, or a stranger; kept out of every automatic step.

@@ -50,6 +50,7 @@ from face_assets.core.storage.persons import FaceEmbeddings, PersonsMixin, track
 from face_assets.core.storage.reports import ReportsMixin
 from face_assets.core.storage.schema import FacesTable, MediaFileTable, MediaItemsTable, utcnow
 from face_assets.core.storage.terms import FILE_COLUMNS, in_range, insert_id, not_rejected, pending
+from face_assets.core.storage.tracks import TracksMixin
 from face_assets.core.vision.types import DetectedFace
 
 __all__ = [
@@ -112,7 +113,7 @@ _CLAIM_ITEM = (
 _INSERT_FACE = insert(FacesTable)
 
 
-class FaceStore(PersonsMixin, CorrectionsMixin, LocksMixin, ReportsMixin):
+class FaceStore(PersonsMixin, CorrectionsMixin, LocksMixin, ReportsMixin, TracksMixin):
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self._takeovers = []

@@ -1,0 +1,78 @@
+"""Face tracks: one face followed across the sampled frames of a video, never two faces of one
+frame in one track, and a new track where the face, its place or its time breaks off."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from face_assets.core.track import face_tracks
+
+
+def person(seed: int, frames: int, noise: float = 0.15) -> np.ndarray:
+    """`frames` embeddings of one face: one direction, a little noise per frame (pose, blur)."""
+    rng = np.random.default_rng(seed)
+    centre = rng.normal(size=512)
+    vectors = centre / np.linalg.norm(centre) + noise * rng.normal(size=(frames, 512)) / np.sqrt(512)
+    return (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).astype(np.float32)
+
+
+def box(x: float, y: float = 100.0, size: float = 80.0) -> list[float]:
+    return [x, y, x + size, y + size]
+
+
+def test_a_face_moving_across_frames_is_one_track() -> None:
+    times = np.arange(6, dtype=float)
+    boxes = np.array([box(100 + 30 * t) for t in times])
+
+    labels = face_tracks(times, boxes, person(1, 6))
+
+    assert labels.tolist() == [0] * 6
+
+
+def test_two_people_side_by_side_are_two_tracks_even_as_they_cross() -> None:
+    times = np.repeat(np.arange(5, dtype=float), 2)
+    # They walk towards each other and pass: the embeddings, not the places, keep them apart.
+    xs = [(100 + 40 * t, 260 - 40 * t) for t in range(5)]
+    boxes = np.array([box(x) for pair in xs for x in pair])
+    a, b = person(1, 5), person(2, 5)
+    vectors = np.stack([v for pair in zip(a, b, strict=True) for v in pair])
+
+    labels = face_tracks(times, boxes, vectors)
+
+    assert labels[0::2].tolist() == [labels[0]] * 5
+    assert labels[1::2].tolist() == [labels[1]] * 5
+    assert labels[0] != labels[1]
+
+
+def test_a_cut_to_another_person_in_the_same_place_starts_a_track() -> None:
+    times = np.arange(6, dtype=float)
+    boxes = np.array([box(200)] * 6)
+    vectors = np.vstack([person(1, 3), person(2, 3)])
+
+    labels = face_tracks(times, boxes, vectors)
+
+    assert labels.tolist() == [0, 0, 0, 1, 1, 1]
+
+
+def test_a_face_missed_briefly_continues_and_one_gone_long_starts_again() -> None:
+    times = np.array([0.0, 1.0, 3.0, 4.0, 10.0, 11.0])  # missed at 2 s; gone from 5 s to 9 s
+    boxes = np.array([box(200)] * 6)
+
+    labels = face_tracks(times, boxes, person(1, 6))
+
+    assert labels.tolist() == [0, 0, 0, 0, 1, 1]
+
+
+def test_the_same_face_far_away_at_once_is_another_track() -> None:
+    # A second screen, a mirror, a cut to a wide shot: too far to be the same detection moving.
+    times = np.arange(4, dtype=float)
+    boxes = np.array([box(20), box(30), box(600), box(610)])
+
+    labels = face_tracks(times, boxes, person(1, 4))
+
+    assert labels.tolist() == [0, 0, 1, 1]
+
+
+def test_no_faces_no_tracks() -> None:
+    labels = face_tracks(np.zeros(0), np.zeros((0, 4)), np.zeros((0, 512), np.float32))
+    assert labels.shape == (0,)
