@@ -96,6 +96,10 @@ def test_a_video_s_faces_are_found_frame_by_frame_and_a_rerun_does_nothing(
     both = [t for t in tracks.values() if 4.0 in t and 5.0 in t]
     assert len(both) == 2
     assert set(tracks) <= {f["Id"] for f in faces}  # a track is named by its first face
+    persons_of_track: dict[int, set[int | None]] = {}
+    for face in faces:
+        persons_of_track.setdefault(face["TrackId"], set()).add(face["PersonId"])
+    assert all(len(persons) == 1 for persons in persons_of_track.values())  # a track goes as one
     assert run.metadata()["face_embeddings"]["video_tracks"] == len(tracks) + 1  # and portrait's
 
     skipped = "\n".join(run.metadata()["media_items"]["skipped_files"]["lines"])  # type: ignore[index]

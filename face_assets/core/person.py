@@ -22,7 +22,9 @@ from face_assets.core.clustering.cluster import (
 )
 from face_assets.core.clustering.graph import KnnGraph, knn_graph
 from face_assets.core.portrait import update_portraits
+from face_assets.core.storage.persons import FaceEmbeddings
 from face_assets.core.storage.store import FaceStore
+from face_assets.core.track import Collapsed, collapse_tracks, expand_tracks
 
 logger = logging.getLogger(__name__)
 
@@ -139,6 +141,22 @@ def plan_persons(
     return final, groups, ran
 
 
+def _on_tracks(
+    data: FaceEmbeddings,
+    seen: Collapsed,
+    final: NDArray[np.int64],
+    groups: list[NDArray[np.int64]],
+    taken: set[tuple[int, int]] | None = None,
+) -> tuple[NDArray[np.int64], list[NDArray[np.int64]]]:
+    """A plan made on the collapsed library, for every face: a track's faces follow its
+    representatives; a face a user placed stays where the user put it."""
+    final, groups = expand_tracks(seen, len(data.face_ids), final, groups, data.sightings, taken)
+    placed = np.flatnonzero(data.user_placed)
+    final[placed] = data.person_ids[placed]
+    groups = [g[~data.user_placed[g]] for g in groups]
+    return final, [g for g in groups if len(g)]
+
+
 PERSONS_LOCK = "person_clusters"
 
 
@@ -158,7 +176,12 @@ def update_persons(store: FaceStore, params: ClusterParams, owner: str = "") -> 
 def _update_persons(store: FaceStore, params: ClusterParams) -> PersonUpdate:
     started = time.perf_counter()
     data = store.face_embeddings()
-    final, groups, ran = plan_persons(data.sightings, data.person_ids, data.clustered, data.vectors, params)
+    seen = collapse_tracks(data.track_ids, data.vectors, params.min_cluster_size)
+    r = seen.rows
+    final, groups, ran = plan_persons(
+        data.sightings[r], data.person_ids[r], data.clustered[r], seen.vectors, params
+    )
+    final, groups = _on_tracks(data, seen, final, groups)
     newly = np.flatnonzero((data.person_ids == NOISE) & (final >= 0))
     ids, centroids = person_centroids(data.vectors, final)
     own = centroids[np.searchsorted(ids, final[newly])]
@@ -199,14 +222,17 @@ def rebuild_persons(store: FaceStore, params: ClusterParams, owner: str = "") ->
     with store.lock(PERSONS_LOCK, owner or default_owner()):
         started = time.perf_counter()
         data = store.face_embeddings()
-        candidates = np.flatnonzero(~data.user_placed)
-        graph = knn_graph(data.vectors, params.neighbours, params.random_state)
-        groups = new_groups(data.sightings, data.vectors, candidates, params, graph)
-        final = np.where(data.user_placed, data.person_ids, NOISE)
+        seen = collapse_tracks(data.track_ids, data.vectors, params.min_cluster_size)
+        r = seen.rows
+        placed, persons, sightings = data.user_placed[r], data.person_ids[r], data.sightings[r]
+        candidates = np.flatnonzero(~placed)
+        graph = knn_graph(seen.vectors, params.neighbours, params.random_state)
+        groups = new_groups(sightings, seen.vectors, candidates, params, graph)
+        final = np.where(placed, persons, NOISE)
         fresh: list[NDArray[np.int64]] = []
         taken_ids: set[int] = set()
         for members in sorted(groups, key=len, reverse=True):
-            previous = data.person_ids[members]
+            previous = persons[members]
             previous = previous[previous >= 0]
             ids, counts = np.unique(previous, return_counts=True)
             if len(ids) and counts.max() * 2 > len(members) and int(ids[np.argmax(counts)]) not in taken_ids:
@@ -215,7 +241,8 @@ def rebuild_persons(store: FaceStore, params: ClusterParams, owner: str = "") ->
             else:
                 fresh.append(members)
         # Leftovers join the person (old, rebuilt or new) they match, as in every clustering.
-        final, fresh = settle(data.sightings, data.vectors, final, fresh, ~data.user_placed, params, graph)
+        final, fresh = settle(sightings, seen.vectors, final, fresh, ~placed, params, graph)
+        final, fresh = _on_tracks(data, seen, final, fresh)
         in_fresh = np.concatenate(fresh) if fresh else np.zeros(0, dtype=np.int64)
         movable = ~data.user_placed
         movable[in_fresh] = False
@@ -264,14 +291,21 @@ def match_new_faces(
             return BatchMatch(0, 0, 0, time.perf_counter() - started)
         means = store.person_means()
         taken = store.persons_in_media_items(batch.media_item_ids.tolist())
-        chosen, similarity = match_to_persons(
-            batch.vectors,
-            batch.sightings,
+        # A video track is matched as one observation (its mean), and its faces go together.
+        seen = collapse_tracks(batch.track_ids, batch.vectors, params.min_cluster_size)
+        chosen_seen, similarity_seen = match_to_persons(
+            seen.vectors,
+            batch.sightings[seen.rows],
             means.person_ids,
             means.centroids,
             params.match_threshold,
             taken,
         )
+        chosen, _ = expand_tracks(seen, len(batch.face_ids), chosen_seen, [], batch.sightings, taken)
+        similarity = np.zeros(len(batch.face_ids), dtype=np.float64)
+        similarity[seen.rows] = similarity_seen
+        for members, positions in zip(seen.tracks, seen.positions, strict=True):
+            similarity[members] = similarity_seen[positions].max()
         matches = [
             (int(f), int(p), float(s))
             for f, p, s in zip(batch.face_ids, chosen, similarity, strict=True)

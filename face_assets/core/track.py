@@ -73,3 +73,100 @@ def _near(
     shift = np.linalg.norm(centre_now[:, None, :] - centre_before[None, :, :], axis=2)
     scale = np.maximum(size_now, size_before) / np.maximum(np.minimum(size_now, size_before), 1e-6)
     return (shift <= params.max_shift * np.maximum(size_now, size_before)) & (scale <= params.max_scale)
+
+
+@dataclass(frozen=True)
+class Collapsed:
+    """A library as the person planning sees it: each face of a photo, and each video track as
+    at most `representatives` rows carrying the track's mean embedding, so that a face on
+    screen for ten minutes weighs as one short scene does (enough to form a person), not as
+    six hundred faces."""
+
+    rows: NDArray[np.int64]  # library rows the planning sees, in order
+    vectors: NDArray[np.float32]  # row-aligned with `rows`
+    tracks: list[NDArray[np.int64]]  # library rows of each track (every face of it)
+    positions: list[NDArray[np.int64]]  # positions in `rows` of each track's representatives
+
+
+def collapse_tracks(
+    track_ids: NDArray[np.int64], vectors: NDArray[np.float32], representatives: int
+) -> Collapsed:
+    """`track_ids` per library row, 0 for a face in no track (a photo's)."""
+    solo = np.flatnonzero(track_ids <= 0)
+    in_tracks = np.flatnonzero(track_ids > 0)
+    in_tracks = in_tracks[np.argsort(track_ids[in_tracks], kind="stable")]
+    tracks = np.split(in_tracks, np.flatnonzero(np.diff(track_ids[in_tracks])) + 1) if len(in_tracks) else []
+    rows = [solo]
+    chosen_vectors = [vectors[solo]]
+    positions = []
+    at = len(solo)
+    for members in tracks:
+        mean = vectors[members].astype(np.float64).mean(axis=0)
+        mean /= max(float(np.linalg.norm(mean)), 1e-12)
+        count = min(len(members), representatives)
+        # Spread over the track: its first, last and middle faces stand for it.
+        picked = members[np.unique(np.linspace(0, len(members) - 1, count).round().astype(np.int64))]
+        rows.append(picked)
+        chosen_vectors.append(np.repeat(mean[None, :].astype(np.float32), len(picked), axis=0))
+        positions.append(np.arange(at, at + len(picked)))
+        at += len(picked)
+    return Collapsed(
+        np.concatenate(rows).astype(np.int64),
+        np.vstack(chosen_vectors).astype(np.float32) if len(vectors) else vectors,
+        tracks,
+        positions,
+    )
+
+
+NO_PERSON = -1
+
+
+def expand_tracks(
+    collapsed: Collapsed,
+    size: int,
+    final: NDArray[np.int64],
+    groups: list[NDArray[np.int64]],
+    sightings: NDArray[np.int64],
+    taken: set[tuple[int, int]] | None = None,
+) -> tuple[NDArray[np.int64], list[NDArray[np.int64]]]:
+    """The planning's outcome (`final` person id or NO_PERSON per seen row, new `groups` of seen
+    positions) for the library's `size` rows: each track's faces all go where most of its
+    representatives went.
+
+    A track whose faces would share a frame with a face of the same person (another track seen
+    at the same time, or a `taken` (sighting, person) pair) is left without a person: two
+    people on screen together are never one person. Longer tracks are placed first."""
+    seen = len(collapsed.rows)
+    group_of = np.full(seen, -1, dtype=np.int64)
+    for k, members in enumerate(groups):
+        group_of[members] = k
+    # One code per outcome: an existing person id (>= 0), -2 - k for new group k, or NO_PERSON.
+    codes = np.where(group_of >= 0, -2 - group_of, final)
+    representative = np.zeros(seen, dtype=bool)
+    for positions in collapsed.positions:
+        representative[positions] = True
+    out = np.full(size, NO_PERSON, dtype=np.int64)
+    members_of: list[list[int]] = [[] for _ in groups]
+    used: dict[int, set[int]] = {}  # outcome -> the sightings (photos, frames) already in it
+
+    def place(rows: NDArray[np.int64], code: int) -> None:
+        if code >= 0:
+            out[rows] = code
+        elif code <= -2:
+            members_of[-2 - code].extend(int(r) for r in rows)
+        if code != NO_PERSON:
+            used.setdefault(code, set()).update(int(s) for s in sightings[rows])
+
+    for position in np.flatnonzero(~representative):
+        place(collapsed.rows[position : position + 1], int(codes[position]))
+    for t in sorted(range(len(collapsed.tracks)), key=lambda t: -len(collapsed.tracks[t])):
+        members = collapsed.tracks[t]
+        values, counts = np.unique(codes[collapsed.positions[t]], return_counts=True)
+        code = int(values[np.argmax(counts)])
+        frames = {int(s) for s in sightings[members]}
+        if code != NO_PERSON and frames & used.get(code, set()):
+            code = NO_PERSON
+        if code >= 0 and taken and any((s, code) in taken for s in frames):
+            code = NO_PERSON
+        place(members, code)
+    return out, [np.array(sorted(m), dtype=np.int64) for m in members_of if m]

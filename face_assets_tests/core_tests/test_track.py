@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from face_assets.core.track import face_tracks
+from face_assets.core.track import NO_PERSON, collapse_tracks, expand_tracks, face_tracks
 
 
 def person(seed: int, frames: int, noise: float = 0.15) -> np.ndarray:
@@ -76,3 +76,49 @@ def test_the_same_face_far_away_at_once_is_another_track() -> None:
 def test_no_faces_no_tracks() -> None:
     labels = face_tracks(np.zeros(0), np.zeros((0, 4)), np.zeros((0, 512), np.float32))
     assert labels.shape == (0,)
+
+
+def test_a_long_track_is_seen_as_a_few_rows_with_its_mean() -> None:
+    track_ids = np.array([0, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 0, 9], dtype=np.int64)
+    vectors = np.vstack([person(1, 1), person(2, 10), person(3, 1), person(4, 1)])
+
+    seen = collapse_tracks(track_ids, vectors, representatives=3)
+
+    assert seen.rows[:2].tolist() == [0, 11]  # photos' faces as they are
+    assert [t.tolist() for t in seen.tracks] == [list(range(1, 11)), [12]]
+    assert seen.rows[seen.positions[0]].tolist() == [1, 5, 10]  # first, middle, last
+    mean = vectors[1:11].mean(axis=0)
+    assert np.allclose(seen.vectors[seen.positions[0]], mean / np.linalg.norm(mean), atol=1e-6)
+    assert len(seen.rows) == 2 + 3 + 1
+
+
+def test_a_track_s_faces_all_go_where_its_representatives_went() -> None:
+    track_ids = np.array([0, 5, 5, 5, 5, 5], dtype=np.int64)
+    sightings = np.array([100, -1, -2, -3, -4, -5], dtype=np.int64)
+    seen = collapse_tracks(track_ids, np.vstack([person(1, 1), person(2, 5)]), representatives=3)
+    # The planning put the photo and two of the three representatives in a new group.
+    positions = seen.positions[0]
+    final = np.full(len(seen.rows), NO_PERSON, dtype=np.int64)
+    groups = [np.array([0, positions[0], positions[2]])]
+
+    out, new = expand_tracks(seen, 6, final, groups, sightings)
+
+    assert out.tolist() == [NO_PERSON] * 6
+    assert [g.tolist() for g in new] == [[0, 1, 2, 3, 4, 5]]
+
+
+def test_two_tracks_on_screen_together_never_become_one_person() -> None:
+    # Track 1 in frames 1-4, track 2 in frames 3-6 of the same video: both matched person 42.
+    track_ids = np.array([1, 1, 1, 1, 2, 2, 2, 2], dtype=np.int64)
+    sightings = -np.array([1, 2, 3, 4, 3, 4, 5, 6], dtype=np.int64)
+    seen = collapse_tracks(track_ids, np.vstack([person(1, 4), person(2, 4)]), representatives=3)
+    final = np.full(len(seen.rows), 42, dtype=np.int64)
+
+    out, _ = expand_tracks(seen, 8, final, [], sightings)
+
+    assert out.tolist() == [42] * 4 + [NO_PERSON] * 4
+
+    # A person who already has a face in one of a track's frames does not get the track.
+    alone = collapse_tracks(track_ids[:4], person(1, 4), representatives=3)
+    out, _ = expand_tracks(alone, 4, np.full(3, 42), [], sightings[:4], taken={(-2, 42)})
+    assert out.tolist() == [NO_PERSON] * 4

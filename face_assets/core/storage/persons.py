@@ -74,6 +74,7 @@ class FaceEmbeddings:
     # a video a key of its media item and frame (sighting_key), as one video shows a person in
     # many frames but once per frame.
     sightings: NDArray[np.int64]
+    track_ids: NDArray[np.int64]  # a video face's track (its first face's id), 0 for none
 
 
 @dataclass(frozen=True)
@@ -235,12 +236,13 @@ class PersonsMixin:
                 FacesTable.c.PersonAssignedBy,
                 FacesTable.c.IsUserVerified,
                 FacesTable.c.Embedding,
+                FacesTable.c.TrackId,
             )  # fmt: skip
             .join(MediaItemsTable, MediaItemsTable.c.Id == FacesTable.c.MediaItemId)
             .where(*terms)
             .order_by(FacesTable.c.Id)
         )
-        ids, items, sightings, persons, clustered, placed, vectors = [], [], [], [], [], [], []
+        ids, items, sightings, tracks, persons, clustered, placed, vectors = [], [], [], [], [], [], [], []
         with self.engine.connect() as conn:
             for row in conn.execute(query.execution_options(yield_per=5000)):
                 vector = _vector(row.Embedding)
@@ -250,6 +252,7 @@ class PersonsMixin:
                 ids.append(row.Id)
                 items.append(row.MediaItemId)
                 sightings.append(sighting_key(row.MediaItemId, row.VideoFrame))
+                tracks.append(row.TrackId or 0)
                 persons.append(-1 if row.PersonId is None else row.PersonId)
                 clustered.append(row.PersonAssignedBy is not None)
                 # A face the legacy tools marked verified is the user's decision as well.
@@ -262,6 +265,7 @@ class PersonsMixin:
             np.asarray(persons, dtype=np.int64), np.asarray(clustered, dtype=bool),
             np.asarray(placed, dtype=bool),
             matrix.astype(np.float32), np.asarray(sightings, dtype=np.int64),
+            np.asarray(tracks, dtype=np.int64),
         )  # fmt: skip
 
     def person_means(self) -> PersonMeans:
