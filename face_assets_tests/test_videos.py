@@ -33,6 +33,7 @@ def library(tmp_path: Path, celebrity_folder: Path) -> Path:
     )
     make_clip(root / "portrait.mov", [Scene([elton[1]], 2.0, "still")], size=(240, 320), rotation=90)
     truncate(make_clip(tmp_path / "whole.mp4", [Scene([elton[2]], 3.0)]), root / "cut.mp4")
+    truncate(make_clip(tmp_path / "long.mkv", [Scene([elton[3]], 8.0)]), root / "copied.mkv", 0.6)
     make_audio_only(root / "voice.mp4")
     (root / "notes.avi").write_text("not a video\n")
     return root
@@ -107,6 +108,10 @@ def test_a_video_s_faces_are_found_frame_by_frame_and_a_rerun_does_nothing(
     assert f"{library / 'voice.mp4'}: audio only, not a video" in skipped
     assert f"{library / 'notes.avi'}: not a video FFmpeg can open" in skipped
     assert not {"cut.mp4", "voice.mp4", "notes.avi"} & set(items)
+    # An interrupted copy whose header is whole: found out while decoding, final, no face kept.
+    copied = items["copied.mkv"]
+    assert copied["IsFacesExtracted"] and "cut short: its frames end at" in copied["ExtractionError"]
+    assert faces_of(store, copied["Id"]) == []
 
     # Another application inserts a row for the text file: detection records why, and goes on.
     insert_rows(store, [library / "notes.avi"])

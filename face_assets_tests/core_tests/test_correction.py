@@ -6,10 +6,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from sqlalchemy import insert
 
 from face_assets.core import correction
 from face_assets.core.clustering.cluster import ClusterParams
+from face_assets.core.embedding import assign_tracks
 from face_assets.core.person import rebuild_persons, update_persons
+from face_assets.core.storage.schema import FacesTable
 from face_assets.core.storage.store import FaceStore
 from face_assets.core.vision.types import DetectedFace
 from face_assets_tests.core_tests.synthetic import identities
@@ -219,3 +222,52 @@ def test_a_second_face_of_one_photo_is_not_moved_into_the_same_person(library) -
     assert second not in persons_of(store)[person]
     correction.move_face(store, second, person, force=True)  # a mirror: the user knows
     assert {first, second} <= persons_of(store)[person]
+
+
+def add_video_track(store: FaceStore, folder: Path, vectors: np.ndarray) -> tuple[int, list[int]]:
+    """One video with one face per frame (frames 0, 10, 20, ...), embedded and followed into one
+    track: its media item id and face ids."""
+    path = folder / "clip.mp4"
+    path.write_bytes(b"")  # the rows are what the corrections read
+    item = store.register_media_file(path, "MP4", 0)
+    faces = [dataclasses.replace(FACE, frame=10 * i, time_s=float(i)) for i in range(len(vectors))]
+    assert item is not None and store.save_detection(item, faces, "stub", (24, 24), video=(10.0, 10.0))
+    records = sorted(
+        (r for r in store.faces_without_embedding() if r.media_item_id == item), key=lambda r: r.id
+    )
+    store.save_embeddings([r.id for r in records], vectors, "stub")
+    assert assign_tracks(store) == 1
+    return item, [r.id for r in records]
+
+
+def test_a_correction_to_one_face_of_a_track_applies_to_the_whole_track(library) -> None:
+    store, tmp_path, persons, _, (later, _) = library
+    _, track = add_video_track(store, tmp_path / "photos", later[:4])
+    first, second = list(persons)[:2]
+
+    correction.move_face(store, track[1], first)
+    assert set(track) <= persons_of(store)[first]
+
+    new = correction.split_person(store, first, [track[2]])
+    assert persons_of(store)[new] == set(track)
+
+    correction.reject_face(store, track[0])
+    assert not set(track) & set().union(*persons_of(store).values())
+    correction.move_face(store, track[3], second)  # a rejected track can be put back, whole
+    assert set(track) <= persons_of(store)[second]
+
+
+def test_a_track_is_not_moved_into_a_person_seen_in_the_same_frame(library) -> None:
+    store, tmp_path, persons, _, (later, _) = library
+    video, track = add_video_track(store, tmp_path / "photos", later[:3])
+    person = next(iter(persons))
+    with store.engine.begin() as conn:  # another face of frame 10 of that video, already hers
+        conn.execute(
+            insert(FacesTable).values(
+                MediaItemId=video, BoundingBox="[30, 2, 48, 20]", FrameNumber=10, PersonId=person
+            )
+        )
+
+    with pytest.raises(correction.CorrectionError, match="shows a person once"):
+        correction.move_face(store, track[0], person)
+    assert not set(track) & persons_of(store)[person]

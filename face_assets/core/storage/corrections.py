@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, delete, func, insert, select, true, update
+from sqlalchemy import Connection, Engine, and_, delete, func, insert, or_, select, true, update
 
 from face_assets.core.storage.codecs import chunks, media_path
 from face_assets.core.storage.errors import CorrectionError
@@ -57,12 +57,41 @@ def _require_faces(conn: Connection, face_ids: Sequence[int]) -> None:
         raise CorrectionError(f"no face with Id {', '.join(map(str, missing))}")
 
 
-def _same_photo_face(conn: Connection, face_id: int, person_id: int) -> Any:
-    """Another face of `face_id`'s media item that already belongs to `person_id`, or None."""
-    item = select(FacesTable.c.MediaItemId).where(FacesTable.c.Id == face_id).scalar_subquery()
-    faces = FacesTable.c
-    same_photo = (faces.MediaItemId == item, faces.PersonId == person_id, faces.Id != face_id)
-    return conn.execute(select(FacesTable.c.Id, FacesTable.c.MediaItemId).where(*same_photo).limit(1)).first()
+def _with_tracks(conn: Connection, face_ids: Sequence[int]) -> list[int]:
+    """The faces and every face of the video tracks they are in: a correction to one face of a
+    track is a correction to the face it follows across the frames."""
+    tracks: set[int] = set()
+    for part in chunks(face_ids):
+        query = select(FacesTable.c.TrackId).where(
+            FacesTable.c.Id.in_(part), FacesTable.c.TrackId.isnot(None)
+        )
+        tracks |= set(conn.execute(query).scalars())
+    members = set(face_ids)
+    for part in chunks(sorted(tracks)):
+        members |= set(conn.execute(select(FacesTable.c.Id).where(FacesTable.c.TrackId.in_(part))).scalars())
+    return sorted(members)
+
+
+def _same_photo_face(conn: Connection, face_ids: Sequence[int], person_id: int) -> Any:
+    """A face of `person_id`, not among `face_ids`, in the same photo (or the same video frame)
+    as one of them, or None."""
+    mine, other = FacesTable.alias("mine"), FacesTable.c
+    moving = set(face_ids)
+    same_frame = or_(
+        and_(mine.c.FrameNumber.is_(None), other.FrameNumber.is_(None)),
+        mine.c.FrameNumber == other.FrameNumber,
+    )
+    for part in chunks(face_ids):
+        query = (
+            select(other.Id, other.MediaItemId, mine.c.Id.label("Mine"))
+            .join(mine, and_(mine.c.MediaItemId == other.MediaItemId, same_frame))
+            .where(mine.c.Id.in_(part), other.PersonId == person_id)
+        )
+        # The faces moved together are left out here, not in SQL: a track may hold thousands.
+        for found in conn.execute(query):
+            if found.Id not in moving:
+                return found
+    return None
 
 
 def _faces_of(conn: Connection, person_ids: Sequence[int]) -> list[int]:
@@ -188,6 +217,7 @@ class CorrectionsMixin:
         with self.engine.begin() as conn:
             _require_person(conn, person_id)
             _require_faces(conn, face_ids)
+            face_ids = _with_tracks(conn, face_ids)
             owners = {
                 owner
                 for part in chunks(face_ids)
@@ -217,26 +247,31 @@ class CorrectionsMixin:
         with self.engine.begin() as conn:
             _require_person(conn, person_id)
             _require_faces(conn, [face_id])
-            other = _same_photo_face(conn, face_id, person_id)
+            moved = _with_tracks(conn, [face_id])
+            other = _same_photo_face(conn, moved, person_id)
             if other is not None and not force:
                 raise CorrectionError(
                     f"person {person_id} already has face {other.Id} of the same photo "
-                    f"(media item {other.MediaItemId}) as face {face_id}: a photo shows a person "
-                    "once; move that face first, or pass --force if both really are this person"
+                    f"(media item {other.MediaItemId}) as face {other.Mine}: a photo (or a frame "
+                    "of a video) shows a person once; move that face first, or pass --force if "
+                    "both really are this person"
                 )
-            with tracking_person_sums(conn, [face_id]):
-                _place(conn, [face_id], person_id)
-                conn.execute(update(FacesTable).where(FacesTable.c.Id == face_id).values(IsRejected=False))
+            with tracking_person_sums(conn, moved):
+                _place(conn, moved, person_id)
+                for part in chunks(moved):
+                    conn.execute(update(FacesTable).where(FacesTable.c.Id.in_(part)).values(IsRejected=False))
 
     def reject_face(self, face_id: int) -> None:
         with self.engine.begin() as conn:
             _require_faces(conn, [face_id])
-            with tracking_person_sums(conn, [face_id]):
-                conn.execute(
-                    update(FacesTable)
-                    .where(FacesTable.c.Id == face_id)
-                    .values(PersonId=None, PersonAssignedBy=USER, IsRejected=True, ModifiedAt=utcnow())
-                )
+            rejected = _with_tracks(conn, [face_id])
+            with tracking_person_sums(conn, rejected):
+                for part in chunks(rejected):
+                    conn.execute(
+                        update(FacesTable)
+                        .where(FacesTable.c.Id.in_(part))
+                        .values(PersonId=None, PersonAssignedBy=USER, IsRejected=True, ModifiedAt=utcnow())
+                    )
 
     def forget_person(self, person_id: int) -> list[str]:
         """Deletes the person and its faces' embeddings and thumbnail names; the faces stay as
