@@ -9,6 +9,7 @@ and a full T-SQL parse by sqlglot. The DDL `face-assets db init` issues is check
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +29,7 @@ from sqlglot import exp
 
 from face_assets.core import correction
 from face_assets.core.clustering.cluster import ClusterParams
+from face_assets.core.embedding import assign_tracks
 from face_assets.core.export import export_persons
 from face_assets.core.gallery import write_gallery
 from face_assets.core.media_item import register_folder
@@ -160,6 +162,14 @@ def captured(tmp_path_factory: pytest.TempPathFactory) -> list[Captured]:
     store.save_extraction_error(20, "truncated file")
     faces = detect_thumbnail_embed(store, vectors[truth < 3])
     assert len(faces) == 18
+    # A video: faces in frames, followed into a track once embedded.
+    clip = store.register_media_file(photos / "clip.mp4", "MP4", 1)
+    assert clip is not None
+    in_frames = [dataclasses.replace(FACE, frame=10 * i, time_s=float(i)) for i in range(3)]
+    assert store.save_detection(clip, in_frames, "stub", (24, 24), video=(3.0, 10.0))
+    video_faces = [r.id for r in store.faces_without_embedding((clip, clip))]
+    store.save_embeddings(video_faces, vectors[truth == 0][:3], "stub")  # of a known identity
+    assert assign_tracks(store) == 1
 
     # Clustering, then new photos matched in their batch and clustered, then a rebuild.
     assert update_persons(store, params).new_persons == 3
@@ -181,6 +191,7 @@ def captured(tmp_path_factory: pytest.TempPathFactory) -> list[Captured]:
     correction.merge_persons(store, persons[0], [persons[1]])
     split = correction.split_person(store, persons[0], members[persons[0]][:2])
     correction.move_face(store, members[persons[2]][0], split)
+    correction.move_face(store, video_faces[0], split, force=True)  # a whole track
     correction.reject_face(store, members[persons[2]][1])
     correction.forget_person(store, persons[3], root / "thumbnails")
 

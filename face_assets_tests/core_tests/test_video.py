@@ -108,8 +108,10 @@ def test_files_that_are_not_readable_videos_each_give_their_reason(tmp_path: Pat
         truncate(long_mkv, tmp_path / "cut.mkv", 0.6): "cut short: its frames end at",
         make_audio_only(tmp_path / "song.mp4"): "audio only, not a video",
         tmp_path / "notes.mp4": "not a video FFmpeg can open",
+        tmp_path / "banner.ans": "tty is not a video format",  # FFmpeg reads ANSI art as video
     }
     (tmp_path / "notes.mp4").write_text("shopping list\n")
+    (tmp_path / "banner.ans").write_text("\x1b[1mhello\x1b[0m\n")
 
     for path, reason in cases.items():
         with pytest.raises(MediaDecodeError) as caught:

@@ -75,7 +75,7 @@ def _with_tracks(conn: Connection, face_ids: Sequence[int]) -> list[int]:
 def _same_photo_face(conn: Connection, face_ids: Sequence[int], person_id: int) -> Any:
     """A face of `person_id`, not among `face_ids`, in the same photo (or the same video frame)
     as one of them, or None."""
-    mine, other = FacesTable.alias("mine"), FacesTable.c
+    mine, other = FacesTable.alias("MovedFace"), FacesTable.c
     moving = set(face_ids)
     same_frame = or_(
         and_(mine.c.FrameNumber.is_(None), other.FrameNumber.is_(None)),

@@ -33,7 +33,7 @@ class TracksMixin:
 
     def videos_to_track(self, id_range: IdRange = None) -> list[VideoFaces]:
         """The videos whose faces are all embedded and not yet in tracks."""
-        other = FacesTable.alias("other")
+        other = FacesTable.alias("OtherFace")
         waiting = exists().where(
             other.c.MediaItemId == FacesTable.c.MediaItemId,
             other.c.Embedding.is_(None),

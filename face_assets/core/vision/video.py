@@ -18,8 +18,8 @@ import numpy as np
 from face_assets.core.vision.transforms import MediaDecodeError, read_error
 from face_assets.core.vision.types import RGBImage
 
-# The short container names FFmpeg gives the formats people keep videos in; "mov,mp4,..." is
-# one demuxer for MP4, MOV and M4V, "matroska,webm" one for MKV and WEBM.
+# The FFmpeg demuxers of the formats people keep videos in, and the names stored for them;
+# "mov,mp4,..." is one demuxer for MP4, MOV and M4V, "matroska,webm" one for MKV and WEBM.
 VIDEO_CONTAINERS = {
     "mov,mp4,m4a,3gp,3g2,mj2": "MP4",
     "matroska,webm": "MATROSKA",
@@ -28,6 +28,9 @@ VIDEO_CONTAINERS = {
     "mpegts": "MPEGTS",
     "flv": "FLV",
     "asf": "ASF",
+    "ogg": "OGG",
+    "mxf": "MXF",
+    "dv": "DV",
 }
 # Brands of the "mov,mp4" demuxer that are QuickTime rather than MP4.
 _QUICKTIME_BRANDS = frozenset({"qt"})
@@ -87,7 +90,7 @@ def _reason(error: Exception) -> str:
 
 
 def _format_name(container, stream) -> str:  # type: ignore[no-untyped-def]
-    name = VIDEO_CONTAINERS.get(container.format.name, container.format.name.split(",")[0].upper())
+    name = VIDEO_CONTAINERS[container.format.name]
     if name == "MP4":
         brand = str(container.metadata.get("major_brand", "")).strip().lower()
         name = "MOV" if brand in _QUICKTIME_BRANDS else "MP4"
@@ -105,8 +108,10 @@ def probe_video(path: Path) -> VideoInfo:
             kind = "audio only" if container.streams.audio else "no video stream"
             raise MediaDecodeError(f"{path}: {kind}, not a video")
         stream = container.streams.video[0]
-        if container.format.name in ("image2", "png_pipe", "jpeg_pipe", "gif", "webp_pipe"):
-            raise MediaDecodeError(f"{path}: a still image, not a video")
+        if container.format.name not in VIDEO_CONTAINERS:
+            # FFmpeg reads far more than videos (ANSI art as "tty", image sequences, animated
+            # GIFs): only the containers people keep videos in are videos here.
+            raise MediaDecodeError(f"{path}: {container.format.name} is not a video format")
         rate = stream.average_rate or stream.guessed_rate or stream.base_rate
         fps = float(rate) if rate else 0.0
         duration = 0.0
