@@ -9,6 +9,7 @@ import dagster as dg
 import pytest
 from sqlalchemy import select
 
+from face_assets.core.export import export_persons
 from face_assets.core.storage.schema import FacesTable, MediaFileTable, MediaItemsTable
 from face_assets.core.storage.store import FaceStore
 from face_assets.runs import materialize_pipeline
@@ -102,6 +103,21 @@ def test_a_video_s_faces_are_found_frame_by_frame_and_a_rerun_does_nothing(
         persons_of_track.setdefault(face["TrackId"], set()).add(face["PersonId"])
     assert all(len(persons) == 1 for persons in persons_of_track.values())  # a track goes as one
     assert run.metadata()["face_embeddings"]["video_tracks"] == len(tracks) + 1  # and portrait's
+
+    # The export: the video in the folder of each person in it, and its box file.
+    out = tmp_path / "export"
+    export_persons(store, out)
+    lines = (out / f"boxes/party-{party['Id']}.csv").read_text().splitlines()
+    assert lines[0] == "frame,time_s,x1,y1,x2,y2,person_id,track_id"
+    rows = [line.split(",") for line in lines[1:]]
+    assert [(int(r[0]), float(r[1])) for r in rows] == sorted(frames)
+    assert {(r[6], int(r[7])) for r in rows} == {(str(f["PersonId"] or ""), f["TrackId"]) for f in faces}
+    in_party = {f["PersonId"] for f in faces if f["PersonId"]}
+    assert in_party  # her three seconds alone are enough to make a person
+    folders = {p.parent.name for p in out.glob("*/party.mp4")}
+    assert len(folders) == len(in_party) and all(any(f"({pid})" in d for d in folders) for pid in in_party)
+    again = export_persons(store, out)
+    assert (again.added, again.removed) == (0, 0)
 
     skipped = "\n".join(run.metadata()["media_items"]["skipped_files"]["lines"])  # type: ignore[index]
     assert f"{library / 'cut.mp4'}: an MP4/MOV file without its index, cut short" in skipped

@@ -6,6 +6,7 @@ changed, and never touches files it did not write (it keeps a manifest of its ow
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -73,31 +74,74 @@ def _link_or_copy(source: Path, target: Path) -> None:
         shutil.copy2(source, target)  # another file system, or links not allowed
 
 
+BOX_FILE_HEADER = "frame,time_s,x1,y1,x2,y2,person_id,track_id\n"
+
+
+def box_files(store: FaceStore) -> dict[str, str]:
+    """Relative path -> text of each video's box file: a line per face, in frame order."""
+    files: dict[str, str] = {}
+    for item_id, (path, rows) in store.video_boxes().items():
+        lines = [BOX_FILE_HEADER]
+        for row in rows:
+            x1, y1, x2, y2 = (float(v) for v in json.loads(row.BoundingBox)[:4])
+            box = [f"{v:.1f}" for v in (x1, y1, x2, y2)]
+            cells = [
+                row.FrameNumber,
+                f"{row.FrameTime or 0.0:.3f}",
+                *box,
+                row.PersonId or "",
+                row.TrackId or "",
+            ]
+            lines.append(",".join(str(c) for c in cells) + "\n")
+        stem = re.sub(r"[^\w .-]+", "_", path.stem).strip(" .") or "video"
+        files[f"boxes/{stem}-{item_id}.csv"] = "".join(lines)
+    return files
+
+
+def _generated(text: str) -> str:
+    """The manifest's record of a file the export wrote itself: its content's digest."""
+    return "generated:" + hashlib.sha256(text.encode("utf-8")).hexdigest()[:20]
+
+
+def _write_text(target: Path, text: str) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(f".{target.name}.tmp")
+    partial.write_text(text, encoding="utf-8")
+    partial.replace(target)
+
+
 def export_persons(store: FaceStore, out: Path, thumbnail_dir: Path | None = None) -> ExportChange:
-    """Brings `out` in step with the persons: originals (or, given `thumbnail_dir`, thumbnails)."""
+    """Brings `out` in step with the persons: originals (or, given `thumbnail_dir`, thumbnails),
+    and a box file per video under `boxes/`."""
     out.mkdir(parents=True, exist_ok=True)
     manifest_path = out / MANIFEST
     previous: dict[str, str] = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
     wanted = _wanted(store, thumbnail_dir)
+    texts = box_files(store)
+    records = {relative: str(source) for relative, source in wanted.items()}
+    records |= {relative: _generated(text) for relative, text in texts.items()}
     removed = 0
     for relative, old_source in previous.items():
-        if wanted.get(relative) != Path(old_source):
+        if records.get(relative) != old_source:
             (out / relative).unlink(missing_ok=True)
             removed += 1
     added = kept = 0
     written: dict[str, str] = {}
-    for relative, source in sorted(wanted.items()):
+    for relative, record in sorted(records.items()):
         target = out / relative
-        if previous.get(relative) == str(source) and target.exists():
+        if previous.get(relative) == record and target.exists():
             kept += 1
-        elif source.is_file():
+        elif relative in texts:
+            _write_text(target, texts[relative])
+            added += 1
+        elif wanted[relative].is_file():
             target.unlink(missing_ok=True)
-            _link_or_copy(source, target)
+            _link_or_copy(wanted[relative], target)
             added += 1
         else:
-            logger.warning("not exported: %s is missing", source)
+            logger.warning("not exported: %s is missing", wanted[relative])
             continue
-        written[relative] = str(source)
+        written[relative] = record
     for folder in sorted({p.parent for p in (out / r for r in previous)}, reverse=True):
         if folder != out and folder.is_dir() and not any(folder.iterdir()):
             folder.rmdir()  # a person that is gone, or renamed

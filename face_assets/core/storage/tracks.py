@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -12,9 +13,9 @@ from numpy.typing import NDArray
 from sqlalchemy import Engine, bindparam, exists, false, or_, select, update
 
 from face_assets.core.batch import IdRange
-from face_assets.core.storage.codecs import decode_embedding
-from face_assets.core.storage.schema import FacesTable, MediaItemsTable, utcnow
-from face_assets.core.storage.terms import in_range, not_rejected
+from face_assets.core.storage.codecs import decode_embedding, media_path
+from face_assets.core.storage.schema import FacesTable, MediaFileTable, MediaItemsTable, utcnow
+from face_assets.core.storage.terms import FILE_COLUMNS, in_range, not_rejected
 
 
 @dataclass(frozen=True)
@@ -75,6 +76,31 @@ class TracksMixin:
             )
             for item, rows in videos.items()
         ]
+
+    def video_boxes(self) -> dict[int, tuple[Path, list[Any]]]:
+        """Every video's faces for its box file, by media item: the file, then rows of frame
+        number, time, box (JSON), person id and track id, in frame order."""
+        query = (
+            select(
+                FacesTable.c.MediaItemId,
+                FacesTable.c.FrameNumber,
+                FacesTable.c.FrameTime,
+                FacesTable.c.BoundingBox,
+                FacesTable.c.PersonId,
+                FacesTable.c.TrackId,
+                *FILE_COLUMNS,
+            )  # fmt: skip
+            .join(MediaItemsTable, MediaItemsTable.c.Id == FacesTable.c.MediaItemId)
+            .join(MediaFileTable, MediaFileTable.c.Id == MediaItemsTable.c.MediaFileId)
+            .where(MediaItemsTable.c.Duration.isnot(None), not_rejected())
+            .order_by(FacesTable.c.MediaItemId, FacesTable.c.FrameNumber, FacesTable.c.Id)
+        )
+        videos: dict[int, tuple[Path, list[Any]]] = {}
+        with self.engine.connect() as conn:
+            for row in conn.execute(query):
+                path = media_path(row.FilePath, row.FileName, row.PathKey)
+                videos.setdefault(row.MediaItemId, (path, []))[1].append(row)
+        return videos
 
     def save_tracks(self, face_ids: Sequence[int], track_ids: Sequence[int]) -> None:
         """One video's tracks, in one transaction: TrackId is the id of the track's first face."""
