@@ -412,8 +412,10 @@ def cmd_unlock(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from face_assets.core.export import export_persons
 
-    thumbnails = _settings().resolved_thumbnail_dir() if args.thumbnails else None
-    change = export_persons(_store(), Path(args.dir), thumbnails)
+    folder = _settings().resolved_thumbnail_dir()
+    change = export_persons(
+        _store(), Path(args.dir), folder if args.thumbnails else None, montages_from=folder
+    )
     print(f"{args.dir}: {change.added} added, {change.removed} removed, {change.kept} unchanged")
     return 0
 

@@ -7,9 +7,11 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
+from PIL import Image
 from sqlalchemy import select
 
 from face_assets.core.export import export_persons
+from face_assets.core.montage import TILE_PX
 from face_assets.core.storage.schema import FacesTable, MediaFileTable, MediaItemsTable
 from face_assets.core.storage.store import FaceStore
 from face_assets.runs import materialize_pipeline
@@ -106,7 +108,7 @@ def test_a_video_s_faces_are_found_frame_by_frame_and_a_rerun_does_nothing(
 
     # The export: the video in the folder of each person in it, and its box file.
     out = tmp_path / "export"
-    export_persons(store, out)
+    export_persons(store, out, montages_from=thumbnails)
     lines = (out / f"boxes/party-{party['Id']}.csv").read_text().splitlines()
     assert lines[0] == "frame,time_s,x1,y1,x2,y2,person_id,track_id"
     rows = [line.split(",") for line in lines[1:]]
@@ -116,7 +118,16 @@ def test_a_video_s_faces_are_found_frame_by_frame_and_a_rerun_does_nothing(
     assert in_party  # her three seconds alone are enough to make a person
     folders = {p.parent.name for p in out.glob("*/party.mp4")}
     assert len(folders) == len(in_party) and all(any(f"({pid})" in d for d in folders) for pid in in_party)
-    again = export_persons(store, out)
+    # A montage per person: one tile per track, not per frame.
+    for pid in in_party:
+        (sheet,) = out.glob(f"montages/*({pid}).jpg")
+        person_faces = store.faces_by_person(pid)[pid]
+        tiles = len({f.track_id for f in person_faces if f.track_id}) + sum(
+            not f.track_id for f in person_faces
+        )
+        with Image.open(sheet) as image:
+            assert image.size == (min(tiles, 10) * TILE_PX, -(-tiles // 10) * TILE_PX)
+    again = export_persons(store, out, montages_from=thumbnails)
     assert (again.added, again.removed) == (0, 0)
 
     skipped = "\n".join(run.metadata()["media_items"]["skipped_files"]["lines"])  # type: ignore[index]

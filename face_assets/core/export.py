@@ -6,6 +6,7 @@ changed, and never touches files it did not write (it keeps a manifest of its ow
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -13,13 +14,14 @@ import os
 import pickle
 import re
 import shutil
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from face_assets.core.montage import montage_digest, montage_faces, write_montage
 from face_assets.core.storage.store import FaceStore
 from face_assets.core.vision.transforms import MediaDecodeError, embedding_crop, load_image
 from face_assets.core.vision.types import FaceDetector, FaceEmbedder
@@ -103,23 +105,45 @@ def _generated(text: str) -> str:
     return "generated:" + hashlib.sha256(text.encode("utf-8")).hexdigest()[:20]
 
 
-def _write_text(target: Path, text: str) -> None:
+def _write_text(target: Path, *, text: str) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_name(f".{target.name}.tmp")
     partial.write_text(text, encoding="utf-8")
     partial.replace(target)
 
 
-def export_persons(store: FaceStore, out: Path, thumbnail_dir: Path | None = None) -> ExportChange:
+def montages(store: FaceStore, thumbnail_dir: Path) -> dict[str, tuple[str, Callable[[Path], None]]]:
+    """Relative path -> (digest, writer) of each person's montage under `montages/`."""
+    out: dict[str, tuple[str, Callable[[Path], None]]] = {}
+    faces = store.faces_by_person()
+    for person in store.list_persons():
+        tiles = montage_faces(faces.get(person.id, []))
+        if tiles:
+            out[f"montages/{_folder_name(person.name, person.id)}.jpg"] = (
+                "generated:" + montage_digest(tiles),
+                functools.partial(write_montage, tiles, thumbnail_dir),
+            )
+    return out
+
+
+def export_persons(
+    store: FaceStore, out: Path, thumbnail_dir: Path | None = None, montages_from: Path | None = None
+) -> ExportChange:
     """Brings `out` in step with the persons: originals (or, given `thumbnail_dir`, thumbnails),
-    and a box file per video under `boxes/`."""
+    a box file per video under `boxes/`, and with `montages_from` (the thumbnail folder) a
+    montage per person under `montages/`."""
     out.mkdir(parents=True, exist_ok=True)
     manifest_path = out / MANIFEST
     previous: dict[str, str] = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
     wanted = _wanted(store, thumbnail_dir)
-    texts = box_files(store)
+    generated: dict[str, tuple[str, Callable[[Path], None]]] = {
+        relative: (_generated(text), functools.partial(_write_text, text=text))
+        for relative, text in box_files(store).items()
+    }
+    if montages_from is not None:
+        generated |= montages(store, montages_from)
     records = {relative: str(source) for relative, source in wanted.items()}
-    records |= {relative: _generated(text) for relative, text in texts.items()}
+    records |= {relative: digest for relative, (digest, _) in generated.items()}
     removed = 0
     for relative, old_source in previous.items():
         if records.get(relative) != old_source:
@@ -131,8 +155,8 @@ def export_persons(store: FaceStore, out: Path, thumbnail_dir: Path | None = Non
         target = out / relative
         if previous.get(relative) == record and target.exists():
             kept += 1
-        elif relative in texts:
-            _write_text(target, texts[relative])
+        elif relative in generated:
+            generated[relative][1](target)
             added += 1
         elif wanted[relative].is_file():
             target.unlink(missing_ok=True)

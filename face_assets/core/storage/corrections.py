@@ -41,6 +41,8 @@ class FaceRow:
     box_xyxy: list[float]
     thumbnail: str | None
     assigned_by: str | None
+    time_s: float | None = None  # a video face's time in its video
+    track_id: int | None = None
 
 
 def _require_person(conn: Connection, person_id: int) -> None:
@@ -137,6 +139,8 @@ class CorrectionsMixin:
                 FacesTable.c.BoundingBox,
                 FacesTable.c.ThumbnailPath,
                 FacesTable.c.PersonAssignedBy,
+                FacesTable.c.FrameTime,
+                FacesTable.c.TrackId,
                 MediaFileTable.c.FilePath,
                 MediaFileTable.c.FileName,
                 MediaFileTable.c.PathKey,
@@ -164,6 +168,8 @@ class CorrectionsMixin:
                         json.loads(r.BoundingBox or "[]"),
                         r.ThumbnailPath,
                         r.PersonAssignedBy,
+                        r.FrameTime,
+                        r.TrackId,
                     )  # fmt: skip
                 )
         return grouped
