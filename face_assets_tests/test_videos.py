@@ -127,6 +127,9 @@ def test_a_video_s_faces_are_found_frame_by_frame_and_a_rerun_does_nothing(
         )
         with Image.open(sheet) as image:
             assert image.size == (min(tiles, 10) * TILE_PX, -(-tiles // 10) * TILE_PX)
+    # The gallery shows a video's faces with their time in it.
+    page = Path(str(run.metadata()["person_gallery"]["page"])).read_text()
+    assert 'title="party.mp4 at 0:0' in page and "<figcaption>0:0" in page
     again = export_persons(store, out, montages_from=thumbnails)
     assert (again.added, again.removed) == (0, 0)
 

@@ -13,6 +13,8 @@ import numpy as np
 from numpy.typing import NDArray
 from PIL import Image, ImageDraw
 
+from face_assets.core.montage import montage_faces
+from face_assets.core.storage.corrections import FaceRow
 from face_assets.core.storage.store import FaceStore
 
 logger = logging.getLogger(__name__)
@@ -94,6 +96,14 @@ def _img(src: Path, page_dir: Path, alt: str, css: str) -> str:
     return f'<img class="{css}" src="{html.escape(relative)}" alt="{html.escape(alt)}" loading="lazy">'
 
 
+def _tile(thumbnail_dir: Path, page_dir: Path, face: FaceRow, caption: str) -> str:
+    image = _img(thumbnail_dir / str(face.thumbnail), page_dir, f"face {face.id}", "face")
+    if not caption:
+        return image
+    title = html.escape(f"{face.path.name} at {caption}")
+    return f'<figure class="tile" title="{title}">{image}<figcaption>{caption}</figcaption></figure>'
+
+
 def write_gallery(store: FaceStore, thumbnail_dir: Path, page: Path, map_png: Path | None = None) -> Gallery:
     """`page`: one section per person (portrait, name, face count, contact sheet), unassigned last."""
     page_dir = page.parent
@@ -105,10 +115,11 @@ def write_gallery(store: FaceStore, thumbnail_dir: Path, page: Path, map_png: Pa
     for person in persons:
         faces = [f for f in faces_of.get(person.id, []) if f.thumbnail]
         portrait = portraits.get(person.id) or (faces[0].thumbnail if faces else None)
-        sheet = "".join(_img(thumbnail_dir / f.thumbnail, page_dir, f"face {f.id}", "face")
-                        for f in faces[:CONTACT_SHEET] if f.thumbnail)  # fmt: skip
+        # One tile per photo face and per video track, a video's with its time in the video.
+        tiles = montage_faces(faces)
+        sheet = "".join(_tile(thumbnail_dir, page_dir, f, caption) for f, caption in tiles[:CONTACT_SHEET])
         more = (
-            f'<p class="more">and {len(faces) - CONTACT_SHEET} more</p>' if len(faces) > CONTACT_SHEET else ""
+            f'<p class="more">and {len(tiles) - CONTACT_SHEET} more</p>' if len(tiles) > CONTACT_SHEET else ""
         )
         head = _img(thumbnail_dir / portrait, page_dir, "portrait", "portrait") if portrait else ""
         sections.append(
@@ -132,6 +143,7 @@ section {{ border-top: 1px solid #ddd; padding: 12px 0; }}
 .portrait {{ float: left; width: 112px; height: 112px; margin-right: 16px; border-radius: 8px; }}
 .sheet {{ clear: both; display: flex; flex-wrap: wrap; gap: 4px; padding-top: 8px; }}
 .face {{ width: 56px; height: 56px; border-radius: 4px; }}
+.tile {{ margin: 0; text-align: center; font-size: 11px; color: #555; }}
 .map {{ max-width: 100%; border: 1px solid #ddd; }}
 </style></head><body>
 <h1>Persons</h1><p>{len(persons)} persons, {len(unassigned)} unassigned faces</p>{figure}
