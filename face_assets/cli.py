@@ -337,10 +337,11 @@ def cmd_persons(args: argparse.Namespace) -> int:
     store = _store()
     action = args.persons_command
     if action == "list":
-        print(f"{'id':>6}  {'faces':>5}  name")
+        # Appearances: photo faces, and each video track once (one scene, not each of its frames).
+        print(f"{'id':>6}  {'faces':>5}  {'appearances':>11}  name")
         for person in correction.list_persons(store):
             mark = "" if person.user_named else "  (automatic name)"
-            print(f"{person.id:>6}  {person.faces:>5}  {person.name}{mark}")
+            print(f"{person.id:>6}  {person.faces:>5}  {person.appearances:>11}  {person.name}{mark}")
     elif action == "show":
         for face in correction.person_faces(store, args.id):
             box = [round(v) for v in face.box_xyxy]

@@ -118,13 +118,14 @@ def test_a_video_s_faces_are_found_frame_by_frame_and_a_rerun_does_nothing(
     assert in_party  # her three seconds alone are enough to make a person
     folders = {p.parent.name for p in out.glob("*/party.mp4")}
     assert len(folders) == len(in_party) and all(any(f"({pid})" in d for d in folders) for pid in in_party)
-    # A montage per person: one tile per track, not per frame.
+    # A montage per person: one tile per track, not per frame; the count of appearances alike.
+    appearances = {p.id: p.appearances for p in store.list_persons()}
     for pid in in_party:
         (sheet,) = out.glob(f"montages/*({pid}).jpg")
         person_faces = store.faces_by_person(pid)[pid]
-        tiles = len({f.track_id for f in person_faces if f.track_id}) + sum(
-            not f.track_id for f in person_faces
-        )
+        tracks_of_person = {f.track_id for f in person_faces if f.track_id}
+        tiles = len(tracks_of_person) + sum(not f.track_id for f in person_faces)
+        assert appearances[pid] == tiles < len(person_faces)
         with Image.open(sheet) as image:
             assert image.size == (min(tiles, 10) * TILE_PX, -(-tiles // 10) * TILE_PX)
     # The gallery shows a video's faces with their time in it.

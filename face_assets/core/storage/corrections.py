@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, and_, delete, func, insert, or_, select, true, update
+from sqlalchemy import Connection, Engine, and_, case, delete, func, insert, or_, select, true, update
 
 from face_assets.core.storage.codecs import chunks, media_path
 from face_assets.core.storage.errors import CorrectionError
@@ -30,6 +30,7 @@ class PersonRow:
     name: str
     faces: int
     user_named: bool
+    appearances: int = 0  # photo faces, and each video track once
 
 
 @dataclass(frozen=True)
@@ -120,14 +121,26 @@ class CorrectionsMixin:
     def list_persons(self) -> list[PersonRow]:
         """Every person with its face count, largest first."""
         count = func.count(FacesTable.c.Id)
+        # A track's faces count once: its id is its first face's, never another face's negated id.
+        sighting = case((FacesTable.c.TrackId.isnot(None), FacesTable.c.TrackId), else_=-FacesTable.c.Id)
+        appearances = func.count(sighting.distinct())
         query = (
-            select(PersonsTable.c.Id, PersonsTable.c.Name, PersonsTable.c.IsUserNamed, count.label("faces"))
+            select(
+                PersonsTable.c.Id,
+                PersonsTable.c.Name,
+                PersonsTable.c.IsUserNamed,
+                count.label("faces"),
+                appearances.label("appearances"),
+            )  # fmt: skip
             .outerjoin(FacesTable, FacesTable.c.PersonId == PersonsTable.c.Id)
             .group_by(PersonsTable.c.Id, PersonsTable.c.Name, PersonsTable.c.IsUserNamed)
             .order_by(count.desc(), PersonsTable.c.Id)
         )
         with self.engine.connect() as conn:
-            return [PersonRow(r.Id, r.Name or "", r.faces, bool(r.IsUserNamed)) for r in conn.execute(query)]
+            return [
+                PersonRow(r.Id, r.Name or "", r.faces, bool(r.IsUserNamed), r.appearances)
+                for r in conn.execute(query)
+            ]
 
     def faces_by_person(self, person_id: int | None = None) -> dict[int, list[FaceRow]]:
         """The faces of one person (an unknown Id is an error), or of every person, in one query."""
