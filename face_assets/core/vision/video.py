@@ -99,26 +99,34 @@ def _format_name(container, stream) -> str:  # type: ignore[no-untyped-def]
     return name[:16]
 
 
+def _video_stream(path: Path, container):  # type: ignore[no-untyped-def]
+    """The file's first video stream; MediaDecodeError when it has none (sound only)."""
+    if not container.streams.video:
+        kind = "audio only" if container.streams.audio else "no video stream"
+        raise MediaDecodeError(f"{path}: {kind}, not a video")
+    return container.streams.video[0]
+
+
+def _duration(container, stream) -> float:  # type: ignore[no-untyped-def]
+    """Seconds the video declares: its stream's length, else the container's; 0 when unknown."""
+    if stream.duration and stream.time_base:
+        return float(stream.duration * stream.time_base)
+    return container.duration / 1_000_000 if container.duration else 0.0
+
+
 def probe_video(path: Path) -> VideoInfo:
     """What `path` is as a video; MediaDecodeError says why it is none (text, audio only, ...)."""
     path = Path(path)
     container = _open(path)
     try:
-        if not container.streams.video:
-            kind = "audio only" if container.streams.audio else "no video stream"
-            raise MediaDecodeError(f"{path}: {kind}, not a video")
-        stream = container.streams.video[0]
+        stream = _video_stream(path, container)
         if container.format.name not in VIDEO_CONTAINERS:
             # FFmpeg reads far more than videos (ANSI art as "tty", image sequences, animated
             # GIFs): only the containers people keep videos in are videos here.
             raise MediaDecodeError(f"{path}: {container.format.name} is not a video format")
         rate = stream.average_rate or stream.guessed_rate or stream.base_rate
         fps = float(rate) if rate else 0.0
-        duration = 0.0
-        if stream.duration is not None and stream.time_base is not None:
-            duration = float(stream.duration * stream.time_base)
-        elif container.duration is not None:
-            duration = container.duration / 1_000_000
+        duration = _duration(container, stream)
         rotation = _first_rotation(container, stream)
         width, height = stream.codec_context.width, stream.codec_context.height
         if rotation % 180:
@@ -145,7 +153,7 @@ def _first_rotation(container, stream) -> int:  # type: ignore[no-untyped-def]
     raise MediaDecodeError(f"{container.name}: no frame could be decoded")
 
 
-def sample_times(duration_s: float, fps: float, max_frames: int) -> float:
+def sample_interval(duration_s: float, fps: float, max_frames: int) -> float:
     """The sampling interval in seconds: one frame every 1/fps, spread wider over a video too
     long for `max_frames`, so that the whole of it is looked at rather than its beginning."""
     if fps <= 0:
@@ -181,15 +189,10 @@ def sample_frames(
     path = Path(path)
     container = _open(path)
     try:
-        if not container.streams.video:
-            kind = "audio only" if container.streams.audio else "no video stream"
-            raise MediaDecodeError(f"{path}: {kind}, not a video")
-        stream = container.streams.video[0]
+        stream = _video_stream(path, container)
         stream.thread_type = "AUTO"  # FFmpeg's frame threads: decoding costs a fraction of the models
-        duration = float(stream.duration * stream.time_base) if stream.duration and stream.time_base else 0.0
-        if not duration and container.duration:
-            duration = container.duration / 1_000_000
-        interval = sample_times(duration, fps, max_frames)
+        duration = _duration(container, stream)
+        interval = sample_interval(duration, fps, max_frames)
         last_wanted = max(wanted) if wanted else None
         start: float | None = None
         next_time, at, sampled, number = 0.0, 0.0, 0, -1
