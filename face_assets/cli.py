@@ -231,13 +231,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     outcome = _run_steps(args, MODES["all"], folder, demo=sample)
     _print_persons(outcome)
     if sample and not args.dry_run:
-        from face_assets.core.evaluation import labelled_images
+        from face_assets.core.evaluation import labelled_media
         from face_assets.core.storage.store import FaceStore
         from face_assets.evaluate import score_store
 
         assert folder is not None
         store = FaceStore.from_url(outcome["url"])
-        _print_evaluation(score_store(store, labelled_images(folder), "largest"))
+        _print_evaluation(score_store(store, labelled_media(folder), "largest"))
         store.dispose()
         print(f"gallery: {_demo_dir() / 'gallery' / 'index.html'}")
     return 0
@@ -580,7 +580,7 @@ def build_parser() -> argparse.ArgumentParser:
     encode.add_argument("-o", "--output", required=True)
     encode.set_defaults(func=cmd_encode)
 
-    evaluate = sub.add_parser("evaluate", help="score persons against <identity>/<image> labels")
+    evaluate = sub.add_parser("evaluate", help="score persons against <identity>/<photo or video> labels")
     evaluate.add_argument("dir")
     evaluate.add_argument("--json", action="store_true")
     evaluate.add_argument("--pick", choices=("largest", "center"), default="largest")

@@ -3,6 +3,7 @@ a real database on each backend."""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import dagster as dg
@@ -14,6 +15,7 @@ from face_assets.core.export import export_persons
 from face_assets.core.montage import TILE_PX
 from face_assets.core.storage.schema import FacesTable, MediaFileTable, MediaItemsTable
 from face_assets.core.storage.store import FaceStore
+from face_assets.evaluate import evaluate_folder
 from face_assets.runs import materialize_pipeline
 from face_assets_tests.clips import Scene, make_audio_only, make_clip, truncate
 from face_assets_tests.test_assets import snapshot
@@ -157,3 +159,24 @@ def test_a_video_s_faces_are_found_frame_by_frame_and_a_rerun_does_nothing(
     )
     assert again.success
     assert snapshot(store, thumbnails) == before
+
+
+def test_evaluate_scores_each_appearance_in_labelled_videos_beside_photos(
+    tmp_path: Path, celebrity_folder: Path, models_dir: Path
+) -> None:
+    labelled = tmp_path / "labelled"
+    for identity, suffix in (("madonna", ".mp4"), ("elton_john", ".webm")):
+        photos = sorted((celebrity_folder / "train" / identity).glob("*.jpg"))
+        (labelled / identity).mkdir(parents=True)
+        # Two scenes of the person with nobody on screen for longer than a track bridges.
+        scenes = [Scene([photos[0]], 3.0, "pan"), Scene([], 4.0), Scene([photos[1]], 3.0, "zoom")]
+        make_clip(labelled / identity / f"clip{suffix}", scenes)
+        for photo in photos[2:6]:
+            shutil.copy(photo, labelled / identity / photo.name)
+
+    report = evaluate_folder(labelled)
+
+    assert (report["identities"], report["videos"], report["misses"]) == (2, 2, 0)
+    assert report["video_appearances"] == 4  # each scene once, however many frames it has
+    assert report["bcubed_precision"] == 1.0  # nobody merged with the other
+    assert report["persons"] >= 2

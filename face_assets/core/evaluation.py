@@ -96,23 +96,44 @@ def rare_fates(
     }
 
 
-def labelled_images(folder: Path) -> list[tuple[Path, str]]:
-    """(image, identity) for the `<identity>/<image>` layout, at any depth below `folder`.
+def _labelled(folder: Path, videos: bool) -> list[tuple[Path, str]]:
+    from face_assets.core.vision.transforms import MediaDecodeError, sniff_image_format
+    from face_assets.core.vision.video import probe_video
 
-    The identity is the image's parent folder name, so `train/<identity>/x.jpg` and
-    `val/<identity>/y.jpg` share one label.
-    """
-    from face_assets.core.vision.transforms import sniff_image_format
+    def is_media(path: Path) -> bool:
+        if sniff_image_format(path) is not None:
+            return True
+        if not videos:
+            return False
+        try:
+            probe_video(path)
+        except MediaDecodeError:
+            return False
+        return True
 
-    images = [
+    found = [
         (path, path.parent.name)
         for path in sorted(folder.rglob("*"))
-        if path.is_file() and not path.name.startswith(".") and path.parent != folder
-        and sniff_image_format(path) is not None
+        if path.is_file() and not path.name.startswith(".") and path.parent != folder and is_media(path)
     ]  # fmt: skip
-    if not images:
-        raise LabelsError(f"{folder}: no images in <identity>/<image> layout")
-    return images
+    if not found:
+        kind = "photos or videos" if videos else "images"
+        raise LabelsError(f"{folder}: no {kind} in <identity>/<file> layout")
+    return found
+
+
+def labelled_media(folder: Path) -> list[tuple[Path, str]]:
+    """(photo or video, identity) for the `<identity>/<file>` layout, at any depth below `folder`.
+
+    The identity is the file's parent folder name, so `train/<identity>/x.jpg` and
+    `val/<identity>/y.mp4` share one label. A video is labelled with its one person.
+    """
+    return _labelled(folder, videos=True)
+
+
+def labelled_images(folder: Path) -> list[tuple[Path, str]]:
+    """Photos only (the throughput benchmarks count photos), same layout as `labelled_media`."""
+    return _labelled(folder, videos=False)
 
 
 def pick_face(faces: Sequence[dict[str, Any]], size: tuple[int, int] | None, how: Pick) -> int:
@@ -131,3 +152,30 @@ def pick_face(faces: Sequence[dict[str, Any]], size: tuple[int, int] | None, how
         return float(((x1 + x2) / 2 - cx) ** 2 + ((y1 + y2) / 2 - cy) ** 2)
 
     return min(range(len(faces)), key=lambda i: distance(faces[i]))
+
+
+def video_appearances(
+    found: list[dict[str, Any]], size: tuple[int, int] | None, pick: Pick
+) -> list[int | None]:
+    """A labelled video's persons, one per appearance of its person. In each frame `pick`
+    votes for one face, as in a photo; the labelled person is on screen at most once per
+    frame, so tracks are taken by their votes, most first, skipping any that shares a frame
+    with one already taken (a spurious face that outgrew the person in one frame loses to
+    the track that won the other frames). Each taken track is one appearance."""
+    by_frame: dict[int, list[dict[str, Any]]] = {}
+    for face in found:
+        by_frame.setdefault(face["frame"] or 0, []).append(face)
+    picked = {faces[pick_face(faces, size, pick)]["id"] for faces in by_frame.values()}
+    tracks: dict[int, dict[str, Any]] = {}
+    for face in found:
+        key = face["track_id"] if face["track_id"] is not None else -face["id"]
+        track = tracks.setdefault(key, {"votes": 0, "frames": set(), "person": face["person_id"]})
+        track["votes"] += face["id"] in picked
+        track["frames"].add(face["frame"] or 0)
+    taken: list[dict[str, Any]] = []
+    on_screen: set[int] = set()
+    for track in sorted(tracks.values(), key=lambda t: (-t["votes"], -len(t["frames"]))):
+        if track["votes"] and not track["frames"] & on_screen:
+            taken.append(track)
+            on_screen |= track["frames"]
+    return [track["person"] for track in taken]

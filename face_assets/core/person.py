@@ -65,6 +65,7 @@ def settle(
     waiting: NDArray[np.bool_],
     params: ClusterParams,
     graph: KnnGraph,
+    weights: NDArray[np.int64] | None = None,
 ) -> tuple[NDArray[np.int64], list[NDArray[np.int64]]]:
     """Pure, row-aligned: applies the membership rule (membership.py) to a fixed point. Rows
     with `waiting` set may join any person, existing (`assigned` ids) or new (`groups` of row
@@ -83,7 +84,7 @@ def settle(
     rule = membership.Rule(params.match_threshold, params.vote_threshold, params.vote_neighbours)
     labels = membership.fixed_point(
         vectors, labels, len(ids), waiting, media_item_ids, graph, rule,
-        params.merge_threshold, params.min_cluster_size,
+        params.merge_threshold, params.min_cluster_size, weights,
     )  # fmt: skip
     new_rows = [np.flatnonzero(labels == len(ids) + k) for k in range(len(groups))]
     existing = (labels >= 0) & (labels < len(ids))
@@ -98,13 +99,14 @@ def new_groups(
     rows: NDArray[np.int64],
     params: ClusterParams,
     graph: KnnGraph,
+    weights: NDArray[np.int64] | None = None,
 ) -> list[NDArray[np.int64]]:
     """Pure: the rows clustered, on their part of the kNN graph, into groups of at least
-    min_cluster_size faces, one face per media item in each."""
+    min_cluster_size faces (a row stands for `weights` faces), one face per media item in each."""
     groups: list[NDArray[np.int64]] = []
     if not len(rows):
         return groups
-    labels = cluster_embeddings(vectors, params, graph=graph, rows=rows)
+    labels = cluster_embeddings(vectors, params, graph=graph, rows=rows, weights=weights)
     clustered = labels >= 0
     if not clustered.any():
         return groups
@@ -112,7 +114,7 @@ def new_groups(
     members_sorted, labels_sorted = rows[clustered][order], labels[clustered][order]
     for members in np.split(members_sorted, np.flatnonzero(np.diff(labels_sorted)) + 1):
         members = _split_same_media_item(np.sort(members), media_item_ids, vectors)
-        if len(members) >= params.min_cluster_size:
+        if (len(members) if weights is None else int(weights[members].sum())) >= params.min_cluster_size:
             groups.append(members)
     return groups
 
@@ -123,6 +125,7 @@ def plan_persons(
     clustered: NDArray[np.bool_],
     vectors: NDArray[np.float32],
     params: ClusterParams,
+    weights: NDArray[np.int64] | None = None,
 ) -> tuple[NDArray[np.int64], list[NDArray[np.int64]], bool]:
     """Pure planning step, row-aligned with the inputs.
 
@@ -133,11 +136,11 @@ def plan_persons(
     graph = knn_graph(vectors, params.neighbours, params.random_state)
     waiting = person_ids == NOISE
     # Join known persons, cluster what is left, then settle old and new persons together.
-    assigned, _ = settle(media_item_ids, vectors, person_ids, [], waiting, params, graph)
+    assigned, _ = settle(media_item_ids, vectors, person_ids, [], waiting, params, graph, weights)
     rest = np.flatnonzero(assigned == NOISE)
     ran = bool(len(rest)) and not bool(clustered[rest].all())
-    groups = new_groups(media_item_ids, vectors, rest, params, graph) if ran else []
-    final, groups = settle(media_item_ids, vectors, assigned, groups, waiting, params, graph)
+    groups = new_groups(media_item_ids, vectors, rest, params, graph, weights) if ran else []
+    final, groups = settle(media_item_ids, vectors, assigned, groups, waiting, params, graph, weights)
     return final, groups, ran
 
 
@@ -179,7 +182,7 @@ def _update_persons(store: FaceStore, params: ClusterParams) -> PersonUpdate:
     seen = collapse_tracks(data.track_ids, data.vectors, params.min_cluster_size)
     r = seen.rows
     final, groups, ran = plan_persons(
-        data.sightings[r], data.person_ids[r], data.clustered[r], seen.vectors, params
+        data.sightings[r], data.person_ids[r], data.clustered[r], seen.vectors, params, seen.weights
     )
     final, groups = _on_tracks(data, seen, final, groups)
     newly = np.flatnonzero((data.person_ids == NOISE) & (final >= 0))
@@ -227,7 +230,7 @@ def rebuild_persons(store: FaceStore, params: ClusterParams, owner: str = "") ->
         placed, persons, sightings = data.user_placed[r], data.person_ids[r], data.sightings[r]
         candidates = np.flatnonzero(~placed)
         graph = knn_graph(seen.vectors, params.neighbours, params.random_state)
-        groups = new_groups(sightings, seen.vectors, candidates, params, graph)
+        groups = new_groups(sightings, seen.vectors, candidates, params, graph, seen.weights)
         final = np.where(placed, persons, NOISE)
         fresh: list[NDArray[np.int64]] = []
         taken_ids: set[int] = set()
@@ -241,7 +244,7 @@ def rebuild_persons(store: FaceStore, params: ClusterParams, owner: str = "") ->
             else:
                 fresh.append(members)
         # Leftovers join the person (old, rebuilt or new) they match, as in every clustering.
-        final, fresh = settle(sightings, seen.vectors, final, fresh, ~placed, params, graph)
+        final, fresh = settle(sightings, seen.vectors, final, fresh, ~placed, params, graph, seen.weights)
         final, fresh = _on_tracks(data, seen, final, fresh)
         in_fresh = np.concatenate(fresh) if fresh else np.zeros(0, dtype=np.int64)
         movable = ~data.user_placed

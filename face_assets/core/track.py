@@ -78,44 +78,39 @@ def _near(
 @dataclass(frozen=True)
 class Collapsed:
     """A library as the person planning sees it: each face of a photo, and each video track as
-    at most `representatives` rows carrying the track's mean embedding, so that a face on
-    screen for ten minutes weighs as one short scene does (enough to form a person), not as
-    six hundred faces."""
+    one row carrying the track's mean embedding, so that a face on screen for ten minutes is
+    one observation, not six hundred near-duplicates. A track's `weight` is the evidence it
+    gives that a person exists: its faces, up to min_cluster_size, so one scene of a few sharp
+    frames can make a person while it still counts once for density, votes and means."""
 
     rows: NDArray[np.int64]  # library rows the planning sees, in order
     vectors: NDArray[np.float32]  # row-aligned with `rows`
+    weights: NDArray[np.int64]  # row-aligned with `rows`: 1 for a photo's face
     tracks: list[NDArray[np.int64]]  # library rows of each track (every face of it)
-    positions: list[NDArray[np.int64]]  # positions in `rows` of each track's representatives
+    positions: list[NDArray[np.int64]]  # position in `rows` of each track's row
 
 
-def collapse_tracks(
-    track_ids: NDArray[np.int64], vectors: NDArray[np.float32], representatives: int
-) -> Collapsed:
+def collapse_tracks(track_ids: NDArray[np.int64], vectors: NDArray[np.float32], weight_cap: int) -> Collapsed:
     """`track_ids` per library row, 0 for a face in no track (a photo's)."""
     solo = np.flatnonzero(track_ids <= 0)
     in_tracks = np.flatnonzero(track_ids > 0)
     in_tracks = in_tracks[np.argsort(track_ids[in_tracks], kind="stable")]
     tracks = np.split(in_tracks, np.flatnonzero(np.diff(track_ids[in_tracks])) + 1) if len(in_tracks) else []
-    rows = [solo]
-    chosen_vectors = [vectors[solo]]
+    rows = np.empty(len(solo) + len(tracks), dtype=np.int64)
+    rows[: len(solo)] = solo
+    chosen = np.empty((len(rows), vectors.shape[1] if vectors.ndim == 2 else 0), dtype=np.float32)
+    chosen[: len(solo)] = vectors[solo]
+    weights = np.ones(len(rows), dtype=np.int64)
     positions = []
-    at = len(solo)
-    for members in tracks:
+    for k, members in enumerate(tracks):
+        at = len(solo) + k
         mean = vectors[members].astype(np.float64).mean(axis=0)
-        mean /= max(float(np.linalg.norm(mean)), 1e-12)
-        count = min(len(members), representatives)
-        # Spread over the track: its first, last and middle faces stand for it.
-        picked = members[np.unique(np.linspace(0, len(members) - 1, count).round().astype(np.int64))]
-        rows.append(picked)
-        chosen_vectors.append(np.repeat(mean[None, :].astype(np.float32), len(picked), axis=0))
-        positions.append(np.arange(at, at + len(picked)))
-        at += len(picked)
-    return Collapsed(
-        np.concatenate(rows).astype(np.int64),
-        np.vstack(chosen_vectors).astype(np.float32) if len(vectors) else vectors,
-        tracks,
-        positions,
-    )
+        chosen[at] = mean / max(float(np.linalg.norm(mean)), 1e-12)
+        # Its middle face stands for it where the planning needs one (its frame, for instance).
+        rows[at] = members[len(members) // 2]
+        weights[at] = min(len(members), weight_cap)
+        positions.append(np.array([at], dtype=np.int64))
+    return Collapsed(rows, chosen if len(vectors) else vectors, weights, tracks, positions)
 
 
 NO_PERSON = -1
@@ -130,8 +125,7 @@ def expand_tracks(
     taken: set[tuple[int, int]] | None = None,
 ) -> tuple[NDArray[np.int64], list[NDArray[np.int64]]]:
     """The planning's outcome (`final` person id or NO_PERSON per seen row, new `groups` of seen
-    positions) for the library's `size` rows: each track's faces all go where most of its
-    representatives went.
+    positions) for the library's `size` rows: each track's faces all go where its row went.
 
     A track whose faces would share a frame with a face of the same person (another track seen
     at the same time, or a `taken` (sighting, person) pair) is left without a person: two
@@ -142,7 +136,7 @@ def expand_tracks(
         group_of[members] = k
     # One code per outcome: an existing person id (>= 0), -2 - k for new group k, or NO_PERSON.
     codes = np.where(group_of >= 0, -2 - group_of, final)
-    representative = np.zeros(seen, dtype=bool)
+    representative = np.zeros(seen, dtype=bool)  # a track's row
     for positions in collapsed.positions:
         representative[positions] = True
     out = np.full(size, NO_PERSON, dtype=np.int64)

@@ -4,7 +4,15 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from face_assets.core.evaluation import labelled_images, pick_face, rare_fates, score_clusters
+from face_assets.core.evaluation import (
+    labelled_images,
+    labelled_media,
+    pick_face,
+    rare_fates,
+    score_clusters,
+    video_appearances,
+)
+from face_assets_tests.clips import Scene, make_clip
 
 
 def _clusters(predicted: list[int | None]) -> list[object]:
@@ -111,6 +119,18 @@ def test_labelled_images_reads_identity_folders_at_any_depth(tmp_path: Path) -> 
     assert dict(labelled_images(tmp_path)) == expected
 
 
+def test_labelled_media_takes_videos_by_their_bytes_and_photos_alike(tmp_path: Path) -> None:
+    photo = _png(tmp_path / "ann" / "1.png")
+    clip = make_clip(tmp_path / "ann" / "party.mov", [Scene([photo], 1.0, "still")], size=(64, 48))
+    renamed = tmp_path / "bob" / "clip.dat"  # a video whatever its name
+    renamed.parent.mkdir()
+    renamed.write_bytes(clip.read_bytes())
+    (tmp_path / "bob" / "fake.mp4").write_text("not a video")
+
+    assert dict(labelled_media(tmp_path)) == {photo: "ann", clip: "ann", renamed: "bob"}
+    assert dict(labelled_images(tmp_path)) == {photo: "ann"}  # the photo benchmarks' view
+
+
 def test_labelled_images_without_images_raises(tmp_path: Path) -> None:
     (tmp_path / "ann").mkdir()
     (tmp_path / "ann" / "readme.txt").write_text("nothing here")
@@ -133,6 +153,28 @@ def test_pick_face_nearest_the_centre_uses_width_then_height() -> None:
     faces = [_face(40, 190, 60, 210), _face(0, 0, 120, 120), _face(190, 40, 210, 60)]
     assert pick_face(faces, size, "center") == 2
     assert pick_face(faces, size, "largest") == 1
+
+
+def _video_face(face_id: int, frame: int, track: int, person: int | None, width: float) -> dict[str, object]:
+    return {"id": face_id, "frame": frame, "track_id": track, "person_id": person,
+            "box_xyxy": [0, 0, width, width]}  # fmt: skip
+
+
+def test_a_labelled_video_scores_each_appearance_of_its_person_once() -> None:
+    faces = [
+        # Frames 0-20: the person (track 1) with a smaller bystander (track 2) beside them.
+        *[_video_face(k, frame, 1, 7, 80) for k, frame in enumerate((0, 10, 20))],
+        *[_video_face(10 + k, frame, 2, 9, 30) for k, frame in enumerate((0, 10, 20))],
+        # Frames 50-70: the person again, in another scene (track 20), and then in frame 90 a
+        # face the tracker has not seen yet, which counts alone.
+        *[_video_face(20 + k, frame, 20, None, 90) for k, frame in enumerate((50, 60, 70))],
+        {**_video_face(30, 90, 0, 7, 60), "track_id": None},
+        # In frame 10 a spurious face (track 3) is larger than the person: the person's track
+        # won frames 0 and 20 and is on screen in frame 10, so the spurious one is no
+        # appearance.
+        _video_face(40, 10, 3, None, 85),
+    ]
+    assert sorted(video_appearances(faces, (640, 360), "largest"), key=str) == [7, 7, None]
 
 
 def test_rare_peoples_faces_are_counted_unassigned_own_or_merged() -> None:

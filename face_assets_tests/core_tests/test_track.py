@@ -78,28 +78,28 @@ def test_no_faces_no_tracks() -> None:
     assert labels.shape == (0,)
 
 
-def test_a_long_track_is_seen_as_a_few_rows_with_its_mean() -> None:
+def test_a_long_track_is_seen_as_one_row_with_its_mean_weighing_at_most_a_small_person() -> None:
     track_ids = np.array([0, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 0, 9], dtype=np.int64)
     vectors = np.vstack([person(1, 1), person(2, 10), person(3, 1), person(4, 1)])
 
-    seen = collapse_tracks(track_ids, vectors, representatives=3)
+    seen = collapse_tracks(track_ids, vectors, weight_cap=3)
 
     assert seen.rows[:2].tolist() == [0, 11]  # photos' faces as they are
     assert [t.tolist() for t in seen.tracks] == [list(range(1, 11)), [12]]
-    assert seen.rows[seen.positions[0]].tolist() == [1, 5, 10]  # first, middle, last
+    assert seen.rows[seen.positions[0]].tolist() == [6]  # its middle face stands for it
     mean = vectors[1:11].mean(axis=0)
     assert np.allclose(seen.vectors[seen.positions[0]], mean / np.linalg.norm(mean), atol=1e-6)
-    assert len(seen.rows) == 2 + 3 + 1
+    assert len(seen.rows) == 2 + 1 + 1
+    assert seen.weights.tolist() == [1, 1, 3, 1]  # ten faces count as min_cluster_size
 
 
-def test_a_track_s_faces_all_go_where_its_representatives_went() -> None:
+def test_a_track_s_faces_all_go_where_its_row_went() -> None:
     track_ids = np.array([0, 5, 5, 5, 5, 5], dtype=np.int64)
     sightings = np.array([100, -1, -2, -3, -4, -5], dtype=np.int64)
-    seen = collapse_tracks(track_ids, np.vstack([person(1, 1), person(2, 5)]), representatives=3)
-    # The planning put the photo and two of the three representatives in a new group.
-    positions = seen.positions[0]
+    seen = collapse_tracks(track_ids, np.vstack([person(1, 1), person(2, 5)]), weight_cap=3)
+    # The planning put the photo and the track in a new group.
     final = np.full(len(seen.rows), NO_PERSON, dtype=np.int64)
-    groups = [np.array([0, positions[0], positions[2]])]
+    groups = [np.array([0, seen.positions[0][0]])]
 
     out, new = expand_tracks(seen, 6, final, groups, sightings)
 
@@ -111,7 +111,7 @@ def test_two_tracks_on_screen_together_never_become_one_person() -> None:
     # Track 1 in frames 1-4, track 2 in frames 3-6 of the same video: both matched person 42.
     track_ids = np.array([1, 1, 1, 1, 2, 2, 2, 2], dtype=np.int64)
     sightings = -np.array([1, 2, 3, 4, 3, 4, 5, 6], dtype=np.int64)
-    seen = collapse_tracks(track_ids, np.vstack([person(1, 4), person(2, 4)]), representatives=3)
+    seen = collapse_tracks(track_ids, np.vstack([person(1, 4), person(2, 4)]), weight_cap=3)
     final = np.full(len(seen.rows), 42, dtype=np.int64)
 
     out, _ = expand_tracks(seen, 8, final, [], sightings)
@@ -119,6 +119,6 @@ def test_two_tracks_on_screen_together_never_become_one_person() -> None:
     assert out.tolist() == [42] * 4 + [NO_PERSON] * 4
 
     # A person who already has a face in one of a track's frames does not get the track.
-    alone = collapse_tracks(track_ids[:4], person(1, 4), representatives=3)
-    out, _ = expand_tracks(alone, 4, np.full(3, 42), [], sightings[:4], taken={(-2, 42)})
+    alone = collapse_tracks(track_ids[:4], person(1, 4), weight_cap=3)
+    out, _ = expand_tracks(alone, 4, np.full(1, 42), [], sightings[:4], taken={(-2, 42)})
     assert out.tolist() == [NO_PERSON] * 4

@@ -115,6 +115,7 @@ def cluster_embeddings(
     params: ClusterParams,
     graph: KnnGraph | None = None,
     rows: NDArray[np.int64] | None = None,
+    weights: NDArray[np.int64] | None = None,
 ) -> NDArray[np.int64]:
     """Cluster labels for embeddings of shape (n_faces, n_dims); -1 marks noise.
 
@@ -124,9 +125,14 @@ def cluster_embeddings(
     rule (membership.py) then decides, to a fixed point, which faces are in each group. `graph`,
     when given, must be the embeddings' own graph. With `rows`, only those faces are clustered,
     on their part of the graph, and their labels returned (the other faces count as absent).
-    Groups smaller than min_cluster_size are noise.
+    Groups smaller than min_cluster_size are noise. `weights` (per embedding, default 1) are the
+    faces a row stands for: a video track is one row that counts its faces towards a group's
+    size, and one weighing min_cluster_size alone becomes a group when it joins none.
     """
     vectors = unit_rows(embeddings)
+    weights = (
+        np.ones(len(vectors), dtype=np.int64) if weights is None else np.asarray(weights, dtype=np.int64)
+    )
     rows = np.arange(len(vectors), dtype=np.int64) if rows is None else np.asarray(rows, dtype=np.int64)
     if len(rows) < max(params.min_cluster_size, 2):
         return np.full(len(rows), NOISE, dtype=np.int64)
@@ -135,6 +141,7 @@ def cluster_embeddings(
         # graph and membership is decided on the embeddings themselves (person.py).
         if len(rows) < len(vectors):
             vectors, graph = vectors[rows], None if graph is None else subgraph(graph, rows)
+            weights = weights[rows]
             rows = np.arange(len(vectors), dtype=np.int64)
         if params.use_umap:
             graph = knn_graph(_reduce(vectors, params), params.neighbours, params.random_state)
@@ -160,12 +167,13 @@ def cluster_embeddings(
     movable[rows] = True
     labels = np.full(len(vectors), NOISE, dtype=np.int64)
     labels[rows] = found
-    labels = _drop_small(labels, params.min_cluster_size)
+    labels = _drop_small(labels, params.min_cluster_size, weights)
     alone = np.arange(len(vectors), dtype=np.int64)  # no media items here: each face its own
     labels = fixed_point(
-        vectors, labels, 0, movable, alone, graph, rule, params.merge_threshold, params.min_cluster_size
-    )
-    labels = _drop_small(labels, params.min_cluster_size)
+        vectors, labels, 0, movable, alone, graph, rule, params.merge_threshold, params.min_cluster_size,
+        weights, seed=True,
+    )  # fmt: skip
+    labels = _drop_small(labels, params.min_cluster_size, weights)
     return labels[rows]
 
 
@@ -182,11 +190,14 @@ def exact_average_linkage(vectors: NDArray[np.float32], link_threshold: float) -
     return np.asarray(fcluster(tree, t=1.0 - link_threshold, criterion="distance"), dtype=np.int64) - 1
 
 
-def _drop_small(labels: NDArray[np.int64], min_size: int) -> NDArray[np.int64]:
-    """Groups below `min_size` become noise; the remaining labels are renumbered 0..k-1."""
+def _drop_small(
+    labels: NDArray[np.int64], min_size: int, weights: NDArray[np.int64] | None = None
+) -> NDArray[np.int64]:
+    """Groups weighing less than `min_size` become noise; the others are renumbered 0..k-1."""
     if not (labels >= 0).any():
         return np.full(len(labels), NOISE, dtype=np.int64)
-    sizes = np.bincount(labels[labels >= 0])
+    inside = labels >= 0
+    sizes = np.bincount(labels[inside], weights=None if weights is None else weights[inside])
     keep = np.flatnonzero(sizes >= min_size)
     mapping = np.full(len(sizes), NOISE, dtype=np.int64)
     mapping[keep] = np.arange(len(keep))

@@ -287,13 +287,22 @@ def fixed_point(
     rule: Rule,
     merge_threshold: float,
     min_size: int,
+    weights: NDArray[np.int64] | None = None,
+    seed: bool = False,
 ) -> NDArray[np.int64]:
     """The rule applied until nothing moves: new groups (labels >= first_new) that are alike
     merge, members that fail leave, new groups below `min_size` dissolve, and `movable` rows
     without a person join one. After the first round each step looks only at what the others
     (or itself) changed since it last ran: a round late in the loop moves a handful of faces,
-    and looking at every face again cost seconds per round at 1 000 000 faces."""
-    size = int(labels.max()) + 1 if len(labels) and labels.max() >= 0 else 1
+    and looking at every face again cost seconds per round at 1 000 000 faces.
+
+    `weights`: the faces each row stands for (a video track's row stands for several), counted
+    towards `min_size`. With `seed`, once nothing moves, each movable row still without a
+    person that weighs `min_size` on its own (a scene of a few sharp frames) starts a new
+    group, and the rule runs on from there: it first had every chance to join a person."""
+    weights = np.ones(len(labels), dtype=np.int64) if weights is None else weights
+    seedable = movable & (weights >= min_size) if seed else np.zeros(len(labels), dtype=bool)
+    size = (int(labels.max()) + 1 if len(labels) and labels.max() >= 0 else 1) + int(seedable.sum())
     # Per step, the rows and groups to look at again; None: everything (the first round).
     pending: dict[str, tuple[NDArray[np.bool_], NDArray[np.bool_]] | None] = dict.fromkeys(
         ("merge", "trim", "join")
@@ -323,12 +332,23 @@ def fixed_point(
         step = trim(vectors, labels, movable, graph, rule, rows("trim"))
         new = step >= first_new
         if new.any():
-            sizes = np.bincount(step[new], minlength=size)
+            sizes = np.bincount(step[new], weights=weights[new], minlength=size)
             step = np.where(new & (sizes[np.maximum(step, 0)] < min_size), NOISE, step)
         labels = record(labels, step, "trim")
         labels = record(
             labels, join(vectors, labels, movable, media_item_ids, graph, rule, rows("join")), "join"
         )
         if np.array_equal(start, labels):
-            break
+            fresh = np.flatnonzero(seedable & (labels == NOISE))
+            seedable[:] = False  # once: a seed the rule later dissolves stays without a person
+            if not len(fresh):
+                break
+            step = labels.copy()
+            step[fresh] = max(int(labels.max()) + 1, first_new) + np.arange(len(fresh))
+            moved, groups = touched(labels, step, graph, size)
+            for masks in pending.values():
+                if masks is not None:
+                    masks[0][:] |= moved
+                    masks[1][:] |= groups
+            labels = step
     return labels

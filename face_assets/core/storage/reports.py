@@ -105,17 +105,19 @@ class ReportsMixin:
             return [dict(r) for r in conn.execute(query).mappings().all()]
 
     def faces_of_media_items(self) -> dict[int, list[dict[str, Any]]]:
-        """Every face grouped by media item: id, box, person; for evaluation and reports."""
+        """Every face grouped by media item: id, box, person, video track and frame; for
+        evaluation and reports."""
         query = select(
             FacesTable.c.Id, FacesTable.c.MediaItemId, FacesTable.c.BoundingBox,
-            FacesTable.c.PersonId,
+            FacesTable.c.PersonId, FacesTable.c.TrackId, FacesTable.c.FrameNumber,
         ).order_by(FacesTable.c.Id)  # fmt: skip
         grouped: dict[int, list[dict[str, Any]]] = {}
         with self.engine.connect() as conn:
             for row in conn.execute(query).mappings():
                 grouped.setdefault(row["MediaItemId"], []).append(
                     {"id": row["Id"], "box_xyxy": json.loads(row["BoundingBox"] or "[0,0,0,0]"),
-                     "person_id": row["PersonId"]}
+                     "person_id": row["PersonId"], "track_id": row["TrackId"],
+                     "frame": row["FrameNumber"]}
                 )  # fmt: skip
         return grouped
 
@@ -124,6 +126,12 @@ class ReportsMixin:
         query = select(MediaItemsTable.c.Id, MediaItemsTable.c.ImageWidth, MediaItemsTable.c.ImageHeight)
         with self.engine.connect() as conn:
             return {r.Id: (r.ImageWidth, r.ImageHeight) for r in conn.execute(query) if r.ImageWidth}
+
+    def video_media_items(self) -> set[int]:
+        """Ids of the media items detection found to be videos."""
+        query = select(MediaItemsTable.c.Id).where(MediaItemsTable.c.Duration.isnot(None))
+        with self.engine.connect() as conn:
+            return set(conn.execute(query).scalars())
 
     def media_items_by_path(self) -> dict[Path, int]:
         query = select(MediaItemsTable.c.Id, *FILE_COLUMNS).join(
