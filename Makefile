@@ -3,8 +3,9 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT := DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get
 
 # Debian packages the tests use: Chromium (UI test), PostgreSQL and MariaDB servers that the
-# tests start on 127.0.0.1, unixODBC with the MariaDB and FreeTDS (SQL Server) ODBC drivers.
-SYSTEM_PACKAGES := chromium postgresql mariadb-server odbc-mariadb unixodbc tdsodbc
+# tests start on 127.0.0.1, unixODBC with the MariaDB and FreeTDS (SQL Server) ODBC drivers,
+# Redis as the broker of the Celery worker tests.
+SYSTEM_PACKAGES := chromium postgresql mariadb-server odbc-mariadb unixodbc tdsodbc redis-server
 
 .PHONY: test system-packages
 test: system-packages

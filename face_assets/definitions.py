@@ -33,6 +33,10 @@ def build_definitions() -> dg.Definitions:
         sensors=[build_new_media_items_sensor(settings), build_media_folder_sensor(settings)],
         schedules=[build_recluster_schedule(settings)],
         resources=make_resources(),
+        # A run's steps run one after another in the run's own process: the models are loaded
+        # once per process (a Celery worker keeps them for every later batch) rather than once
+        # per step in a subprocess each, and a Celery worker's process may not start children.
+        executor=dg.in_process_executor,
     )
 
 

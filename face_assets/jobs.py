@@ -5,10 +5,13 @@ import dagster as dg
 from face_assets.assets import BATCH_ASSETS, media_items, person_clusters, person_gallery
 
 RECLUSTER_TAG = "face_assets/recluster"
+# Batch runs carry this tag: the run queue's limit on it is how many batches run at once.
+BATCH_TAG = "face_assets/batch"
 
 process_batch_job = dg.define_asset_job(
     "process_batch_job",
     selection=dg.AssetSelection.assets(*BATCH_ASSETS),
+    tags={BATCH_TAG: "true"},
     description="Detects, crops, embeds and matches the faces of one batch of media items.",
 )
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import dagster as dg
 from sqlalchemy.exc import DBAPIError
 
+from face_assets.assets.leases import dead_batch_run
 from face_assets.core.batch import ALL_KEY, batch_key, covered_up_to, parse_batch_key, plan_batches
 from face_assets.core.settings import Settings, get_settings
 from face_assets.core.storage.schema import utcnow
@@ -66,6 +67,23 @@ def leftover_requests(context: dg.SensorEvaluationContext, leftover_keys: list[s
     return requests
 
 
+def fail_dead_batch_runs(context: dg.SensorEvaluationContext, store: FaceStore) -> list[str]:
+    """Batch runs whose process died (a worker killed, a machine gone) stay STARTED in Dagster
+    for good: each whose batch lock shows its holder gone is marked failed, saying why, and its
+    media items wait in that failed batch for a rerun. The runs already started, no more."""
+    started = dg.RunsFilter(job_name=process_batch_job.name, statuses=[dg.DagsterRunStatus.STARTED])
+    failed = []
+    for run in context.instance.get_runs(filters=started):
+        why = dead_batch_run(store, run, utcnow())
+        if why:
+            key = run.tags.get("dagster/partition")
+            message = f"batch {key}: the process running it is gone ({why}); rerun the batch"
+            context.instance.report_run_failed(run, message=message)
+            context.log.warning(f"run {run.run_id} failed: {message}")
+            failed.append(run.run_id)
+    return failed
+
+
 def build_new_media_items_sensor(settings: Settings) -> dg.SensorDefinition:
     @dg.sensor(
         name="new_media_items_sensor",
@@ -87,6 +105,7 @@ def build_new_media_items_sensor(settings: Settings) -> dg.SensorDefinition:
             fresh = store.pending_media_item_ids(above=covered, limit=limit)
             retry_before = utcnow() - timedelta(seconds=current.unreadable_retry_s)
             leftovers = batches_with_pending(store, keys, covered, retry_before)
+            fail_dead_batch_runs(context, store)
         except (DatabaseUnavailable, DBAPIError) as error:
             down = unavailable(error)
             if down is None:

@@ -1,4 +1,4 @@
-"""Throwaway database servers for the tests and the benchmark: PostgreSQL and MariaDB.
+"""Throwaway servers for the tests and the benchmarks: PostgreSQL, MariaDB, and Redis as broker.
 
 Each server lives in its own temporary folder, listens on 127.0.0.1 on a free port, and is
 started and stopped here, so a test can also stop it in the middle of a run. The binaries come
@@ -214,3 +214,29 @@ def _user() -> str:
 
 
 SERVERS: dict[str, type[ThrowawayServer]] = {"postgresql": PostgresServer, "mariadb": MariaDBServer}
+
+
+class RedisServer:
+    """A throwaway Redis (Debian's redis-server): the Celery broker and task states of the
+    worker tests, on 127.0.0.1 on a free port, nothing written to disk."""
+
+    def __init__(self) -> None:
+        self.root = Path(tempfile.mkdtemp(prefix="face-assets-redis-"))
+        self.port = _free_port()
+        binary = _find("redis-server", "/usr/bin")
+        log = self.root / "server.log"
+        self._process = subprocess.Popen(
+            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.root),
+             "--save", "", "--appendonly", "no", "--logfile", str(log)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        _wait_for_port(self.port, self._process, log)
+
+    def url(self, database: int) -> str:
+        return f"redis://127.0.0.1:{self.port}/{database}"
+
+    def close(self) -> None:
+        if self._process.poll() is None:
+            self._process.kill()
+            self._process.wait()
+        shutil.rmtree(self.root, ignore_errors=True)

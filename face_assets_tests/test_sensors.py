@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import shutil
+import socket
+import subprocess
 import threading
 from pathlib import Path
 
@@ -10,10 +12,11 @@ import dagster as dg
 import pytest
 from sqlalchemy import select
 
+from face_assets.assets.leases import batch_lock_name
 from face_assets.core.clustering.cluster import ClusterParams
 from face_assets.core.person import PERSONS_LOCK, update_persons
 from face_assets.core.settings import get_settings
-from face_assets.core.storage.schema import FacesTable, MediaItemsTable
+from face_assets.core.storage.schema import FacesTable, LocksTable, MediaItemsTable, utcnow
 from face_assets.core.storage.store import FaceStore, LockHeld
 from face_assets.definitions import build_definitions
 from face_assets.resources import FaceStoreResource
@@ -227,3 +230,58 @@ def test_two_clusterings_at_once_never_both_write(library, tmp_path: Path) -> No
     assert len(outcomes) == 2
     assert store.counts()["persons"] == len(IDENTITIES)  # not twice as many
     assert all(p["faces"] >= 3 for p in store.person_summary())
+
+
+def test_a_second_run_of_a_batch_at_work_elsewhere_is_refused_and_touches_nothing(library) -> None:
+    store, instance, later = library
+    ids = insert_rows(store, [later[identity][0] for identity in IDENTITIES])
+    key = tick(instance).run_requests[0].partition_key
+
+    # The first run of the batch is at work (its lock held by a live process, this one).
+    with store.lock(batch_lock_name(key), "Dagster run first-run"):
+        refused = execute(instance, key)
+
+    assert not refused.success
+    failure = refused.get_step_failure_events()[0].step_failure_data.error
+    assert f"batch {key} is running elsewhere (held by Dagster run first-run" in str(failure)
+    assert sorted(store.pending_media_item_ids()) == sorted(ids) and faces_of(store, ids) == []
+    assert execute(instance, key).success
+    assert store.pending_media_item_ids() == []
+
+
+def test_a_batch_run_whose_process_died_is_marked_failed_and_its_rerun_finishes_it(library) -> None:
+    store, instance, later = library
+    ids = insert_rows(store, [later[identity][0] for identity in IDENTITIES])
+    result = tick(instance)
+    key = result.run_requests[0].partition_key
+    job = build_definitions().resolve_job_def("process_batch_job")
+    dead = instance.create_run_for_job(
+        job_def=job, tags={"dagster/partition": key}, status=dg.DagsterRunStatus.STARTED
+    )
+    gone = subprocess.Popen(["true"])
+    gone.wait()  # a process id that no longer runs: the worker killed in the batch's step
+    with store.engine.begin() as conn:
+        conn.execute(
+            LocksTable.insert().values(
+                Name=batch_lock_name(key),
+                Owner=f"Dagster run {dead.run_id}",
+                AcquiredAt=utcnow(),
+                Host=socket.gethostname(),
+                Pid=gone.pid,
+                HeartbeatAt=utcnow(),
+            )  # fmt: skip
+        )
+
+    assert isinstance(tick(instance, result.cursor), dg.SkipReason)  # not retried in a loop
+
+    failed = instance.get_run_by_id(dead.run_id)
+    assert failed is not None and failed.status == dg.DagsterRunStatus.FAILURE
+    messages = [e.message for e in instance.all_logs(dead.run_id)]
+    assert any(f"batch {key}: the process running it is gone (its process {gone.pid}" in m for m in messages)
+    assert sorted(store.pending_media_item_ids()) == sorted(ids)  # waiting in the failed batch
+
+    rerun = execute(instance, key)
+    assert rerun.success
+    assert store.pending_media_item_ids() == [] and store.lock_holder(batch_lock_name(key)) is None
+    faces = faces_of(store, ids)
+    assert len({(f["MediaItemId"], f["BoundingBox"]) for f in faces}) == len(faces) >= len(ids)

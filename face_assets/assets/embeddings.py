@@ -3,7 +3,8 @@
 import dagster as dg
 
 from face_assets.assets.faces import detected_faces
-from face_assets.assets.metadata import error_preview
+from face_assets.assets.leases import batch_lease
+from face_assets.assets.metadata import error_preview, load_model
 from face_assets.core.batch import parse_batch_key
 from face_assets.core.embedding import embed_faces
 from face_assets.partitions import media_item_partitions
@@ -16,9 +17,11 @@ def face_embeddings(
 ) -> dg.MaterializeResult:
     """A 512-d unit-norm embedding for every face of the batch; the faces of each video are
     then followed across its frames into tracks."""
-    embedder = face_models.get_embedder()
-    embedder.load()
-    run = embed_faces(face_store.get_store(), embedder, id_range=parse_batch_key(context.partition_key))
+    store = face_store.get_store()
+    with batch_lease(context, store):
+        embedder = face_models.get_embedder()
+        loading = load_model(embedder)
+        run = embed_faces(store, embedder, id_range=parse_batch_key(context.partition_key))
     for error in run.errors:
         context.log.warning(error)
     return dg.MaterializeResult(
@@ -28,7 +31,7 @@ def face_embeddings(
             "video_tracks": run.tracks,
             "ms_per_face": round(run.ms_per_face, 1),
             "embed_seconds": round(run.embed_seconds, 2),
-            "model_load_seconds": round(embedder.load_seconds, 2),  # type: ignore[attr-defined]
+            **loading,
             "embedder": embedder.name,
             "errors": len(run.errors),
             "error_preview": error_preview(run.errors),

@@ -4,7 +4,8 @@ from pathlib import Path
 
 import dagster as dg
 
-from face_assets.assets.metadata import PREVIEW_ROWS, error_preview, listed
+from face_assets.assets.leases import batch_lease
+from face_assets.assets.metadata import PREVIEW_ROWS, error_preview, listed, load_model
 from face_assets.core.batch import parse_batch_key
 from face_assets.core.face import ThumbnailTarget, VideoSampling, detect_faces
 from face_assets.core.media_item import MediaFolderError, Registration, register_folder
@@ -59,16 +60,18 @@ def detected_faces(
 ) -> dg.MaterializeResult:
     """Faces found in the batch's unprocessed media items, written with each item marked
     processed, with their thumbnails cut from the photo already decoded."""
-    detector = face_models.get_detector()
-    detector.load()
+    store = face_store.get_store()
     settings = get_settings()
-    run = detect_faces(
-        face_store.get_store(),
-        detector,
-        id_range=parse_batch_key(context.partition_key),
-        thumbnails=ThumbnailTarget(thumbnails.folder(), thumbnails.px()),
-        video=VideoSampling(settings.video_fps, settings.video_max_frames),
-    )
+    with batch_lease(context, store):
+        detector = face_models.get_detector()
+        loading = load_model(detector)
+        run = detect_faces(
+            store,
+            detector,
+            id_range=parse_batch_key(context.partition_key),
+            thumbnails=ThumbnailTarget(thumbnails.folder(), thumbnails.px()),
+            video=VideoSampling(settings.video_fps, settings.video_max_frames),
+        )
     for error in run.errors + run.unreadable + run.retry_later:
         context.log.warning(error)
     if run.thumbnail_error:
@@ -88,7 +91,7 @@ def detected_faces(
         "unreadable_listed": listed(run.unreadable),
         "ms_per_media_item": round(run.ms_per_item, 1),
         "detect_seconds": round(run.detect_seconds, 2),
-        "model_load_seconds": round(detector.load_seconds, 2),  # type: ignore[attr-defined]
+        **loading,
         "detector": detector.name,
         "thumbnail_error": run.thumbnail_error or "",
     }
@@ -108,8 +111,10 @@ def face_thumbnails(
     """Square thumbnail files of the batch's faces, named to never collide: those detection did
     not write (faces other applications inserted, a folder that was not writable then)."""
     batch = parse_batch_key(context.partition_key)
+    store = face_store.get_store()
     try:
-        run = write_thumbnails(face_store.get_store(), thumbnails.folder(), thumbnails.px(), batch)
+        with batch_lease(context, store):
+            run = write_thumbnails(store, thumbnails.folder(), thumbnails.px(), batch)
     except ThumbnailFolderError as error:
         # One line in the UI too: the folder and the cause; the faces stay without thumbnails.
         raise dg.Failure(description=str(error)) from error

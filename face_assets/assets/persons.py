@@ -6,13 +6,13 @@ import dataclasses
 import dagster as dg
 
 from face_assets.assets.embeddings import face_embeddings
+from face_assets.assets.leases import batch_lease, fail_runs_taken_over, run_owner
 from face_assets.assets.metadata import table_preview
 from face_assets.core.batch import parse_batch_key
 from face_assets.core.clustering.cluster import ClusterParams
 from face_assets.core.gallery import write_gallery, write_map
 from face_assets.core.person import match_new_faces, rebuild_persons, update_persons
 from face_assets.core.settings import get_settings, given
-from face_assets.core.storage.store import FaceStore
 from face_assets.partitions import media_item_partitions
 from face_assets.resources import FaceStoreResource, ThumbnailStoreResource
 
@@ -44,32 +44,15 @@ class PersonClustersConfig(dg.Config):
         return str(mode)
 
 
-RUN_OWNER = "Dagster run "
-
-
-def _owner(context: dg.AssetExecutionContext) -> str:
-    return f"{RUN_OWNER}{context.run.run_id}"
-
-
-def _fail_runs_taken_over(context: dg.AssetExecutionContext, store: FaceStore) -> None:
-    """A run killed while it held the persons lock stays STARTED in Dagster for good: once its
-    lock is taken over (its process is gone), it is marked failed, saying why."""
-    for holder, why in store.taken_over_locks():
-        context.log.warning(f"took over the lock {holder.name} from {holder.owner}: {why}")
-        if not holder.owner.startswith(RUN_OWNER):
-            continue
-        run = context.instance.get_run_by_id(holder.owner.removeprefix(RUN_OWNER))
-        if run is not None and not run.is_finished:
-            context.instance.report_run_failed(run, message=f"{holder.name} was taken over: {why}")
-
-
 @dg.asset(group_name="persons", deps=[face_embeddings], partitions_def=media_item_partitions)
 def face_persons(context: dg.AssetExecutionContext, face_store: FaceStoreResource) -> dg.MaterializeResult:
     """The batch's new faces joined to the existing persons they match; the others wait."""
     params = PersonClustersConfig().params()
     store = face_store.get_store()
-    match = match_new_faces(store, params, parse_batch_key(context.partition_key), owner=_owner(context))
-    _fail_runs_taken_over(context, store)
+    with batch_lease(context, store):
+        batch = parse_batch_key(context.partition_key)
+        match = match_new_faces(store, params, batch, owner=run_owner(context))
+        fail_runs_taken_over(context, store)
     return dg.MaterializeResult(
         metadata={
             "unassigned_faces_in_batch": match.faces,
@@ -97,8 +80,8 @@ def person_clusters(
     context.log.info(f"clustering with {params}")
     mode = config.resolved_mode()
     cluster = rebuild_persons if mode == "rebuild" else update_persons
-    update = cluster(store, params, owner=_owner(context))
-    _fail_runs_taken_over(context, store)
+    update = cluster(store, params, owner=run_owner(context))
+    fail_runs_taken_over(context, store)
     settings = get_settings()
     map_png = thumbnails.gallery_folder() / "map.png"
     projection = write_map(store, map_png, settings.map_method)

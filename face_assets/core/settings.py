@@ -75,6 +75,10 @@ class Settings(BaseSettings):
     # by the sensor after this long; the command line tries it on every run.
     unreadable_retry_s: int = Field(default=3600, ge=0)
     recluster_cron: str = "0 3 * * *"
+    # Celery workers (deploy/dagster-celery.yaml): the broker, e.g. redis://host:6379/0, and
+    # where task states go, e.g. redis://host:6379/1; the daemon's dagster.yaml reads the same.
+    celery_broker_url: str = ""
+    celery_backend_url: str = ""
     # The gallery page and the 2-D map of the embeddings. PCA by default: UMAP (the `umap`
     # extra) draws a clearer map but its JIT compilation alone costs 10-30 s in every process.
     gallery_dir: Path | None = None

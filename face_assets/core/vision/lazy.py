@@ -26,6 +26,10 @@ class LazyModel:
         self._lock = threading.Lock()
         self.load_seconds = 0.0
 
+    @property
+    def loaded(self) -> bool:
+        return self._loaded
+
     def load(self) -> None:
         if self._loaded:
             return
