@@ -19,8 +19,9 @@ from pathlib import Path
 from typing import TypeVar
 
 import dagster as dg
-from sqlalchemy import make_url
+from sqlalchemy import make_url, text
 
+from face_assets.core.storage.store import FaceStore
 from face_assets_tests.servers import RedisServer, ThrowawayServer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -161,3 +162,29 @@ def wait_for(what: str, check: Callable[[], T | None], seconds: float, deploymen
         time.sleep(0.5)
     logs = "\n".join(f"--- {n}\n{deployment.log(n)[-2000:]}" for n in deployment.processes)
     raise AssertionError(f"timed out after {seconds} s waiting for {what}\n{logs}")
+
+
+def exactly_once(store: FaceStore, thumbnails: Path) -> dict[str, int]:
+    """What a run of many batches must leave at zero: media items still pending, items whose
+    faces were written twice (or not all), a face row twice, thumbnails missing or stray."""
+
+    def count(sql: str) -> int:
+        with store.engine.connect() as conn:
+            return int(conn.execute(text(sql)).scalar_one())
+
+    with store.engine.connect() as conn:
+        paths = [r[0] for r in conn.execute(text('SELECT "ThumbnailPath" FROM "Faces"'))]
+    files = {str(p.relative_to(thumbnails)) for p in thumbnails.rglob("*") if p.is_file()}
+    return {
+        "pending": count('SELECT COUNT(*) FROM "MediaItems" WHERE "IsFacesExtracted" = false'),
+        "items_with_faces_not_once": count(
+            'SELECT COUNT(*) FROM "MediaItems" i WHERE "FaceCount" <> '
+            '(SELECT COUNT(*) FROM "Faces" f WHERE f."MediaItemId" = i."Id")'
+        ),
+        "faces_twice": count(
+            'SELECT COUNT(*) FROM (SELECT 1 FROM "Faces" GROUP BY "MediaItemId", "BoundingBox" '
+            "HAVING COUNT(*) > 1) d"
+        ),
+        "thumbnails_missing": sum(1 for p in paths if not p or p not in files),
+        "thumbnails_stray": len(files - {p for p in paths if p}),
+    }
