@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import signal
 import statistics
 import sys
 import tempfile
@@ -134,6 +135,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--json", action="store_true", help="every repeat as JSON lines")
     args = parser.parse_args()
+    # A benchmark stopped with SIGTERM still stops its servers, daemon and workers.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
     photos = args.photos or celebrity_sample(get_settings().samples_dir)
     postgres = PostgresServer()
     results: dict[int, list[dict[str, object]]] = {}
@@ -153,8 +156,11 @@ def main() -> None:
     finally:
         postgres.close()
     print()
-    print("| workers | photos | batches / runs | photos/s (median) | runs | seconds | worker peak MB |"
-          " DB transactions / rows per photo | thumbnail KB per photo | exactly once |")  # fmt: skip
+    columns = [
+        "workers", "photos", "batches / runs", "photos/s (median)", "run statuses", "seconds",
+        "worker peak MB", "DB transactions / rows per photo", "thumbnail KB per photo", "exactly once",
+    ]  # fmt: skip
+    print("| " + " | ".join(columns) + " |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for workers, repeats in results.items():
         rates = [float(r["photos_per_s"]) for r in repeats]  # type: ignore[arg-type]
