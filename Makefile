@@ -7,7 +7,7 @@ APT := DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get
 # Redis as the broker of the Celery worker tests.
 SYSTEM_PACKAGES := chromium postgresql mariadb-server odbc-mariadb unixodbc tdsodbc redis-server
 
-.PHONY: test system-packages
+.PHONY: test system-packages verify-compose
 test: system-packages
 	pytest
 
@@ -18,3 +18,8 @@ system-packages:
 		echo "installing Debian packages for the tests:" $$missing; \
 		$(APT) update -qq && $(APT) install -y -qq $$missing >/dev/null; \
 	fi
+
+# The Dockerfile and deploy/compose.yaml built and run end to end with two workers, every image
+# from Debian's packages (no registry needed); installs and starts Debian's Docker engine.
+verify-compose:
+	python scripts/verify_compose.py
