@@ -164,27 +164,29 @@ def wait_for(what: str, check: Callable[[], T | None], seconds: float, deploymen
     raise AssertionError(f"timed out after {seconds} s waiting for {what}\n{logs}")
 
 
+# What a run of many batches must leave at zero, counted in the application database: media items
+# still pending, items whose faces were written twice (or not all), a face row twice.
+EXACTLY_ONCE_SQL = {
+    "pending": 'SELECT COUNT(*) FROM "MediaItems" WHERE "IsFacesExtracted" = false',
+    "items_with_faces_not_once": (
+        'SELECT COUNT(*) FROM "MediaItems" i WHERE "FaceCount" <> '
+        '(SELECT COUNT(*) FROM "Faces" f WHERE f."MediaItemId" = i."Id")'
+    ),
+    "faces_twice": (
+        'SELECT COUNT(*) FROM (SELECT 1 FROM "Faces" GROUP BY "MediaItemId", "BoundingBox" '
+        "HAVING COUNT(*) > 1) d"
+    ),
+}
+
+
 def exactly_once(store: FaceStore, thumbnails: Path) -> dict[str, int]:
-    """What a run of many batches must leave at zero: media items still pending, items whose
-    faces were written twice (or not all), a face row twice, thumbnails missing or stray."""
-
-    def count(sql: str) -> int:
-        with store.engine.connect() as conn:
-            return int(conn.execute(text(sql)).scalar_one())
-
+    """EXACTLY_ONCE_SQL's counts, and thumbnails missing or stray: all zero after many batches."""
     with store.engine.connect() as conn:
+        counts = {name: int(conn.execute(text(sql)).scalar_one()) for name, sql in EXACTLY_ONCE_SQL.items()}
         paths = [r[0] for r in conn.execute(text('SELECT "ThumbnailPath" FROM "Faces"'))]
     files = {str(p.relative_to(thumbnails)) for p in thumbnails.rglob("*") if p.is_file()}
     return {
-        "pending": count('SELECT COUNT(*) FROM "MediaItems" WHERE "IsFacesExtracted" = false'),
-        "items_with_faces_not_once": count(
-            'SELECT COUNT(*) FROM "MediaItems" i WHERE "FaceCount" <> '
-            '(SELECT COUNT(*) FROM "Faces" f WHERE f."MediaItemId" = i."Id")'
-        ),
-        "faces_twice": count(
-            'SELECT COUNT(*) FROM (SELECT 1 FROM "Faces" GROUP BY "MediaItemId", "BoundingBox" '
-            "HAVING COUNT(*) > 1) d"
-        ),
+        **counts,
         "thumbnails_missing": sum(1 for p in paths if not p or p not in files),
         "thumbnails_stray": len(files - {p for p in paths if p}),
     }

@@ -29,6 +29,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # the project's own modules, from a checkout
+
+from face_assets.core.samples import celebrity_sample  # noqa: E402
+from face_assets.core.settings import get_settings  # noqa: E402
+from face_assets_tests.deployment import EXACTLY_ONCE_SQL  # noqa: E402
+
 PROJECT = "face-assets-verify"
 BASE_IMAGE = "face-assets-offline/debian-python:3.11-bookworm"
 DEBIAN_PACKAGES = ["docker.io", "docker-compose", "debootstrap"]
@@ -112,10 +118,6 @@ def wait_for(what: str, check: Callable[[], object], seconds: float) -> object:
 
 def sample_photos(media: Path) -> int:
     """The PyPI sample (118 photos of 5 people) copied into the media folder."""
-    sys.path.insert(0, str(ROOT))
-    from face_assets.core.samples import celebrity_sample
-    from face_assets.core.settings import get_settings
-
     source = celebrity_sample(get_settings().samples_dir)
     count = 0
     for photo in sorted(source.rglob("*.jpg")):
@@ -190,23 +192,14 @@ def verify(keep: bool) -> dict[str, object]:
         started = time.monotonic()
         stack.dagster("sensor", "start", "media_folder_sensor")
         stack.dagster("sensor", "start", "new_media_items_sensor")
-        pending = 'SELECT COUNT(*) FROM "MediaItems" WHERE "IsFacesExtracted" = false'
         wait_for(f"{photos} media items registered", lambda: stack.number('SELECT COUNT(*) FROM "MediaItems"')
                  >= photos, 300)  # fmt: skip
+        pending = EXACTLY_ONCE_SQL["pending"]
         wait_for("every media item processed", lambda: stack.number(pending) == 0, 900)
         timings["photos processed"] = time.monotonic() - started
 
         faces = stack.number('SELECT COUNT(*) FROM "Faces"')
-        checks = {
-            "items_with_faces_not_once": stack.number(
-                'SELECT COUNT(*) FROM "MediaItems" i WHERE "FaceCount" <> '
-                '(SELECT COUNT(*) FROM "Faces" f WHERE f."MediaItemId" = i."Id")'
-            ),
-            "faces_twice": stack.number(
-                'SELECT COUNT(*) FROM (SELECT 1 FROM "Faces" GROUP BY "MediaItemId", "BoundingBox" '
-                "HAVING COUNT(*) > 1) d"
-            ),
-        }
+        checks = {name: stack.number(sql) for name, sql in EXACTLY_ONCE_SQL.items() if name != "pending"}
         # The webserver's container sees what the workers wrote on the shared volume.
         listed = stack("exec", "-T", "webserver", "find", "/srv/thumbnails", "-type", "f", "-name", "*.jpg",
                        capture=True)  # fmt: skip
