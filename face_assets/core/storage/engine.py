@@ -7,10 +7,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote_plus
 
-from sqlalchemy import Column, Engine, create_engine, event, inspect, text
+from sqlalchemy import Column, Engine, MetaData, Table, create_engine, event, inspect, text
 from sqlalchemy.engine import URL, Dialect, make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError
-from sqlalchemy.schema import CreateIndex
+from sqlalchemy.schema import CreateIndex, CreateTable
 
 from face_assets.core.storage.connection import safe_url
 from face_assets.core.storage.errors import DatabaseUrlError
@@ -140,6 +140,8 @@ def upgrade_schema(engine: Engine) -> list[str]:
     """
     changes: list[str] = []
     existing = set(inspect(engine).get_table_names())
+    if engine.dialect.name == "sqlite":
+        changes += _never_reuse_ids(engine, existing)
     missing_tables = [t for t in metadata.sorted_tables if t.name not in existing]
     if missing_tables:
         metadata.create_all(engine, tables=missing_tables)
@@ -163,3 +165,62 @@ def upgrade_schema(engine: Engine) -> list[str]:
     if changes:
         logger.info("schema upgraded: %s", ", ".join(changes))
     return changes
+
+
+def _never_reuse_ids(engine: Engine, existing: set[str]) -> list[str]:
+    """Rebuilds each SQLite table made without AUTOINCREMENT (by an earlier release or another
+    tool), whose deleted highest Id would be handed out again; returns "<table>.Id"."""
+    rebuilt: list[str] = []
+    for table in metadata.sorted_tables:
+        if table.name not in existing or not table.dialect_options["sqlite"]["autoincrement"]:
+            continue
+        with engine.connect() as conn:
+            ddl = conn.exec_driver_sql(
+                "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = ?", (table.name,)
+            ).scalar_one()
+        if "AUTOINCREMENT" not in ddl.upper():
+            _rebuild_sqlite_table(engine, table)
+            rebuilt.append(f"{table.name}.Id")
+    return rebuilt
+
+
+def _rebuild_sqlite_table(engine: Engine, table: Table) -> None:
+    """SQLite's way to change a table's definition: a new table, the rows copied with their Ids,
+    the old one dropped and the new one renamed, in one transaction with foreign keys off (the
+    other tables' references then point at the new table by its name). Columns the product does
+    not know (another application's) are kept."""
+    present = inspect(engine).get_columns(table.name)
+    scratch = MetaData()
+    for other in metadata.sorted_tables:
+        other.to_metadata(scratch)  # the foreign keys' targets, for the DDL
+    new = table.to_metadata(scratch, name=f"{table.name}__rebuilt")
+    for column in present:
+        if column["name"] not in new.c:
+            new.append_column(Column(column["name"], column["type"], nullable=True))
+    names = ", ".join(engine.dialect.identifier_preparer.quote(c["name"]) for c in present)
+    quoted = engine.dialect.identifier_preparer.quote
+    raw = engine.raw_connection()
+    sqlite = raw.driver_connection
+    assert sqlite is not None
+    level = sqlite.isolation_level
+    sqlite.isolation_level = None  # BEGIN and COMMIT below are ours
+    try:
+        sqlite.execute("PRAGMA foreign_keys=OFF")
+        sqlite.execute("BEGIN IMMEDIATE")
+        try:
+            sqlite.execute(str(CreateTable(new).compile(dialect=engine.dialect)))
+            sqlite.execute(
+                f"INSERT INTO {quoted(new.name)} ({names}) SELECT {names} FROM {quoted(table.name)}"
+            )
+            sqlite.execute(f"DROP TABLE {quoted(table.name)}")
+            sqlite.execute(f"ALTER TABLE {quoted(new.name)} RENAME TO {quoted(table.name)}")
+            sqlite.execute("COMMIT")
+        except BaseException:
+            sqlite.execute("ROLLBACK")
+            raise
+        finally:
+            sqlite.execute("PRAGMA foreign_keys=ON")
+    finally:
+        sqlite.isolation_level = level
+        raw.close()
+    logger.info("table %s rebuilt so that its ids are never reused", table.name)

@@ -39,6 +39,11 @@ Timestamp = DateTime().with_variant(mssql.DATETIME2(), "mssql")
 
 metadata = MetaData()
 
+# Ids are never reused: a person (or face, media item) deleted keeps its Id to itself, so an
+# export folder, another application's row or a user's note naming it never points at someone
+# else. The servers' identities and sequences never reuse; SQLite does only with AUTOINCREMENT.
+NEVER_REUSED = {"sqlite_autoincrement": True}
+
 MediaFileTable = Table(
     "MediaFile",
     metadata,
@@ -52,6 +57,7 @@ MediaFileTable = Table(
     Column("PathKey", String(64)),  # sha256 of the absolute path: one row per file
     Column("MediaFormat", String(16)),  # the format sniffed from the bytes, e.g. JPEG
     Column("FileSize", BigInteger),  # INT would stop at 2 GiB on the servers: videos are larger
+    **NEVER_REUSED,
 )
 
 MediaItemsTable = Table(
@@ -71,6 +77,7 @@ MediaItemsTable = Table(
     # Videos: the length and average frame rate FFmpeg reads; NULL for photos.
     Column("Duration", Float),  # seconds
     Column("FrameRate", Float),
+    **NEVER_REUSED,
 )
 
 PersonsTable = Table(
@@ -91,6 +98,7 @@ PersonsTable = Table(
     # against the persons' means without reading their faces. NULL count: not computed yet.
     Column("EmbeddingSum", LargeBinary),
     Column("EmbeddingCount", Integer),
+    **NEVER_REUSED,
 )
 
 FacesTable = Table(
@@ -120,6 +128,7 @@ FacesTable = Table(
     Column("IsRejected", Boolean, default=False, server_default=false()),
     Column("PersonSimilarity", Float),
     Column("Notes", UnicodeText),
+    **NEVER_REUSED,
 )
 
 # Product table: named locks, so that two clusterings never write persons at the same time,
