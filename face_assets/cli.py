@@ -161,21 +161,33 @@ def _run_steps(
 
 
 # What one run did, from its own materialisations (a count before and after would also show
-# what a run beside it did): (asset, metadata key, words).
-RUN_CHANGES = (
-    ("media_items", "registered", "media items registered"),
-    ("detected_faces", "faces", "faces detected"),
-    ("face_embeddings", "faces_embedded", "faces embedded"),
-    ("face_persons", "matched_to_existing_persons", "faces matched to persons"),
-    ("person_clusters", "matched_to_existing_persons", "faces matched by the clustering"),
-    ("person_clusters", "new_persons", "new persons"),
-    ("person_clusters", "faces_in_new_persons", "faces in new persons"),
+# what a run beside it did), both ways: what it took away is said as plainly as what it added.
+# (words, sign, the (asset, metadata key) pairs that add up to it); the person steps' keys are
+# person.PersonChanges.metadata().
+_PERSON_STEPS = ("face_persons", "person_clusters")
+RUN_CHANGES: tuple[tuple[str, str, tuple[tuple[str, str], ...]], ...] = (
+    ("media items registered", "+", (("media_items", "registered"),)),
+    ("files replaced", "", (("media_items", "replaced"),)),
+    ("faces of replaced files retired", "-", (("media_items", "faces_retired"),)),
+    ("identical copies", "+", (("media_items", "copies"),)),
+    ("files missing", "", (("media_items", "missing"),)),
+    ("faces detected", "+", (("detected_faces", "faces"),)),
+    ("faces embedded", "+", (("face_embeddings", "faces_embedded"),)),
+    ("faces assigned", "+", tuple((step, "faces_assigned") for step in _PERSON_STEPS)),
+    ("persons made", "+", tuple((step, "persons_made") for step in _PERSON_STEPS)),
+    ("faces moved between persons", "", tuple((step, "faces_moved") for step in _PERSON_STEPS)),
+    ("faces unassigned", "-", tuple((step, "faces_unassigned") for step in _PERSON_STEPS)),
+    ("persons dissolved", "-", tuple((step, "persons_dissolved") for step in _PERSON_STEPS)),
 )
 
 
 def _this_run(meta: dict[str, dict[str, Any]]) -> str:
-    counts = ((int(meta.get(asset, {}).get(key) or 0), words) for asset, key, words in RUN_CHANGES)
-    return ", ".join(f"{words} +{count}" for count, words in counts if count)
+    parts = []
+    for words, sign, sources in RUN_CHANGES:
+        count = sum(int(meta.get(asset, {}).get(key) or 0) for asset, key in sources)
+        if count:
+            parts.append(f"{words} {sign}{count}")
+    return ", ".join(parts)
 
 
 # Problems of one run printed by name; the rest are counted (all are in the asset metadata).
@@ -186,6 +198,8 @@ def _print_problems(meta: dict[str, dict[str, Any]]) -> None:
     """This run's skipped files, unreadable and bad media items, each named, on stderr."""
     for asset, key, what, hint in (
         ("media_items", "skipped_files", "skipped", "not registered; the next run looks again"),
+        ("media_items", "replaced_files", "replaced", "changed on disk; processed again"),
+        ("media_items", "missing_files", "missing", "gone; its faces and persons are kept"),
         ("detected_faces", "unreadable_listed", "unreadable", "stays pending; the next run tries again"),
         ("detected_faces", "errors_listed", "error", "not an image it can read; final"),
     ):
@@ -232,12 +246,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     _print_persons(outcome)
     if sample and not args.dry_run:
         from face_assets.core.evaluation import labelled_media
+        from face_assets.core.samples import SAMPLE_IDENTITY_DEPTH
         from face_assets.core.storage.store import FaceStore
         from face_assets.evaluate import score_store
 
         assert folder is not None
         store = FaceStore.from_url(outcome["url"])
-        _print_evaluation(score_store(store, labelled_media(folder), "largest"))
+        _print_evaluation(score_store(store, labelled_media(folder, SAMPLE_IDENTITY_DEPTH), "largest"))
         store.dispose()
         print(f"gallery: {_demo_dir() / 'gallery' / 'index.html'}")
     return 0
@@ -302,7 +317,7 @@ def cmd_test(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from face_assets.evaluate import evaluate_folder
 
-    report = evaluate_folder(Path(args.dir), pick=args.pick)
+    report = evaluate_folder(Path(args.dir), pick=args.pick, identity_depth=args.identity_depth)
     if args.json:
         print(json.dumps(report))
     else:
@@ -343,24 +358,47 @@ def cmd_persons(args: argparse.Namespace) -> int:
             mark = "" if person.user_named else "  (automatic name)"
             print(f"{person.id:>6}  {person.faces:>5}  {person.appearances:>11}  {person.name}{mark}")
     elif action == "show":
-        for face in correction.person_faces(store, args.id):
+        faces = correction.person_faces(store, args.id)
+        copies = store.copies_of_media_items(sorted({face.media_item_id for face in faces}))
+        for face in faces:
             box = [round(v) for v in face.box_xyxy]
             print(f"face {face.id}: {face.path} box {box} thumbnail {face.thumbnail} ({face.assigned_by})")
+            for copy in copies.pop(face.media_item_id, []):  # identical copies: one appearance
+                print(f"  the same file at {copy}")
     elif action == "rename":
-        correction.rename_person(store, args.id, args.name)
-        print(f"person {args.id} is now {args.name!r}")
+        name = correction.rename_person(store, args.id, args.name)
+        print(f"person {args.id} is now {name!r}")
     elif action == "merge":
-        moved = correction.merge_persons(store, args.ids[0], args.ids[1:])
-        print(f"merged {args.ids[1:]} into person {args.ids[0]}: {moved} faces moved")
+        target, sources = args.ids[0], args.ids[1:]
+        moved = correction.merge_persons(store, target, sources)
+        merged = f"person{'s' if len(sources) > 1 else ''} {', '.join(map(str, sources))}"
+        print(f"{merged} merged into person {target}: {moved} faces moved")
     elif action == "split":
-        new_id = correction.split_person(store, args.id, args.face_ids)
-        print(f"faces {args.face_ids} are now person {new_id}")
+        split = correction.split_person(store, args.id, args.face_ids)
+        verb = "are" if len(split.face_ids) > 1 else "is"
+        print(f"{_faces_moved(split)} {verb} now person {split.person_id}")
     elif action == "forget":
-        count = correction.forget_person(store, args.id, _settings().resolved_thumbnail_dir())
-        print(f"person {args.id} forgotten: {count} faces lost their embedding, thumbnail and link")
+        forgotten = correction.forget_person(store, args.id, _settings().resolved_thumbnail_dir())
+        rejected = f", {forgotten.rejected} of them rejected from it earlier" if forgotten.rejected else ""
+        print(
+            f"person {args.id} forgotten: {len(forgotten.face_ids)} faces lost their embedding, "
+            f"thumbnail and link{rejected}"
+        )
     if action != "show" and action != "list":
         _refresh_gallery(store, redraw_map=action == "forget")
     return 0
+
+
+def _faces_moved(moved: Any) -> str:
+    """What a correction moved, named: "face 26", or "face 26 and the 5 other faces of its video
+    track" when it moved a track's faces with it."""
+    named = list(dict.fromkeys(moved.named))
+    said = f"face {named[0]}" if len(named) == 1 else f"faces {', '.join(map(str, named))}"
+    if not moved.others:
+        return said
+    others = "the other face" if moved.others == 1 else f"the {moved.others} other faces"
+    tracks = "video track" if moved.tracks == 1 else "video tracks"
+    return f"{said} and {others} of {'its' if len(named) == 1 else 'their'} {tracks}"
 
 
 def _refresh_gallery(store: Any, redraw_map: bool = False) -> None:
@@ -379,21 +417,37 @@ def cmd_faces(args: argparse.Namespace) -> int:
 
     store = _store()
     if args.faces_command == "move":
-        correction.move_face(store, args.face_id, args.person_id, force=args.force)
-        print(f"face {args.face_id} belongs to person {args.person_id}")
+        moved = correction.move_face(store, args.face_id, args.person_id, force=args.force)
+        several = len(moved.face_ids) > 1
+        print(f"{_faces_moved(moved)} belong{'' if several else 's'} to person {args.person_id}")
     else:
-        correction.reject_face(store, args.face_id)
-        print(f"face {args.face_id} rejected: it stays out of every person")
+        rejected = correction.reject_face(store, args.face_id)
+        several = len(rejected.face_ids) > 1
+        print(
+            f"{_faces_moved(rejected)} {'are' if several else 'is'} rejected: "
+            f"{'they stay' if several else 'it stays'} out of every person"
+        )
     _refresh_gallery(store)
     return 0
 
 
 def cmd_errors(args: argparse.Namespace) -> int:
-    """Every media item whose detection failed, and its reason; `retry-errors` queues them."""
-    errors = _store().extraction_errors()
+    """Every media item whose detection failed, and its reason (`retry-errors` queues them); and
+    every registered file a folder scan found gone, whose faces and persons are kept."""
+    store = _store()
+    errors = store.extraction_errors()
     for error in errors:
         print(f"media item {error['Id']}: {error['ExtractionError']}")
-    print(f"{len(errors)} media items with an error")
+    missing = store.missing_files()
+    for file in missing:
+        holder = f"media item {file.media_item_id}" if file.media_item_id else "a copy"
+        print(f"{holder}: missing since {file.since:%Y-%m-%d %H:%M} UTC: {file.path}")
+    print(f"{len(errors)} media items with an error, {len(missing)} files missing")
+    if missing:
+        print(
+            "missing files keep their faces and persons: put them back, or drop their faces with "
+            "`face-assets faces reject` or `persons forget`"
+        )
     return 0
 
 
@@ -411,13 +465,20 @@ def cmd_unlock(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from face_assets.core.export import export_persons
+    from face_assets.core.export import ExportFolderError, export_persons
 
+    if not args.dir:  # Path("") is the current folder: never exported into by accident
+        raise ExportFolderError("export folder '': an empty name; give the folder to export into")
     folder = _settings().resolved_thumbnail_dir()
     change = export_persons(
         _store(), Path(args.dir), folder if args.thumbnails else None, montages_from=folder
     )
-    print(f"{args.dir}: {change.added} added, {change.removed} removed, {change.kept} unchanged")
+    for line in change.notes:  # each file kept, moved, renamed or not exported, named
+        print(line, file=sys.stderr)
+    print(
+        f"{args.dir}: {change.added} added, {change.removed} removed, {change.unchanged} unchanged, "
+        f"{change.kept} kept, {change.moved} moved, {change.renamed} renamed"
+    )
     return 0
 
 
@@ -451,35 +512,57 @@ def cmd_encode(args: argparse.Namespace) -> int:
     return 0
 
 
+# Ids are INT (IDENTITY) columns in every deployment (DESIGN.md section 2).
+ID_MAX = 2**31 - 1
+
+
+def _id(text: str) -> int:
+    """A person or face Id given on the command line; anything else is argparse's usage error
+    (exit 2), never a database error about a number too large for its driver."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an Id (a whole number)") from None
+    if not 1 <= value <= ID_MAX:
+        raise argparse.ArgumentTypeError(f"Id {text} out of range: Ids run from 1 to {ID_MAX}")
+    return value
+
+
 def _add_corrections(sub: Any) -> None:
     persons = sub.add_parser("persons", help="list, show and correct persons")
     persons.set_defaults(func=cmd_persons)
     actions = persons.add_subparsers(dest="persons_command", required=True)
     actions.add_parser("list", help="every person with its face count")
-    actions.add_parser("show", help="the faces of a person").add_argument("id", type=int)
-    rename = actions.add_parser("rename", help="give a person a name (kept by every later clustering)")
-    rename.add_argument("id", type=int)
-    rename.add_argument("name")
-    merge = actions.add_parser("merge", help="merge the other persons into the first")
-    merge.add_argument("ids", type=int, nargs="+")
-    split = actions.add_parser("split", help="move the given faces of a person to a new person")
-    split.add_argument("id", type=int)
-    split.add_argument("face_ids", type=int, nargs="+")
-    actions.add_parser("forget", help="delete a person, its embeddings and thumbnails").add_argument(
-        "id", type=int
+    actions.add_parser("show", help="the faces of a person").add_argument("id", type=_id)
+    rename = actions.add_parser(
+        "rename", help="give a person a name: one line, unique regardless of case, kept by every clustering"
     )
+    rename.add_argument("id", type=_id)
+    rename.add_argument("name")
+    merge = actions.add_parser("merge", help="merge the other persons into the first (each Id once)")
+    merge.add_argument("ids", type=_id, nargs="+")
+    split = actions.add_parser(
+        "split", help="move the given faces of a person, with the rest of their video tracks, to a new person"
+    )
+    split.add_argument("id", type=_id)
+    split.add_argument("face_ids", type=_id, nargs="+")
+    actions.add_parser(
+        "forget", help="delete a person and erase every face ever linked to it (rejected ones included)"
+    ).add_argument("id", type=_id)
     faces = sub.add_parser("faces", help="correct single faces")
     faces.set_defaults(func=cmd_faces)
     face_actions = faces.add_subparsers(dest="faces_command", required=True)
-    move = face_actions.add_parser("move", help="put a face into a person")
-    move.add_argument("face_id", type=int)
-    move.add_argument("person_id", type=int)
+    move = face_actions.add_parser("move", help="put a face, with the rest of its video track, into a person")
+    move.add_argument("face_id", type=_id)
+    move.add_argument("person_id", type=_id)
     move.add_argument(
         "--force", action="store_true",
         help="even when the person has another face of the same photo (a mirror, a photo of a photo)",
     )  # fmt: skip
-    reject = face_actions.add_parser("reject", help="not a face, or a stranger: keep it out of persons")
-    reject.add_argument("face_id", type=int)
+    reject = face_actions.add_parser(
+        "reject", help="not a face, or a stranger: keep it, with the rest of its video track, out of persons"
+    )
+    reject.add_argument("face_id", type=_id)
 
 
 def _common(defaults: bool) -> argparse.ArgumentParser:
@@ -571,7 +654,11 @@ def build_parser() -> argparse.ArgumentParser:
     unlock.add_argument("name", nargs="?", default="person_clusters")
     unlock.set_defaults(func=cmd_unlock)
 
-    export = sub.add_parser("export", help="one folder per person with the photos it appears in")
+    export = sub.add_parser(
+        "export",
+        help="one folder per person with the photos it appears in; never removes or replaces a "
+        "file it did not write, nor the last copy of a photo whose original is gone",
+    )
     export.add_argument("dir")
     export.add_argument("--thumbnails", action="store_true", help="export face thumbnails instead")
     export.set_defaults(func=cmd_export)
@@ -580,10 +667,19 @@ def build_parser() -> argparse.ArgumentParser:
     encode.add_argument("-o", "--output", required=True)
     encode.set_defaults(func=cmd_encode)
 
-    evaluate = sub.add_parser("evaluate", help="score persons against <identity>/<photo or video> labels")
-    evaluate.add_argument("dir")
+    labels = (
+        "score persons against DIR/<identity>/... labels: the top-level folder under DIR names the "
+        "person of every photo or video below it, at any depth (Kofi/2003/summer/x.jpg is Kofi's); "
+        "a photo or video directly in DIR is refused"
+    )
+    evaluate = sub.add_parser("evaluate", help=labels, description=labels)
+    evaluate.add_argument("dir", help="the labelled folder: one folder per person")
     evaluate.add_argument("--json", action="store_true")
     evaluate.add_argument("--pick", choices=("largest", "center"), default="largest")
+    evaluate.add_argument(
+        "--identity-depth", type=int, default=1, metavar="N",
+        help="the identity folders are N levels under DIR: 2 for DIR/<split>/<identity>/...",
+    )  # fmt: skip
     evaluate.set_defaults(func=cmd_evaluate)
     return parser
 

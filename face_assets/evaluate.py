@@ -81,9 +81,11 @@ def score_store(store: FaceStore, labelled: list[tuple[Path, str]], pick: Pick) 
     }
 
 
-def evaluate_folder(folder: Path, pick: Pick = "largest") -> dict[str, Any]:
+def evaluate_folder(folder: Path, pick: Pick = "largest", identity_depth: int = 1) -> dict[str, Any]:
+    """Scores the persons the pipeline makes of `folder` against its identity folders (the
+    top-level folders under it, or those `identity_depth` levels down)."""
     started = time.perf_counter()
-    labelled = labelled_media(folder)
+    labelled = labelled_media(folder, identity_depth)
     with tempfile.TemporaryDirectory(prefix="face-assets-evaluate-") as tmp:
         url = f"sqlite:///{Path(tmp) / 'evaluate.db'}"
         # An ephemeral instance: scoring runs stay out of the user's asset history.

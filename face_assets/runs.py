@@ -6,8 +6,10 @@ batches. Either way the same assets run.
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
+import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +23,8 @@ from face_assets.core.storage.locks import process_alive
 from face_assets.definitions import make_resources
 from face_assets.partitions import PARTITIONS_NAME
 from face_assets.resources import FaceStoreResource, ThumbnailStoreResource
+
+logger = logging.getLogger(__name__)
 
 # The database of one in-process run, handed to its resource by name (see materialize_pipeline).
 RUN_DATABASE_URL = "FACE_ASSETS_RUN_DATABASE_URL"
@@ -36,11 +40,49 @@ _STEP_ASSETS: dict[str, list[dg.AssetsDefinition]] = {
 }
 
 
+# The project's Dagster instance settings, the file the README has users copy into DAGSTER_HOME.
+INSTANCE_TEMPLATE = Path(__file__).with_name("dagster.yaml")
+
+
 def instance_for_cli() -> dg.DagsterInstance:
     """The user's instance when DAGSTER_HOME is set, so CLI runs show in the UI."""
-    if os.environ.get("DAGSTER_HOME"):
+    home = os.environ.get("DAGSTER_HOME")
+    if home:
+        write_instance_settings(Path(home))
         return dg.DagsterInstance.get()
     return dg.DagsterInstance.ephemeral()
+
+
+def write_instance_settings(home: Path) -> bool:
+    """Gives a DAGSTER_HOME without dagster.yaml the project's, as the README has users copy it:
+    Dagster would warn on every command that it has none, and without it `dagster dev` on this
+    home would show the first-run pop-up, send telemetry and not queue a second clustering run
+    behind the first. A dagster.yaml already there is never touched. True when it wrote one."""
+    target = home / "dagster.yaml"
+    if not home.is_absolute() or not home.is_dir() or target.exists():
+        return False  # a relative or missing DAGSTER_HOME is Dagster's to report
+    settings = INSTANCE_TEMPLATE.read_bytes()
+    try:
+        # Written aside and linked into place: a command started beside this one finds the
+        # whole file or none, and one of the two writes it.
+        with tempfile.NamedTemporaryFile("wb", dir=home, prefix=".dagster.yaml.", delete=False) as aside:
+            aside.write(settings)
+        try:
+            os.link(aside.name, target)
+        except FileExistsError:
+            return False
+        except OSError:  # a file system without hard links
+            with target.open("xb") as file:
+                file.write(settings)
+        finally:
+            os.unlink(aside.name)
+    except FileExistsError:
+        return False
+    except OSError as error:  # a read-only home: Dagster runs on its defaults, and says so
+        logger.info("could not write %s: %s", target, error)
+        return False
+    logger.warning("DAGSTER_HOME had no dagster.yaml: wrote the project's settings to %s", target)
+    return True
 
 
 # Who runs a command-line run: a run whose process is gone is marked failed by the next one.

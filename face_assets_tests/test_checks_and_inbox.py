@@ -95,8 +95,8 @@ def test_folder_inbox_registers_new_files_once(
     assert isinstance(first, dg.SensorResult) and len(first.run_requests) == 1
     assert isinstance(tick(first.cursor), dg.SkipReason)  # nothing changed, nothing requested
 
-    # A copy that keeps an old modification time is still a change of the folder.
-    shutil.copy2(photo_folder / "other" / "gradient.png", inbox / "b.png")
+    # A photo copied in with an old modification time is still a change of the folder.
+    shutil.copy2(next((photo_folder / "ben_afflek").glob("*.jpg")), inbox / "b.jpg")
     second = tick(first.cursor)
     assert isinstance(second, dg.SensorResult) and len(second.run_requests) == 1
 

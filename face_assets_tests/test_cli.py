@@ -133,3 +133,42 @@ def test_encode_writes_a_pickle_that_plain_python_reads(
     assert words[:2] == ["facenet-20180402-114759", "2"]  # two faces; the gradient has none
     assert "'box'," in shown.stdout and "(512,)" in shown.stdout and words[-2] == "1.0"
     assert words[-1] == str(images[0])
+
+
+def test_a_photo_replaced_under_its_name_is_seen_again_and_its_copy_is_no_second_item(
+    tmp_path: Path, photo_folder: Path, celebrity_folder: Path, models_dir: Path
+) -> None:
+    """Run, replace one photo by someone else's under the same name, copy another into a second
+    folder, run again: the run says what changed, the old person loses the old face, the new
+    photo's face is detected once, and the copy adds no media item."""
+    library = tmp_path / "library"
+    for identity in IDENTITIES:
+        shutil.copytree(photo_folder / identity, library / identity)
+    env = {
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'faces.db'}",
+        "FACE_ASSETS_DATA_DIR": str(tmp_path / "data"),
+    }
+    first = run(face_assets("run", str(library)), tmp_path, **env)
+    assert first.returncode == 0, first.stderr[-3000:]
+    store = FaceStore.from_url(env["DATABASE_URL"])
+    replaced = sorted((library / IDENTITIES[0]).glob("*.jpg"))[0]
+    item = store.media_items_by_path()[replaced.resolve()]
+    old_faces = {f["id"] for f in store.faces_of_media_items()[item]}
+    items_before = store.counts()["media_items"]
+    someone_else = sorted((celebrity_folder / "val" / IDENTITIES[1]).glob("*.jpg"))[0]
+    shutil.copy(someone_else, replaced)
+    copied = sorted((library / IDENTITIES[2]).glob("*.jpg"))[0]
+    (library / "backup").mkdir()
+    shutil.copy2(copied, library / "backup" / copied.name)
+
+    second = run(face_assets("run", str(library)), tmp_path, **env)
+
+    assert second.returncode == 0, second.stderr[-3000:]
+    summary = next((line for line in second.stdout.splitlines() if "files replaced" in line), second.stdout)
+    assert "files replaced 1" in summary and "identical copies +1" in summary, summary
+    assert "faces detected +" in summary, summary
+    assert str(replaced) in second.stderr  # named as replaced
+    new_faces = {f["id"] for f in store.faces_of_media_items()[item]}
+    assert new_faces and not new_faces & old_faces, "the old photo's faces are still on the item"
+    assert store.counts()["media_items"] == items_before
+    store.dispose()

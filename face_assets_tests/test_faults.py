@@ -312,6 +312,7 @@ def test_the_demo_runs_on_a_database_of_its_own(tmp_path: Path, models_dir: Path
     assert configured.read_bytes() == before
     demo = FaceStore.from_url(f"sqlite:///{tmp_path / 'data' / 'demo' / 'face_assets.db'}")
     assert demo.counts()["persons"] >= 5 and "evaluation against folder labels" in out.stdout
+    assert "  identities             5\n" in out.stdout  # the people of train/ and val/, not the splits
     assert (tmp_path / "data" / "demo" / "gallery" / "index.html").is_file()
 
 

@@ -132,10 +132,11 @@ def test_resnet50_detector_without_its_weights_fails_clearly(monkeypatch, tmp_pa
 
 
 def test_a_corrupt_cached_file_is_fetched_again_and_verified(tmp_path: Path) -> None:
+    from face_assets.core.digest import file_sha256
     from face_assets.core.vision import weights
 
     corrupt = tmp_path / weights.RETINAFACE_MOBILENET.name
     corrupt.write_bytes(b"not a graph")
     path = weights.resolve(weights.RETINAFACE_MOBILENET, tmp_path)
     assert path == corrupt
-    assert weights.sha256_of(path) == weights.RETINAFACE_MOBILENET.sha256
+    assert file_sha256(path) == weights.RETINAFACE_MOBILENET.sha256

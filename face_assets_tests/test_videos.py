@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 from sqlalchemy import select
 
+from face_assets.core import correction
 from face_assets.core.export import export_persons
 from face_assets.core.montage import TILE_PX
 from face_assets.core.storage.schema import FacesTable, MediaFileTable, MediaItemsTable
@@ -18,6 +19,7 @@ from face_assets.core.storage.store import FaceStore
 from face_assets.evaluate import evaluate_folder
 from face_assets.runs import materialize_pipeline
 from face_assets_tests.clips import Scene, make_audio_only, make_clip, truncate
+from face_assets_tests.conftest import IDENTITIES
 from face_assets_tests.test_assets import snapshot
 from face_assets_tests.test_sensors import insert_rows
 
@@ -180,3 +182,51 @@ def test_evaluate_scores_each_appearance_in_labelled_videos_beside_photos(
     assert report["video_appearances"] == 4  # each scene once, however many frames it has
     assert report["bcubed_precision"] == 1.0  # nobody merged with the other
     assert report["persons"] >= 2
+
+
+def test_one_video_of_a_new_person_makes_the_same_persons_incrementally_and_in_a_rebuild(
+    tmp_path: Path, celebrity_folder: Path, models_dir: Path
+) -> None:
+    """A library whose photos all have their person, then one video of someone new: her two
+    scenes are two tracks, each enough to start a person. The incremental run placed neither
+    (it counted two rows, not their faces) while a rebuild made persons of them."""
+    library, thumbnails = tmp_path / "library", tmp_path / "thumbnails"
+    url = f"sqlite:///{tmp_path / 'faces.db'}"
+    for identity in IDENTITIES:
+        (library / identity).mkdir(parents=True)
+        for photo in sorted((celebrity_folder / "train" / identity).glob("*.jpg"))[:4]:
+            shutil.copy(photo, library / identity / photo.name)
+
+    def run(**options: object) -> dict[str, dict[str, object]]:
+        done = materialize_pipeline(
+            library, database_url=url, thumbnail_dir=thumbnails, instance=dg.DagsterInstance.ephemeral(),
+            **options,  # type: ignore[arg-type]
+        )  # fmt: skip
+        assert done.success
+        return done.metadata()
+
+    run()
+    store = FaceStore.from_url(url)
+    for face in store.face_embeddings(unassigned_only=True).face_ids:
+        correction.reject_face(store, int(face))  # the user's call on the photos left waiting
+    assert store.face_embeddings(unassigned_only=True).face_ids.tolist() == []
+    madonna = sorted((celebrity_folder / "train" / "madonna").glob("*.jpg"))
+    scenes = [Scene([madonna[0]], 3.0, "pan"), Scene([], 4.0), Scene([madonna[1]], 3.0, "zoom")]
+    (library / "madonna").mkdir()
+    make_clip(library / "madonna" / "party.mp4", scenes)
+
+    incremental = run()["person_clusters"]
+    faces = faces_of(store, items_by_name(store)["party.mp4"]["Id"])
+    persons = [f["PersonId"] for f in faces]
+    rebuilt = run(steps=("cluster", "gallery"), cluster_mode="rebuild")["person_clusters"]
+
+    assert len({f["TrackId"] for f in faces}) == 2
+    assert None not in persons  # her only appearance, in tracks of three frames each, starts her
+    assert incremental["faces_assigned"] == len(faces) and incremental["persons_made"] >= 1
+    assert [f["PersonId"] for f in faces_of(store, items_by_name(store)["party.mp4"]["Id"])] == persons
+    assert {key: rebuilt[key] for key in ("faces_assigned", "faces_unassigned", "faces_moved")} == {
+        "faces_assigned": 0,
+        "faces_unassigned": 0,
+        "faces_moved": 0,
+    }
+    store.dispose()

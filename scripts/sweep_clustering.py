@@ -1,13 +1,15 @@
 """Chooses the clustering defaults on labelled photos: sweeps the parameters and prints the table.
 
-    python scripts/sweep_clustering.py DIR [--cache FILE.db] [--pick center] [--json OUT]
+    python scripts/sweep_clustering.py DIR [--identity-depth N] [--cache FILE.db] [--pick center]
 
-DIR is in `<identity>/<photo>` layout at any depth (for the tuning set, `persons/` and
-`distractors/` each hold one folder per person). The photos go once through the product's own
-detection and embedding steps into a SQLite file (`--cache`, kept for the next sweep); every
-parameter set is then scored by the same planning function a clustering run uses, on a library
-with no persons yet, as `face-assets evaluate` scores it. Each photo's label goes to one face
-(`--pick`); the other faces of a photo take part, unlabelled.
+DIR is in `<identity>/...` layout: the top-level folder under DIR names the person of every
+photo below it, as in `face-assets evaluate` (for the tuning set, whose `persons/` and
+`distractors/` each hold one folder per person, `--identity-depth 2`). The photos go once
+through the product's own detection and embedding steps into a SQLite file (`--cache`, kept
+for the next sweep); every parameter set is then scored by the same planning function a
+clustering run uses, on a library with no persons yet, as `face-assets evaluate` scores it.
+Each photo's label goes to one face (`--pick`); the other faces of a photo take part,
+unlabelled.
 
 Printed per parameter set: BCubed and pairwise precision/recall/F over all labelled faces, the
 same for people with 5 or more photos alone (the persons a user expects to see), and what
@@ -54,7 +56,7 @@ def embed_folder(folder: Path, cache: Path) -> None:
         )
 
 
-def load_labelled(folder: Path, cache: Path, pick: str) -> dict[str, np.ndarray]:
+def load_labelled(folder: Path, cache: Path, pick: str, identity_depth: int = 1) -> dict[str, np.ndarray]:
     """Embeddings of every face, and the label of the picked face of each photo ('' for none)."""
     store = FaceStore.from_url(f"sqlite:///{cache}")
     try:
@@ -75,7 +77,7 @@ def load_labelled(folder: Path, cache: Path, pick: str) -> dict[str, np.ndarray]
     row_of = {int(f): r for r, f in enumerate(face_ids)}
     labels = np.full(len(face_ids), "", dtype=object)
     misses = 0
-    images = labelled_images(folder)
+    images = labelled_images(folder, identity_depth)
     for path, identity in images:
         item = items.get(path.resolve())
         found = faces.get(item, []) if item is not None else []
@@ -172,6 +174,7 @@ def main() -> int:
     parser.add_argument("folder", type=Path)
     parser.add_argument("--cache", type=Path, help="SQLite file of the embeddings (default: a temporary one)")
     parser.add_argument("--pick", choices=("largest", "center"), default="center")
+    parser.add_argument("--identity-depth", type=int, default=1, help="identity folders N levels under DIR")
     parser.add_argument("--algorithm", nargs="+", default=["hdbscan", "agglomerative"])
     parser.add_argument("--link", type=float, nargs="+", default=[0.50, 0.55, 0.60])
     parser.add_argument("--match", type=float, nargs="+", default=[0.65, 0.70, 0.75])
@@ -189,7 +192,7 @@ def main() -> int:
             started = time.perf_counter()
             embed_folder(args.folder, cache)
             print(f"embedded {args.folder} in {time.perf_counter() - started:.0f} s", file=sys.stderr)
-        data = load_labelled(args.folder, cache, args.pick)
+        data = load_labelled(args.folder, cache, args.pick, args.identity_depth)
     print(
         f"{int(data['images'])} photos, {len(data['vectors'])} faces, {int(data['misses'])} photos "
         f"without a face, {len(set(data['labels'].tolist()) - {''})} identities"

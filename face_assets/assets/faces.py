@@ -21,13 +21,16 @@ class MediaItemsConfig(dg.Config):
 
 @dg.asset(group_name="faces")
 def media_items(
-    context: dg.AssetExecutionContext, config: MediaItemsConfig, face_store: FaceStoreResource
+    context: dg.AssetExecutionContext,
+    config: MediaItemsConfig,
+    face_store: FaceStoreResource,
+    thumbnails: ThumbnailStoreResource,
 ) -> dg.MaterializeResult:
     """Media items in the database, with the images of the media folder registered once each."""
     store = face_store.get_store()
     folder = config.folder or str(get_settings().media_dir or "")
     try:
-        registration = register_folder(store, Path(folder)) if folder else Registration()
+        registration = register_folder(store, Path(folder), thumbnails.folder()) if folder else Registration()
     except MediaFolderError as error:
         # FACE_ASSETS_MEDIA_DIR names a folder that is not there (a typo, an unmounted disk):
         # one line in the UI and the Dagster CLI, not a stack trace.
@@ -45,6 +48,13 @@ def media_items(
             "skipped": len(skipped),
             "skipped_files": listed(skipped),
             "not_media": registration.not_media,
+            # Files whose content changed: processed again, their old faces retired.
+            "replaced": len(registration.replaced),
+            "replaced_files": listed([f"{path}: media item {item}" for path, item in registration.replaced]),
+            "faces_retired": registration.retired_faces,
+            "copies": len(registration.copies),  # identical copies: one media item, two paths
+            "missing": len(registration.missing),
+            "missing_files": listed([str(path) for path in registration.missing]),
             "media_items_total": counts["media_items"],
             "media_items_pending": counts["media_items_pending"],
         }

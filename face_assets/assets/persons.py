@@ -58,6 +58,7 @@ def face_persons(context: dg.AssetExecutionContext, face_store: FaceStoreResourc
             "unassigned_faces_in_batch": match.faces,
             "matched_to_existing_persons": match.matched,
             "waiting_for_clustering": match.waiting,
+            **match.changes.metadata(),
             "match_threshold": params.match_threshold,
             "seconds": round(match.seconds, 2),
         }
@@ -94,6 +95,7 @@ def person_clusters(
             "faces_in_new_persons": update.faces_in_new_persons,
             "unassigned_faces": update.unassigned,
             "persons_total": update.persons_total,
+            **update.changes.metadata(),
             "mode": mode,
             "clustering_ran": update.clustered,
             "seconds": round(update.seconds, 2),

@@ -96,7 +96,11 @@ def rare_fates(
     }
 
 
-def _labelled(folder: Path, videos: bool) -> list[tuple[Path, str]]:
+# Files without an identity folder named in a refusal; the rest are counted.
+NAMED_UNLABELLED = 5
+
+
+def _labelled(folder: Path, videos: bool, identity_depth: int) -> list[tuple[Path, str]]:
     from face_assets.core.vision.transforms import MediaDecodeError, sniff_image_format
     from face_assets.core.vision.video import probe_video
 
@@ -111,29 +115,49 @@ def _labelled(folder: Path, videos: bool) -> list[tuple[Path, str]]:
             return False
         return True
 
-    found = [
-        (path, path.parent.name)
-        for path in sorted(folder.rglob("*"))
-        if path.is_file() and not path.name.startswith(".") and path.parent != folder and is_media(path)
-    ]  # fmt: skip
+    if identity_depth < 1:
+        raise LabelsError(f"the identity folder's depth is 1 or more, not {identity_depth}")
+    found: list[tuple[Path, str]] = []
+    unlabelled: list[Path] = []
+    for path in sorted(folder.rglob("*")):
+        parts = path.relative_to(folder).parts
+        # Hidden files and folders (.git, .thumbnails) are no media: registration skips them too.
+        if any(part.startswith(".") for part in parts) or not path.is_file() or not is_media(path):
+            continue
+        if len(parts) <= identity_depth:
+            unlabelled.append(path)
+        else:
+            found.append((path, parts[identity_depth - 1]))
+    if unlabelled:
+        # Refused, not left out: the pipeline would still cluster their faces, and the score
+        # would describe another library than the one labelled.
+        named = ", ".join(str(p) for p in unlabelled[:NAMED_UNLABELLED])
+        more = f" and {len(unlabelled) - NAMED_UNLABELLED} more" if len(unlabelled) > NAMED_UNLABELLED else ""
+        layout = "/".join(["<split>"] * (identity_depth - 1) + ["<identity>"])
+        raise LabelsError(
+            f"{folder}: {len(unlabelled)} file{'s' if len(unlabelled) != 1 else ''} outside the "
+            f"{layout}/ folders that label them: {named}{more}; move them into the folder of "
+            "their person, or out of the folder"
+        )
     if not found:
         kind = "photos or videos" if videos else "images"
         raise LabelsError(f"{folder}: no {kind} in <identity>/<file> layout")
     return found
 
 
-def labelled_media(folder: Path) -> list[tuple[Path, str]]:
-    """(photo or video, identity) for the `<identity>/<file>` layout, at any depth below `folder`.
-
-    The identity is the file's parent folder name, so `train/<identity>/x.jpg` and
-    `val/<identity>/y.mp4` share one label. A video is labelled with its one person.
+def labelled_media(folder: Path, identity_depth: int = 1) -> list[tuple[Path, str]]:
+    """(photo or video, identity) for the `<identity>/...` layout: the identity is the top-level
+    folder under `folder`, whatever lies below it, so `Kofi/2003/summer/x.jpg` is Kofi's and two
+    people's `2003/` folders stay apart. With `identity_depth` 2 it is the folder below the
+    top-level one (`train/<identity>/...`, `val/<identity>/...` share one label). A video is
+    labelled with its one person. A photo or video outside an identity folder is refused.
     """
-    return _labelled(folder, videos=True)
+    return _labelled(folder, videos=True, identity_depth=identity_depth)
 
 
-def labelled_images(folder: Path) -> list[tuple[Path, str]]:
+def labelled_images(folder: Path, identity_depth: int = 1) -> list[tuple[Path, str]]:
     """Photos only (the throughput benchmarks count photos), same layout as `labelled_media`."""
-    return _labelled(folder, videos=False)
+    return _labelled(folder, videos=False, identity_depth=identity_depth)
 
 
 def pick_face(faces: Sequence[dict[str, Any]], size: tuple[int, int] | None, how: Pick) -> int:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -12,6 +14,7 @@ from face_assets.core.batch import IdRange
 from face_assets.core.progress import track
 from face_assets.core.storage.store import FaceStore, MediaItem, saving
 from face_assets.core.thumbnail import cut_thumbnail, remove_files
+from face_assets.core.thumbnail_journal import ThumbnailJournal, sweep_abandoned
 from face_assets.core.vision.media import open_media
 from face_assets.core.vision.prefetch import ahead
 from face_assets.core.vision.transforms import MediaDecodeError
@@ -93,19 +96,26 @@ def detect_faces(
     run = DetectionRun()
     consecutive_failures = 0
     held: _Detected | None = None
+    journal = ThumbnailJournal(thumbnails.folder) if thumbnails is not None else None
+    if thumbnails is not None:
+        sweep_abandoned(thumbnails.folder, store.thumbnails_in_use)
 
-    def cut(path: Path, image: RGBImage, faces: list[DetectedFace]) -> list[tuple[str, float]]:
-        assert thumbnails is not None
+    def cut(item: MediaItem, image: RGBImage, faces: list[DetectedFace]) -> list[tuple[str, float]]:
+        assert thumbnails is not None and journal is not None
         done: list[tuple[str, float]] = []
         try:
             for face in faces:
                 done.append(
-                    cut_thumbnail(path, image, face.box_xyxy, thumbnails.folder, thumbnails.px, face.frame)
+                    cut_thumbnail(
+                        item.path, image, face.box_xyxy, thumbnails.folder, thumbnails.px, face.frame
+                    )
                 )
+                journal.wrote(item.id, done[-1][0])
         except OSError:
             # A full or read-only folder: this item's faces are saved without thumbnails, so
             # the files already cut for it would have no row.
             remove_files(thumbnails.folder / relpath for relpath, _ in done)
+            journal.settled(item.id)
             raise
         return done
 
@@ -125,6 +135,8 @@ def detect_faces(
         with saving(f"media item {item.id} ({item.path})"):
             length = (detected.video.duration_s, detected.video.fps) if detected.video else None
             store.save_detection(item.id, detected.faces, detector.name, detected.size, cut_files, length)
+        if journal is not None:
+            journal.settled(item.id)
         run.write_seconds += time.perf_counter() - started
         run.faces += len(detected.faces)
         run.thumbnails += len(cut_files or ())
@@ -132,6 +144,7 @@ def detect_faces(
 
     items = store.pending_media_items(limit, id_range)
     with (
+        _closing(journal, store),  # last out: after the cutter's work is done
         ThreadPoolExecutor(max_workers=1, thread_name_prefix="thumbnails") as cutter,
         track("detect", len(items), "media items") as advance,
     ):
@@ -145,7 +158,7 @@ def detect_faces(
                     if held is not None:
                         save(held)  # items are saved in their order
                         held = None
-                    detected = _detect_video(item, media, detector, video, thumbnails, run)
+                    detected = _detect_video(item, media, detector, video, thumbnails, run, journal)
                     if detected is None:
                         consecutive_failures += 1
                         if consecutive_failures >= MAX_CONSECUTIVE_FAILURES:
@@ -189,7 +202,7 @@ def detect_faces(
             height, width = image.shape[:2]
             cutting = None
             if thumbnails is not None and faces and run.thumbnail_error is None:
-                cutting = cutter.submit(cut, item.path, image, faces)
+                cutting = cutter.submit(cut, item, image, faces)
             # The previous item is saved while this one's thumbnails are cut.
             if held is not None:
                 save(held)
@@ -199,6 +212,15 @@ def detect_faces(
     return run
 
 
+@contextmanager
+def _closing(journal: ThumbnailJournal | None, store: FaceStore) -> Iterator[None]:
+    try:
+        yield
+    finally:
+        if journal is not None:
+            journal.close(store.thumbnails_in_use)
+
+
 def _detect_video(
     item: MediaItem,
     info: VideoInfo,
@@ -206,6 +228,7 @@ def _detect_video(
     sampling: VideoSampling,
     thumbnails: ThumbnailTarget | None,
     run: DetectionRun,
+    journal: ThumbnailJournal | None,
 ) -> _Detected | None:
     """A video's faces, frame by frame as the stream is decoded (one frame in memory), their
     thumbnails cut from the frame at once. None when the detector failed (the item stays
@@ -218,6 +241,8 @@ def _detect_video(
     def discard() -> None:
         if thumbnails is not None:
             remove_files(thumbnails.folder / relpath for relpath, _ in cut_files)
+        if journal is not None:
+            journal.settled(item.id)
         cut_files.clear()
 
     started = time.perf_counter()
@@ -236,6 +261,8 @@ def _detect_video(
                     for face in found:
                         box = face.box_xyxy
                         cut_files.append(cut_thumbnail(item.path, frame.image, box, folder, px, face.frame))
+                        if journal is not None:
+                            journal.wrote(item.id, cut_files[-1][0])
                 except OSError as error:
                     # A full or read-only folder: the faces are saved, thumbnails left to their step.
                     run.thumbnail_error = f"thumbnails of media item {item.id} in {folder}: {error}"

@@ -6,6 +6,7 @@ import logging
 import os
 import socket
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -30,6 +31,44 @@ logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
+class PersonChanges:
+    """What one run changed in who is whom, both ways: a run that unassigns faces or dissolves a
+    person says so as plainly as one that adds."""
+
+    faces_assigned: int  # had no person, have one now (an existing person or a new one)
+    faces_unassigned: int  # left a person and have none now
+    faces_moved: int  # left one person for another
+    persons_made: int
+    persons_dissolved: int  # left without faces by this run, or deleted by it (emptied before)
+
+    def metadata(self) -> dict[str, int]:
+        """Counts only, for a materialisation's metadata (Dagster keeps it for good)."""
+        return {
+            "faces_assigned": self.faces_assigned,
+            "faces_unassigned": self.faces_unassigned,
+            "faces_moved": self.faces_moved,
+            "persons_made": self.persons_made,
+            "persons_dissolved": self.persons_dissolved,
+        }
+
+
+def person_changes(
+    before: NDArray[np.int64], after: NDArray[np.int64], made: int, deleted: Iterable[int] = ()
+) -> PersonChanges:
+    """Pure: the changes from `before` to `after` (person id per face, -1 for none, row-aligned,
+    as written), with `made` persons created and the `deleted` person ids."""
+    had, has = before >= 0, after >= 0
+    emptied = set(np.unique(before[had]).tolist()) - set(np.unique(after[has]).tolist())
+    return PersonChanges(
+        faces_assigned=int((~had & has).sum()),
+        faces_unassigned=int((had & ~has).sum()),
+        faces_moved=int((had & has & (before != after)).sum()),
+        persons_made=made,
+        persons_dissolved=len(emptied | {int(p) for p in deleted}),
+    )
+
+
+@dataclass(frozen=True)
 class PersonUpdate:
     faces: int
     matched_to_existing: int
@@ -39,6 +78,25 @@ class PersonUpdate:
     persons_total: int
     clustered: bool
     seconds: float
+    changes: PersonChanges
+
+
+def _written(
+    data: FaceEmbeddings,
+    groups: list[NDArray[np.int64]],
+    created: list[int],
+    assigned: NDArray[np.int64],
+    noise: NDArray[np.int64],
+    final: NDArray[np.int64],
+) -> NDArray[np.int64]:
+    """Each face's person after a clustering wrote: `assigned` rows their `final` person, new
+    groups their created person, `noise` rows none, the others as they were."""
+    after = data.person_ids.copy()
+    after[assigned] = final[assigned]
+    after[noise] = NOISE
+    for rows, person in zip(groups, created, strict=True):
+        after[rows] = person
+    return after
 
 
 def _split_same_media_item(
@@ -114,7 +172,8 @@ def new_groups(
     members_sorted, labels_sorted = rows[clustered][order], labels[clustered][order]
     for members in np.split(members_sorted, np.flatnonzero(np.diff(labels_sorted)) + 1):
         members = _split_same_media_item(np.sort(members), media_item_ids, vectors)
-        if (len(members) if weights is None else int(weights[members].sum())) >= params.min_cluster_size:
+        weight = len(members) if weights is None else int(weights[members].sum())
+        if membership.enough_for_a_person(weight, params.min_cluster_size):
             groups.append(members)
     return groups
 
@@ -195,11 +254,14 @@ def _update_persons(store: FaceStore, params: ClusterParams) -> PersonUpdate:
     in_groups = np.concatenate(groups) if groups else np.zeros(0, dtype=np.int64)
     left = np.flatnonzero(final == NOISE)
     left = np.setdiff1d(left, in_groups)
-    noise = data.face_ids[left[~data.clustered[left]]] if ran else np.zeros(0, np.int64)
+    noise_rows = left[~data.clustered[left]] if ran else np.zeros(0, np.int64)
+    deleted: list[int] = []
     created = store.apply_person_changes(
-        [data.face_ids[g].tolist() for g in groups], matches, noise.tolist(), library=data
-    )
+        [data.face_ids[g].tolist() for g in groups], matches, data.face_ids[noise_rows].tolist(),
+        library=data, deleted=deleted,
+    )  # fmt: skip
     update_portraits(store, library=data)
+    after = _written(data, groups, created, newly, noise_rows, final)
     summary = PersonUpdate(
         faces=len(data.face_ids),
         matched_to_existing=len(matches),
@@ -209,6 +271,7 @@ def _update_persons(store: FaceStore, params: ClusterParams) -> PersonUpdate:
         persons_total=store.counts()["persons"],
         clustered=ran,
         seconds=time.perf_counter() - started,
+        changes=person_changes(data.person_ids, after, len(created), deleted),
     )
     logger.info("persons updated: %s", summary)
     return summary
@@ -251,11 +314,15 @@ def rebuild_persons(store: FaceStore, params: ClusterParams, owner: str = "") ->
         movable[in_fresh] = False
         changed = np.flatnonzero(movable & (final != data.person_ids) & (final >= 0))
         regrouped = [(int(data.face_ids[i]), int(final[i])) for i in changed]
-        noise = data.face_ids[np.flatnonzero(movable & (final == NOISE))].tolist()
+        noise_rows = np.flatnonzero(movable & (final == NOISE))
+        noise = data.face_ids[noise_rows].tolist()
+        deleted: list[int] = []
         created = store.apply_person_changes(
-            [data.face_ids[g].tolist() for g in fresh], [], noise, regrouped=regrouped, library=data
-        )
+            [data.face_ids[g].tolist() for g in fresh], [], noise, regrouped=regrouped, library=data,
+            deleted=deleted,
+        )  # fmt: skip
         update_portraits(store, library=data)
+        after = _written(data, fresh, created, changed, noise_rows, final)
         summary = PersonUpdate(
             faces=len(data.face_ids),
             matched_to_existing=len(regrouped),
@@ -265,6 +332,7 @@ def rebuild_persons(store: FaceStore, params: ClusterParams, owner: str = "") ->
             persons_total=store.counts()["persons"],
             clustered=True,
             seconds=time.perf_counter() - started,
+            changes=person_changes(data.person_ids, after, len(created), deleted),
         )
     logger.info("persons rebuilt: %s", summary)
     return summary
@@ -276,6 +344,7 @@ class BatchMatch:
     matched: int
     waiting: int
     seconds: float
+    changes: PersonChanges
 
 
 def match_new_faces(
@@ -291,7 +360,7 @@ def match_new_faces(
     with store.lock(PERSONS_LOCK, owner or default_owner(), wait_seconds=wait_seconds):
         batch = store.face_embeddings(id_range, unassigned_only=True)
         if not len(batch.face_ids):
-            return BatchMatch(0, 0, 0, time.perf_counter() - started)
+            return BatchMatch(0, 0, 0, time.perf_counter() - started, PersonChanges(0, 0, 0, 0, 0))
         means = store.person_means()
         taken = store.persons_in_media_items(batch.media_item_ids.tolist())
         # A video track is matched as one observation (its mean), and its faces go together.
@@ -314,8 +383,12 @@ def match_new_faces(
             for f, p, s in zip(batch.face_ids, chosen, similarity, strict=True)
             if p >= 0
         ]
-        store.apply_person_changes([], matches, [])
+        deleted: list[int] = []
+        store.apply_person_changes([], matches, [], deleted=deleted)
         if matches:
             update_portraits(store, sorted({p for _, p, _ in matches}), [f for f, _, _ in matches])
     faces = len(batch.face_ids)
-    return BatchMatch(faces, len(matches), faces - len(matches), time.perf_counter() - started)
+    # Batch matching only gives unassigned faces a person; the persons it deletes were emptied
+    # earlier (a correction moved their faces away).
+    changes = person_changes(batch.person_ids, chosen, 0, deleted)
+    return BatchMatch(faces, len(matches), faces - len(matches), time.perf_counter() - started, changes)

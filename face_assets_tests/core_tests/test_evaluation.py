@@ -5,6 +5,7 @@ import pytest
 from PIL import Image
 
 from face_assets.core.evaluation import (
+    LabelsError,
     labelled_images,
     labelled_media,
     pick_face,
@@ -106,17 +107,40 @@ def _png(path: Path) -> Path:
     return path
 
 
-def test_labelled_images_reads_identity_folders_at_any_depth(tmp_path: Path) -> None:
+def test_the_identity_is_the_top_level_folder_whatever_lies_below_it(tmp_path: Path) -> None:
+    """Two people who both keep a `2003/` folder stay two people; a year or an event folder
+    below a person is not a person."""
+    expected = {
+        _png(tmp_path / "Kofi" / "2003" / "summer" / "x.png"): "Kofi",
+        _png(tmp_path / "Kofi" / "y.jpg"): "Kofi",  # a PNG named .jpg is still an image
+        _png(tmp_path / "Ama" / "2003" / "z.png"): "Ama",
+    }
+    (tmp_path / "Ama" / "notes.txt").write_text("who is Ama")
+    (tmp_path / "Ama" / "fake.jpg").write_text("not an image")
+    _png(tmp_path / "Ama" / ".hidden.png")
+    _png(tmp_path / "Ama" / ".thumbnails" / "z.png")  # a hidden folder: registration skips it too
+    (tmp_path / "README.txt").write_text("one folder per person")  # not media: no label needed
+    assert dict(labelled_images(tmp_path)) == expected
+    assert dict(labelled_media(tmp_path)) == expected
+
+
+def test_a_photo_outside_every_identity_folder_is_refused_by_name(tmp_path: Path) -> None:
+    _png(tmp_path / "ann" / "1.png")
+    loose = _png(tmp_path / "group.png")
+    with pytest.raises(LabelsError, match=f"1 file outside the <identity>/ folders that label them: {loose}"):
+        labelled_media(tmp_path)
+
+
+def test_identity_folders_below_split_folders(tmp_path: Path) -> None:
     expected = {
         _png(tmp_path / "train" / "ann" / "1.png"): "ann",
-        _png(tmp_path / "val" / "ann" / "2.png"): "ann",
-        _png(tmp_path / "train" / "bob" / "x.jpg"): "bob",  # a PNG named .jpg is still an image
+        _png(tmp_path / "val" / "ann" / "2017" / "2.png"): "ann",
+        _png(tmp_path / "train" / "bob" / "x.png"): "bob",
     }
-    (tmp_path / "train" / "bob" / "notes.txt").write_text("who is bob")
-    (tmp_path / "train" / "bob" / "fake.jpg").write_text("not an image")
-    _png(tmp_path / "train" / "bob" / ".hidden.png")
-    _png(tmp_path / "top_level.png")  # no identity folder
-    assert dict(labelled_images(tmp_path)) == expected
+    assert dict(labelled_images(tmp_path, identity_depth=2)) == expected
+    loose = _png(tmp_path / "train" / "top_level.png")  # in a split folder, no identity folder
+    with pytest.raises(LabelsError, match=f"<split>/<identity>/ folders that label them: {loose}"):
+        labelled_images(tmp_path, identity_depth=2)
 
 
 def test_labelled_media_takes_videos_by_their_bytes_and_photos_alike(tmp_path: Path) -> None:

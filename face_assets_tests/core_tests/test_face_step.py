@@ -1,5 +1,8 @@
 """Orchestration of the detection step, with a stub detector (the real one is tested end to end)."""
 
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +14,8 @@ from face_assets.core.media_item import register_folder
 from face_assets.core.storage.store import FaceStore
 from face_assets.core.thumbnail import thumbnail_relpath
 from face_assets.core.vision.types import DetectedFace, RGBImage
+from face_assets_tests.clips import Scene, make_clip
+from face_assets_tests.conftest import url_of
 
 
 class StubDetector:
@@ -30,7 +35,9 @@ class StubDetector:
 def _photos(folder: Path, colours: list[tuple[int, int, int]]) -> None:
     folder.mkdir()
     for index, colour in enumerate(colours):
-        Image.fromarray(np.full((16, 16, 3), colour, dtype=np.uint8)).save(folder / f"{index:02d}.png")
+        pixels = np.full((16, 16, 3), colour, dtype=np.uint8)
+        pixels[15, 15] = index  # photos of their own: identical files would be one media item
+        Image.fromarray(pixels).save(folder / f"{index:02d}.png")
 
 
 @pytest.fixture
@@ -94,3 +101,51 @@ def test_an_unwritable_thumbnail_folder_leaves_thumbnails_to_their_step(
     assert run.thumbnail_error is not None and "not-a-folder" in run.thumbnail_error
     assert store.pending_media_items() == []  # the faces are saved all the same
     assert len(store.faces_without_thumbnail()) == 3
+
+
+# A detection run in its own process, killed (SIGKILL) half-way through a video: its thumbnail
+# files are written frame by frame, its rows only with the whole video.
+KILLED_IN_A_VIDEO = """
+import sys, time
+from pathlib import Path
+from face_assets.core.face import ThumbnailTarget, VideoSampling, detect_faces
+from face_assets.core.storage.store import FaceStore
+from face_assets.core.vision.types import DetectedFace
+
+class StuckAfterThreeFrames:
+    name = "stub"
+    frames = 0
+    def load(self): pass
+    def detect(self, image):
+        StuckAfterThreeFrames.frames += 1
+        if StuckAfterThreeFrames.frames > 3:
+            time.sleep(600)
+        return [DetectedFace((1.0, 1.0, 9.0, 9.0), 0.99, ((2.0, 2.0),) * 5)]
+
+detect_faces(FaceStore.from_url(sys.argv[1]), StuckAfterThreeFrames(),
+             thumbnails=ThumbnailTarget(Path(sys.argv[2]), 32), video=VideoSampling(fps=2.0))
+"""
+
+
+def test_thumbnails_of_a_video_killed_half_way_do_not_outlive_it(tmp_path: Path, store: FaceStore) -> None:
+    library, folder = tmp_path / "videos", tmp_path / "thumbnails"
+    library.mkdir()
+    make_clip(library / "party.mp4", [Scene([], seconds=4.0)], fps=5, size=(64, 48))
+    register_folder(store, library)
+    run = subprocess.Popen([sys.executable, "-c", KILLED_IN_A_VIDEO, url_of(store), str(folder)])
+    try:
+        deadline = time.monotonic() + 120
+        while len(list(folder.rglob("*.jpg"))) < 3 and time.monotonic() < deadline:
+            time.sleep(0.1)
+    finally:
+        run.kill()
+        run.wait()
+    assert len(list(folder.rglob("*.jpg"))) == 3, "the run should have been killed inside the video"
+    assert store.pending_media_items(), "nothing of the video is saved"
+
+    # The next detection on this host, of any batch (here: of nothing), removes the files no
+    # row names before it starts.
+    detect_faces(store, StubDetector(), thumbnails=ThumbnailTarget(folder, 32), limit=0)
+
+    assert list(folder.rglob("*.jpg")) == [], "thumbnail files without rows were left behind"
+    assert not list((folder / ".unsaved").glob("*")), "the killed run's list stays"

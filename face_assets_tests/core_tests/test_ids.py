@@ -45,7 +45,7 @@ def test_a_forgotten_persons_id_is_never_given_to_another(db_url: str, tmp_path:
     assert last > first
 
     correction.forget_person(store, last, tmp_path / "thumbnails")
-    new = correction.split_person(store, first, faces[:1])
+    new = correction.split_person(store, first, faces[:1]).person_id
 
     assert new > last, "a new person took the Id of the person just forgotten"
     store.dispose()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -189,7 +190,7 @@ def captured(tmp_path_factory: pytest.TempPathFactory) -> list[Captured]:
     with pytest.raises(correction.CorrectionError):
         correction.rename_person(store, persons[1], "Ada")
     correction.merge_persons(store, persons[0], [persons[1]])
-    split = correction.split_person(store, persons[0], members[persons[0]][:2])
+    split = correction.split_person(store, persons[0], members[persons[0]][:2]).person_id
     correction.move_face(store, members[persons[2]][0], split)
     correction.move_face(store, video_faces[0], split, force=True)  # a whole track
     correction.reject_face(store, members[persons[2]][1])
@@ -202,6 +203,18 @@ def captured(tmp_path_factory: pytest.TempPathFactory) -> list[Captured]:
                 pass
         with store.lock("job", "third", stale_after_s=0.0):
             pass
+
+    # Files replaced under their name (one with an identical copy elsewhere), copied, deleted.
+    shutil.copy2(photos / "0001.png", root / "copy-of-0001.png")
+    shutil.copy2(photos / "0002.png", photos / "copy-of-0002.png")
+    assert len(register_folder(store, root).copies) == 2
+    Image.new("RGB", (24, 24), (0, 200, 0)).save(photos / "0001.png")
+    Image.new("RGB", (24, 24), (0, 0, 200)).save(photos / "0003.png")
+    (photos / "0002.png").unlink()
+    scan = register_folder(store, photos)
+    assert len(scan.replaced) == 2 and len(scan.missing) == 1
+    assert len(store.missing_files()) == 2  # and the clip registered without a file
+    store.copies_of_media_items([1, 2, 3])
 
     # Reports, asset checks, export and gallery.
     store.counts()
@@ -360,7 +373,7 @@ def test_indexes_are_valid_tsql_and_the_path_key_index_is_filtered(dialect: Dial
         for table in metadata.sorted_tables
         for index in table.indexes
     }
-    assert len(statements) == 5
+    assert len(statements) == 7
     for sql in statements.values():
         assert unquoted_identifiers(parse_tsql(sql)) == [], sql
     assert statements["IX_MediaFile_PathKey"] == (

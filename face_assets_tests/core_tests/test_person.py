@@ -1,14 +1,17 @@
+import dataclasses
 from pathlib import Path
 
 import numpy as np
 import pytest
 from numpy.typing import NDArray
 
+from face_assets.core import correction
 from face_assets.core.clustering.cluster import NOISE, ClusterParams
-from face_assets.core.person import plan_persons, update_persons
+from face_assets.core.embedding import assign_tracks
+from face_assets.core.person import PersonChanges, plan_persons, rebuild_persons, update_persons
 from face_assets.core.storage.store import FaceStore
 from face_assets.core.vision.types import DetectedFace
-from face_assets_tests.core_tests.synthetic import Algorithm, centres, identities, unit
+from face_assets_tests.core_tests.synthetic import SIGMA, Algorithm, centres, identities, samples, unit
 
 ALGORITHMS = ["agglomerative", "hdbscan", "dbscan"]
 
@@ -167,3 +170,120 @@ def _add_face(store: FaceStore, path: Path, vector: NDArray[np.float32]) -> tupl
     ids = [f.id for f in store.faces_without_embedding()]
     store.save_embeddings(ids, vector, "synthetic")
     return item, ids
+
+
+def add_video(store: FaceStore, path: Path, times: list[float], vectors: NDArray[np.float32]) -> list[int]:
+    """One video with one face per listed second (the same box each time), embedded and followed
+    into tracks by the product's tracker: its face ids, in time order."""
+    item = store.register_media_file(path, "MP4", 1000)
+    assert item is not None
+    face = DetectedFace(box_xyxy=(10.0, 10.0, 50.0, 60.0), score=0.99, landmarks=((20.0, 30.0),) * 5)
+    faces = [dataclasses.replace(face, frame=int(10 * t), time_s=t) for t in times]
+    assert store.save_detection(item, faces, "test", (100, 100), video=(max(times) + 1, 10.0))
+    records = [r for r in store.faces_without_embedding() if r.media_item_id == item]
+    records.sort(key=lambda r: r.id)
+    store.save_embeddings([r.id for r in records], vectors, "synthetic")
+    assign_tracks(store)
+    return [r.id for r in records]
+
+
+def _scene(rng: np.random.Generator, centre: NDArray[np.float32], frames: int) -> NDArray[np.float32]:
+    """Frames of one face in one scene: a pose of its own (as far from the person's other photos as
+    a photo is), and from frame to frame nearly the same (cosine ~0.95, as FaceNet gives)."""
+    pose = samples(rng, centre, 1)[0]
+    return samples(rng, pose, frames, sigma=0.3 * SIGMA)
+
+
+def _persons_of(store: FaceStore, face_ids: list[int]) -> list[int]:
+    assignments = _assignments(store)
+    return [assignments[f] for f in face_ids]
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_one_new_video_gives_the_same_persons_in_an_incremental_run_and_a_rebuild(
+    tmp_path: Path, db_url: str, seed: int
+) -> None:
+    """A person seen only in one video, in two scenes of 15 seconds: two tracks, each of them
+    enough on its own to start a person (min_cluster_size faces). An incremental run placed
+    neither (it counted rows, two, not faces) while a rebuild made persons of them."""
+    _, vectors, _ = _library(seed=6 + seed, k=4, n=6)
+    store, _ = _store_with_faces(tmp_path, db_url, vectors)
+    assert update_persons(store, ClusterParams()).new_persons == 4
+    rng = np.random.default_rng(60 + seed)
+    newcomer = centres(rng, 1)[0]
+    times = [float(t) for t in range(15)] + [float(t) for t in range(20, 35)]  # a cut of 5 s between
+    scenes = np.vstack([_scene(rng, newcomer, 15), _scene(rng, newcomer, 15)])
+    video = add_video(store, tmp_path / "party.mp4", times, scenes)
+    data = store.face_embeddings()
+    assert len(set(data.track_ids[np.isin(data.face_ids, video)].tolist())) == 2
+
+    incremental = update_persons(store, ClusterParams())
+    after_incremental = _persons_of(store, video)
+    rebuilt = rebuild_persons(store, ClusterParams())
+
+    assert min(after_incremental) >= 0, "a track of 15 faces that joins nobody starts a person"
+    assert len(set(after_incremental[:15])) == len(set(after_incremental[15:])) == 1  # tracks go whole
+    assert incremental.changes.faces_assigned == 30
+    assert incremental.changes.persons_made == incremental.new_persons >= 1
+    assert _persons_of(store, video) == after_incremental  # the same persons, the same ids
+    assert rebuilt.changes == PersonChanges(0, 0, 0, 0, 0)
+    store.dispose()
+
+
+def _two_track_person(tmp_path: Path, db_url: str) -> tuple[FaceStore, list[int], list[int], int]:
+    """Three persons of photos, and a newcomer seen in one video: a scene of 15 s, then after a
+    cut the same shot for 2 s. The first track starts a person and the second joins it. Returns
+    the store, the two tracks' face ids and the person of the photos' first identity."""
+    _, vectors, _ = _library(seed=9, k=3, n=6)
+    store, photo_faces = _store_with_faces(tmp_path, db_url, vectors)
+    rng = np.random.default_rng(90)
+    frames = _scene(rng, centres(rng, 1)[0], 17)
+    video = add_video(store, tmp_path / "party.mp4", [float(t) for t in [*range(15), 20, 21]], frames)
+    update_persons(store, ClusterParams())
+    assert len(set(_persons_of(store, video))) == 1 and min(_persons_of(store, video)) >= 0
+    return store, video[:15], video[15:], _assignments(store)[photo_faces[0]]
+
+
+def test_a_rebuild_that_dissolves_a_person_says_so(tmp_path: Path, db_url: str) -> None:
+    """A user moves one face of the long track into another person (the whole track goes). The
+    short track is then too little to hold a person alone: the rebuild unassigns it and
+    dissolves its person, and its summary says so rather than that it changed nothing."""
+    store, long_track, short_track, other = _two_track_person(tmp_path, db_url)
+    (newcomer,) = set(_persons_of(store, short_track))
+    correction.move_face(store, long_track[0], other)
+
+    rebuilt = rebuild_persons(store, ClusterParams())
+
+    assert _persons_of(store, long_track) == [other] * 15  # the user's move stands
+    assert _persons_of(store, short_track) == [NOISE] * 2
+    assert newcomer not in {p.id for p in correction.list_persons(store)}
+    assert rebuilt.changes == PersonChanges(
+        faces_assigned=0, faces_unassigned=2, faces_moved=0, persons_made=0, persons_dissolved=1
+    )
+    store.dispose()
+
+
+@pytest.mark.parametrize("rebuild", [False, True])
+def test_persons_a_user_named_or_corrected_are_never_dissolved(
+    tmp_path: Path, db_url: str, rebuild: bool
+) -> None:
+    """Even a clustering whose settings dissolve every automatic person (a minimum size above
+    any person's) leaves a named person, and a person a user moved faces into, those faces."""
+    store, long_track, _, other = _two_track_person(tmp_path, db_url)
+    persons = sorted({p for p in _assignments(store).values() if p >= 0} - {other})
+    correction.rename_person(store, persons[0], "Alice")
+    correction.move_face(store, long_track[0], other)
+    # What the user decided: every face of the named person, and the track moved in.
+    kept = {persons[0]: {f.id for f in correction.person_faces(store, persons[0])}, other: set(long_track)}
+    strict = ClusterParams(min_cluster_size=50)
+
+    summary = (rebuild_persons if rebuild else update_persons)(store, strict)
+
+    for person, faces in kept.items():
+        assert {f.id for f in correction.person_faces(store, person)} >= faces, person
+    remaining = {p.id for p in correction.list_persons(store)}
+    assert {persons[0], other} <= remaining
+    # A rebuild dissolves the automatic ones only: the third identity's and the newcomer's.
+    assert summary.changes.persons_dissolved == (2 if rebuild else 0)
+    assert (persons[1] in remaining) != rebuild
+    store.dispose()

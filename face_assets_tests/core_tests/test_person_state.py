@@ -88,7 +88,7 @@ def test_sums_follow_clustering_matching_and_every_correction(tmp_path: Path, db
     face = ids[int(np.flatnonzero(truth == 2)[0])]
     owner = _person_of(store, face)
     assert owner is not None
-    split = correction.split_person(store, owner, [face])
+    split = correction.split_person(store, owner, [face]).person_id
     _assert_sums_match_faces(store)
     correction.merge_persons(store, owner, [split])
     _assert_sums_match_faces(store)

@@ -17,7 +17,7 @@ from face_assets.core.clustering.graph import (
     knn_graph,
     subgraph,
 )
-from face_assets.core.clustering.membership import Rule, fixed_point, group_sums
+from face_assets.core.clustering.membership import Rule, enough_for_a_person, fixed_point, group_sums
 
 logger = logging.getLogger(__name__)
 
@@ -134,7 +134,11 @@ def cluster_embeddings(
         np.ones(len(vectors), dtype=np.int64) if weights is None else np.asarray(weights, dtype=np.int64)
     )
     rows = np.arange(len(vectors), dtype=np.int64) if rows is None else np.asarray(rows, dtype=np.int64)
-    if len(rows) < max(params.min_cluster_size, 2):
+    # Nothing can become a person when the rows together are too little evidence for one.
+    # Counting rows here instead left one new video's tracks (two rows of 15 faces each)
+    # waiting in an incremental run, while a rebuild, seeing them among every face, made them
+    # a person.
+    if not enough_for_a_person(weights[rows].sum(), params.min_cluster_size):
         return np.full(len(rows), NOISE, dtype=np.int64)
     if params.use_umap or params.algorithm == "agglomerative" or graph is None:
         # These need the rows on their own: UMAP distorts distances, so it only shapes the
@@ -149,7 +153,9 @@ def cluster_embeddings(
             graph = knn_graph(vectors, params.neighbours, params.random_state)
     everyone = len(rows) == len(vectors)
     part = graph if everyone else subgraph(graph, rows)
-    if params.algorithm == "hdbscan":
+    if len(rows) < 2:  # a lone row (one video track): the rule below decides whether it starts a person
+        found = np.full(len(rows), NOISE, dtype=np.int64)
+    elif params.algorithm == "hdbscan":
         found = graph_hdbscan(part, params.min_cluster_size, params.min_samples)
     elif params.algorithm == "agglomerative":
         found = graph_average_linkage(vectors, part, params.link_threshold)
@@ -198,7 +204,7 @@ def _drop_small(
         return np.full(len(labels), NOISE, dtype=np.int64)
     inside = labels >= 0
     sizes = np.bincount(labels[inside], weights=None if weights is None else weights[inside])
-    keep = np.flatnonzero(sizes >= min_size)
+    keep = np.flatnonzero(enough_for_a_person(sizes, min_size))
     mapping = np.full(len(sizes), NOISE, dtype=np.int64)
     mapping[keep] = np.arange(len(keep))
     return np.where(labels >= 0, mapping[np.maximum(labels, 0)], NOISE).astype(np.int64)

@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from numpy.typing import NDArray
+from numpy.typing import ArrayLike, NDArray
 
 from face_assets.core.clustering.graph import KnnGraph
 
@@ -72,6 +72,16 @@ def one_per_media_item(
     winners = winners[~np.isin(pair_keys(media_item_ids[winners], chosen[winners]), taken)]
     out[winners] = chosen[winners]
     return out
+
+
+def enough_for_a_person(weights: ArrayLike, min_size: int) -> NDArray[np.bool_]:
+    """The evidence a new person needs, the same in every clustering (a library's first, an
+    incremental one, a rebuild): faces weighing `min_size` in all, where a photo's face weighs
+    1 and a video track its faces up to `min_size` (track.collapse_tracks). So `min_size`
+    photos of one person may start that person, and so may one track of `min_size` faces that
+    is the person's only appearance; fewer wait for more. Elementwise over `weights` (a
+    group's total, or each row's own for a row that would start a person alone)."""
+    return np.asarray(weights) >= min_size
 
 
 def pair_keys(media_item_ids: NDArray[np.int64], person_ids: NDArray[np.int64]) -> NDArray[np.int64]:
@@ -301,7 +311,7 @@ def fixed_point(
     person that weighs `min_size` on its own (a scene of a few sharp frames) starts a new
     group, and the rule runs on from there: it first had every chance to join a person."""
     weights = np.ones(len(labels), dtype=np.int64) if weights is None else weights
-    seedable = movable & (weights >= min_size) if seed else np.zeros(len(labels), dtype=bool)
+    seedable = movable & enough_for_a_person(weights, min_size) if seed else np.zeros(len(labels), dtype=bool)
     size = (int(labels.max()) + 1 if len(labels) and labels.max() >= 0 else 1) + int(seedable.sum())
     # Per step, the rows and groups to look at again; None: everything (the first round).
     pending: dict[str, tuple[NDArray[np.bool_], NDArray[np.bool_]] | None] = dict.fromkeys(
@@ -333,7 +343,8 @@ def fixed_point(
         new = step >= first_new
         if new.any():
             sizes = np.bincount(step[new], weights=weights[new], minlength=size)
-            step = np.where(new & (sizes[np.maximum(step, 0)] < min_size), NOISE, step)
+            small = ~enough_for_a_person(sizes[np.maximum(step, 0)], min_size)
+            step = np.where(new & small, NOISE, step)
         labels = record(labels, step, "trim")
         labels = record(
             labels, join(vectors, labels, movable, media_item_ids, graph, rule, rows("join")), "join"

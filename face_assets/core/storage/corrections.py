@@ -1,13 +1,16 @@
 """A user's corrections as rows: each one transaction, the persons' sums kept in step.
 
 Faces a user placed carry PersonAssignedBy = 'user' and IsUserVerified; rejected faces
-IsRejected; a name a user gave IsUserNamed. The domain rules (locking, file removal) live in
-core/correction.py.
+IsRejected and the person they were taken from (RejectedFromPersonId); faces whose person was
+forgotten PersonAssignedBy = 'forgotten'; a name a user gave IsUserNamed. The domain rules
+(locking, file removal) live in core/correction.py.
 """
 
 from __future__ import annotations
 
 import json
+import re
+import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +25,8 @@ from face_assets.core.storage.schema import FacesTable, MediaFileTable, MediaIte
 from face_assets.core.storage.terms import insert_id
 
 USER = "user"
+# A face erased with its person: it never joins a person again, nor gets a thumbnail or embedding.
+FORGOTTEN = "forgotten"
 
 
 @dataclass(frozen=True)
@@ -46,6 +51,41 @@ class FaceRow:
     track_id: int | None = None
 
 
+@dataclass(frozen=True)
+class MovedFaces:
+    """What a correction to faces did: the faces the user named and every face it moved with
+    them, the other faces of their video tracks."""
+
+    named: tuple[int, ...]
+    face_ids: tuple[int, ...]  # every face moved, the named ones included
+    tracks: int  # video tracks among them
+    person_id: int | None  # the person they are in now; None: rejected
+
+    @property
+    def others(self) -> int:
+        """Faces moved with the named ones because they share a video track."""
+        return len(self.face_ids) - len(set(self.named))
+
+
+@dataclass(frozen=True)
+class ForgottenFaces:
+    """The faces `forget_person` erased: the person's, and those rejected from it earlier."""
+
+    face_ids: tuple[int, ...]
+    rejected: int  # of them, faces rejected from the person before
+    thumbnails: tuple[str, ...]  # their thumbnail files, relative to the thumbnail folder
+
+
+def name_key(name: str) -> str:
+    """A name as names are compared: regardless of case and of how an accent is encoded
+    (Unicode canonical caseless match), so that "Zoë" and "zoë" are one name."""
+    return unicodedata.normalize("NFD", unicodedata.normalize("NFD", name).casefold())
+
+
+# Automatic names are "Person <its Id>"; a user's name of that form would take a later person's.
+_AUTOMATIC_NAME = re.compile(r"person (\d+)")
+
+
 def _require_person(conn: Connection, person_id: int) -> None:
     if conn.execute(select(PersonsTable.c.Id).where(PersonsTable.c.Id == person_id)).first() is None:
         raise CorrectionError(f"no person with Id {person_id}")
@@ -60,9 +100,9 @@ def _require_faces(conn: Connection, face_ids: Sequence[int]) -> None:
         raise CorrectionError(f"no face with Id {', '.join(map(str, missing))}")
 
 
-def _with_tracks(conn: Connection, face_ids: Sequence[int]) -> list[int]:
-    """The faces and every face of the video tracks they are in: a correction to one face of a
-    track is a correction to the face it follows across the frames."""
+def _with_tracks(conn: Connection, face_ids: Sequence[int]) -> tuple[list[int], int]:
+    """The faces and every face of the video tracks they are in, and the number of those tracks:
+    a correction to one face of a track is a correction to the face it follows across frames."""
     tracks: set[int] = set()
     for part in chunks(face_ids):
         query = select(FacesTable.c.TrackId).where(
@@ -72,7 +112,38 @@ def _with_tracks(conn: Connection, face_ids: Sequence[int]) -> list[int]:
     members = set(face_ids)
     for part in chunks(sorted(tracks)):
         members |= set(conn.execute(select(FacesTable.c.Id).where(FacesTable.c.TrackId.in_(part))).scalars())
-    return sorted(members)
+    return sorted(members), len(tracks)
+
+
+def _forgotten() -> Any:
+    """Faces erased by forget_person. Before the marker it left them rejected without embedding
+    or thumbnail, which nothing else does: a face gets its thumbnail in the run that detects it,
+    before a user can see it, let alone reject it."""
+    return or_(
+        FacesTable.c.PersonAssignedBy == FORGOTTEN,
+        and_(
+            FacesTable.c.IsRejected == true(),
+            FacesTable.c.PersonAssignedBy == USER,
+            FacesTable.c.Embedding.is_(None),
+            FacesTable.c.ThumbnailPath.is_(None),
+        ),
+    )
+
+
+def _refuse_forgotten(conn: Connection, face_ids: Sequence[int], named: int, what: str) -> None:
+    """A forgotten face stays erased: moving it would have its thumbnail and embedding made again
+    from the photo, and count it in a person whose embedding sum it is not in."""
+    for part in chunks(face_ids):
+        query = select(FacesTable.c.Id).where(FacesTable.c.Id.in_(part), _forgotten())
+        found = conn.execute(query.order_by(FacesTable.c.Id)).first()
+        if found is None:
+            continue
+        which = f"face {named}"
+        if found.Id != named:
+            which = f"face {found.Id}, of the video track of face {named},"
+        raise CorrectionError(
+            f"{which} was forgotten with its person (embedding and thumbnail erased): it cannot be {what}"
+        )
 
 
 def _same_photo_face(conn: Connection, face_ids: Sequence[int], person_id: int) -> Any:
@@ -192,11 +263,25 @@ class CorrectionsMixin:
         them a name, so no clustering or rebuild moves them away (faces joining later may)."""
         with self.engine.begin() as conn:
             _require_person(conn, person_id)
-            clash = conn.execute(
-                select(PersonsTable.c.Id).where(PersonsTable.c.Name == name, PersonsTable.c.Id != person_id)
-            ).first()
+            automatic = _AUTOMATIC_NAME.fullmatch(name_key(name))
+            if automatic and automatic.group(1) != str(person_id):
+                raise CorrectionError(
+                    f"{name!r} has the form of an automatic name, kept for person {automatic.group(1)}; "
+                    "choose another name"
+                )
+            # Compared here, not by SQL lower(): it folds non-ASCII letters on some servers only.
+            # Persons are few enough to read every name.
+            key = name_key(name)
+            others = conn.execute(
+                select(PersonsTable.c.Id, PersonsTable.c.Name)
+                .where(PersonsTable.c.Id != person_id, PersonsTable.c.Name.isnot(None))
+                .order_by(PersonsTable.c.Id)
+            )
+            clash = next((row for row in others if name_key(row.Name) == key), None)
             if clash:
-                raise CorrectionError(f"person {clash.Id} is already named {name!r}; merge them instead")
+                raise CorrectionError(
+                    f"person {clash.Id} is already named {clash.Name!r}; merge them instead"
+                )
             conn.execute(
                 update(PersonsTable)
                 .where(PersonsTable.c.Id == person_id)
@@ -206,7 +291,8 @@ class CorrectionsMixin:
 
     def merge_persons(self, target_id: int, sources: Sequence[int]) -> int:
         """Every face of the sources into the target, the sources deleted; returns faces moved.
-        The target keeps its name, or takes a source's user-given name if it has none."""
+        The target keeps its name, or takes a source's user-given name if it has none. Faces
+        rejected from a source count as rejected from the target: forgetting it erases them."""
         with self.engine.begin() as conn:
             for person_id in (target_id, *sources):
                 _require_person(conn, person_id)
@@ -228,15 +314,22 @@ class CorrectionsMixin:
             kept = _faces_of(conn, [target_id])
             with tracking_person_sums(conn, moved):
                 _place(conn, moved + kept, target_id)
+            conn.execute(
+                update(FacesTable)
+                .where(FacesTable.c.RejectedFromPersonId.in_(sources))
+                .values(RejectedFromPersonId=target_id, ModifiedAt=utcnow())
+            )
             conn.execute(delete(PersonsTable).where(PersonsTable.c.Id.in_(sources)))
         return len(moved)
 
-    def split_person(self, person_id: int, face_ids: Sequence[int]) -> int:
-        """The given faces of a person into a new person; returns the new person's Id."""
+    def split_person(self, person_id: int, face_ids: Sequence[int]) -> MovedFaces:
+        """The given faces of a person, and the other faces of their video tracks, into a new
+        person; returns what moved and the new person's Id."""
+        named = tuple(dict.fromkeys(face_ids))
         with self.engine.begin() as conn:
             _require_person(conn, person_id)
-            _require_faces(conn, face_ids)
-            face_ids = _with_tracks(conn, face_ids)
+            _require_faces(conn, named)
+            face_ids, tracks = _with_tracks(conn, named)
             owners = {
                 owner
                 for part in chunks(face_ids)
@@ -258,15 +351,17 @@ class CorrectionsMixin:
                 _place(conn, face_ids, new_id)
             # What stays with the person is now confirmed too: a later clustering must not undo the split.
             _place(conn, _faces_of(conn, [person_id]), person_id)
-        return new_id
+        return MovedFaces(named, tuple(face_ids), tracks, new_id)
 
-    def move_face(self, face_id: int, person_id: int, force: bool = False) -> None:
-        """The face into the person. Refused (unless `force`: a mirror, a photo of a photo)
-        when the person already has another face of the same photo: a photo shows a person once."""
+    def move_face(self, face_id: int, person_id: int, force: bool = False) -> MovedFaces:
+        """The face, and the other faces of its video track, into the person; returns what moved.
+        Refused for a forgotten face, and (unless `force`: a mirror, a photo of a photo) when the
+        person already has another face of the same photo: a photo shows a person once."""
         with self.engine.begin() as conn:
             _require_person(conn, person_id)
             _require_faces(conn, [face_id])
-            moved = _with_tracks(conn, [face_id])
+            moved, tracks = _with_tracks(conn, [face_id])
+            _refuse_forgotten(conn, moved, face_id, f"put into person {person_id}")
             other = _same_photo_face(conn, moved, person_id)
             if other is not None and not force:
                 raise CorrectionError(
@@ -278,32 +373,53 @@ class CorrectionsMixin:
             with tracking_person_sums(conn, moved):
                 _place(conn, moved, person_id)
                 for part in chunks(moved):
-                    conn.execute(update(FacesTable).where(FacesTable.c.Id.in_(part)).values(IsRejected=False))
+                    # Put back, a rejected face is this person's: no longer the one it was taken from.
+                    conn.execute(
+                        update(FacesTable)
+                        .where(FacesTable.c.Id.in_(part))
+                        .values(IsRejected=False, RejectedFromPersonId=None)
+                    )
+        return MovedFaces((face_id,), tuple(moved), tracks, person_id)
 
-    def reject_face(self, face_id: int) -> None:
+    def reject_face(self, face_id: int) -> MovedFaces:
+        """The face, and the other faces of its video track, out of every person; each keeps the
+        person it was taken from, so that forgetting that person erases it too."""
         with self.engine.begin() as conn:
             _require_faces(conn, [face_id])
-            rejected = _with_tracks(conn, [face_id])
+            rejected, tracks = _with_tracks(conn, [face_id])
+            _refuse_forgotten(conn, rejected, face_id, "rejected: it is out of every person already")
             with tracking_person_sums(conn, rejected):
                 for part in chunks(rejected):
+                    # A statement of its own: MariaDB applies SET clauses left to right, so in one
+                    # statement with PersonId=NULL it could read the NULL already written.
+                    conn.execute(
+                        update(FacesTable)
+                        .where(FacesTable.c.Id.in_(part), FacesTable.c.PersonId.isnot(None))
+                        .values(RejectedFromPersonId=FacesTable.c.PersonId)
+                    )
                     conn.execute(
                         update(FacesTable)
                         .where(FacesTable.c.Id.in_(part))
                         .values(PersonId=None, PersonAssignedBy=USER, IsRejected=True, ModifiedAt=utcnow())
                     )
+        return MovedFaces((face_id,), tuple(rejected), tracks, None)
 
-    def forget_person(self, person_id: int) -> list[str]:
-        """Deletes the person and its faces' embeddings and thumbnail names; the faces stay as
-        rejected boxes so that no automatic step recreates them. Returns the thumbnail paths
-        (relative to the thumbnail folder) whose files the caller removes."""
+    def forget_person(self, person_id: int) -> ForgottenFaces:
+        """Deletes the person and erases every face ever linked to it: its faces and those
+        rejected from it (or from a person merged into it) lose their embedding and thumbnail
+        name, and stay as forgotten boxes so that no automatic step recreates them. Returns
+        them with the thumbnail paths whose files the caller removes."""
+        linked = or_(FacesTable.c.PersonId == person_id, FacesTable.c.RejectedFromPersonId == person_id)
         with self.engine.begin() as conn:
             _require_person(conn, person_id)
             rows = conn.execute(
-                select(FacesTable.c.Id, FacesTable.c.ThumbnailPath).where(FacesTable.c.PersonId == person_id)
+                select(FacesTable.c.Id, FacesTable.c.ThumbnailPath, FacesTable.c.PersonId)
+                .where(linked)
+                .order_by(FacesTable.c.Id)
             ).all()
             conn.execute(
                 update(FacesTable)
-                .where(FacesTable.c.PersonId == person_id)
+                .where(linked)
                 .values(
                     PersonId=None,
                     Embedding=None,
@@ -311,9 +427,14 @@ class CorrectionsMixin:
                     ThumbnailPath=None,
                     Name=None,
                     IsRejected=True,
-                    PersonAssignedBy=USER,
+                    RejectedFromPersonId=None,
+                    PersonAssignedBy=FORGOTTEN,
                     ModifiedAt=utcnow(),
                 )  # fmt: skip
             )
             conn.execute(delete(PersonsTable).where(PersonsTable.c.Id == person_id))
-        return [r.ThumbnailPath or "" for r in rows]
+        return ForgottenFaces(
+            tuple(r.Id for r in rows),
+            sum(r.PersonId is None for r in rows),
+            tuple(r.ThumbnailPath for r in rows if r.ThumbnailPath),
+        )

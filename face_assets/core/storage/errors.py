@@ -41,8 +41,18 @@ _RETRY_STATES = ("40001", "40P01", "(1213)", "(1205)")
 
 
 def is_deadlock(error: BaseException) -> bool:
-    """The server chose this transaction as a deadlock victim: retrying it is the cure."""
-    return isinstance(error, DBAPIError) and any(state in str(error.orig) for state in _RETRY_STATES)
+    """The server chose this transaction as a deadlock victim: retrying it is the cure. Also
+    when that happened inside a savepoint: MariaDB rolls the whole transaction back, and the
+    error raised is then the savepoint's rollback failing ("SAVEPOINT ... does not exist"),
+    with the deadlock as its context."""
+    seen: BaseException | None = error
+    for _ in range(4):
+        if seen is None:
+            return False
+        if isinstance(seen, DBAPIError) and any(state in str(seen.orig) for state in _RETRY_STATES):
+            return True
+        seen = seen.__context__
+    return False
 
 
 def unavailable(error: BaseException) -> DatabaseUnavailable | None:

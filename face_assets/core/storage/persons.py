@@ -326,13 +326,16 @@ class PersonsMixin:
         noise: Iterable[int],
         regrouped: Sequence[tuple[int, int]] = (),
         library: FaceEmbeddings | None = None,
+        deleted: list[int] | None = None,
     ) -> list[int]:
         """One transaction: create a person per face-id group; assign matched faces to existing
         persons (face id, person id, similarity); put regrouped faces (face id, person id) into
         existing persons as clustered; unassign noise faces and mark them seen by clustering;
-        delete automatic persons left without a face. The persons' sums follow: from `library`
-        (every embedded face, as a full clustering has read it) when given, else by shifting
-        the sums of the persons the changed faces leave and join. Returns the new person ids."""
+        delete automatic persons left without a face (their ids appended to `deleted`, when
+        given, for the run's summary). The persons' sums follow: from `library` (every embedded
+        face, as a full clustering has read it) when given, else by shifting the sums of the
+        persons the changed faces leave and join. Returns the new person ids, in the order of
+        `new_persons`."""
         now = utcnow()
         created: list[int] = []
         noise = [int(f) for f in noise]
@@ -377,13 +380,15 @@ class PersonsMixin:
                 self._write_library_sums(conn, library, regrouped, matches, noise)
             # Only persons this product made and nobody named: other applications' persons stay.
             has_faces = exists().where(FacesTable.c.PersonId == PersonsTable.c.Id)
-            conn.execute(
-                delete(PersonsTable).where(
-                    PersonsTable.c.Type == "cluster",
-                    or_(PersonsTable.c.IsUserNamed.is_(None), PersonsTable.c.IsUserNamed == false()),
-                    ~has_faces,
-                )
+            empty = (
+                PersonsTable.c.Type == "cluster",
+                or_(PersonsTable.c.IsUserNamed.is_(None), PersonsTable.c.IsUserNamed == false()),
+                ~has_faces,
             )
+            gone = list(conn.execute(select(PersonsTable.c.Id).where(*empty)).scalars())
+            conn.execute(delete(PersonsTable).where(*empty))
+        if deleted is not None:
+            deleted.extend(int(p) for p in gone)
         return created
 
     @staticmethod

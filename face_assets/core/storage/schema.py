@@ -7,6 +7,7 @@ needs beyond them are listed in PRODUCT_COLUMNS and added by `upgrade_schema`.
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy import (
     BigInteger,
@@ -42,7 +43,7 @@ metadata = MetaData()
 # Ids are never reused: a person (or face, media item) deleted keeps its Id to itself, so an
 # export folder, another application's row or a user's note naming it never points at someone
 # else. The servers' identities and sequences never reuse; SQLite does only with AUTOINCREMENT.
-NEVER_REUSED = {"sqlite_autoincrement": True}
+NEVER_REUSED: dict[str, Any] = {"sqlite_autoincrement": True}
 
 MediaFileTable = Table(
     "MediaFile",
@@ -57,6 +58,15 @@ MediaFileTable = Table(
     Column("PathKey", String(64)),  # sha256 of the absolute path: one row per file
     Column("MediaFormat", String(16)),  # the format sniffed from the bytes, e.g. JPEG
     Column("FileSize", BigInteger),  # INT would stop at 2 GiB on the servers: videos are larger
+    # What the file held when it was last read: a file replaced under the same name is seen by
+    # its size or time, and told from one only touched by its content's sha256.
+    Column("FileModifiedNs", BigInteger),
+    Column("ContentHash", String(64)),
+    # An identical copy of another file (same ContentHash): it has no media item of its own, the
+    # other file's media item holds the faces, so the person is seen there once. No foreign
+    # key: the pointer is moved, never followed by a join that must hold.
+    Column("SameAsMediaFileId", Integer),
+    Column("MissingSince", Timestamp),  # a folder scan found the file gone (NULL: present)
     **NEVER_REUSED,
 )
 
@@ -122,10 +132,14 @@ FacesTable = Table(
     Column("EmbeddingModel", String(64)),
     Column("FrameTime", Float),  # videos: seconds from the start of the video
     Column("TrackId", Integer),  # videos: the first face of the track this face is part of
-    # "match", "cluster", "noise" (seen by clustering, no person), "user" (a correction)
+    # "match", "cluster", "noise" (seen by clustering, no person), "user" (a correction),
+    # "forgotten" (erased with its person)
     Column("PersonAssignedBy", String(16)),
     # A user said: not a face, or a stranger; kept out of every automatic step.
     Column("IsRejected", Boolean, default=False, server_default=false()),
+    # The person a rejected face was taken from: forgetting that person erases it too. No foreign
+    # key: the person may be gone (merged, emptied) and the face must stay.
+    Column("RejectedFromPersonId", Integer),
     Column("PersonSimilarity", Float),
     Column("Notes", UnicodeText),
     **NEVER_REUSED,
@@ -191,6 +205,8 @@ Index(
     unique=True,
     mssql_where=MediaFileTable.c.PathKey.isnot(None),
 )
+Index("IX_MediaFile_ContentHash", MediaFileTable.c.ContentHash)
+Index("IX_MediaFile_SameAsMediaFileId", MediaFileTable.c.SameAsMediaFileId)
 Index("IX_MediaItems_MediaFileId", MediaItemsTable.c.MediaFileId)
 Index("IX_MediaItems_IsFacesExtracted", MediaItemsTable.c.IsFacesExtracted)
 Index("IX_Faces_MediaItemId", FacesTable.c.MediaItemId)

