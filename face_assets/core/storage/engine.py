@@ -179,16 +179,15 @@ def _never_reuse_ids(engine: Engine, existing: set[str]) -> list[str]:
                 "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = ?", (table.name,)
             ).scalar_one()
         if "AUTOINCREMENT" not in ddl.upper():
-            _rebuild_sqlite_table(engine, table)
-            rebuilt.append(f"{table.name}.Id")
+            rebuilt += [f"{table.name}.Id", *_rebuild_sqlite_table(engine, table)]
     return rebuilt
 
 
-def _rebuild_sqlite_table(engine: Engine, table: Table) -> None:
+def _rebuild_sqlite_table(engine: Engine, table: Table) -> list[str]:
     """SQLite's way to change a table's definition: a new table, the rows copied with their Ids,
     the old one dropped and the new one renamed, in one transaction with foreign keys off (the
     other tables' references then point at the new table by its name). Columns the product does
-    not know (another application's) are kept."""
+    not know (another application's) are kept; returns the product's columns it added."""
     present = inspect(engine).get_columns(table.name)
     scratch = MetaData()
     for other in metadata.sorted_tables:
@@ -224,3 +223,5 @@ def _rebuild_sqlite_table(engine: Engine, table: Table) -> None:
         sqlite.isolation_level = level
         raw.close()
     logger.info("table %s rebuilt so that its ids are never reused", table.name)
+    had = {c["name"] for c in present}
+    return [f"{table.name}.{c.name}" for c in table.columns if c.name not in had]
