@@ -283,7 +283,7 @@ def _replaced_drill(space: Workspace, started: float, others: list[Path]) -> Out
     return Outcome(
         "replaced",
         "a photo replaced by someone else's under its name, another copied to a second folder",
-        f"{_error_line(rerun)}" + (f": {summary[0][:90]}" if summary else ""),
+        f"{_error_line(rerun)}" + (f": {summary[0][:160]}" if summary else ""),
         lost,
         duplicated,
         stranded,
