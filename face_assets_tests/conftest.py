@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -124,6 +126,20 @@ def without_foreign_keys(conn: Connection) -> None:
         "mysql": "SET FOREIGN_KEY_CHECKS=0",
     }[conn.dialect.name]
     conn.exec_driver_sql(statement)
+
+
+@contextmanager
+def mounted(folder: Path, *options: str) -> Iterator[Path]:
+    """`folder` (made here) with a file system mounted on it for the block: `mount OPTIONS
+    folder` as root; the tests run as root (CI does), so a refused mount is a failure."""
+    folder.mkdir()
+    mount = subprocess.run(["mount", *options, str(folder)], capture_output=True)
+    if mount.returncode != 0:
+        pytest.fail(f"mount {' '.join(options)}: {mount.stderr.decode().strip()}", pytrace=False)
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", str(folder)], check=True)
 
 
 def url_of(store: FaceStore) -> str:

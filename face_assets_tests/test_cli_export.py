@@ -3,7 +3,6 @@ and the summary counts what it kept and moved, each file named."""
 
 from __future__ import annotations
 
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,6 +13,7 @@ from face_assets.core import correction
 from face_assets.core.clustering.cluster import ClusterParams
 from face_assets.core.person import update_persons
 from face_assets.core.storage.store import FaceStore
+from face_assets_tests.conftest import mounted
 from face_assets_tests.core_tests.synthetic import identities
 from face_assets_tests.core_tests.test_correction import add_faces
 
@@ -36,14 +36,8 @@ def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> FaceStore:
 def read_only_folder(tmp_path: Path) -> Iterator[Path]:
     """A folder on a read-only file system: a read-only bind mount of itself (root only)."""
     folder = tmp_path / "read-only"
-    folder.mkdir()
-    mount = subprocess.run(["mount", "-o", "bind,ro", str(folder), str(folder)], capture_output=True)
-    if mount.returncode != 0:
-        pytest.fail(f"a read-only bind mount needs root: {mount.stderr.decode().strip()}", pytrace=False)
-    try:
-        yield folder
-    finally:
-        subprocess.run(["umount", str(folder)], check=True)
+    with mounted(folder, "-o", "bind,ro", str(folder)) as mount:
+        yield mount
 
 
 @pytest.mark.parametrize("case", ["empty name", "a file", "under a file", "read-only"])

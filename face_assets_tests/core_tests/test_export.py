@@ -3,7 +3,6 @@ lose or overwrite a file: not the user's own, not the last copy of a photo."""
 
 import json
 import os
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,6 +14,7 @@ from face_assets.core.clustering.cluster import ClusterParams
 from face_assets.core.export import MANIFEST, ExportFolderError, export_persons
 from face_assets.core.person import update_persons
 from face_assets.core.storage.store import FaceStore
+from face_assets_tests.conftest import mounted
 from face_assets_tests.core_tests.synthetic import identities
 from face_assets_tests.core_tests.test_correction import add_faces
 
@@ -192,17 +192,8 @@ def test_a_manifest_of_the_first_format_is_taken_up(library) -> None:
 @pytest.fixture
 def other_file_system(tmp_path: Path) -> Iterator[Path]:
     """A small tmpfs, where no hard link reaches the photos: the export copies (root only)."""
-    folder = tmp_path / "tmpfs"
-    folder.mkdir()
-    mount = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(folder)], capture_output=True
-    )
-    if mount.returncode != 0:
-        pytest.fail(f"mounting a tmpfs needs root: {mount.stderr.decode().strip()}", pytrace=False)
-    try:
+    with mounted(tmp_path / "tmpfs", "-t", "tmpfs", "-o", "size=16m", "tmpfs") as folder:
         yield folder
-    finally:
-        subprocess.run(["umount", str(folder)], check=True)
 
 
 @sqlite_only
