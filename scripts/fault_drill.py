@@ -276,9 +276,9 @@ def _replaced_drill(space: Workspace, started: float, others: list[Path]) -> Out
             ),
             {"name": replaced.name, "folder": str(replaced.resolve().parent), "before": before},
         ).scalar_one()
-        items = conn.execute(text('SELECT COUNT(*) FROM "MediaItems"')).scalar_one()
+    items = space.scalar('SELECT COUNT(*) FROM "MediaItems"')
     photos = len(list(space.library.rglob("*.jpg")))
-    stale = int(old) + max(int(items) - (photos - 1), 0)  # the copy is no media item of its own
+    stale = int(old) + max(items - (photos - 1), 0)  # the copy is no media item of its own
     summary = [line for line in rerun.stdout.splitlines() if "replaced" in line or "cop" in line]
     return Outcome(
         "replaced",

@@ -141,7 +141,7 @@ def register_folder(store: FaceStore, folder: Path, thumbnail_dir: Path | None =
                 _consider(store, path, chunk, result)
     _register(store, chunk, result)
     store.note_files(touched)
-    _miss(store, folder, known, seen, result)
+    _miss(store, root, known, seen, result)
     logger.info(
         "registered %d new media items from %s (%d known, %d replaced, %d copies, %d missing, "
         "%d skipped, %d not media)",
@@ -212,10 +212,9 @@ def _recheck(
 
 
 def _miss(
-    store: FaceStore, folder: Path, known: dict[str, KnownFile], seen: set[str], result: Registration
+    store: FaceStore, root: Path, known: dict[str, KnownFile], seen: set[str], result: Registration
 ) -> None:
-    """Registered files below `folder` that the scan did not see and that are not there."""
-    root = folder.resolve()
+    """Registered files below `root` (resolved) that the scan did not see and that are not there."""
     gone = []
     for key, file in known.items():
         if key in seen or file.missing or not file.path.is_relative_to(root):

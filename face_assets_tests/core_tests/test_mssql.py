@@ -10,6 +10,7 @@ and a full T-SQL parse by sqlglot. The DDL `face-assets db init` issues is check
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 import shutil
 from dataclasses import dataclass
@@ -211,6 +212,8 @@ def captured(tmp_path_factory: pytest.TempPathFactory) -> list[Captured]:
     Image.new("RGB", (24, 24), (0, 200, 0)).save(photos / "0001.png")
     Image.new("RGB", (24, 24), (0, 0, 200)).save(photos / "0003.png")
     (photos / "0002.png").unlink()
+    stat = (photos / "0004.png").stat()
+    os.utime(photos / "0004.png", ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))  # touched only
     scan = register_folder(store, photos)
     assert len(scan.replaced) == 2 and len(scan.missing) == 1
     assert len(store.missing_files()) == 2  # and the clip registered without a file
@@ -223,7 +226,7 @@ def captured(tmp_path_factory: pytest.TempPathFactory) -> list[Captured]:
     store.faces_of_media_items()
     store.media_item_sizes()
     store.media_items_by_path()
-    store.known_path_keys()
+    store.known_files()
     assert store.half_processed_media_items() == []
     assert store.faces_with_missing_person() == []
     assert store.embedding_problems()[1] == []

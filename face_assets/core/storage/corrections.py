@@ -263,7 +263,8 @@ class CorrectionsMixin:
         them a name, so no clustering or rebuild moves them away (faces joining later may)."""
         with self.engine.begin() as conn:
             _require_person(conn, person_id)
-            automatic = _AUTOMATIC_NAME.fullmatch(name_key(name))
+            key = name_key(name)
+            automatic = _AUTOMATIC_NAME.fullmatch(key)
             if automatic and automatic.group(1) != str(person_id):
                 raise CorrectionError(
                     f"{name!r} has the form of an automatic name, kept for person {automatic.group(1)}; "
@@ -271,7 +272,6 @@ class CorrectionsMixin:
                 )
             # Compared here, not by SQL lower(): it folds non-ASCII letters on some servers only.
             # Persons are few enough to read every name.
-            key = name_key(name)
             others = conn.execute(
                 select(PersonsTable.c.Id, PersonsTable.c.Name)
                 .where(PersonsTable.c.Id != person_id, PersonsTable.c.Name.isnot(None))

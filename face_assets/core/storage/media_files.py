@@ -14,7 +14,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from sqlalchemy import Connection, Engine, and_, bindparam, delete, insert, or_, select, update
+from sqlalchemy import Connection, Engine, String, and_, bindparam, delete, func, insert, or_, select, update
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from face_assets.core.storage.codecs import chunks, media_path, path_key
@@ -45,7 +45,6 @@ class KnownFile:
     modified_ns: int | None
     content_hash: str | None
     missing: bool
-    same_as: int | None  # the MediaFile whose media item this identical copy shares
 
 
 Registered = tuple[Literal["new", "known", "copy"], int | None]
@@ -55,12 +54,11 @@ Registered = tuple[Literal["new", "known", "copy"], int | None]
 class Retired:
     """What `replace_media_file` took away: the item's faces (thumbnail files for the caller to
     remove once the rows are gone) or, when an identical copy of the old content exists, nothing:
-    the item moved to that copy."""
+    the item moved to that copy and the changed file has a new item."""
 
-    media_item_ids: list[int] = field(default_factory=list)
+    media_item_ids: list[int] = field(default_factory=list)  # the items to process again
     faces: int = 0
     thumbnails: list[str] = field(default_factory=list)
-    moved_to_copy: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -214,10 +212,6 @@ class MediaFilesMixin:
                 raise
             return "known", None  # registered by a concurrent run a moment ago
 
-    def known_path_keys(self) -> set[str]:
-        """PathKeys of every registered file: a folder scan skips these without opening them."""
-        return set(self.known_files())
-
     def known_files(self, folder: Path | None = None, keys: Sequence[str] = ()) -> dict[str, KnownFile]:
         """Every file this product registered (they carry a PathKey) below `folder` (resolved;
         None: everywhere), or of the given PathKeys, by PathKey: a scan of one folder reads that
@@ -229,7 +223,6 @@ class MediaFilesMixin:
             MediaFileTable.c.FileModifiedNs,
             MediaFileTable.c.ContentHash,
             MediaFileTable.c.MissingSince,
-            MediaFileTable.c.SameAsMediaFileId,
         ).where(MediaFileTable.c.PathKey.isnot(None))
         if keys:
             query = query.where(MediaFileTable.c.PathKey.in_(list(keys)))
@@ -250,7 +243,6 @@ class MediaFilesMixin:
                     r.FileModifiedNs,
                     r.ContentHash,
                     r.MissingSince is not None,
-                    r.SameAsMediaFileId,
                 )  # fmt: skip
                 for r in conn.execute(query.execution_options(yield_per=10_000))
             }
@@ -266,7 +258,8 @@ class MediaFilesMixin:
             .values(
                 FileSize=bindparam("size"),
                 FileModifiedNs=bindparam("modified"),
-                ContentHash=bindparam("hash"),
+                # An unknown hash (a row of an earlier release) stays as it was, not cleared.
+                ContentHash=func.coalesce(bindparam("hash", type_=String), MediaFileTable.c.ContentHash),
                 MissingSince=None,
             )
         )
@@ -275,12 +268,6 @@ class MediaFilesMixin:
             for i, f in files
         ]  # fmt: skip
         with self.engine.begin() as conn:
-            # An unknown hash stays as it was rather than being cleared.
-            for row in rows:
-                if row["hash"] is None:
-                    row["hash"] = conn.execute(
-                        select(MediaFileTable.c.ContentHash).where(MediaFileTable.c.Id == row["file_id"])
-                    ).scalar()
             conn.execute(statement, rows)
 
     def replace_media_file(self, file_id: int, now: FileFacts) -> Retired:
@@ -297,7 +284,6 @@ class MediaFilesMixin:
             )
             copy = _move_items_to_copy(conn, file_id) if items else None
             if copy is not None:
-                retired.moved_to_copy = media_path(copy.FilePath, copy.FileName, copy.PathKey)
                 new_item = {"MediaFileId": file_id, "Name": now.path.name[:255], "IsFacesExtracted": False}
                 retired.media_item_ids = [insert_id(conn, _INSERT_ITEM, new_item)]
             else:
