@@ -87,7 +87,7 @@ class Settings(BaseSettings):
     # rebuilt from scratch. Both keep the user's corrections.
     recluster_mode: Literal["match_then_cluster", "rebuild"] = "match_then_cluster"
 
-    # Chosen on labelled photos by scripts/sweep_clustering.py (README, "How faces become persons").
+    # Chosen on labelled photos by scripts/sweep_clustering.py (docs/persons.md).
     cluster_algorithm: ClusterAlgorithm = "hdbscan"
     # agglomerative only: mean pairwise cosine similarity at which two groups are one person.
     cluster_link_threshold: float = Field(default=0.55, gt=-1.0, lt=1.0)

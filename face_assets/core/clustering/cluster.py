@@ -33,7 +33,7 @@ MAX_EXACT_LINKAGE_FACES = 20_000
 @dataclass(frozen=True)
 class ClusterParams:
     """How faces become persons. Defaults are chosen on labelled photos by
-    scripts/sweep_clustering.py (see README).
+    scripts/sweep_clustering.py (see docs/persons.md).
 
     Clustering finds candidate groups on a k-nearest-neighbour graph; membership is then decided
     face by face, for new groups and for faces joining a person alike: a face belongs to a
