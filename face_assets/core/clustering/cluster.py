@@ -134,10 +134,9 @@ def cluster_embeddings(
         np.ones(len(vectors), dtype=np.int64) if weights is None else np.asarray(weights, dtype=np.int64)
     )
     rows = np.arange(len(vectors), dtype=np.int64) if rows is None else np.asarray(rows, dtype=np.int64)
-    # Nothing can become a person when the rows together are too little evidence for one.
-    # Counting rows here instead left one new video's tracks (two rows of 15 faces each)
-    # waiting in an incremental run, while a rebuild, seeing them among every face, made them
-    # a person.
+    # Nothing can become a person when the rows together are too little evidence for one,
+    # counted by weight, not rows: one new video's tracks are two rows of 15 faces each, and
+    # an incremental run must decide on them as a rebuild does.
     if not enough_for_a_person(weights[rows].sum(), params.min_cluster_size):
         return np.full(len(rows), NOISE, dtype=np.int64)
     if params.use_umap or params.algorithm == "agglomerative" or graph is None:
