@@ -172,7 +172,7 @@ RUN_CHANGES: tuple[tuple[str, str, tuple[tuple[str, str], ...]], ...] = (
     ("identical copies", "+", (("media_items", "copies"),)),
     ("files missing", "", (("media_items", "missing"),)),
     ("faces detected", "+", (("detected_faces", "faces"),)),
-    ("faces embedded", "+", (("face_embeddings", "faces_embedded"),)),
+    ("faces embedded", "+", (("detected_faces", "faces_embedded"), ("face_embeddings", "faces_embedded"))),
     ("faces assigned", "+", tuple((step, "faces_assigned") for step in _PERSON_STEPS)),
     ("persons made", "+", tuple((step, "persons_made") for step in _PERSON_STEPS)),
     ("faces moved between persons", "", tuple((step, "faces_moved") for step in _PERSON_STEPS)),

@@ -69,27 +69,38 @@ def detected_faces(
     thumbnails: ThumbnailStoreResource,
 ) -> dg.MaterializeResult:
     """Faces found in the batch's unprocessed media items, written with each item marked
-    processed, with their thumbnails cut from the photo already decoded."""
+    processed, with their thumbnails cut and, when the run embeds too, their embeddings made
+    from the same decode of each photo."""
     store = face_store.get_store()
     settings = get_settings()
     with batch_lease(context, store):
         detector = face_models.get_detector()
         loading = load_model(detector)
+        embedder, embedder_loading = None, {}
+        if _run_embeds(context):
+            embedder = face_models.get_embedder()
+            embedder_loading = {f"embedder_{key}": value for key, value in load_model(embedder).items()}
         run = detect_faces(
             store,
             detector,
             id_range=parse_batch_key(context.partition_key),
             thumbnails=ThumbnailTarget(thumbnails.folder(), thumbnails.px()),
             video=VideoSampling(settings.video_fps, settings.video_max_frames),
+            embedder=embedder,
         )
     for error in run.errors + run.unreadable + run.retry_later:
         context.log.warning(error)
     if run.thumbnail_error:
         context.log.warning(f"{run.thumbnail_error}; left to the face_thumbnails step")
+    if run.embedding_error:
+        context.log.warning(f"{run.embedding_error}; left to the face_embeddings step")
     metadata = {
         "media_items": run.media_items,
         "faces": run.faces,
         "thumbnails_written": run.thumbnails,
+        "faces_embedded": run.embedded,
+        # Photos decoded a second time, in full, for faces too small in the reduced decode.
+        "full_decodes": run.full_decodes,
         "media_items_without_faces": run.without_faces,
         "videos": run.videos,
         "video_frames": run.frames,
@@ -100,10 +111,15 @@ def detected_faces(
         "errors_listed": listed(run.errors),
         "unreadable_listed": listed(run.unreadable),
         "ms_per_media_item": round(run.ms_per_item, 1),
+        "decode_seconds": round(run.decode_seconds, 2),
         "detect_seconds": round(run.detect_seconds, 2),
+        "embed_seconds": round(run.embed_seconds, 2),
         **loading,
+        **embedder_loading,
         "detector": detector.name,
+        "embedder": embedder.name if embedder is not None else "",
         "thumbnail_error": run.thumbnail_error or "",
+        "embedding_error": run.embedding_error or "",
     }
     if run.retry_later:
         # The batch fails visibly, after every other item was processed: rerun it from the UI.
@@ -112,6 +128,13 @@ def detected_faces(
             metadata=metadata,
         )
     return dg.MaterializeResult(metadata=metadata)
+
+
+def _run_embeds(context: dg.AssetExecutionContext) -> bool:
+    """Whether this run materialises the embeddings too: then detection makes them from the
+    photo it decoded, and the embedding step has only the rest to do."""
+    selection = context.run.asset_selection
+    return selection is None or dg.AssetKey("face_embeddings") in selection
 
 
 @dg.asset(group_name="faces", deps=[detected_faces], partitions_def=media_item_partitions)

@@ -4,22 +4,32 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+
+import numpy as np
+from numpy.typing import NDArray
 
 from face_assets.core.batch import IdRange
 from face_assets.core.progress import track
 from face_assets.core.storage.store import FaceStore, MediaItem, saving
 from face_assets.core.thumbnail import cut_thumbnail, remove_files
 from face_assets.core.thumbnail_journal import ThumbnailJournal, sweep_abandoned
-from face_assets.core.vision.media import open_media
+from face_assets.core.vision.embedding import EMBEDDING_DIM
+from face_assets.core.vision.media import _either as either_photo_or_video
+from face_assets.core.vision.photo import Photo, decode_photo
 from face_assets.core.vision.prefetch import ahead
-from face_assets.core.vision.transforms import MediaDecodeError
-from face_assets.core.vision.types import DetectedFace, FaceDetector, RGBImage
-from face_assets.core.vision.video import VideoInfo, sample_frames
+from face_assets.core.vision.transforms import (
+    EMBEDDING_MARGIN,
+    THUMBNAIL_MARGIN,
+    MediaDecodeError,
+    embedding_crop,
+)
+from face_assets.core.vision.types import DetectedFace, FaceDetector, FaceEmbedder
+from face_assets.core.vision.video import VideoInfo, probe_video, sample_frames
 
 logger = logging.getLogger(__name__)
 
@@ -50,30 +60,52 @@ class DetectionRun:
     faces: int = 0
     without_faces: int = 0
     thumbnails: int = 0  # written with their faces; the thumbnail step does the rest
+    embedded: int = 0  # embedded from the same decode; the embedding step does the rest
+    full_decodes: int = 0  # photos decoded again in full for faces too small at the reduced size
     errors: list[str] = field(default_factory=list)  # bad files: recorded, not retried
     unreadable: list[str] = field(default_factory=list)  # missing or unreadable now: retried
     retry_later: list[str] = field(default_factory=list)  # our failures: left pending
     thumbnail_error: str | None = None  # why thumbnails were left to the thumbnail step
+    embedding_error: str | None = None  # why embeddings were left to the embedding step
     decode_seconds: float = 0.0  # waiting for decoding that did not hide under inference
     detect_seconds: float = 0.0
+    embed_seconds: float = 0.0
     write_seconds: float = 0.0
 
     @property
     def ms_per_item(self) -> float:
-        busy = self.decode_seconds + self.detect_seconds + self.write_seconds
+        busy = self.decode_seconds + self.detect_seconds + self.embed_seconds + self.write_seconds
         return 1000.0 * busy / max(self.media_items, 1)
 
 
 @dataclass
+class _Cut:
+    """What one decode of a photo gave besides its faces: thumbnail files and embedding crops."""
+
+    files: list[tuple[str, float]] | None = None
+    crops: list[NDArray[np.float32]] = field(default_factory=list)
+    thumbnail_error: OSError | None = None
+    full_decode: bool = False
+
+
+@dataclass
 class _Detected:
-    """An item detected and not yet saved: saved once its thumbnails are cut."""
+    """An item detected and not yet saved: saved once its thumbnails are cut and its faces
+    embedded."""
 
     item: MediaItem
     faces: list[DetectedFace]
     size: tuple[int, int]
-    cutting: Future[list[tuple[str, float]]] | None
+    cutting: Future[_Cut] | None
     video: VideoInfo | None = None
-    cut_files: list[tuple[str, float]] | None = None  # a video's, cut frame by frame
+    cut_files: list[tuple[str, float]] | None = None
+    crops: list[NDArray[np.float32]] = field(default_factory=list)
+    vectors: NDArray[np.float32] | None = None
+
+
+# A batch of embeddings is made once this many faces or items wait: the items wait as crops
+# (300 KB a face), never as decoded photos.
+MAX_ITEMS_WAITING = 16
 
 
 def detect_faces(
@@ -83,64 +115,131 @@ def detect_faces(
     id_range: IdRange = None,
     thumbnails: ThumbnailTarget | None = None,
     video: VideoSampling = VideoSampling(),
+    embedder: FaceEmbedder | None = None,
 ) -> DetectionRun:
     """Detects faces in pending media items; a bad file is recorded and the rest go on.
 
+    A photo is decoded once, at the smallest size the detector needs (a phone's JPEG at half
+    or a quarter of its size). With `thumbnails`, each face's thumbnail is cut from that
+    decode, in a thread beside the detector; with `embedder`, each face's embedding crop too,
+    and the faces are embedded in batches across items. A face too small at the reduced size
+    for its crops is cut from the photo decoded in full, once per photo and only then. The
+    faces, thumbnails and embeddings of an item are saved in one transaction. A thumbnail that
+    cannot be written is left to the thumbnail step, an embedding that cannot be made to the
+    embedding step, each of which reports why.
+
     A video is read as a stream of frames sampled by time (`video`), each detected like a
     photo; its faces, with their frames, are saved in one transaction as a photo's are.
-
-    With `thumbnails`, each face's thumbnail is cut from the photo already decoded, in a
-    thread beside the detector, and saved with the faces: the photo is not decoded again for
-    it. A thumbnail that cannot be written is left to the thumbnail step, which reports why.
     """
     run = DetectionRun()
     consecutive_failures = 0
-    held: _Detected | None = None
+    waiting: list[_Detected] = []
     journal = ThumbnailJournal(thumbnails.folder) if thumbnails is not None else None
     if thumbnails is not None:
         sweep_abandoned(thumbnails.folder, store.thumbnails_in_use)
+    crop_px = embedder.input_px if embedder is not None else 0
+    batch_faces = getattr(embedder, "batch_size", 32)
+    # The face size (in decoded pixels) below which a crop would be enlarged from a reduced decode.
+    thumbnail_px = thumbnails.px if thumbnails is not None else 0
+    smallest_face = max(
+        thumbnail_px / (1.0 + 2.0 * THUMBNAIL_MARGIN), crop_px / (1.0 + 2.0 * EMBEDDING_MARGIN)
+    )
 
-    def cut(item: MediaItem, image: RGBImage, faces: list[DetectedFace]) -> list[tuple[str, float]]:
+    def cut(item: MediaItem, photo: Photo, faces: list[DetectedFace], with_thumbnails: bool) -> _Cut:
+        out = _Cut()
+        sources = _crop_sources(item, photo, faces, smallest_face)
+        out.full_decode = any(source is not photo for source, _ in sources)
+        if embedder is not None:
+            out.crops = [embedding_crop(source.pixels, box, crop_px) for source, box in sources]
+        if not with_thumbnails:
+            return out
         assert thumbnails is not None and journal is not None
         done: list[tuple[str, float]] = []
         try:
-            for face in faces:
+            for face, (source, box) in zip(faces, sources, strict=True):
                 done.append(
-                    cut_thumbnail(
-                        item.path, image, face.box_xyxy, thumbnails.folder, thumbnails.px, face.frame
-                    )
-                )
+                    cut_thumbnail(item.path, source.pixels, face.box_xyxy, thumbnails.folder, thumbnails.px,
+                                  face.frame, crop_box=box)
+                )  # fmt: skip
                 journal.wrote(item.id, done[-1][0])
-        except OSError:
+        except OSError as error:
             # A full or read-only folder: this item's faces are saved without thumbnails, so
             # the files already cut for it would have no row.
             remove_files(thumbnails.folder / relpath for relpath, _ in done)
             journal.settled(item.id)
-            raise
-        return done
+            out.thumbnail_error = error
+            return out
+        out.files = done
+        return out
+
+    def embed(crops: list[NDArray[np.float32]]) -> NDArray[np.float32] | None:
+        """The crops' embeddings, or None once the embedder has failed (then the embedding
+        step makes them, and says why if it fails too)."""
+        if embedder is None or run.embedding_error is not None or not crops:
+            return None
+        started = time.perf_counter()
+        try:
+            vectors = embedder.embed(np.stack(crops))
+        except Exception as error:  # the model's failure, not a file's: the faces are still saved
+            logger.exception("embedding at detection failed")
+            run.embedding_error = f"embeddings at detection: {error}"
+            return None
+        run.embed_seconds += time.perf_counter() - started
+        run.embedded += len(crops)
+        return vectors
+
+    def collect(detected: _Detected) -> None:
+        if detected.cutting is None:
+            return
+        done = detected.cutting.result()
+        detected.cutting = None
+        detected.crops = done.crops
+        detected.cut_files = done.files
+        run.full_decodes += done.full_decode
+        if done.thumbnail_error is not None and run.thumbnail_error is None:
+            folder = thumbnails.folder if thumbnails else ""
+            item_id = detected.item.id
+            run.thumbnail_error = f"thumbnails of media item {item_id} in {folder}: {done.thumbnail_error}"
+            logger.info("%s; the thumbnail step retries them", run.thumbnail_error)
 
     def save(detected: _Detected) -> None:
         # The database writes stay on this thread: beside the detector, SQLAlchemy's Python
         # code contends for the GIL and slowed detection more than the writes cost here.
         started = time.perf_counter()
-        item, cut_files = detected.item, detected.cut_files
-        if detected.cutting is not None:
-            try:
-                cut_files = detected.cutting.result()
-            except (OSError, ValueError) as error:
-                # A full or read-only folder: faces are saved, thumbnails left to their step.
-                folder = thumbnails.folder if thumbnails else ""
-                run.thumbnail_error = f"thumbnails of media item {item.id} in {folder}: {error}"
-                logger.info("%s; the thumbnail step retries them", run.thumbnail_error)
+        item = detected.item
+        embedded = None
+        if detected.vectors is not None and embedder is not None:
+            embedded = (detected.vectors, embedder.name)
         with saving(f"media item {item.id} ({item.path})"):
             length = (detected.video.duration_s, detected.video.fps) if detected.video else None
-            store.save_detection(item.id, detected.faces, detector.name, detected.size, cut_files, length)
+            store.save_detection(
+                item.id, detected.faces, detector.name, detected.size, detected.cut_files, length, embedded
+            )
         if journal is not None:
             journal.settled(item.id)
         run.write_seconds += time.perf_counter() - started
         run.faces += len(detected.faces)
-        run.thumbnails += len(cut_files or ())
+        run.thumbnails += len(detected.cut_files or ())
         run.without_faces += not detected.faces
+
+    def settle(count: int | None = None) -> None:
+        """The first `count` waiting items (all by default): their faces embedded in one batch,
+        then each saved, in their order."""
+        batch = waiting[:count] if count is not None else list(waiting)
+        del waiting[: len(batch)]
+        for detected in batch:
+            collect(detected)
+        vectors = embed([crop for detected in batch for crop in detected.crops])
+        offset = 0
+        for detected in batch:
+            if vectors is not None:
+                detected.vectors = vectors[offset : offset + len(detected.crops)]
+            offset += len(detected.crops)
+            detected.crops = []
+            save(detected)
+
+    def decode(item: MediaItem) -> Photo | VideoInfo:
+        return open_photo_or_video(item.path, getattr(detector, "max_side_px", None))
 
     items = store.pending_media_items(limit, id_range)
     with (
@@ -148,17 +247,17 @@ def detect_faces(
         ThreadPoolExecutor(max_workers=1, thread_name_prefix="thumbnails") as cutter,
         track("detect", len(items), "media items") as advance,
     ):
-        for item, decoding in ahead(items, lambda item: open_media(item.path)):
+        for item, decoding in ahead(items, decode):
             run.media_items += 1
             advance(1)
             started = time.perf_counter()
             try:
                 media = decoding.result()
                 if isinstance(media, VideoInfo):
-                    if held is not None:
-                        save(held)  # items are saved in their order
-                        held = None
-                    detected = _detect_video(item, media, detector, video, thumbnails, run, journal)
+                    settle()  # items are saved in their order
+                    detected = _detect_video(
+                        item, media, detector, video, thumbnails, run, journal, embed, crop_px, batch_faces
+                    )
                     if detected is None:
                         consecutive_failures += 1
                         if consecutive_failures >= MAX_CONSECUTIVE_FAILURES:
@@ -167,7 +266,7 @@ def detect_faces(
                     consecutive_failures = 0
                     save(detected)
                     continue
-                image = media
+                photo = media
             except MediaDecodeError as error:
                 message = str(error)
                 with saving(f"media item {item.id} ({item.path})"):
@@ -184,7 +283,7 @@ def detect_faces(
                 continue
             decoded = time.perf_counter()
             try:
-                faces = detector.detect(image)
+                faces = [_in_full_pixels(face, photo) for face in detector.detect(photo.pixels)]
             except Exception as error:  # one item must not stop the others
                 # Not a bad file but a failure of ours: the item stays pending and is retried,
                 # unless failures repeat, which means something is wrong beyond one item.
@@ -192,24 +291,62 @@ def detect_faces(
                 run.retry_later.append(f"media item {item.id} ({item.path}): detection failed: {error}")
                 consecutive_failures += 1
                 if consecutive_failures >= MAX_CONSECUTIVE_FAILURES:
-                    if held is not None:
-                        save(held)  # found before the failures: kept
+                    settle()  # found before the failures: kept
                     raise
                 continue
             consecutive_failures = 0
             run.decode_seconds += decoded - started
             run.detect_seconds += time.perf_counter() - decoded
-            height, width = image.shape[:2]
+            with_thumbnails = thumbnails is not None and run.thumbnail_error is None
             cutting = None
-            if thumbnails is not None and faces and run.thumbnail_error is None:
-                cutting = cutter.submit(cut, item, image, faces)
-            # The previous item is saved while this one's thumbnails are cut.
-            if held is not None:
-                save(held)
-            held = _Detected(item, faces, (width, height), cutting)
-        if held is not None:
-            save(held)
+            if faces and (with_thumbnails or (embedder is not None and run.embedding_error is None)):
+                cutting = cutter.submit(cut, item, photo, faces, with_thumbnails)
+            waiting.append(_Detected(item, faces, (photo.full_width, photo.full_height), cutting))
+            # The newest item's crops are cut while the earlier ones are embedded and saved.
+            earlier = waiting[:-1]
+            if len(earlier) >= MAX_ITEMS_WAITING or sum(len(d.faces) for d in earlier) >= batch_faces:
+                settle(len(earlier))
+        settle()
     return run
+
+
+def open_photo_or_video(path: Path, min_side: int | None) -> Photo | VideoInfo:
+    """A photo decoded at the size the detector needs, or what a video is."""
+    return either_photo_or_video(path, lambda p: decode_photo(p, min_side), probe_video)  # type: ignore[no-any-return]
+
+
+def _in_full_pixels(face: DetectedFace, photo: Photo) -> DetectedFace:
+    """A face found in a reduced decode, in the full photo's pixels (the stored coordinates)."""
+    if not photo.reduced:
+        return face
+    sx, sy = photo.full_width / photo.pixels.shape[1], photo.full_height / photo.pixels.shape[0]
+    x1, y1, x2, y2 = face.box_xyxy
+    box = (x1 * sx, y1 * sy, x2 * sx, y2 * sy)
+    return replace(face, box_xyxy=box, landmarks=tuple((x * sx, y * sy) for x, y in face.landmarks))
+
+
+def _crop_sources(
+    item: MediaItem, photo: Photo, faces: list[DetectedFace], smallest_face: float
+) -> list[tuple[Photo, tuple[float, float, float, float]]]:
+    """For each face, the decode its crops come from and its box in that decode's pixels: the
+    reduced decode when the face is large enough there, else the full photo, decoded once."""
+    full: Photo | None = None
+    out = []
+    for face in faces:
+        source = photo
+        if photo.reduced and max(face.width, face.height) * photo.scale < smallest_face:
+            if full is None:
+                try:
+                    full = decode_photo(item.path)
+                except MediaDecodeError as error:
+                    # Read once, not twice (a file changing under us): the reduced pixels serve.
+                    logger.warning("%s; its small faces are cut from the reduced decode", error)
+                    full = photo
+            source = full
+        sx, sy = source.pixels.shape[1] / source.full_width, source.pixels.shape[0] / source.full_height
+        x1, y1, x2, y2 = face.box_xyxy
+        out.append((source, (x1 * sx, y1 * sy, x2 * sx, y2 * sy)))
+    return out
 
 
 @contextmanager
@@ -229,14 +366,26 @@ def _detect_video(
     thumbnails: ThumbnailTarget | None,
     run: DetectionRun,
     journal: ThumbnailJournal | None,
+    embed: Callable[[list[NDArray[np.float32]]], NDArray[np.float32] | None],
+    crop_px: int,
+    batch_faces: int,
 ) -> _Detected | None:
     """A video's faces, frame by frame as the stream is decoded (one frame in memory), their
-    thumbnails cut from the frame at once. None when the detector failed (the item stays
-    pending); MediaDecodeError when the video cannot be read to its end: then no face of it
-    is saved and no thumbnail file of it is left."""
+    thumbnails and embedding crops cut from the frame at once, embedded a batch at a time.
+    None when the detector failed (the item stays pending); MediaDecodeError when the video
+    cannot be read to its end: then no face of it is saved and no thumbnail file of it is left."""
     faces: list[DetectedFace] = []
     cut_files: list[tuple[str, float]] = []
     cutting = thumbnails is not None and run.thumbnail_error is None
+    crops: list[NDArray[np.float32]] = []
+    vectors: list[NDArray[np.float32]] = []
+
+    def embed_waiting() -> None:
+        nonlocal crops
+        made = embed(crops)
+        if made is not None:
+            vectors.append(made)
+        crops = []
 
     def discard() -> None:
         if thumbnails is not None:
@@ -269,8 +418,13 @@ def _detect_video(
                     logger.info("%s; the thumbnail step retries them", run.thumbnail_error)
                     discard()
                     cutting = False
+            if crop_px:
+                crops.extend(embedding_crop(frame.image, face.box_xyxy, crop_px) for face in found)
+                if len(crops) >= batch_faces:
+                    embed_waiting()
             faces.extend(found)
             started = time.perf_counter()
+        embed_waiting()
     except MediaDecodeError:
         discard()
         raise
@@ -280,4 +434,10 @@ def _detect_video(
         discard()
         return None
     run.videos += 1
-    return _Detected(item, faces, (info.width, info.height), None, info, cut_files if cutting else None)
+    detected = _Detected(item, faces, (info.width, info.height), None, info, cut_files if cutting else None)
+    # Every face embedded, or none: a failure of the embedder leaves the video's faces to the
+    # embedding step.
+    made = np.concatenate(vectors) if vectors else np.empty((0, EMBEDDING_DIM), np.float32)
+    if crop_px and run.embedding_error is None and len(made) == len(faces):
+        detected.vectors = made
+    return detected

@@ -121,11 +121,13 @@ def cut_thumbnail(
     folder: Path,
     px: int,
     frame: int | None = None,
+    crop_box: tuple[float, float, float, float] | None = None,
 ) -> tuple[str, float]:
     """One face's thumbnail file, written from its decoded photo or video frame: (path
-    relative to the folder, sharpness)."""
+    relative to the folder, sharpness). The file is named by the face's box; `crop_box` is the
+    same box in `image`'s pixels when the photo was decoded at a reduced size."""
     relpath = thumbnail_relpath(path, box_xyxy, px, frame)
-    pixels = square_thumbnail(image, box_xyxy, px)
+    pixels = square_thumbnail(image, crop_box or box_xyxy, px)
     save_jpeg(pixels, folder / relpath)
     return relpath, sharpness(pixels)
 

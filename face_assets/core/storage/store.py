@@ -164,14 +164,17 @@ class FaceStore(MediaFilesMixin, PersonsMixin, CorrectionsMixin, LocksMixin, Rep
         image_size: tuple[int, int],
         thumbnails: Sequence[tuple[str, float]] | None = None,
         video: tuple[float, float] | None = None,
+        embeddings: tuple[NDArray[np.float32], str] | None = None,
     ) -> bool:
         """Writes an item's faces and marks it extracted, atomically; False if already done.
 
         `thumbnails`, face-aligned when the files are already written: (path relative to the
         thumbnail folder, sharpness), stored with the faces in the same transaction. `video`:
-        (duration in seconds, frame rate) of a video."""
+        (duration in seconds, frame rate) of a video. `embeddings`: (face-aligned vectors, the
+        embedder's name) when the faces were embedded from the same decode."""
         now = utcnow()
         cut = list(thumbnails) if thumbnails is not None else [None] * len(faces)
+        vectors, model = embeddings if embeddings is not None else ([None] * len(faces), None)
         with self.engine.begin() as conn:
             claimed = conn.execute(
                 _CLAIM_ITEM,
@@ -198,8 +201,10 @@ class FaceStore(MediaFilesMixin, PersonsMixin, CorrectionsMixin, LocksMixin, Rep
                             "Sharpness": thumbnail[1] if thumbnail else None,
                             "FrameNumber": face.frame,
                             "FrameTime": face.time_s,
+                            "Embedding": encode_embedding(vector) if vector is not None else None,
+                            "EmbeddingModel": model if vector is not None else None,
                         }
-                        for face, thumbnail in zip(faces, cut, strict=True)
+                        for face, thumbnail, vector in zip(faces, cut, vectors, strict=True)
                     ],
                 )
         return True

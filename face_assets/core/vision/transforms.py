@@ -99,6 +99,11 @@ def _wide_gray_to_rgb(image: Image.Image) -> RGBImage:
     return np.repeat(gray[..., None], 3, axis=2)
 
 
+# Around a face box, per side, as a share of its size: FaceNet's input and the thumbnails.
+EMBEDDING_MARGIN = 0.1
+THUMBNAIL_MARGIN = 0.2
+
+
 def _crop_padded(image: RGBImage, x1: int, y1: int, x2: int, y2: int) -> RGBImage:
     """image[y1:y2, x1:x2] where parts outside the image are black, so crops keep their shape."""
     height, width = image.shape[:2]
@@ -115,7 +120,10 @@ def _resize(image: RGBImage, px: int) -> RGBImage:
 
 
 def embedding_crop(
-    image: RGBImage, box_xyxy: tuple[float, float, float, float], px: int = 160, margin: float = 0.1
+    image: RGBImage,
+    box_xyxy: tuple[float, float, float, float],
+    px: int = 160,
+    margin: float = EMBEDDING_MARGIN,
 ) -> NDArray[np.float32]:
     """The FaceNet input for one face: box plus `margin` per side, clipped, resized, normalised.
 
@@ -143,7 +151,10 @@ def sharpness(pixels: RGBImage) -> float:
 
 
 def square_thumbnail(
-    image: RGBImage, box_xyxy: tuple[float, float, float, float], px: int = 112, margin: float = 0.2
+    image: RGBImage,
+    box_xyxy: tuple[float, float, float, float],
+    px: int = 112,
+    margin: float = THUMBNAIL_MARGIN,
 ) -> RGBImage:
     """A square crop centred on the face, `margin` of the longer side around it, `px` wide."""
     x1, y1, x2, y2 = box_xyxy
