@@ -188,6 +188,9 @@ def test_bad_input_is_recorded_and_the_rest_is_processed(
     counts = store.counts()
     assert counts["media_items_pending"] == 1
     assert counts["faces"] >= len(good) and counts["faces_embedded"] == counts["faces"]
+    # Embedded by detection, from the decode that found them: the embedding step had nothing left.
+    assert meta["detected_faces"]["faces_embedded"] == counts["faces"]
+    assert meta["face_embeddings"]["faces_embedded"] == 0
 
 
 def test_a_media_folder_that_is_not_there_fails_the_step_in_one_line(

@@ -53,6 +53,8 @@ def media_items(
             "replaced_files": listed([f"{path}: media item {item}" for path, item in registration.replaced]),
             "faces_retired": registration.retired_faces,
             "copies": len(registration.copies),  # identical copies: one media item, two paths
+            # Movies of Live Photos linked to their photo's media item: that moment counts once.
+            "live_photo_movies": len(registration.live_photo_movies),
             "missing": len(registration.missing),
             "missing_files": listed([str(path) for path in registration.missing]),
             "media_items_total": counts["media_items"],
@@ -133,8 +135,8 @@ def detected_faces(
 def _run_embeds(context: dg.AssetExecutionContext) -> bool:
     """Whether this run materialises the embeddings too: then detection makes them from the
     photo it decoded, and the embedding step has only the rest to do."""
-    selection = context.run.asset_selection
-    return selection is None or dg.AssetKey("face_embeddings") in selection
+    steps = context.run.step_keys_to_execute  # None: every step of the job
+    return "face_embeddings" in (steps if steps is not None else context.job_def.graph.node_dict)
 
 
 @dg.asset(group_name="faces", deps=[detected_faces], partitions_def=media_item_partitions)
