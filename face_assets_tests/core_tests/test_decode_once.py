@@ -13,6 +13,7 @@ from PIL import Image
 from sqlalchemy import select
 
 import face_assets.core.face as face_step
+import face_assets.core.vision.media as media
 from face_assets.core.embedding import embed_faces
 from face_assets.core.face import ThumbnailTarget, detect_faces
 from face_assets.core.media_item import register_folder
@@ -127,6 +128,7 @@ def decodes(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, int | None]]:
         return decode_photo(path, min_side)
 
     monkeypatch.setattr(face_step, "decode_photo", counted)
+    monkeypatch.setattr(media, "decode_photo", counted)
     return seen
 
 

@@ -1,69 +1,39 @@
-"""Pure image preprocessing: decoding, crops, thumbnails. No model, no database."""
+"""Pure image preprocessing: decoding, crops, thumbnails. No model, no database.
+
+Decoding is photo.py's (each format by its own library); the names here are kept for the callers.
+"""
 
 from __future__ import annotations
 
-import errno
 import math
 from pathlib import Path
 
 import numpy as np
 from numpy.typing import NDArray
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image
 
-from face_assets.core.errors import UserError
+from face_assets.core.vision.formats import IMAGE_FORMATS, MediaDecodeError, read_error
+from face_assets.core.vision.photo import decode_photo, identify_photo
 from face_assets.core.vision.types import RGBImage
 
-# Formats Pillow decodes that count as photos; the format is sniffed, the extension ignored.
-IMAGE_FORMATS = frozenset({"JPEG", "PNG", "GIF", "BMP", "TIFF", "WEBP", "MPO", "PPM", "ICO", "JPEG2000"})
-
-
-class MediaDecodeError(UserError, ValueError):
-    """A media item cannot be read as an image; the message names the file.
-
-    `transient`: the file could not be read now (missing, permission, I/O error): it is
-    retried on the next run. Otherwise its bytes are bad, and that is final.
-    """
-
-    def __init__(self, message: str, *, transient: bool = False) -> None:
-        super().__init__(message)
-        self.transient = transient
-
-
-def read_error(path: Path, error: OSError) -> MediaDecodeError:
-    """The reason a file could not be read at all, as a transient error naming it."""
-    if isinstance(error, FileNotFoundError):
-        reason = "file not found" if not path.is_symlink() else "dangling symbolic link"
-    elif isinstance(error, PermissionError):
-        reason = "permission denied"
-    elif error.errno == errno.ELOOP:
-        reason = "symbolic link loop"
-    else:
-        reason = f"cannot read ({error.strerror or error})"
-    return MediaDecodeError(f"{path}: {reason}", transient=True)
-
-
-def _decode_error(path: Path, error: Exception) -> MediaDecodeError:
-    if isinstance(error, Image.DecompressionBombError):
-        # Pillow's guard against a small file that decodes to gigabytes (a "decompression bomb").
-        return MediaDecodeError(f"{path}: too many pixels to decode safely ({error})")
-    if isinstance(error, UnidentifiedImageError):
-        empty = path.is_file() and path.stat().st_size == 0
-        return MediaDecodeError(f"{path}: {'empty file' if empty else 'not an image Pillow can decode'}")
-    if isinstance(error, OSError) and error.errno is not None:
-        return read_error(path, error)  # the disk or share failed mid-read, not the file
-    return MediaDecodeError(f"{path}: cannot decode image ({error})")
+__all__ = [
+    "EMBEDDING_MARGIN",
+    "IMAGE_FORMATS",
+    "THUMBNAIL_MARGIN",
+    "MediaDecodeError",
+    "embedding_crop",
+    "identify_image",
+    "load_image",
+    "read_error",
+    "sharpness",
+    "sniff_image_format",
+    "square_thumbnail",
+]
 
 
 def identify_image(path: Path) -> str:
     """The real image format of a file, from its bytes; MediaDecodeError says why it is none."""
-    try:
-        with open(path, "rb") as handle, Image.open(handle) as image:
-            media_format = image.format
-    except (Image.DecompressionBombError, OSError, ValueError, SyntaxError) as error:
-        raise _decode_error(path, error) from error
-    if media_format not in IMAGE_FORMATS:
-        raise MediaDecodeError(f"{path}: {media_format} is not a photo format")
-    return str(media_format)
+    return identify_photo(Path(path))
 
 
 def sniff_image_format(path: Path) -> str | None:
@@ -75,28 +45,8 @@ def sniff_image_format(path: Path) -> str | None:
 
 
 def load_image(path: Path) -> RGBImage:
-    """Decode a media item to RGB uint8, upright according to its EXIF orientation."""
-    try:
-        with open(path, "rb") as handle, Image.open(handle) as image:
-            image.load()
-            upright = ImageOps.exif_transpose(image)
-            if upright.mode in _WIDE_GRAY_MODES:
-                return _wide_gray_to_rgb(upright)
-            rgb = upright.convert("RGB")
-    except (Image.DecompressionBombError, OSError, ValueError, SyntaxError) as error:
-        raise _decode_error(path, error) from error
-    return np.asarray(rgb, dtype=np.uint8)
-
-
-# 16-bit and float grayscale: Pillow's convert("RGB") clips them instead of scaling.
-_WIDE_GRAY_MODES = frozenset({"I", "I;16", "I;16B", "I;16L", "I;16N", "F"})
-
-
-def _wide_gray_to_rgb(image: Image.Image) -> RGBImage:
-    values = np.asarray(image, dtype=np.float32)
-    top = 65535.0 if image.mode.startswith("I;16") or values.max(initial=0.0) > 255 else 255.0
-    gray = np.clip(values * (255.0 / top), 0, 255).astype(np.uint8)
-    return np.repeat(gray[..., None], 3, axis=2)
+    """Decode a media item to RGB uint8, upright, at its full size."""
+    return decode_photo(Path(path)).pixels
 
 
 # Around a face box, per side, as a share of its size: FaceNet's input and the thumbnails.
