@@ -20,7 +20,8 @@ recluster_persons_job = dg.define_asset_job(
     selection=dg.AssetSelection.assets(person_clusters, person_gallery),
     # With the tag limit in dagster.yaml a second clustering run queues instead of starting.
     tags={RECLUSTER_TAG: "true"},
-    description="Clusters all faces into persons; never two at once.",
+    # The checks of person_clusters come along: the library-wide ones, which batch runs skip.
+    description="Clusters all faces into persons and checks the whole library; never two at once.",
 )
 
 register_media_job = dg.define_asset_job(

@@ -11,8 +11,12 @@ import pytest
 from PIL import Image
 
 from face_assets.checks import (
+    ALL_CHECKS,
+    BATCH_CHECKS,
     embeddings_are_unit_512,
     faces_point_at_existing_persons,
+    library_embeddings_are_unit_512,
+    library_has_no_half_processed_media_items,
     no_half_processed_media_items,
 )
 from face_assets.core.settings import get_settings
@@ -42,10 +46,18 @@ def store_with_faces(tmp_path: Path, db_url: str) -> tuple[FaceStore, FaceStoreR
     return store, FaceStoreResource(database_url=url_of(store)), face_ids
 
 
+def run_check(check: dg.AssetChecksDefinition, resource: FaceStoreResource) -> dg.AssetCheckResult:
+    """A check executed on its own, as from the UI: a batch check without a batch looks at the
+    whole library."""
+    if check in BATCH_CHECKS:
+        return check(dg.build_asset_check_context(), face_store=resource)
+    return check(face_store=resource)
+
+
 def test_checks_pass_on_a_sound_database(store_with_faces) -> None:
     _, resource, _ = store_with_faces
-    for check in (embeddings_are_unit_512, no_half_processed_media_items, faces_point_at_existing_persons):
-        assert check(face_store=resource).passed, check.name
+    for check in ALL_CHECKS:
+        assert run_check(check, resource).passed, check.name
 
 
 @pytest.mark.parametrize(
@@ -56,9 +68,10 @@ def test_embedding_check_fails_on_nan_wrong_norm_or_wrong_size(store_with_faces,
     with store.engine.begin() as conn:
         conn.execute(sql(conn, 'UPDATE "Faces" SET "Embedding" = :e WHERE "Id" = :i'),
                      {"e": encode_embedding(vector), "i": face_ids[1]})  # fmt: skip
-    result = embeddings_are_unit_512(face_store=resource)
-    assert not result.passed
-    assert f"face {face_ids[1]}" in result.metadata["problems"].value
+    for check in (embeddings_are_unit_512, library_embeddings_are_unit_512):
+        result = run_check(check, resource)
+        assert not result.passed
+        assert f"face {face_ids[1]}" in result.metadata["problems"].value
 
 
 def test_half_processed_item_and_dangling_person_are_caught(store_with_faces) -> None:
@@ -72,7 +85,8 @@ def test_half_processed_item_and_dangling_person_are_caught(store_with_faces) ->
         )
         conn.execute(sql(conn, 'UPDATE "Faces" SET "PersonId" = 999 WHERE "Id" = :f'), {"f": face_ids[2]})
         conn.commit()
-    assert not no_half_processed_media_items(face_store=resource).passed
+    for check in (no_half_processed_media_items, library_has_no_half_processed_media_items):
+        assert not run_check(check, resource).passed
     assert not faces_point_at_existing_persons(face_store=resource).passed
 
 

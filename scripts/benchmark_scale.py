@@ -2,6 +2,7 @@
 
     python scripts/benchmark_scale.py [--sizes 10000 100000 1000000] [--match-sizes 100000 1000000]
                                       [--backends sqlite postgresql] [--repeats 3] [--json OUT]
+                                      [--batch-run-sizes 100000 1000000]
 
 Synthetic embeddings shaped like real ones. Persons are drawn with Zipf-like sizes (a few with
 thousands of faces, most with a handful, many strangers seen once); each face is its person's
@@ -20,6 +21,12 @@ Matching: a database (SQLite file, throwaway PostgreSQL server) holding N embedd
 their persons, with the persons' sums; then a batch of 100 new media items with 3 faces each is
 matched by `match_new_faces`, the step a sensor-launched batch run takes. Median of `--repeats`
 fresh batches.
+
+Batch runs: a SQLite file holding N faces, then a batch of 100 new media items (small JPEG
+files) run through `process_batch_job` as the sensor launches it, every step and asset check,
+with stub models (2 faces per photo): the run's time without inference, which must not grow
+with the library. Median of `--repeats` fresh batches, the seconds of each step, the rows the
+run's statements returned, and the library-wide embedding check timed alone.
 """
 
 from __future__ import annotations
@@ -157,11 +164,10 @@ def _in_fresh_process(count: int, method: str) -> dict[str, Any]:
 def build_library(url: str, count: int) -> tuple[Any, np.ndarray, np.ndarray]:
     """A database with `count` embedded faces (one media item each) in persons with sums, as a
     clustering leaves it: identities of 3 faces or more are persons, the rest unassigned."""
-    from sqlalchemy import insert
-
     from face_assets.core.storage.codecs import encode_embedding
     from face_assets.core.storage.schema import FacesTable, MediaFileTable, MediaItemsTable, PersonsTable
     from face_assets.core.storage.store import FaceStore
+    from face_assets_tests.library import insert_rows
 
     vectors, identity, centres = synthetic_library(count)
     store = FaceStore.from_url(url, upgrade=True)
@@ -175,8 +181,8 @@ def build_library(url: str, count: int) -> tuple[Any, np.ndarray, np.ndarray]:
     with store.engine.begin() as conn:
         for start in range(0, len(kept), chunk):
             part = kept[start : start + chunk]
-            conn.execute(
-                insert(PersonsTable),
+            insert_rows(
+                conn, PersonsTable,
                 [{"Id": int(person_of_identity[i]), "Name": f"Person {person_of_identity[i]}",
                   "Type": "cluster", "EmbeddingSum": encode_embedding(sums[i].astype(np.float32)),
                   "EmbeddingCount": int(sizes[i])} for i in part],
@@ -185,18 +191,18 @@ def build_library(url: str, count: int) -> tuple[Any, np.ndarray, np.ndarray]:
     for start in range(0, count, chunk):
         rows = range(start, min(start + chunk, count))
         with store.engine.begin() as conn:
-            conn.execute(
-                insert(MediaFileTable),
+            insert_rows(
+                conn, MediaFileTable,
                 [{"Id": r + 1, "FilePath": "/library", "FileName": f"{r:07d}.jpg", "PathKey": f"{r:064d}"}
                  for r in rows],
             )  # fmt: skip
-            conn.execute(
-                insert(MediaItemsTable),
+            insert_rows(
+                conn, MediaItemsTable,
                 [{"Id": r + 1, "MediaFileId": r + 1, "Name": f"{r:07d}.jpg", "IsFacesExtracted": True}
                  for r in rows],
             )  # fmt: skip
-            conn.execute(
-                insert(FacesTable),
+            insert_rows(
+                conn, FacesTable,
                 [{"Id": r + 1, "MediaItemId": r + 1, "BoundingBox": "[10, 10, 90, 90]",
                   "Embedding": encode_embedding(vectors[r]), "EmbeddingModel": "synthetic",
                   "PersonId": None if person[r] < 0 else int(person[r]),
@@ -273,15 +279,61 @@ def matching(backend: str, count: int, repeats: int) -> dict[str, Any]:
             "match_seconds_median": statistics.median(timings), "match_seconds": timings}  # fmt: skip
 
 
+def batch_runs(count: int, repeats: int) -> dict[str, Any]:
+    """A SQLite library of `count` faces, then `repeats` fresh batches of 100 new media items
+    (real small JPEG files), each run through process_batch_job: detection, thumbnails,
+    embeddings, matching and the batch's checks, as a sensor-launched run does, with stub
+    models (2 faces per photo) so that the time is the pipeline's, not the models'. One more
+    batch is run with every statement's returned rows counted; and the library-wide embedding
+    check, which every batch ran before checks looked at their batch only, is timed alone."""
+    from face_assets_tests.library import add_batch, counting_reads, run_batch
+
+    with tempfile.TemporaryDirectory() as tmp:
+        started = time.perf_counter()
+        store, _, _ = build_library(f"sqlite:///{tmp}/library.db", count)
+        built = time.perf_counter() - started
+        timings, steps = [], []
+        for repeat in range(repeats):
+            first, last = add_batch(store, Path(tmp) / "photos", 100, tag=f"batch{repeat}")
+            run = run_batch(store, first, last, Path(tmp) / "thumbnails")
+            assert run.result.success, f"batch run {repeat} failed"
+            timings.append(run.seconds)
+            steps.append(_step_seconds(run.result))
+        first, last = add_batch(store, Path(tmp) / "photos", 100, tag="counted")
+        with counting_reads(store.engine) as reads:
+            assert run_batch(store, first, last, Path(tmp) / "thumbnails").result.success
+        started = time.perf_counter()
+        checked, _ = store.embedding_problems()
+        library_check = time.perf_counter() - started
+        persons = store.counts()["persons"]
+        store.dispose()
+    median = sorted(range(repeats), key=lambda i: timings[i])[repeats // 2]
+    return {"faces": count, "persons": persons, "build_seconds": built,
+            "batch_seconds_median": statistics.median(timings), "batch_seconds": timings,
+            "step_seconds": steps[median], "statements": reads.statements, "rows_returned": reads.rows,
+            "rows_from_persons": sum(sum(r) for q, r in reads.by_statement.items() if ' FROM "Persons"' in q),
+            "library_check_seconds": library_check, "library_check_embeddings": checked}  # fmt: skip
+
+
+def _step_seconds(result: Any) -> dict[str, float]:
+    """Seconds of each step of a run: its assets and checks."""
+    return {
+        event.step_key: event.event_specific_data.duration_ms / 1000
+        for event in result.all_events
+        if event.event_type_value == "STEP_SUCCESS"
+    }
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
+    parser.add_argument("--sizes", type=int, nargs="*", default=[10_000, 100_000, 1_000_000])
     parser.add_argument("--methods", nargs="+", default=["default", "agglomerative"])
     parser.add_argument("--reference-size", type=int, default=20_000, help="0: skip exact linkage")
     parser.add_argument("--match-sizes", type=int, nargs="*", default=[100_000, 1_000_000])
     parser.add_argument("--backends", nargs="+", default=["sqlite", "postgresql"])
+    parser.add_argument("--batch-run-sizes", type=int, nargs="*", default=[100_000, 1_000_000])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--json", type=Path)
     parser.add_argument("--one-clustering", nargs=2, help=argparse.SUPPRESS)
@@ -300,9 +352,10 @@ def main() -> int:
     runs = [(n, m) for n in args.sizes for m in args.methods]
     if args.reference_size:
         runs = [(args.reference_size, m) for m in [*args.methods, "exact-average-linkage"]] + runs
-    print(f"{'faces':>9} {'method':<22} {'seconds':>8} {'cpu s':>8} {'peak MB':>8} {'BCubed P':>8} "
-          f"{'BCubed F':>8} {'pair P':>7} {'pair R':>7} {'pair F':>7} {'persons':>8} "
-          f"{'identities':>10}")  # fmt: skip
+    if runs:
+        print(f"{'faces':>9} {'method':<22} {'seconds':>8} {'cpu s':>8} {'peak MB':>8} {'BCubed P':>8} "
+              f"{'BCubed F':>8} {'pair P':>7} {'pair R':>7} {'pair F':>7} {'persons':>8} "
+              f"{'identities':>10}")  # fmt: skip
     for count, method in runs:
         # Fresh processes; the median of `--repeats` where a run is cheap (the result is the
         # same every time, only the seconds vary).
@@ -315,8 +368,9 @@ def main() -> int:
               f"{row['pairwise_p']:>7.3f} {row['pairwise_r']:>7.3f} {row['pairwise_f']:>7.3f} "
               f"{row['persons']:>8} {row['identities']:>10}")  # fmt: skip
         sys.stdout.flush()
-    print()
-    print(f"{'backend':<11} {'faces':>9} {'build s':>8} {'match s (median)':>17}  each")
+    if args.match_sizes:
+        print()
+        print(f"{'backend':<11} {'faces':>9} {'build s':>8} {'match s (median)':>17}  each")
     for count in args.match_sizes:
         for backend in args.backends:
             row = matching(backend, count, args.repeats)
@@ -325,6 +379,20 @@ def main() -> int:
             print(f"{backend:<11} {count:>9} {row['build_seconds']:>8.0f} "
                   f"{row['match_seconds_median']:>17.3f}  {each}")  # fmt: skip
             sys.stdout.flush()
+    if args.batch_run_sizes:
+        print()
+        print(f"{'faces':>9} {'persons':>8} {'build s':>8} {'batch run s (median)':>21}  each   "
+              "rows returned (from Persons)  library-wide check s")  # fmt: skip
+    report["batch_runs"] = []
+    for count in args.batch_run_sizes:
+        row = batch_runs(count, args.repeats)
+        report["batch_runs"].append(row)
+        each = " ".join(f"{t:.2f}" for t in row["batch_seconds"])
+        print(f"{count:>9} {row['persons']:>8} {row['build_seconds']:>8.0f} "
+              f"{row['batch_seconds_median']:>21.2f}  {each}  {row['rows_returned']:>8} "
+              f"({row['rows_from_persons']})  {row['library_check_seconds']:.2f}")  # fmt: skip
+        print("  steps: " + ", ".join(f"{k} {v:.2f}" for k, v in row["step_seconds"].items()))
+        sys.stdout.flush()
     if args.json:
         args.json.write_text(json.dumps(report, indent=1))
     return 0

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -12,9 +12,11 @@ from face_assets.core.digest import file_sha256
 from face_assets.core.errors import UserError
 from face_assets.core.progress import track
 from face_assets.core.storage.media_files import FileFacts, KnownFile
-from face_assets.core.storage.store import FaceStore, path_key, saving, unstorable_path
+from face_assets.core.storage.store import IN_LIST_MAX, FaceStore, path_key, saving, unstorable_path
+from face_assets.core.vision.formats import AVIF_EXTENSIONS, HEIF_EXTENSIONS, RAW_EXTENSIONS
 from face_assets.core.vision.media import VIDEO_EXTENSIONS, identify_media
 from face_assets.core.vision.transforms import MediaDecodeError, read_error
+from face_assets.core.vision.video import probe_video
 
 logger = logging.getLogger(__name__)
 
@@ -33,23 +35,32 @@ class Registration:
     not_media: int = 0  # other files (notes, sidecars): counted, not named
     # Registered files whose content changed: their media items (pending again), each named.
     replaced: list[tuple[Path, int]] = field(default_factory=list)
-    retired_faces: int = 0  # faces of the replaced content, deleted with their person links
+    # Faces of replaced content, and of Live Photo movies registered alone before, deleted with
+    # their person links.
+    retired_faces: int = 0
     copies: list[tuple[Path, int]] = field(default_factory=list)  # identical copies: their media item
     missing: list[Path] = field(default_factory=list)  # registered files this scan found gone
     back: int = 0  # files missed before and present again
+    # Movies of Live Photos linked to their photo: (movie, the photo's media item); no media item
+    # of their own, so that moment's faces count once.
+    live_photo_movies: list[tuple[Path, int | None]] = field(default_factory=list)
 
 
 # Extensions of files people expect to be photos (and VIDEO_EXTENSIONS, videos): one that cannot
 # be read is worth a warning, while a .txt or .xmp beside the photos is simply not media.
-PHOTO_EXTENSIONS = frozenset(
-    ".jpg .jpeg .jpe .jfif .png .gif .bmp .tif .tiff .webp .heic .heif .avif .mpo .ppm .pgm .pbm"
-    " .ico .jp2 .j2k .dng .cr2 .nef .arw".split()
+_PILLOW_EXTENSIONS = (
+    ".jpg .jpeg .jpe .jfif .png .gif .bmp .tif .tiff .webp .mpo .ppm .pgm .pbm .ico .jp2 .j2k"
 )
+PHOTO_EXTENSIONS = frozenset(_PILLOW_EXTENSIONS.split()) | HEIF_EXTENSIONS | AVIF_EXTENSIONS | RAW_EXTENSIONS
 
 MEDIA_EXTENSIONS = PHOTO_EXTENSIONS | VIDEO_EXTENSIONS
 
 # Files registered per transaction: a commit per file cost more than sniffing the file.
 REGISTER_CHUNK = 200
+
+# A Live Photo's movie runs about 3 s (1.5 s before the shutter, 1.5 s after); a longer video
+# named like a photo beside it is a video of its own.
+LIVE_PHOTO_MAX_S = 4.0
 
 
 def _register(store: FaceStore, chunk: list[FileFacts], result: Registration) -> None:
@@ -63,6 +74,9 @@ def _register(store: FaceStore, chunk: list[FileFacts], result: Registration) ->
         elif kind == "copy":
             logger.info("%s: an identical copy of media item %s", file.path, item)
             result.copies.append((file.path, int(item)))  # type: ignore[arg-type]
+        elif kind == "live":
+            logger.info("%s: the movie of a Live Photo, media item %s", file.path, item)
+            result.live_photo_movies.append((file.path, item))
         else:
             result.already_known += 1
     chunk.clear()
@@ -116,9 +130,10 @@ def library_files(folder: Path, result: Registration) -> Iterator[Path]:
 def register_folder(store: FaceStore, folder: Path, thumbnail_dir: Path | None = None) -> Registration:
     """Registers every photo and video below `folder` once; formats are sniffed, extensions
     ignored. A registered file whose content changed is processed again, an identical copy of a
-    registered file shares its media item, and a registered file below `folder` that is gone is
-    marked missing (its faces and persons stay until the user decides). The thumbnails of the
-    faces a replaced file no longer has are removed from `thumbnail_dir`."""
+    registered file shares its media item, the movie of a Live Photo is linked to its photo's,
+    and a registered file below `folder` that is gone is marked missing (its faces and persons
+    stay until the user decides). The thumbnails of the faces a replaced file (or a Live Photo
+    movie registered alone before) no longer has are removed from `thumbnail_dir`."""
     folder = Path(folder)
     if not folder.is_dir():
         raise MediaFolderError(f"{folder}: not a folder")
@@ -128,6 +143,10 @@ def register_folder(store: FaceStore, folder: Path, thumbnail_dir: Path | None =
     seen: set[str] = set()
     chunk: list[FileFacts] = []
     touched: list[tuple[int, FileFacts]] = []
+    beside, lengths = _PhotosBeside(), _Lengths()
+    # Movies with a photo of the same name: told apart once the photos of this scan are in.
+    new_movies: list[tuple[FileFacts, Path]] = []
+    known_movies: list[tuple[KnownFile, Path]] = []
     with track("register", None, "files") as advance:
         for path in library_files(folder, result):
             advance(1)
@@ -135,20 +154,122 @@ def register_folder(store: FaceStore, folder: Path, thumbnail_dir: Path | None =
             seen.add(key)
             if key not in known and not path.resolve().is_relative_to(root):
                 known |= store.known_files(keys=[key])  # reached through a link to elsewhere
+            photo = beside.photo_of(path)
             if key in known:
                 _recheck(store, path, known[key], touched, result, thumbnail_dir)
-            else:
-                _consider(store, path, chunk, result)
+                if photo is not None and known[key].live_photo_of is None:
+                    known_movies.append((known[key], photo))
+                continue
+            facts = _consider(path, result, lengths.identify if photo is not None else identify_media)
+            if facts is not None and photo is not None:
+                new_movies.append((facts, photo))
+            elif facts is not None:
+                chunk.append(facts)
+                if len(chunk) >= REGISTER_CHUNK:
+                    _register(store, chunk, result)
     _register(store, chunk, result)
+    _pair_live_photos(store, new_movies, known_movies, lengths, result, thumbnail_dir)
     store.note_files(touched)
     _miss(store, root, known, seen, result)
     logger.info(
-        "registered %d new media items from %s (%d known, %d replaced, %d copies, %d missing, "
-        "%d skipped, %d not media)",
+        "registered %d new media items from %s (%d known, %d replaced, %d copies, %d live photo "
+        "movies, %d missing, %d skipped, %d not media)",
         len(result.added), folder, result.already_known, len(result.replaced), len(result.copies),
-        len(result.missing), len(result.skipped), result.not_media,
+        len(result.live_photo_movies), len(result.missing), len(result.skipped), result.not_media,
     )  # fmt: skip
     return result
+
+
+class _PhotosBeside:
+    """The photo named like a movie in its folder (IMG_1234.HEIC beside IMG_1234.MOV, the name
+    compared case-insensitively): the two halves of a Live Photo. The walk goes folder by
+    folder, so one folder's photos are kept at a time, listed when a movie is first seen."""
+
+    def __init__(self) -> None:
+        self.folder: Path | None = None
+        self.photos: dict[str, Path] = {}
+
+    def photo_of(self, path: Path) -> Path | None:
+        if path.suffix.lower() not in VIDEO_EXTENSIONS:
+            return None
+        if path.parent != self.folder:
+            self.folder, self.photos = path.parent, {}
+            try:
+                names = sorted(os.listdir(path.parent))
+            except OSError:
+                names = []
+            for name in names:
+                if not name.startswith(".") and Path(name).suffix.lower() in PHOTO_EXTENSIONS:
+                    self.photos.setdefault(Path(name).stem.casefold(), path.parent / name)
+        return self.photos.get(path.stem.casefold())
+
+
+class _Lengths(dict[Path, float]):
+    """Lengths of the movies this scan probed, so that a new movie is opened by FFmpeg once."""
+
+    def identify(self, path: Path) -> str:
+        """identify_media for a movie, keeping its length."""
+        try:
+            info = probe_video(path)
+        except MediaDecodeError:
+            return identify_media(path)  # a photo under a movie's name, or the reason it is neither
+        self[path] = info.duration_s
+        return info.media_format
+
+    def short(self, path: Path) -> bool:
+        """Whether `path` is a video of at most LIVE_PHOTO_MAX_S seconds."""
+        if path not in self:
+            try:
+                self[path] = probe_video(path).duration_s
+            except (MediaDecodeError, OSError):
+                return False
+        return 0 < self[path] <= LIVE_PHOTO_MAX_S
+
+
+def _pair_live_photos(
+    store: FaceStore,
+    new_movies: list[tuple[FileFacts, Path]],
+    known_movies: list[tuple[KnownFile, Path]],
+    lengths: _Lengths,
+    result: Registration,
+    thumbnail_dir: Path | None,
+) -> None:
+    """Movies named like a photo beside them, once this scan's photos are registered: a short
+    one whose photo is registered is linked to it, without a media item of its own (a movie
+    registered alone in an earlier scan gives its media item up); the others are videos.
+    The photo may come before or after its movie, in one scan or two."""
+    if not new_movies and not known_movies:
+        return
+    keys = sorted({path_key(photo) for _, photo in [*new_movies, *known_movies]})
+    photos: dict[str, KnownFile] = {}
+    for start in range(0, len(keys), IN_LIST_MAX):
+        photos |= store.known_files(keys=keys[start : start + IN_LIST_MAX])
+    linked, alone = [], []
+    for facts, photo in new_movies:
+        held = photos.get(path_key(photo))
+        if held is not None and lengths.short(facts.path):
+            linked.append(replace(facts, live_photo_of=held.id))
+        else:
+            alone.append(facts)
+    for files in (linked, alone):
+        for start in range(0, len(files), REGISTER_CHUNK):
+            _register(store, files[start : start + REGISTER_CHUNK], result)
+    for movie, photo in known_movies:
+        held = photos.get(path_key(photo))
+        if held is None or not lengths.short(movie.path):
+            continue
+        with saving(f"Live Photo movie {movie.path}"):
+            linked_to = store.link_live_photo(movie.id, held.id)
+        if linked_to is None:
+            logger.info("%s: a Live Photo's movie whose faces a user placed: kept as its own", movie.path)
+            continue
+        retired, item = linked_to
+        if thumbnail_dir is not None:
+            for relative in retired.thumbnails:
+                (thumbnail_dir / relative).unlink(missing_ok=True)
+        logger.info("%s: the movie of a Live Photo, media item %s; its own retired", movie.path, item)
+        result.live_photo_movies.append((movie.path, item))
+        result.retired_faces += retired.faces
 
 
 def _stat(path: Path) -> os.stat_result | None:
@@ -232,10 +353,12 @@ def _miss(
             result.missing.append(file.path)
 
 
-def _consider(store: FaceStore, path: Path, chunk: list[FileFacts], result: Registration) -> None:
-    """A file not registered yet: skipped when not media, else queued for registration."""
+def _consider(
+    path: Path, result: Registration, identify: Callable[[Path], str] = identify_media
+) -> FileFacts | None:
+    """A file not registered yet: None when it is skipped or not media, else what to register."""
     try:
-        media_format = identify_media(path)
+        media_format = identify(path)
         stat = path.stat()
         digest = file_sha256(path)
     except MediaDecodeError as error:
@@ -244,14 +367,12 @@ def _consider(store: FaceStore, path: Path, chunk: list[FileFacts], result: Regi
         else:
             logger.info("not media: %s", path)
             result.not_media += 1
-        return
+        return None
     except OSError as error:  # gone between the listing and now
         _skip(result, path, str(read_error(path, error)).removeprefix(f"{path}: "))
-        return
+        return None
     too_long = unstorable_path(path)
     if too_long is not None:
         _skip(result, path, too_long)
-        return
-    chunk.append(FileFacts(path, media_format, stat.st_size, stat.st_mtime_ns, digest))
-    if len(chunk) >= REGISTER_CHUNK:
-        _register(store, chunk, result)
+        return None
+    return FileFacts(path, media_format, stat.st_size, stat.st_mtime_ns, digest)

@@ -14,7 +14,20 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from sqlalchemy import Connection, Engine, String, and_, bindparam, delete, func, insert, or_, select, update
+from sqlalchemy import (
+    Connection,
+    Engine,
+    String,
+    and_,
+    bindparam,
+    delete,
+    func,
+    insert,
+    or_,
+    select,
+    true,
+    update,
+)
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from face_assets.core.storage.codecs import chunks, media_path, path_key
@@ -33,6 +46,8 @@ class FileFacts:
     size: int
     modified_ns: int | None = None
     content_hash: str | None = None  # sha256 hex of the bytes
+    # The movie of a Live Photo: its photo's MediaFile Id (the movie gets no media item).
+    live_photo_of: int | None = None
 
 
 @dataclass(frozen=True)
@@ -45,16 +60,19 @@ class KnownFile:
     modified_ns: int | None
     content_hash: str | None
     missing: bool
+    live_photo_of: int | None = None  # the movie of a Live Photo: its photo's MediaFile Id
 
 
-Registered = tuple[Literal["new", "known", "copy"], int | None]
+# ("new", its media item), ("known", None), ("copy", the twin's media item) or ("live", the
+# media item of the Live Photo's photo, None when that photo has none).
+Registered = tuple[Literal["new", "known", "copy", "live"], int | None]
 
 
 @dataclass
 class Retired:
-    """What `replace_media_file` took away: the item's faces (thumbnail files for the caller to
-    remove once the rows are gone) or, when an identical copy of the old content exists, nothing:
-    the item moved to that copy and the changed file has a new item."""
+    """What `replace_media_file` (or `link_live_photo`) took away: the item's faces (thumbnail
+    files for the caller to remove once the rows are gone) or, when an identical copy of the old
+    content exists, nothing: the item moved to that copy (and the changed file has a new item)."""
 
     media_item_ids: list[int] = field(default_factory=list)  # the items to process again
     faces: int = 0
@@ -116,6 +134,39 @@ def _holder(conn: Connection, content_hash: str, size: int, hash_of: Callable[[P
     return None
 
 
+def _retire_faces(conn: Connection, items: Sequence[int]) -> Retired:
+    """Deletes the faces of these media items, with their person links, sums and portraits;
+    returns them for the caller (the thumbnail files to remove once the rows are gone)."""
+    faces = conn.execute(
+        select(FacesTable.c.Id, FacesTable.c.ThumbnailPath).where(FacesTable.c.MediaItemId.in_(items))
+    ).all()
+    face_ids = [f.Id for f in faces]
+    with tracking_person_sums(conn, face_ids):
+        for part in chunks(face_ids):
+            conn.execute(
+                update(PersonsTable)
+                .where(PersonsTable.c.PortraitFaceId.in_(part))
+                .values(PortraitFaceId=None)
+            )
+            conn.execute(delete(FacesTable).where(FacesTable.c.Id.in_(part)))
+    return Retired(list(items), len(face_ids), [f.ThumbnailPath for f in faces if f.ThumbnailPath])
+
+
+def _item_of(conn: Connection, file_id: int) -> int | None:
+    """The media item holding a file's faces: its own, or its identical twin's."""
+    own = select(MediaItemsTable.c.Id).where(MediaItemsTable.c.MediaFileId == file_id).limit(1)
+    item = conn.execute(own).scalar()
+    if item is None:
+        twin = conn.execute(
+            select(MediaFileTable.c.SameAsMediaFileId).where(MediaFileTable.c.Id == file_id)
+        ).scalar()
+        if twin is not None:
+            item = conn.execute(
+                select(MediaItemsTable.c.Id).where(MediaItemsTable.c.MediaFileId == twin).limit(1)
+            ).scalar()
+    return None if item is None else int(item)
+
+
 def _move_items_to_copy(conn: Connection, file_id: int) -> Any:
     """The file's media items to its first present identical copy, which stands for the content
     from now on (the other copies point at it); returns that copy's row, or None when it has none."""
@@ -139,6 +190,19 @@ def _move_items_to_copy(conn: Connection, file_id: int) -> Any:
     return copy
 
 
+def _user_placed(conn: Connection, items: Sequence[int]) -> bool:
+    """Whether a user placed, verified or rejected a face of these media items."""
+    query = select(FacesTable.c.Id).where(
+        FacesTable.c.MediaItemId.in_(items),
+        or_(
+            FacesTable.c.PersonAssignedBy == "user",
+            FacesTable.c.IsUserVerified == true(),
+            FacesTable.c.IsRejected == true(),
+        ),
+    )
+    return conn.execute(query.limit(1)).first() is not None
+
+
 class MediaFilesMixin:
     engine: Engine
 
@@ -155,8 +219,9 @@ class MediaFilesMixin:
         self, files: Sequence[FileFacts], hash_of: Callable[[Path], str | None] = lambda _: None
     ) -> list[Registered]:
         """Registers each file in one transaction: ("new", its new media item), ("known", None)
-        when its path is registered, or ("copy", the media item) when it is an identical copy
-        of a registered file (same content hash): one media item, both paths known.
+        when its path is registered, ("copy", the media item) when it is an identical copy of a
+        registered file (same content hash): one media item, both paths known; or ("live", the
+        photo's media item) for the movie of a Live Photo (`live_photo_of` set): no media item.
 
         A commit per file was most of a registration's time. Each file's rows go in together
         or not at all, and a killed run leaves none of them: the rerun registers them again."""
@@ -187,6 +252,15 @@ class MediaFilesMixin:
             return "known", None
         try:
             with conn.begin_nested() if guarded else nullcontext():
+                if file.live_photo_of is not None:
+                    insert_id(conn, _INSERT_FILE, {
+                        "FilePath": known["folder"], "FileName": absolute.name, "PathKey": known["key"],
+                        "Extensions": absolute.suffix.lstrip(".").lower()[:10] or None,
+                        "MediaFormat": file.media_format, "FileSize": file.size,
+                        "FileModifiedNs": file.modified_ns, "ContentHash": file.content_hash,
+                        "LivePhotoOfMediaFileId": file.live_photo_of,
+                    })  # fmt: skip
+                    return "live", _item_of(conn, file.live_photo_of)
                 twin = _holder(conn, file.content_hash, file.size, hash_of) if file.content_hash else None
                 file_id = insert_id(
                     conn,
@@ -223,6 +297,7 @@ class MediaFilesMixin:
             MediaFileTable.c.FileModifiedNs,
             MediaFileTable.c.ContentHash,
             MediaFileTable.c.MissingSince,
+            MediaFileTable.c.LivePhotoOfMediaFileId,
         ).where(MediaFileTable.c.PathKey.isnot(None))
         if keys:
             query = query.where(MediaFileTable.c.PathKey.in_(list(keys)))
@@ -243,6 +318,7 @@ class MediaFilesMixin:
                     r.FileModifiedNs,
                     r.ContentHash,
                     r.MissingSince is not None,
+                    r.LivePhotoOfMediaFileId,
                 )  # fmt: skip
                 for r in conn.execute(query.execution_options(yield_per=10_000))
             }
@@ -287,23 +363,7 @@ class MediaFilesMixin:
                 new_item = {"MediaFileId": file_id, "Name": now.path.name[:255], "IsFacesExtracted": False}
                 retired.media_item_ids = [insert_id(conn, _INSERT_ITEM, new_item)]
             else:
-                retired.media_item_ids = items
-                faces = conn.execute(
-                    select(FacesTable.c.Id, FacesTable.c.ThumbnailPath).where(
-                        FacesTable.c.MediaItemId.in_(items)
-                    )
-                ).all()
-                face_ids = [f.Id for f in faces]
-                with tracking_person_sums(conn, face_ids):
-                    for part in chunks(face_ids):
-                        conn.execute(
-                            update(PersonsTable)
-                            .where(PersonsTable.c.PortraitFaceId.in_(part))
-                            .values(PortraitFaceId=None)
-                        )
-                        conn.execute(delete(FacesTable).where(FacesTable.c.Id.in_(part)))
-                retired.faces = len(face_ids)
-                retired.thumbnails = [f.ThumbnailPath for f in faces if f.ThumbnailPath]
+                retired = _retire_faces(conn, items)
                 if items:
                     conn.execute(
                         update(MediaItemsTable)
@@ -343,6 +403,32 @@ class MediaFilesMixin:
             for file_id in file_ids:
                 _move_items_to_copy(conn, file_id)
         return missed
+
+    def link_live_photo(self, movie_file_id: int, photo_file_id: int) -> tuple[Retired, int | None] | None:
+        """A registered movie found to be a Live Photo's (its photo registered in a later scan),
+        in one transaction: its media item is retired, faces and all, as the photo's holds
+        that moment; or it moves to an identical copy of the movie, which stands alone. Returns
+        what was retired and the photo's media item; None, and nothing changed, when a user
+        placed, verified or rejected one of its faces: that work is kept, with the movie as a
+        media item of its own."""
+        with self.engine.begin() as conn:
+            items = list(
+                conn.execute(
+                    select(MediaItemsTable.c.Id).where(MediaItemsTable.c.MediaFileId == movie_file_id)
+                ).scalars()
+            )
+            if items and _user_placed(conn, items):
+                return None
+            retired = Retired()
+            if items and _move_items_to_copy(conn, movie_file_id) is None:
+                retired = _retire_faces(conn, items)
+                conn.execute(delete(MediaItemsTable).where(MediaItemsTable.c.Id.in_(items)))
+            conn.execute(
+                update(MediaFileTable)
+                .where(MediaFileTable.c.Id == movie_file_id)
+                .values(LivePhotoOfMediaFileId=photo_file_id, SameAsMediaFileId=None, ModifiedAt=utcnow())
+            )
+            return retired, _item_of(conn, photo_file_id)
 
     def missing_files(self) -> list[MissingFile]:
         """Files a scan found gone, with the media item each one's faces belong to."""

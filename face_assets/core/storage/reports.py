@@ -9,9 +9,10 @@ from typing import Any
 import numpy as np
 from sqlalchemy import Engine, exists, func, select
 
+from face_assets.core.batch import IdRange
 from face_assets.core.storage.codecs import EMBEDDING_DIM, decode_embedding, media_path
 from face_assets.core.storage.schema import FacesTable, MediaFileTable, MediaItemsTable, PersonsTable
-from face_assets.core.storage.terms import FILE_COLUMNS, not_rejected, pending
+from face_assets.core.storage.terms import FILE_COLUMNS, in_range, not_rejected, pending
 
 
 class ReportsMixin:
@@ -56,10 +57,15 @@ class ReportsMixin:
 
     # invariants a user relies on (asset checks) --------------------------------------------
 
-    def half_processed_media_items(self, limit: int = 20) -> list[int]:
-        """Media items that have faces but are not marked processed (should never happen)."""
+    def half_processed_media_items(self, limit: int = 20, id_range: IdRange = None) -> list[int]:
+        """Media items (of a batch, or all) that have faces but are not marked processed
+        (should never happen)."""
         has_faces = exists().where(FacesTable.c.MediaItemId == MediaItemsTable.c.Id)
-        query = select(MediaItemsTable.c.Id).where(pending(), has_faces).order_by(MediaItemsTable.c.Id)
+        query = (
+            select(MediaItemsTable.c.Id)
+            .where(pending(), has_faces, *in_range(MediaItemsTable.c.Id, id_range))
+            .order_by(MediaItemsTable.c.Id)
+        )
         with self.engine.connect() as conn:
             return list(conn.execute(query.limit(limit)).scalars())
 
@@ -74,10 +80,15 @@ class ReportsMixin:
         with self.engine.connect() as conn:
             return list(conn.execute(query.limit(limit)).scalars())
 
-    def embedding_problems(self, limit: int = 20, tolerance: float = 1e-3) -> tuple[int, list[str]]:
-        """(embeddings checked, problems): each must be 512 finite float32 of unit norm."""
+    def embedding_problems(
+        self, limit: int = 20, tolerance: float = 1e-3, id_range: IdRange = None
+    ) -> tuple[int, list[str]]:
+        """(embeddings checked, problems) of a batch's faces, or all: each must be 512 finite
+        float32 of unit norm."""
         checked, problems = 0, []
-        query = select(FacesTable.c.Id, FacesTable.c.Embedding).where(FacesTable.c.Embedding.isnot(None))
+        query = select(FacesTable.c.Id, FacesTable.c.Embedding).where(
+            FacesTable.c.Embedding.isnot(None), *in_range(FacesTable.c.MediaItemId, id_range)
+        )
         with self.engine.connect() as conn:
             for row in conn.execute(query.execution_options(yield_per=2000)):
                 checked += 1

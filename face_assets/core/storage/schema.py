@@ -67,6 +67,10 @@ MediaFileTable = Table(
     # key: the pointer is moved, never followed by a join that must hold.
     Column("SameAsMediaFileId", Integer),
     Column("MissingSince", Timestamp),  # a folder scan found the file gone (NULL: present)
+    # The movie of a Live Photo (IMG_1234.MOV beside IMG_1234.HEIC): the photo's MediaFile Id.
+    # It has no media item: the photo's holds the faces of that moment, counted once. Not
+    # SameAsMediaFileId, whose files stand in for each other when one goes missing.
+    Column("LivePhotoOfMediaFileId", Integer),
     **NEVER_REUSED,
 )
 
@@ -211,3 +215,6 @@ Index("IX_MediaItems_MediaFileId", MediaItemsTable.c.MediaFileId)
 Index("IX_MediaItems_IsFacesExtracted", MediaItemsTable.c.IsFacesExtracted)
 Index("IX_Faces_MediaItemId", FacesTable.c.MediaItemId)
 Index("IX_Faces_PersonId", FacesTable.c.PersonId)
+# A batch's unassigned faces (PersonId NULL, MediaItemId in the batch's range): with PersonId
+# alone, SQLite walks every unassigned face of the library to find the batch's.
+Index("IX_Faces_PersonId_MediaItemId", FacesTable.c.PersonId, FacesTable.c.MediaItemId)
