@@ -163,8 +163,8 @@ def test_a_face_too_small_at_the_reduced_size_is_cut_from_the_full_photo(
     tmp_path: Path, store: FaceStore, decodes: list[tuple[str, int | None]]
 ) -> None:
     (tmp_path / "photos").mkdir()
-    # 180 px in the full photo is 90 px at half size: a 160-px crop would be enlarged from it.
-    squares = [(300, 500, 700), (2000, 1200, 180)]
+    # 100 px in the full photo is 50 px at half size: its 160-px crop would be enlarged 2.7 times.
+    squares = [(300, 500, 700), (2000, 1200, 100)]
     photo = tmp_path / "photos" / "group.jpg"
     _phone_photo(photo, squares, turned=False)
     register_folder(store, tmp_path / "photos")
@@ -178,7 +178,7 @@ def test_a_face_too_small_at_the_reduced_size_is_cut_from_the_full_photo(
     assert decodes == [("group.jpg", 1280), ("group.jpg", None)]  # the full decode once, for both
     full = decode_photo(photo).pixels
     stored = {round(face.box[2] - face.box[0], -1): face for face in _faces(store)}
-    small = stored[180]
+    small = stored[100]
     expected = embedder.embed(embedding_crop(full, small.box, 160)[None])[0]
     assert np.dot(small.embedding, expected) > 0.9999
     # The large face's crops come from the half-size decode and agree with the full photo's.
