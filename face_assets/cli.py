@@ -56,11 +56,14 @@ def cmd_db_init(args: argparse.Namespace) -> int:
 
 
 def cmd_models_fetch(args: argparse.Namespace) -> int:
-    from face_assets.core.vision import weights
+    from face_assets.core.vision import graphs, weights
 
     models_dir = _settings().models_dir
     for model in (weights.RETINAFACE_MOBILENET, weights.FACENET_GRAPH):
         print(f"{model.name}: {weights.resolve(model, models_dir)}")
+    # The ONNX Runtime files too, converted here once, so an offline machine has every file.
+    for graph in (graphs.RETINAFACE, graphs.FACENET):
+        print(f"{graph.onnx_name}: {graphs.onnx_model(graph, models_dir)[0]}")
     return 0
 
 
@@ -170,6 +173,7 @@ RUN_CHANGES: tuple[tuple[str, str, tuple[tuple[str, str], ...]], ...] = (
     ("files replaced", "", (("media_items", "replaced"),)),
     ("faces of replaced files retired", "-", (("media_items", "faces_retired"),)),
     ("identical copies", "+", (("media_items", "copies"),)),
+    ("live photo movies linked", "+", (("media_items", "live_photo_movies"),)),
     ("files missing", "", (("media_items", "missing"),)),
     ("faces detected", "+", (("detected_faces", "faces"),)),
     ("faces embedded", "+", (("detected_faces", "faces_embedded"), ("face_embeddings", "faces_embedded"))),

@@ -39,7 +39,7 @@ def test_keras_facenet_reproduces_the_frozen_graph(models_dir: Path, real_faces:
     from face_assets.core.vision.embedding import FaceNetEmbedder
     from face_assets.core.vision.facenet_weights import frozen_graph_function
 
-    embedder = FaceNetEmbedder(models_dir, batch_size=8)
+    embedder = FaceNetEmbedder(models_dir, batch_size=8, engine="tensorflow")
     keras_out = embedder.embed(real_faces)
     graph = frozen_graph_function(weights.resolve(weights.FACENET_GRAPH, models_dir))
     graph_out = np.concatenate([graph(tf.convert_to_tensor(face[None])).numpy() for face in real_faces])

@@ -15,6 +15,13 @@ if TYPE_CHECKING:
 
 DetectorName = Literal["retinaface-mobilenet", "retinaface-resnet50"]
 EmbedderName = Literal["facenet-20180402"]
+# What runs the models, the same weights either way: ONNX Runtime on a file converted once from
+# the TensorFlow graph (faster here, scripts/benchmark_engines.py), or TensorFlow, the reference.
+EngineName = Literal["onnxruntime", "tensorflow"]
+DEFAULT_ENGINE: EngineName = "onnxruntime"
+# Photos are shrunk to this longer side for detection: 1600 finds the 80-90 px faces of a 12 MP
+# group shot that 1280 misses one in ten of (docs/benchmarks.md, detection scale).
+DEFAULT_DETECTION_MAX_SIDE_PX = 1600
 ClusterAlgorithm = Literal["hdbscan", "agglomerative", "dbscan"]
 
 
@@ -59,8 +66,9 @@ class Settings(BaseSettings):
     samples_dir: Path = Field(default_factory=default_samples_dir)
     detector: DetectorName = "retinaface-mobilenet"
     embedder: EmbedderName = "facenet-20180402"
+    engine: EngineName = DEFAULT_ENGINE
     detection_min_score: float = Field(default=0.9, ge=0.0, le=1.0)
-    detection_max_side_px: int = Field(default=1280, ge=128)
+    detection_max_side_px: int = Field(default=DEFAULT_DETECTION_MAX_SIDE_PX, ge=128)
     embedding_batch_size: int = Field(default=32, ge=1)
     # Videos: frames looked at per second of video, by their times, and at most this many per
     # video (a longer one is sampled more sparsely over its whole length, not cut short).

@@ -8,9 +8,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 from PIL import Image
 
-from face_assets.core.vision import weights
+from face_assets.core.settings import DEFAULT_DETECTION_MAX_SIDE_PX, DEFAULT_ENGINE
+from face_assets.core.vision import graphs, weights
+from face_assets.core.vision.engines import Runner, check_engine
 from face_assets.core.vision.lazy import LazyModel
 from face_assets.core.vision.types import DetectedFace, FaceDetector, RGBImage
 
@@ -30,11 +33,32 @@ def _scale_for(height: int, width: int, max_side_px: int, min_side_px: int) -> f
     return 1.0
 
 
+def detector_canvas(
+    image: RGBImage, max_side_px: int, min_side_px: int, border: float
+) -> tuple[NDArray[np.float32], float, int]:
+    """The graph's input for `image` (a batch of one), the scale applied and the border added."""
+    height, width = image.shape[:2]
+    scale = _scale_for(height, width, max_side_px, min_side_px)
+    work = image
+    if scale != 1.0:
+        size = (max(int(round(width * scale)), 1), max(int(round(height * scale)), 1))
+        work = np.asarray(Image.fromarray(image).resize(size, Image.Resampling.BILINEAR))
+    work_h, work_w = work.shape[:2]
+    pad = int(round(border * max(work_h, work_w)))
+    # Canvas sizes snap to a coarse grid: every new input shape costs a graph rebuild.
+    padded_h = -(-(work_h + 2 * pad) // _CANVAS_STEP) * _CANVAS_STEP
+    padded_w = -(-(work_w + 2 * pad) // _CANVAS_STEP) * _CANVAS_STEP
+    canvas = np.zeros((1, padded_h, padded_w, 3), dtype=np.float32)
+    canvas[0, pad : pad + work_h, pad : pad + work_w] = work
+    return canvas, scale, pad
+
+
 class RetinaFaceMobileNet(LazyModel):
     """RetinaFace with a MobileNetV2 backbone, from the frozen graph in the `retinaface` wheel.
 
     The graph takes RGB float 0-255 padded to a multiple of 32 and returns rows
-    `[x1 y1 x2 y2, 5 x (x, y) landmarks, flag, score]` normalised to the padded size.
+    `[x1 y1 x2 y2, 5 x (x, y) landmarks, flag, score]` normalised to the padded size. The
+    engine runs only that call; resizing, padding and decoding are the same on every engine.
     """
 
     name = "retinaface-mobilenetv2"
@@ -43,13 +67,15 @@ class RetinaFaceMobileNet(LazyModel):
         self,
         models_dir: Path,
         min_score: float = 0.9,
-        max_side_px: int = 1280,
+        max_side_px: int = DEFAULT_DETECTION_MAX_SIDE_PX,
         min_side_px: int = 320,
         border: float = 0.25,
         border_side_px: int = 640,
         fetch: bool = True,
+        engine: str = DEFAULT_ENGINE,
     ) -> None:
         super().__init__()
+        self.engine = check_engine(engine)
         self.models_dir = Path(models_dir)
         self.min_score = min_score
         self.max_side_px = max_side_px
@@ -58,22 +84,10 @@ class RetinaFaceMobileNet(LazyModel):
         self.border = border
         self.border_side_px = border_side_px
         self.fetch = fetch
-        self._fn: Any = None
+        self._run: Runner | None = None
 
     def _load(self) -> None:
-        graph_path = weights.resolve(weights.RETINAFACE_MOBILENET, self.models_dir, fetch=self.fetch)
-        import tensorflow as tf
-
-        graph_def = tf.compat.v1.GraphDef()
-        graph_def.ParseFromString(graph_path.read_bytes())
-
-        def _import() -> None:
-            tf.compat.v1.import_graph_def(graph_def, name="")
-
-        wrapped = tf.compat.v1.wrap_function(_import, [])
-        graph = wrapped.graph
-        self._fn = wrapped.prune(graph.as_graph_element("x:0"), graph.as_graph_element("Identity:0"))
-        self._to_tensor = tf.convert_to_tensor
+        self._run = graphs.graph_runner(graphs.RETINAFACE, self.engine, self.models_dir, fetch=self.fetch)
 
     def detect(self, image: RGBImage) -> list[DetectedFace]:
         self.load()
@@ -87,19 +101,10 @@ class RetinaFaceMobileNet(LazyModel):
 
     def _detect_at(self, image: RGBImage, max_side_px: int, border: float) -> list[DetectedFace]:
         height, width = image.shape[:2]
-        scale = _scale_for(height, width, max_side_px, self.min_side_px)
-        work = image
-        if scale != 1.0:
-            size = (max(int(round(width * scale)), 1), max(int(round(height * scale)), 1))
-            work = np.asarray(Image.fromarray(image).resize(size, Image.Resampling.BILINEAR))
-        work_h, work_w = work.shape[:2]
-        pad = int(round(border * max(work_h, work_w)))
-        # Canvas sizes snap to a coarse grid: every new input shape costs a graph rebuild.
-        padded_h = -(-(work_h + 2 * pad) // _CANVAS_STEP) * _CANVAS_STEP
-        padded_w = -(-(work_w + 2 * pad) // _CANVAS_STEP) * _CANVAS_STEP
-        canvas = np.zeros((1, padded_h, padded_w, 3), dtype=np.float32)
-        canvas[0, pad : pad + work_h, pad : pad + work_w] = work
-        rows = self._fn(self._to_tensor(canvas)).numpy().reshape(-1, 16)
+        canvas, scale, pad = detector_canvas(image, max_side_px, self.min_side_px, border)
+        padded_h, padded_w = canvas.shape[1:3]
+        assert self._run is not None, "load() first"
+        rows = self._run(canvas).reshape(-1, 16)
         faces = []
         for row in rows[rows[:, 15] >= self.min_score]:
             points = row[:14].reshape(7, 2) * (padded_w, padded_h)
@@ -164,11 +169,20 @@ class RetinaFaceResNet50(LazyModel):
 
 
 def make_detector(
-    name: str, models_dir: Path, min_score: float = 0.9, max_side_px: int = 1280, fetch: bool = True
+    name: str,
+    models_dir: Path,
+    min_score: float = 0.9,
+    max_side_px: int = DEFAULT_DETECTION_MAX_SIDE_PX,
+    fetch: bool = True,
+    engine: str = DEFAULT_ENGINE,
 ) -> FaceDetector:
-    """A detector by its settings name; nothing is loaded until it is first used."""
+    """A detector by its settings name; nothing is loaded until it is first used. Its `name`
+    is the same on every engine: the weights are the same."""
+    check_engine(engine)
     if name == "retinaface-mobilenet":
-        return RetinaFaceMobileNet(models_dir, min_score=min_score, max_side_px=max_side_px, fetch=fetch)
+        return RetinaFaceMobileNet(
+            models_dir, min_score=min_score, max_side_px=max_side_px, fetch=fetch, engine=engine
+        )
     if name == "retinaface-resnet50":
         return RetinaFaceResNet50(min_score=min_score)
     raise ValueError(f"unknown detector {name!r}; choose retinaface-mobilenet or retinaface-resnet50")

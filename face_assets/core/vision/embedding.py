@@ -3,58 +3,81 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
-from face_assets.core.vision import weights
+from face_assets.core.settings import DEFAULT_ENGINE
+from face_assets.core.vision import graphs, weights
+from face_assets.core.vision.engines import Runner, check_engine
 from face_assets.core.vision.lazy import LazyModel
 from face_assets.core.vision.types import EmbeddingArray, FaceEmbedder
 
 EMBEDDING_DIM = 512
 
 
+def keras_facenet_runner(graph_path: Path, input_px: int) -> Runner:
+    """TensorFlow, the reference: keras-facenet's network carrying the frozen graph's weights."""
+    import tensorflow as tf
+
+    from face_assets.core.vision.facenet_weights import build_facenet_keras
+
+    model = build_facenet_keras(graph_path)
+    # One traced graph for any batch size: eager Keras is ~20x slower per face on CPU.
+    infer = tf.function(
+        lambda batch: model(batch, training=False),
+        autograph=False,
+        input_signature=[tf.TensorSpec((None, input_px, input_px, 3), tf.float32)],
+    )
+
+    def run(batch: NDArray[np.float32]) -> NDArray[np.float32]:
+        return np.asarray(infer(batch))
+
+    return run
+
+
 class FaceNetEmbedder(LazyModel):
-    """512-d, L2-normalised embeddings of 160x160 crops normalised as (x - 127.5) / 128."""
+    """512-d, L2-normalised embeddings of 160x160 crops normalised as (x - 127.5) / 128.
+
+    A batch of n faces costs n, not `batch_size`: both engines take any batch size.
+    """
 
     name = "facenet-20180402-114759"
     input_px = 160
 
-    def __init__(self, models_dir: Path, batch_size: int = 32, fetch: bool = True) -> None:
+    def __init__(
+        self, models_dir: Path, batch_size: int = 32, fetch: bool = True, engine: str = DEFAULT_ENGINE
+    ) -> None:
         super().__init__()
+        self.engine = check_engine(engine)
         self.models_dir = Path(models_dir)
         self.batch_size = batch_size
         self.fetch = fetch
-        self._infer: Any = None
+        self._run: Runner | None = None
 
     def _load(self) -> None:
-        graph_path = weights.resolve(weights.FACENET_GRAPH, self.models_dir, fetch=self.fetch)
-        import tensorflow as tf
-
-        from face_assets.core.vision.facenet_weights import build_facenet_keras
-
-        model = build_facenet_keras(graph_path)
-        # One traced graph for one batch shape: eager Keras is ~20x slower per face on CPU.
-        self._infer = tf.function(
-            lambda batch: model(batch, training=False),
-            autograph=False,
-            input_signature=[tf.TensorSpec((self.batch_size, self.input_px, self.input_px, 3), tf.float32)],
-        )
+        if self.engine == "tensorflow":
+            graph_path = weights.resolve(weights.FACENET_GRAPH, self.models_dir, fetch=self.fetch)
+            self._run = keras_facenet_runner(graph_path, self.input_px)
+        else:
+            self._run = graphs.graph_runner(graphs.FACENET, self.engine, self.models_dir, fetch=self.fetch)
 
     def embed(self, crops: NDArray[np.float32]) -> EmbeddingArray:
         self.load()
+        assert self._run is not None, "load() first"
         count = len(crops)
         out = np.empty((count, EMBEDDING_DIM), dtype=np.float32)
         for start in range(0, count, self.batch_size):
-            chunk = crops[start : start + self.batch_size]
-            batch = np.zeros((self.batch_size, self.input_px, self.input_px, 3), dtype=np.float32)
-            batch[: len(chunk)] = chunk
-            out[start : start + len(chunk)] = np.asarray(self._infer(batch))[: len(chunk)]
+            chunk = np.ascontiguousarray(crops[start : start + self.batch_size], dtype=np.float32)
+            out[start : start + len(chunk)] = self._run(chunk)
         return out
 
 
-def make_embedder(name: str, models_dir: Path, batch_size: int = 32, fetch: bool = True) -> FaceEmbedder:
+def make_embedder(
+    name: str, models_dir: Path, batch_size: int = 32, fetch: bool = True, engine: str = DEFAULT_ENGINE
+) -> FaceEmbedder:
+    """An embedder by its settings name; its `name` is the same on every engine."""
+    check_engine(engine)
     if name in ("facenet-20180402", FaceNetEmbedder.name):
-        return FaceNetEmbedder(models_dir, batch_size=batch_size, fetch=fetch)
+        return FaceNetEmbedder(models_dir, batch_size=batch_size, fetch=fetch, engine=engine)
     raise ValueError(f"unknown embedder {name!r}; choose facenet-20180402")

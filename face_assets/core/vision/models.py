@@ -28,13 +28,13 @@ def _cached(key: tuple[object, ...], build: Callable[[], T]) -> T:
 
 def detector_for(settings: Settings) -> FaceDetector:
     name, models_dir, min_score = settings.detector, settings.models_dir, settings.detection_min_score
-    max_side_px, fetch = settings.detection_max_side_px, not settings.models_offline
-    key = ("detector", name, str(models_dir), min_score, max_side_px, fetch)
-    return _cached(key, lambda: make_detector(name, models_dir, min_score, max_side_px, fetch))
+    max_side_px, fetch, engine = settings.detection_max_side_px, not settings.models_offline, settings.engine
+    key = ("detector", name, str(models_dir), min_score, max_side_px, fetch, engine)
+    return _cached(key, lambda: make_detector(name, models_dir, min_score, max_side_px, fetch, engine))
 
 
 def embedder_for(settings: Settings) -> FaceEmbedder:
     name, models_dir, batch = settings.embedder, settings.models_dir, settings.embedding_batch_size
-    fetch = not settings.models_offline
-    key = ("embedder", name, str(models_dir), batch, fetch)
-    return _cached(key, lambda: make_embedder(name, models_dir, batch, fetch))
+    fetch, engine = not settings.models_offline, settings.engine
+    key = ("embedder", name, str(models_dir), batch, fetch, engine)
+    return _cached(key, lambda: make_embedder(name, models_dir, batch, fetch, engine))
