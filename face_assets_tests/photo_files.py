@@ -25,16 +25,7 @@ import numpy as np
 from numpy.typing import NDArray
 from PIL import Image
 
-# EXIF Orientation -> the Pillow transpose that stands stored pixels up (as ImageOps.exif_transpose).
-_UPRIGHT = {
-    2: Image.Transpose.FLIP_LEFT_RIGHT,
-    3: Image.Transpose.ROTATE_180,
-    4: Image.Transpose.FLIP_TOP_BOTTOM,
-    5: Image.Transpose.TRANSPOSE,
-    6: Image.Transpose.ROTATE_270,
-    7: Image.Transpose.TRANSVERSE,
-    8: Image.Transpose.ROTATE_90,
-}
+from face_assets.core.vision.raw import UPRIGHT_TRANSPOSE
 
 # XYZ (D65) -> linear sRGB: as a DNG ColorMatrix1 it makes the camera's RGB linear sRGB itself.
 XYZ_TO_SRGB = np.array(
@@ -65,7 +56,7 @@ def stored(upright: NDArray[np.uint8], orientation: int) -> Image.Image:
     """The pixels a camera stores for an upright picture taken with this EXIF orientation."""
     image = Image.fromarray(upright)
     inverse = {6: 8, 8: 6}.get(orientation, orientation)  # the others undo themselves
-    return image.transpose(_UPRIGHT[inverse]) if orientation != 1 else image
+    return image.transpose(UPRIGHT_TRANSPOSE[inverse]) if orientation != 1 else image
 
 
 def _exif(orientation: int) -> bytes:

@@ -10,9 +10,10 @@ Each format is read by the library made for it, chosen by the file's bytes: came
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, TypeVar
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -34,6 +35,7 @@ from face_assets.core.vision.types import RGBImage
 # Formats whose decoder can decode at a reduced size: JPEG (and MPO, JPEGs) by DCT scaling,
 # HEIF by an embedded thumbnail that is a scaled copy (pillow-heif's draft).
 _DRAFT_FORMATS = frozenset({"JPEG", "MPO", "HEIF"})
+T = TypeVar("T")
 _PILLOW_ERRORS = (Image.DecompressionBombError, OSError, ValueError, SyntaxError, RuntimeError)
 
 
@@ -61,12 +63,44 @@ def decode_photo(path: Path, min_side: int | None = None) -> Photo:
     demosaicing, a HEIF thumbnail), else in full. Without it, the pixels are the full size.
     MediaDecodeError names the file and the reason."""
     path = Path(path)
+    return _read(
+        path,
+        lambda _: Photo(*raw.decode_raw(path, min_side)),
+        lambda image, handle: _decode_pillow(image, handle, path, min_side),
+    )
+
+
+def identify_photo(path: Path) -> str:
+    """The real format of a photo file (JPEG, HEIF, AVIF, DNG, NEF, ...), from its bytes, without
+    decoding its pixels; MediaDecodeError says why it is none."""
+    path = Path(path)
+    return _read(
+        path, lambda sniffed: _raw_format(path, sniffed), lambda image, _: _pillow_format(path, image)
+    )
+
+
+def _pillow_format(path: Path, image: Image.Image) -> str:
+    if image.format not in IMAGE_FORMATS:
+        raise MediaDecodeError(f"{path}: {image.format} is not a photo format")
+    return str(image.format)
+
+
+def _raw_format(path: Path, sniffed: Sniffed) -> str:
+    raw.identify_raw(path)
+    return sniffed.name or "RAW"  # "RAW": LibRaw knows it, by bytes `sniff` does not know
+
+
+def _read(
+    path: Path, read_raw: Callable[[Sniffed], T], read_image: Callable[[Image.Image, BinaryIO], T]
+) -> T:
+    """The file handed to the reader of its kind: LibRaw for a RAW (by its bytes, or by its
+    extension when Pillow cannot open it), else Pillow (with libheif's opener for ISO-BMFF)."""
     try:
         with open(path, "rb") as handle:
             sniffed = sniff(handle)
             if sniffed.kind == "raw":
                 try:
-                    return Photo(*raw.decode_raw(path, min_side))
+                    return read_raw(sniffed)
                 except raw.NotRaw as refusal:
                     if sniffed.certain:
                         raise _raw_refusal(path, refusal, photo=True) from None
@@ -80,50 +114,14 @@ def decode_photo(path: Path, min_side: int | None = None) -> Photo:
                     raise
                 if _maybe_raw(path, sniffed):
                     try:
-                        return Photo(*raw.decode_raw(path, min_side))
+                        return read_raw(sniffed)
                     except raw.NotRaw as refusal:
                         raise _raw_refusal(path, refusal, photo=sniffed.kind == "raw") from error
                 raise _refusal(path, sniffed, error) from error
             with image:
-                return _decode_pillow(image, handle, path, min_side)
+                return read_image(image, handle)
     except OSError as error:
         raise read_error(path, error) from error
-
-
-def identify_photo(path: Path) -> str:
-    """The real format of a photo file (JPEG, HEIF, AVIF, DNG, NEF, ...), from its bytes, without
-    decoding its pixels; MediaDecodeError says why it is none."""
-    path = Path(path)
-    try:
-        with open(path, "rb") as handle:
-            sniffed = sniff(handle)
-            if sniffed.kind == "raw":
-                try:
-                    raw.identify_raw(path)
-                    return sniffed.name or "RAW"
-                except raw.NotRaw as refusal:
-                    if sniffed.certain:
-                        raise _raw_refusal(path, refusal, photo=True) from None
-            if sniffed.kind in ("heif", "bmff"):
-                heif.register_heif_opener()  # on the first such file: a JPEG-only run never loads libheif
-            try:
-                with Image.open(handle) as image:
-                    media_format = image.format
-            except _PILLOW_ERRORS as error:
-                if _read_failure(error):
-                    raise
-                if _maybe_raw(path, sniffed):
-                    try:
-                        raw.identify_raw(path)
-                        return "RAW"  # LibRaw knows it, by bytes `sniff` does not know
-                    except raw.NotRaw as refusal:
-                        raise _raw_refusal(path, refusal, photo=sniffed.kind == "raw") from error
-                raise _refusal(path, sniffed, error) from error
-    except OSError as error:
-        raise read_error(path, error) from error
-    if media_format not in IMAGE_FORMATS:
-        raise MediaDecodeError(f"{path}: {media_format} is not a photo format")
-    return str(media_format)
 
 
 def _decode_pillow(image: Image.Image, handle: BinaryIO, path: Path, min_side: int | None) -> Photo:

@@ -39,7 +39,7 @@ ASPECT_TOLERANCE = 0.01
 _FLIP_TO_ORIENTATION = {0: 1, 1: 2, 2: 4, 3: 3, 4: 5, 5: 8, 6: 6, 7: 7}
 _ORIENTATION_TAG = 0x0112
 # EXIF Orientation -> the transpose that stands the pixels up (as ImageOps.exif_transpose).
-_TRANSPOSE = {
+UPRIGHT_TRANSPOSE = {
     2: Image.Transpose.FLIP_LEFT_RIGHT,
     3: Image.Transpose.ROTATE_180,
     4: Image.Transpose.FLIP_TOP_BOTTOM,
@@ -168,8 +168,8 @@ def _preview(raw: rawpy.RawPy, full_w: int, full_h: int, min_side: int | None) -
                 image.draft("RGB", (int(width * factor + 0.999), int(height * factor + 0.999)))
         image.load()
         upright = image.convert("RGB")
-        if orientation in _TRANSPOSE:
-            upright = upright.transpose(_TRANSPOSE[orientation])
+        if orientation in UPRIGHT_TRANSPOSE:
+            upright = upright.transpose(UPRIGHT_TRANSPOSE[orientation])
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
         return None  # an unreadable preview: demosaic instead
     # Exactly the raw's shape: its full size, or the decoded scale of it.
