@@ -23,8 +23,16 @@ QUEUE = "dagster"  # the launcher's default queue
 # A worker takes one run at a time and reserves no other: a batch waits in the queue for the
 # next free worker instead of behind a busy one. A task is acknowledged when it starts, so a
 # worker killed mid-run does not get its run started twice; the run is marked failed (the sensor
-# sees its batch lock's holder gone) and a rerun finishes it.
-WORKER_CONFIG = {**DEFAULT_CONFIG, "worker_prefetch_multiplier": 1, "task_acks_late": False}
+# sees its batch lock's holder gone) and a rerun finishes it. Acknowledged early, a task no
+# longer counts against the prefetch limit, so without disable_prefetch (Redis brokers) a busy
+# worker would reserve the next run and hold it until its own ended: batches of a few seconds
+# then ran one after another on one worker while the other waited.
+WORKER_CONFIG = {
+    **DEFAULT_CONFIG,
+    "worker_prefetch_multiplier": 1,
+    "task_acks_late": False,
+    "worker_disable_prefetch": True,
+}
 
 
 def make_worker_app() -> Celery:
