@@ -6,9 +6,9 @@ Settings measured (each in a fresh process: its own thread pools, TensorFlow's o
 read at import): TensorFlow with its own thread choice, with intra=cores/inter=1 and with
 oneDNN off; ONNX Runtime as the product runs it (intra=cores, sequential, no spinning), with
 spinning and on one thread; OpenVINO on the same ONNX files when `openvino` is importable (not
-a dependency), in f32 and in bfloat16, its default on CPUs that have it: faster, but on photos
-of lfw-tune and phone-size shots its face counts and embeddings (cosine 0.9987) drifted from
-TensorFlow's. `--quick` keeps the first setting of each engine.
+a dependency), in f32 and in bfloat16, its default on CPUs that have it: faster, but its boxes
+and face counts leave TensorFlow's (scripts/match_engines.py holds each arithmetic against the
+reference). `--quick` keeps the first setting of each engine.
 
 For each: load seconds (the models ready: ONNX files checked and loaded; their conversion,
 once per machine, is measured in a process of its own); RetinaFace ms per photo of 640x640,

@@ -2,8 +2,10 @@
 
 An engine here only maps one float32 array to the graph's one output array. The detector and
 the embedder keep their resizing, padding and decoding to themselves, so two engines can
-differ in nothing but the arithmetic of the call. OpenVINO is not a setting: the benchmark
-(scripts/benchmark_engines.py) measures it on the same ONNX files when it is installed.
+differ in nothing but the arithmetic of the call. OpenVINO is not a setting: the benchmarks
+(scripts/benchmark_engines.py, scripts/match_engines.py) measure it on the same ONNX files when
+it is installed. In f32 it is slower than ONNX Runtime; in bfloat16 faster but its boxes and
+face counts leave the reference's (docs/benchmarks.md).
 """
 
 from __future__ import annotations
