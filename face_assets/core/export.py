@@ -19,9 +19,8 @@ import os
 import pickle
 import re
 import shutil
-import uuid
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -30,6 +29,7 @@ import numpy as np
 
 from face_assets.core.digest import file_sha256
 from face_assets.core.errors import UserError
+from face_assets.core.files import partial_file, write_atomically
 from face_assets.core.montage import montage_digest, montage_faces, write_montage
 from face_assets.core.storage.store import FaceStore
 from face_assets.core.vision.transforms import MediaDecodeError, embedding_crop, load_image
@@ -90,25 +90,6 @@ def _wanted(store: FaceStore, thumbnail_dir: Path | None) -> dict[str, Path]:
     return wanted
 
 
-@contextlib.contextmanager
-def _partial(target: Path) -> Iterator[Path]:
-    """A new file of a unique name beside `target`, removed unless renamed: two exports of one
-    folder never write the same partial file. Made with open's mode (not mkstemp's 0600), so the
-    finished file has the permissions of any other file the user makes."""
-    partial = target.with_name(f".{target.name}.{uuid.uuid4().hex[:12]}.tmp")
-    partial.open("xb").close()
-    try:
-        yield partial
-    finally:
-        partial.unlink(missing_ok=True)
-
-
-def _write_atomically(target: Path, data: bytes) -> None:
-    with _partial(target) as partial:
-        partial.write_bytes(data)
-        partial.replace(target)
-
-
 def _link_or_copy(source: Path, target: Path) -> None:
     """A hard link to `source` at `target`, else a copy; FileExistsError rather than replacing a
     file that is there."""
@@ -119,7 +100,7 @@ def _link_or_copy(source: Path, target: Path) -> None:
         raise
     except OSError:
         pass  # another file system, or links not allowed: a copy
-    with _partial(target) as partial:
+    with partial_file(target) as partial:
         shutil.copy2(source, partial)
         if os.path.lexists(target):
             raise FileExistsError(17, "File exists", str(target))
@@ -157,7 +138,7 @@ def _generated(text: str) -> str:
 
 def _write_text(target: Path, *, text: str) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
-    _write_atomically(target, text.encode("utf-8"))
+    write_atomically(target, text.encode("utf-8"))
 
 
 def montages(store: FaceStore, thumbnail_dir: Path) -> dict[str, tuple[str, Callable[[Path], None]]]:
@@ -353,7 +334,7 @@ class _Sync:
             for relative, entry in self.tracked.items()
         }
         text = json.dumps({"version": MANIFEST_VERSION, "files": files}, indent=1, sort_keys=True)
-        _write_atomically(self.out / MANIFEST, text.encode("utf-8"))
+        write_atomically(self.out / MANIFEST, text.encode("utf-8"))
 
     def change(self) -> ExportChange:
         counts = self.counts
@@ -372,7 +353,7 @@ def open_export_folder(out: Path) -> None:
     """Creates `out` if need be and proves it takes files, before anything is exported."""
     try:
         out.mkdir(parents=True, exist_ok=True)
-        with _partial(out / MANIFEST):
+        with partial_file(out / MANIFEST):
             pass
     except OSError as error:
         blocking = next((p for p in (out, *out.parents) if p.exists() and not p.is_dir()), None)
@@ -465,7 +446,7 @@ def encode_images(paths: Iterable[Path], detector: FaceDetector, embedder: FaceE
 def write_encodings(records: list[dict[str, Any]], target: Path, model: str) -> None:
     """A plain pickle: {"model": str, "records": [dict, ...]}; numpy arrays only inside."""
     target.parent.mkdir(parents=True, exist_ok=True)
-    with _partial(target) as partial:
+    with partial_file(target) as partial:
         with partial.open("wb") as handle:
             pickle.dump({"model": model, "records": records}, handle, protocol=pickle.HIGHEST_PROTOCOL)
         partial.replace(target)

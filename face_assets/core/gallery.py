@@ -13,6 +13,7 @@ import numpy as np
 from numpy.typing import NDArray
 from PIL import Image, ImageDraw
 
+from face_assets.core.files import partial_file, write_atomically
 from face_assets.core.montage import montage_faces
 from face_assets.core.storage.corrections import FaceRow
 from face_assets.core.storage.store import FaceStore
@@ -84,10 +85,9 @@ def write_map(store: FaceStore, target: Path, method: str = "umap") -> str:
             draw.ellipse((x - 4, y - 4, x + 4, y + 4), fill=fill)
     sampled = f" (a sample of {len(data.face_ids)})" if len(shown) < len(data.face_ids) else ""
     draw.text((10, 6), f"{len(points)} faces{sampled}, {used}", fill=(60, 60, 60))
-    target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_name(f".{target.name}.tmp")
-    image.save(partial, format="PNG")
-    partial.replace(target)
+    with partial_file(target) as partial:
+        image.save(partial, format="PNG")
+        partial.replace(target)
     return used
 
 
@@ -150,9 +150,7 @@ section {{ border-top: 1px solid #ddd; padding: 12px 0; }}
 {"".join(sections)}
 </body></html>
 """
-    partial = page.with_name(f".{page.name}.tmp")
-    partial.write_text(document, encoding="utf-8")
-    partial.replace(page)
+    write_atomically(page, document.encode("utf-8"))
     return Gallery(page, len(persons), len(unassigned))
 
 

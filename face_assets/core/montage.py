@@ -4,13 +4,12 @@ with their time, one face per video track (an appearance, not each of its frames
 from __future__ import annotations
 
 import hashlib
-import os
-import threading
 from collections.abc import Sequence
 from pathlib import Path
 
 from PIL import Image, ImageDraw
 
+from face_assets.core.files import partial_file
 from face_assets.core.storage.corrections import FaceRow
 
 TILE_PX = 96
@@ -67,11 +66,6 @@ def write_montage(tiles: Sequence[tuple[FaceRow, str]], thumbnail_dir: Path, tar
         if caption:
             draw.rectangle((x, y + TILE_PX - 14, x + TILE_PX - 1, y + TILE_PX - 1), fill=(0, 0, 0))
             draw.text((x + 3, y + TILE_PX - 13), caption, fill=(255, 255, 255))
-    target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_name(f".{target.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    try:
+    with partial_file(target) as partial:
         sheet.save(partial, format="JPEG", quality=85)
         partial.replace(target)
-    except BaseException:
-        partial.unlink(missing_ok=True)
-        raise

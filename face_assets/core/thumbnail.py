@@ -6,7 +6,6 @@ import hashlib
 import json
 import logging
 import os
-import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
@@ -18,6 +17,7 @@ from PIL import Image
 
 from face_assets.core.batch import IdRange
 from face_assets.core.errors import UserError
+from face_assets.core.files import partial_file
 from face_assets.core.storage.store import FaceRecord, FaceStore, path_key, saving
 from face_assets.core.vision.media import open_media
 from face_assets.core.vision.prefetch import ahead
@@ -63,14 +63,9 @@ def folder_error(folder: Path, error: OSError) -> ThumbnailFolderError:
 def save_jpeg(pixels: RGBImage, target: Path) -> None:
     """Written beside the target, then renamed: a crash never leaves half a thumbnail, and a
     failed write (disk full) leaves no partial file."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_name(f".{target.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    try:
+    with partial_file(target) as partial:
         Image.fromarray(pixels).save(partial, format="JPEG", quality=90)
         partial.replace(target)
-    except BaseException:
-        partial.unlink(missing_ok=True)
-        raise
 
 
 def remove_files(paths: Iterable[Path]) -> None:

@@ -7,17 +7,19 @@ import logging
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
-from sqlalchemy import Column, DateTime, MetaData, String, Table, Unicode, inspect, update
+from sqlalchemy import Column, DateTime, MetaData, String, Table, Unicode, inspect, select, update
 
 from face_assets.core.storage import locks
 from face_assets.core.storage.engine import make_engine
-from face_assets.core.storage.errors import LockHeld
-from face_assets.core.storage.schema import LocksTable, utcnow
+from face_assets.core.storage.errors import LockHeld, LockLost
+from face_assets.core.storage.schema import LocksTable, MediaFileTable, utcnow
 from face_assets.core.storage.store import FaceStore
 from face_assets_tests.conftest import url_of
 
@@ -121,3 +123,66 @@ def test_an_upgrade_adds_the_holder_columns_to_a_lock_table_of_an_earlier_releas
     assert {"Host", "Pid", "HeartbeatAt"} <= columns
     with store.lock("person_clusters", "after the upgrade"):
         assert store.lock_holder("person_clusters").pid is not None  # type: ignore[union-attr]
+
+
+def _taken_over_behind_its_back(store: FaceStore) -> FaceStore:
+    """What another machine does when the holder looks dead (a paused VM, a heartbeat that
+    could not reach the database): it takes the lock over. Returns that machine's store."""
+    old = utcnow() - timedelta(seconds=locks.LOCK_STALE_S + 60)
+    with store.engine.begin() as conn:
+        conn.execute(update(LocksTable).values(Host="another-machine", Pid=1, HeartbeatAt=old))
+    return FaceStore.from_url(url_of(store))
+
+
+def test_a_holder_whose_lock_was_taken_over_writes_nothing_more(store: FaceStore, tmp_path: Path) -> None:
+    photo = tmp_path / "a.jpg"
+    photo.write_bytes(b"\xff\xd8\xff")
+    with store.lock("person_clusters", "a clustering that slept"):
+        store.register_media_files([(tmp_path / "before.jpg", "jpeg", 3)])  # still its own
+        other = _taken_over_behind_its_back(store)
+        with other.lock("person_clusters", "the next run"):
+            with pytest.raises(LockLost) as refused:
+                store.register_media_files([(photo, "jpeg", 3)])
+            # The one who took it over writes as usual.
+            other.register_media_files([(tmp_path / "theirs.jpg", "jpeg", 3)])
+            assert "lost the lock person_clusters (taken over by the next run)" in str(refused.value)
+            with pytest.raises(LockLost):  # and every later write too
+                store.register_media_files([(photo, "jpeg", 3)])
+    with store.engine.connect() as conn:
+        names = set(conn.execute(select(MediaFileTable.c.FileName)).scalars())
+    assert names == {"before.jpg", "theirs.jpg"}
+
+
+def test_the_old_holders_exit_leaves_the_new_holders_lock(store: FaceStore) -> None:
+    with store.lock("person_clusters", "a clustering that slept"):
+        other = _taken_over_behind_its_back(store)
+        released = threading.Event()
+        holding = threading.Event()
+
+        def next_run() -> None:
+            with other.lock("person_clusters", "the next run"):
+                holding.set()
+                released.wait(30)
+
+        thread = threading.Thread(target=next_run)
+        thread.start()
+        assert holding.wait(30)
+    try:
+        holder = store.lock_holder("person_clusters")
+        assert holder is not None and holder.owner == "the next run"
+    finally:
+        released.set()
+        thread.join()
+
+
+def test_the_heartbeat_tells_the_holder_at_once(
+    store: FaceStore, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(locks, "HEARTBEAT_S", 0.05)
+    with caplog.at_level(logging.WARNING), store.lock("person_clusters", "a clustering that slept"):
+        other = _taken_over_behind_its_back(store)
+        with other.lock("person_clusters", "the next run"):
+            deadline = time.monotonic() + 10
+            while "lost the lock person_clusters" not in caplog.text and time.monotonic() < deadline:
+                time.sleep(0.05)
+    assert "lost the lock person_clusters: taken over by the next run" in caplog.text

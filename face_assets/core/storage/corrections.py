@@ -20,6 +20,7 @@ from sqlalchemy import Connection, Engine, and_, case, delete, func, insert, or_
 
 from face_assets.core.storage.codecs import chunks, media_path
 from face_assets.core.storage.errors import CorrectionError
+from face_assets.core.storage.fencing import FencedWrites
 from face_assets.core.storage.persons import tracking_person_sums
 from face_assets.core.storage.schema import FacesTable, MediaFileTable, MediaItemsTable, PersonsTable, utcnow
 from face_assets.core.storage.terms import insert_id
@@ -186,7 +187,7 @@ def _place(conn: Connection, face_ids: Sequence[int], person_id: int | None) -> 
         )
 
 
-class CorrectionsMixin:
+class CorrectionsMixin(FencedWrites):
     engine: Engine
 
     def list_persons(self) -> list[PersonRow]:
@@ -261,7 +262,7 @@ class CorrectionsMixin:
     def rename_person(self, person_id: int, name: str) -> None:
         """Names the person and pins the faces it has now: the user looked at them and gave
         them a name, so no clustering or rebuild moves them away (faces joining later may)."""
-        with self.engine.begin() as conn:
+        with self._write() as conn:
             _require_person(conn, person_id)
             key = name_key(name)
             automatic = _AUTOMATIC_NAME.fullmatch(key)
@@ -293,7 +294,7 @@ class CorrectionsMixin:
         """Every face of the sources into the target, the sources deleted; returns faces moved.
         The target keeps its name, or takes a source's user-given name if it has none. Faces
         rejected from a source count as rejected from the target: forgetting it erases them."""
-        with self.engine.begin() as conn:
+        with self._write() as conn:
             for person_id in (target_id, *sources):
                 _require_person(conn, person_id)
             target = conn.execute(select(PersonsTable).where(PersonsTable.c.Id == target_id)).mappings().one()
@@ -326,7 +327,7 @@ class CorrectionsMixin:
         """The given faces of a person, and the other faces of their video tracks, into a new
         person; returns what moved and the new person's Id."""
         named = tuple(dict.fromkeys(face_ids))
-        with self.engine.begin() as conn:
+        with self._write() as conn:
             _require_person(conn, person_id)
             _require_faces(conn, named)
             face_ids, tracks = _with_tracks(conn, named)
@@ -357,7 +358,7 @@ class CorrectionsMixin:
         """The face, and the other faces of its video track, into the person; returns what moved.
         Refused for a forgotten face, and (unless `force`: a mirror, a photo of a photo) when the
         person already has another face of the same photo: a photo shows a person once."""
-        with self.engine.begin() as conn:
+        with self._write() as conn:
             _require_person(conn, person_id)
             _require_faces(conn, [face_id])
             moved, tracks = _with_tracks(conn, [face_id])
@@ -384,7 +385,7 @@ class CorrectionsMixin:
     def reject_face(self, face_id: int) -> MovedFaces:
         """The face, and the other faces of its video track, out of every person; each keeps the
         person it was taken from, so that forgetting that person erases it too."""
-        with self.engine.begin() as conn:
+        with self._write() as conn:
             _require_faces(conn, [face_id])
             rejected, tracks = _with_tracks(conn, [face_id])
             _refuse_forgotten(conn, rejected, face_id, "rejected: it is out of every person already")
@@ -410,7 +411,7 @@ class CorrectionsMixin:
         name, and stay as forgotten boxes so that no automatic step recreates them. Returns
         them with the thumbnail paths whose files the caller removes."""
         linked = or_(FacesTable.c.PersonId == person_id, FacesTable.c.RejectedFromPersonId == person_id)
-        with self.engine.begin() as conn:
+        with self._write() as conn:
             _require_person(conn, person_id)
             rows = conn.execute(
                 select(FacesTable.c.Id, FacesTable.c.ThumbnailPath, FacesTable.c.PersonId)

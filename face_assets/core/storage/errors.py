@@ -18,6 +18,10 @@ class LockHeld(UserError, RuntimeError):
     """Another process holds a lock this one needs; the message says who and since when."""
 
 
+class LockLost(UserError, RuntimeError):
+    """A lock this process held was taken over; its writes since are refused."""
+
+
 class SchemaError(UserError, RuntimeError):
     """The application tables lack columns or tables this product needs."""
 

@@ -23,6 +23,7 @@ from sqlalchemy import Engine, delete, insert, select, update
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from face_assets.core.storage.errors import LockHeld
+from face_assets.core.storage.fencing import Fence, FencedWrites, fence_check
 from face_assets.core.storage.schema import LocksTable, utcnow
 
 logger = logging.getLogger(__name__)
@@ -72,7 +73,7 @@ def _holder(row: Any) -> LockHolder:
     return LockHolder(row.Name, row.Owner, row.AcquiredAt, row.Host, row.Pid, row.HeartbeatAt)
 
 
-class LocksMixin:
+class LocksMixin(FencedWrites):
     engine: Engine
     _takeovers: list[tuple[LockHolder, str]]
 
@@ -91,7 +92,10 @@ class LocksMixin:
     ) -> Iterator[None]:
         """Holds the named lock for the block; refuses (LockHeld) if another owner holds it
         for longer than `wait_seconds`. A holder that is gone is replaced at once, with a
-        warning, and kept in `taken_over_locks()` (the Dagster layer marks its run failed)."""
+        warning, and kept in `taken_over_locks()` (the Dagster layer marks its run failed).
+
+        While held, the store's write transactions are fenced by it: once another process has
+        taken it over, they raise LockLost and write nothing."""
         deadline = time.monotonic() + wait_seconds
         while True:
             taken = self._try_lock(name, owner, stale_after_s)
@@ -108,28 +112,57 @@ class LocksMixin:
         previous, why = taken
         if previous is not None:
             self._takeovers.append((previous, why))
+        fence = self._fence(name, owner[:255])
+        stack = self._fences.setdefault(name, [])
+        stack.append(fence)
         stop = threading.Event()
-        beat = threading.Thread(target=self._heartbeat, args=(name, owner, stop), daemon=True)
+        beat = threading.Thread(target=self._heartbeat, args=(fence, stop), daemon=True)
         beat.start()
         try:
             yield
         finally:
             stop.set()
             beat.join()
+            stack.remove(fence)
             with self.engine.begin() as conn:
-                conn.execute(delete(LocksTable).where(LocksTable.c.Name == name, LocksTable.c.Owner == owner))
+                conn.execute(
+                    delete(LocksTable).where(
+                        LocksTable.c.Name == name,
+                        LocksTable.c.Owner == fence.owner,
+                        LocksTable.c.AcquiredAt == fence.acquired_at,
+                    )
+                )
 
-    def _heartbeat(self, name: str, owner: str, stop: threading.Event) -> None:
-        while not stop.wait(HEARTBEAT_S):
+    def _fence(self, name: str, owner: str) -> Fence:
+        """The lock as it was written (the database's own rounding of the time included)."""
+        with self.engine.connect() as conn:
+            row = conn.execute(select(LocksTable).where(LocksTable.c.Name == name)).first()
+        if row is None or row.Owner != owner:  # taken from us between the two statements
+            fence = Fence(name, owner, utcnow())
+            fence.lose(f"taken over by {row.Owner}" if row else "its row was deleted")
+            return fence
+        return Fence(name, owner, row.AcquiredAt)
+
+    def _heartbeat(self, fence: Fence, stop: threading.Event) -> None:
+        while not stop.wait(HEARTBEAT_S) and not fence.lost:
             try:
                 with self.engine.begin() as conn:
-                    conn.execute(
+                    beat = conn.execute(
                         update(LocksTable)
-                        .where(LocksTable.c.Name == name, LocksTable.c.Owner == owner)
+                        .where(
+                            LocksTable.c.Name == fence.name,
+                            LocksTable.c.Owner == fence.owner,
+                            LocksTable.c.AcquiredAt == fence.acquired_at,
+                        )
                         .values(HeartbeatAt=utcnow())
                     )
+                    if beat.rowcount != 1:  # some drivers count only rows whose value changed
+                        fence_check(conn, fence)
             except DBAPIError as error:  # a busy or lost database: the next beat tries again
-                logger.info("heartbeat of lock %s not written: %s", name, error.orig)
+                logger.info("heartbeat of lock %s not written: %s", fence.name, error.orig)
+                continue
+            if fence.lost:
+                logger.warning("lost the lock %s: %s", fence.name, fence.lost_because)
 
     def _try_lock(self, name: str, owner: str, stale_after_s: float) -> tuple[LockHolder | None, str] | None:
         """None when held by a live holder; else (the holder taken over or None, why)."""

@@ -32,6 +32,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from face_assets.core.storage.codecs import chunks, media_path, path_key
 from face_assets.core.storage.errors import is_deadlock
+from face_assets.core.storage.fencing import FencedWrites
 from face_assets.core.storage.persons import tracking_person_sums
 from face_assets.core.storage.schema import FacesTable, MediaFileTable, MediaItemsTable, PersonsTable, utcnow
 from face_assets.core.storage.terms import FILE_COLUMNS, insert_id
@@ -203,7 +204,7 @@ def _user_placed(conn: Connection, items: Sequence[int]) -> bool:
     return conn.execute(query.limit(1)).first() is not None
 
 
-class MediaFilesMixin:
+class MediaFilesMixin(FencedWrites):
     engine: Engine
 
     def register_media_file(self, path: Path, media_format: str, size: int) -> int | None:
@@ -228,7 +229,7 @@ class MediaFilesMixin:
         guarded = False
         for attempt in range(REGISTER_ATTEMPTS):
             try:
-                with self.engine.begin() as conn:
+                with self._write() as conn:
                     return [self._register(conn, file, guarded, hash_of) for file in files]
             except IntegrityError:
                 # A concurrent run registered one of these files meanwhile: again, each file in
@@ -343,7 +344,7 @@ class MediaFilesMixin:
             {"file_id": i, "size": f.size, "modified": f.modified_ns, "hash": f.content_hash}
             for i, f in files
         ]  # fmt: skip
-        with self.engine.begin() as conn:
+        with self._write() as conn:
             conn.execute(statement, rows)
 
     def replace_media_file(self, file_id: int, now: FileFacts) -> Retired:
@@ -352,7 +353,7 @@ class MediaFilesMixin:
         faces (person links, sums, tracks) are deleted and the item is pending again. Either
         way the file's row records the new content and is processed again."""
         retired = Retired()
-        with self.engine.begin() as conn:
+        with self._write() as conn:
             items = list(
                 conn.execute(
                     select(MediaItemsTable.c.Id).where(MediaItemsTable.c.MediaFileId == file_id)
@@ -391,7 +392,7 @@ class MediaFilesMixin:
         to that copy. Returns the files newly missed."""
         missed = 0
         now = utcnow()
-        with self.engine.begin() as conn:
+        with self._write() as conn:
             for part in chunks(file_ids):
                 missed += int(
                     conn.execute(
@@ -411,7 +412,7 @@ class MediaFilesMixin:
         what was retired and the photo's media item; None, and nothing changed, when a user
         placed, verified or rejected one of its faces: that work is kept, with the movie as a
         media item of its own."""
-        with self.engine.begin() as conn:
+        with self._write() as conn:
             items = list(
                 conn.execute(
                     select(MediaItemsTable.c.Id).where(MediaItemsTable.c.MediaFileId == movie_file_id)

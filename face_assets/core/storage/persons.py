@@ -38,6 +38,7 @@ from sqlalchemy import (
 from face_assets.core.batch import IdRange
 from face_assets.core.clustering.membership import group_sums
 from face_assets.core.storage.codecs import EMBEDDING_DIM, chunks, decode_embedding, encode_embedding
+from face_assets.core.storage.fencing import FencedWrites
 from face_assets.core.storage.schema import FacesTable, MediaItemsTable, PersonsTable, utcnow
 from face_assets.core.storage.terms import in_range, insert_id, not_rejected
 
@@ -214,7 +215,7 @@ def tracking_person_sums(conn: Connection, face_ids: Sequence[int]) -> Iterator[
         recompute_person_sums(conn, unknown)
 
 
-class PersonsMixin:
+class PersonsMixin(FencedWrites):
     engine: Engine
 
     def face_embeddings(self, id_range: IdRange = None, unassigned_only: bool = False) -> FaceEmbeddings:
@@ -271,7 +272,7 @@ class PersonsMixin:
     def person_means(self) -> PersonMeans:
         """Every person's mean embedding from its stored sum: one row per person, no face read
         (a person whose sum was never computed gets it from its own faces first)."""
-        with self.engine.begin() as conn:
+        with self._write() as conn:
             has_faces = exists().where(FacesTable.c.PersonId == PersonsTable.c.Id)
             unknown = list(
                 conn.execute(
@@ -316,7 +317,7 @@ class PersonsMixin:
 
     def rebuild_person_sums(self) -> int:
         """Every person's sum and count from its faces (after an upgrade, or to repair)."""
-        with self.engine.begin() as conn:
+        with self._write() as conn:
             return recompute_person_sums(conn)
 
     def apply_person_changes(
@@ -341,7 +342,7 @@ class PersonsMixin:
         noise = [int(f) for f in noise]
         changed = [int(f) for group in new_persons for f in group]
         changed += [int(f) for f, _, _ in matches] + [int(f) for f, _ in regrouped] + noise
-        with self.engine.begin() as conn:
+        with self._write() as conn:
             with tracking_person_sums(conn, [] if library is not None else changed):
                 for face_ids in new_persons:
                     person_id = insert_id(
@@ -471,7 +472,7 @@ class PersonsMixin:
         """(person id, face id, media file id) per new portrait, one transaction."""
         if not changes:
             return
-        with self.engine.begin() as conn:
+        with self._write() as conn:
             conn.execute(
                 update(PersonsTable).where(PersonsTable.c.Id == bindparam("person_id")),
                 [{"person_id": p, "PortraitFaceId": f, "PortraitMediaFileId": m, "ModifiedAt": utcnow()}

@@ -93,6 +93,7 @@ class FaceStore(MediaFilesMixin, PersonsMixin, CorrectionsMixin, LocksMixin, Rep
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self._takeovers = []
+        self._fences = {}
 
     @classmethod
     def connect(cls, url: str) -> FaceStore:
@@ -175,7 +176,7 @@ class FaceStore(MediaFilesMixin, PersonsMixin, CorrectionsMixin, LocksMixin, Rep
         now = utcnow()
         cut = list(thumbnails) if thumbnails is not None else [None] * len(faces)
         vectors, model = embeddings if embeddings is not None else ([None] * len(faces), None)
-        with self.engine.begin() as conn:
+        with self._write() as conn:
             claimed = conn.execute(
                 _CLAIM_ITEM,
                 {"item_id": media_item_id, "now": now, "count": len(faces), "detector": detector,
@@ -211,7 +212,7 @@ class FaceStore(MediaFilesMixin, PersonsMixin, CorrectionsMixin, LocksMixin, Rep
 
     def save_extraction_error(self, media_item_id: int, message: str) -> None:
         """Marks an unreadable item processed, with the reason, so it is not retried forever."""
-        with self.engine.begin() as conn:
+        with self._write() as conn:
             conn.execute(
                 update(MediaItemsTable)
                 .where(MediaItemsTable.c.Id == media_item_id)
@@ -223,7 +224,7 @@ class FaceStore(MediaFilesMixin, PersonsMixin, CorrectionsMixin, LocksMixin, Rep
         """Keeps an item pending with the reason it could not be read now (a missing file, an
         unmounted share, a permission): the next run tries it again. FacesExtractedOn holds the
         time of that attempt, so the sensor retries it after a while, not on every tick."""
-        with self.engine.begin() as conn:
+        with self._write() as conn:
             conn.execute(
                 update(MediaItemsTable)
                 .where(MediaItemsTable.c.Id == media_item_id, pending())
@@ -233,7 +234,7 @@ class FaceStore(MediaFilesMixin, PersonsMixin, CorrectionsMixin, LocksMixin, Rep
     def requeue_failed(self, id_range: IdRange = None) -> int:
         """Puts every item whose detection failed back in the queue (the files are fixed or back);
         returns how many."""
-        with self.engine.begin() as conn:
+        with self._write() as conn:
             return int(
                 conn.execute(
                     update(MediaItemsTable)
@@ -340,7 +341,7 @@ class FaceStore(MediaFilesMixin, PersonsMixin, CorrectionsMixin, LocksMixin, Rep
             )
         )
         now = utcnow()
-        with self.engine.begin() as conn:
+        with self._write() as conn:
             conn.execute(
                 statement,
                 [{"face_id": i, "name": n, "path": p, "sharp": s, "modified": now}
@@ -362,7 +363,7 @@ class FaceStore(MediaFilesMixin, PersonsMixin, CorrectionsMixin, LocksMixin, Rep
         if not len(face_ids):
             return
         # A face another application already gave a person joins that person's sum.
-        with self.engine.begin() as conn, tracking_person_sums(conn, face_ids):
+        with self._write() as conn, tracking_person_sums(conn, face_ids):
             conn.execute(
                 update(FacesTable).where(FacesTable.c.Id == bindparam("face_id")),
                 [{"face_id": int(i), "Embedding": encode_embedding(v), "EmbeddingModel": model,

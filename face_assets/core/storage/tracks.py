@@ -14,6 +14,7 @@ from sqlalchemy import Engine, bindparam, exists, false, or_, select, update
 
 from face_assets.core.batch import IdRange
 from face_assets.core.storage.codecs import decode_embedding, media_path
+from face_assets.core.storage.fencing import FencedWrites
 from face_assets.core.storage.schema import FacesTable, MediaFileTable, MediaItemsTable, utcnow
 from face_assets.core.storage.terms import FILE_COLUMNS, in_range, not_rejected
 
@@ -29,7 +30,7 @@ class VideoFaces:
     vectors: NDArray[np.float32]
 
 
-class TracksMixin:
+class TracksMixin(FencedWrites):
     engine: Engine
 
     def videos_to_track(self, id_range: IdRange = None) -> list[VideoFaces]:
@@ -106,7 +107,7 @@ class TracksMixin:
         """One video's tracks, in one transaction: TrackId is the id of the track's first face."""
         if not len(face_ids):
             return
-        with self.engine.begin() as conn:
+        with self._write() as conn:
             conn.execute(
                 update(FacesTable).where(FacesTable.c.Id == bindparam("face_id")),
                 [{"face_id": int(f), "TrackId": int(t), "ModifiedAt": utcnow()}

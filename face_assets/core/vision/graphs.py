@@ -13,8 +13,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -24,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from face_assets.core.files import write_atomically
 from face_assets.core.vision import weights
 from face_assets.core.vision.engines import Runner, check_engine, onnxruntime_runner, tensorflow_graph_runner
 from face_assets.core.vision.lazy import quiet_tensorflow
@@ -143,20 +142,6 @@ def _exclusive(lock_path: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def _write_atomically(target: Path, data: bytes) -> None:
-    """Writes under a temporary name in the same folder, then renames: never half a file."""
-    handle, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as sink:
-            sink.write(data)
-        # mkstemp makes the file private; the cache may be shared like the .pb files beside it.
-        os.chmod(temporary, 0o644)
-        os.replace(temporary, target)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-
-
 def convert(graph: FrozenGraph, source: Path) -> tuple[bytes, str]:
     """The ONNX bytes of a frozen graph file, and the tf2onnx version that made them."""
     graph_def = read_graph_def(source)
@@ -194,10 +179,10 @@ def onnx_model(graph: FrozenGraph, models_dir: Path, *, fetch: bool = True) -> t
         data, version = convert(graph, source)
         seconds = time.perf_counter() - started
         manifest = json.dumps(graph.manifest_for(_sha256(data), version), indent=2)
-        _write_atomically(target, data)
+        write_atomically(target, data)
         # The manifest last: a reader that meets the new file beside an old or missing manifest
         # sees a mismatch and waits here for this lock, then finds both in place.
-        _write_atomically(manifest_path(target), manifest.encode())
+        write_atomically(manifest_path(target), manifest.encode())
         logger.info("converted %s to %s in %.1f s", graph.source.name, target.name, seconds)
     return target, data
 
