@@ -46,11 +46,13 @@ class FaceModelsResource(dg.ConfigurableResource):
     models_dir: str | None = None
     detection_min_score: float | None = None
     embedding_batch_size: int | None = None
+    engine: str | None = None
 
     def _settings(self) -> Settings:
         return get_settings(
             detector=self.detector,
             embedder=self.embedder,
+            engine=self.engine,
             models_dir=self.models_dir,
             detection_min_score=self.detection_min_score,
             embedding_batch_size=self.embedding_batch_size,

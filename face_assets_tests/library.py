@@ -1,6 +1,6 @@
 """A large library in seconds and a real Dagster batch run over it, for the tests and for
 scripts/benchmark_scale.py: rows written straight into the store's tables (real encoded
-embeddings, persons with their sums), stub models, and counters of what the SQL statements
+embeddings, persons with their sums), the stub models, and counters of what the SQL statements
 returned and of the work SQLite did for them."""
 
 from __future__ import annotations
@@ -24,7 +24,8 @@ from face_assets.core.batch import batch_key
 from face_assets.core.storage.codecs import EMBEDDING_DIM, encode_embedding
 from face_assets.core.storage.schema import FacesTable, MediaFileTable, MediaItemsTable, PersonsTable
 from face_assets.core.storage.store import FaceStore
-from face_assets.core.vision.types import DetectedFace, EmbeddingArray, RGBImage
+from face_assets.core.vision.stub import STUB
+from face_assets.core.vision.types import DetectedFace, RGBImage
 from face_assets.jobs import process_batch_job
 from face_assets.partitions import PARTITIONS_NAME
 from face_assets.resources import FaceModelsResource, FaceStoreResource, ThumbnailStoreResource
@@ -107,24 +108,32 @@ def fill_library(store: FaceStore, faces: int, persons: int | None = None, seed:
                 )  # fmt: skip
 
 
+FACES_PER_PHOTO = 2
+PALETTE = ((220, 30, 30), (30, 200, 30), (30, 60, 220), (220, 200, 20), (200, 30, 200), (20, 200, 210))
+
+
 def add_batch(store: FaceStore, folder: Path, items: int, tag: str = "batch") -> tuple[int, int]:
-    """`items` new photos (real small JPEG files) registered as media items; their Id range."""
+    """`items` new photos (real small JPEG files, each with FACES_PER_PHOTO squares of colour
+    that the stub detector takes for faces) registered as media items; their Id range."""
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(len(tag) + items)
     ids = []
     for n in range(items):
         path = folder / f"{tag}-{n:04d}.jpg"
-        Image.fromarray(rng.integers(0, 255, (120, 160, 3), dtype=np.uint8)).save(path, quality=80)
+        pixels = np.full((120, 160, 3), 200, dtype=np.uint8)
+        for k in range(FACES_PER_PHOTO):
+            pixels[20:80, 10 + 80 * k : 70 + 80 * k] = PALETTE[rng.integers(len(PALETTE))]
+        Image.fromarray(pixels).save(path, quality=90)
         item = store.register_media_file(path, "JPEG", path.stat().st_size)
         assert item is not None
         ids.append(item)
     return min(ids), max(ids)
 
 
-class StubDetector:
-    """Two faces at fixed places in every photo."""
+class TwoFacesDetector:
+    """Two faces at fixed places in every photo or frame, whatever it shows."""
 
-    name = "stub-detector"
+    name = "two-faces"
     loaded = True
 
     def load(self) -> None:
@@ -135,31 +144,6 @@ class StubDetector:
             DetectedFace((10.0 + 70 * k, 20.0, 60.0 + 70 * k, 80.0), 0.99, ((30.0 + 70 * k, 40.0),) * 5)
             for k in range(2)
         ]
-
-
-class StubEmbedder:
-    """A unit vector drawn from the crop's pixels: the same crop gives the same embedding."""
-
-    name = "stub-embedder"
-    input_px = 32
-    loaded = True
-
-    def load(self) -> None:
-        pass
-
-    def embed(self, crops: NDArray[np.float32]) -> EmbeddingArray:
-        seeds = [int(abs(float(c.sum())) * 1000) % (2**32) for c in crops]
-        return np.vstack([unit_vectors(1, seed) for seed in seeds]).astype(np.float32)
-
-
-class StubModelsResource(FaceModelsResource):
-    """The models resource with stub models: a batch run's database work without inference."""
-
-    def get_detector(self) -> StubDetector:  # type: ignore[override]
-        return StubDetector()
-
-    def get_embedder(self) -> StubEmbedder:  # type: ignore[override]
-        return StubEmbedder()
 
 
 @dataclass
@@ -273,7 +257,7 @@ def run_job(
 
     resources = {
         "face_store": ThisStore(),
-        "face_models": StubModelsResource(),
+        "face_models": FaceModelsResource(detector=STUB, embedder=STUB),
         "thumbnails": ThumbnailStoreResource(
             path=str(thumbnails), thumbnail_px=32, gallery_path=str(thumbnails.parent / "gallery")
         ),

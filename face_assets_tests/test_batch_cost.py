@@ -16,7 +16,7 @@ from face_assets.core.storage.store import FaceStore, encode_embedding
 from face_assets.jobs import process_batch_job, recluster_persons_job
 from face_assets_tests.conftest import sql
 from face_assets_tests.library import (
-    StubDetector,
+    FACES_PER_PHOTO,
     add_batch,
     counting_reads,
     counting_work,
@@ -29,7 +29,7 @@ LIBRARY_FACES = 100_000
 SMALL_LIBRARY_FACES = 10_000
 PERSONS = 250  # as many in both libraries: matching reads one row per person, by design
 BATCH_ITEMS = 10
-BATCH_FACES = BATCH_ITEMS * len(StubDetector().detect(np.zeros((1, 1, 3), np.uint8)))
+BATCH_FACES = BATCH_ITEMS * FACES_PER_PHOTO
 # Tables that grow with the library: a batch step may look rows up in them, never read them whole.
 LIBRARY_TABLES = ("Faces", "MediaItems", "MediaFile")
 

@@ -20,7 +20,7 @@ from face_assets.core.storage.schema import FacesTable, MediaFileTable, MediaIte
 from face_assets.core.storage.store import FaceStore
 from face_assets.runs import materialize_pipeline
 from face_assets_tests.clips import Scene, make_clip
-from face_assets_tests.library import StubDetector
+from face_assets_tests.library import TwoFacesDetector
 
 
 @pytest.fixture
@@ -83,10 +83,10 @@ def test_a_live_photo_movie_is_linked_and_not_a_media_item_to_detect(
     assert live_links(store) == {"IMG_0001.mov": "IMG_0001.JPG"}
     assert [i.path for i in store.pending_media_items()] == [still.resolve()]
 
-    run = detect_faces(store, StubDetector())
+    run = detect_faces(store, TwoFacesDetector())
     assert run.media_items == 1 and run.videos == 0
     assert set(store.faces_of_media_items()) == {result.added[0]}, "the photo's faces count once"
-    assert face_count(store) == len(StubDetector().detect(np.zeros((1, 1, 3), np.uint8)))
+    assert face_count(store) == len(TwoFacesDetector().detect(np.zeros((1, 1, 3), np.uint8)))
 
 
 def test_a_long_movie_with_the_same_name_is_a_video_of_its_own(store: FaceStore, tmp_path: Path) -> None:
@@ -142,7 +142,7 @@ def test_a_movie_registered_and_processed_alone_gives_its_media_item_up_to_its_p
     movie(library / "IMG_0005.MOV")
     alone = register_folder(store, library, thumbnails)
     assert len(alone.added) == 1 and not alone.live_photo_movies
-    assert detect_faces(store, StubDetector()).videos == 1
+    assert detect_faces(store, TwoFacesDetector()).videos == 1
     video_faces = face_count(store)
     assert video_faces > 0
 
@@ -153,7 +153,7 @@ def test_a_movie_registered_and_processed_alone_gives_its_media_item_up_to_its_p
     assert paired.live_photo_movies == [(library / "IMG_0005.MOV", paired.added[0])]
     assert items_by_file(store) == {"IMG_0005.JPG": paired.added[0]}
     assert face_count(store) == 0 and live_links(store) == {"IMG_0005.MOV": "IMG_0005.JPG"}
-    detect_faces(store, StubDetector())
+    detect_faces(store, TwoFacesDetector())
     assert set(store.faces_of_media_items()) == {paired.added[0]}
 
 
@@ -161,7 +161,7 @@ def test_a_movie_whose_faces_a_user_placed_stays_a_media_item(store: FaceStore, 
     library = tmp_path / "library"
     movie(library / "IMG_0006.MOV")
     item = register_folder(store, library).added[0]
-    detect_faces(store, StubDetector())
+    detect_faces(store, TwoFacesDetector())
     face = next(iter(store.faces_of_media_items()[item]))["id"]
     with store.engine.begin() as conn:
         key = conn.execute(PersonsTable.insert().values(Name="Ama", EmbeddingCount=0)).inserted_primary_key

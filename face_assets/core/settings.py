@@ -13,8 +13,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 if TYPE_CHECKING:
     from face_assets.core.clustering.cluster import ClusterParams
 
-DetectorName = Literal["retinaface-mobilenet", "retinaface-resnet50"]
-EmbedderName = Literal["facenet-20180402"]
+# "stub": instant stand-ins that find squares of colour (core/vision/stub.py), for tests.
+DetectorName = Literal["retinaface-mobilenet", "retinaface-resnet50", "stub"]
+EmbedderName = Literal["facenet-20180402", "stub"]
 # What runs the models, the same weights either way: ONNX Runtime on a file converted once from
 # the TensorFlow graph (faster here, scripts/benchmark_engines.py), or TensorFlow, the reference.
 EngineName = Literal["onnxruntime", "tensorflow"]

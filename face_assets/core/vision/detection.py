@@ -15,6 +15,7 @@ from face_assets.core.settings import DEFAULT_DETECTION_MAX_SIDE_PX, DEFAULT_ENG
 from face_assets.core.vision import graphs, weights
 from face_assets.core.vision.engines import Runner, check_engine
 from face_assets.core.vision.lazy import LazyModel
+from face_assets.core.vision.stub import STUB, StubDetector
 from face_assets.core.vision.types import DetectedFace, FaceDetector, RGBImage
 
 logger = logging.getLogger(__name__)
@@ -185,4 +186,6 @@ def make_detector(
         )
     if name == "retinaface-resnet50":
         return RetinaFaceResNet50(min_score=min_score)
-    raise ValueError(f"unknown detector {name!r}; choose retinaface-mobilenet or retinaface-resnet50")
+    if name == STUB:
+        return StubDetector()
+    raise ValueError(f"unknown detector {name!r}; choose retinaface-mobilenet, retinaface-resnet50 or stub")

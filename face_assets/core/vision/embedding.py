@@ -11,6 +11,7 @@ from face_assets.core.settings import DEFAULT_ENGINE
 from face_assets.core.vision import graphs, weights
 from face_assets.core.vision.engines import Runner, check_engine
 from face_assets.core.vision.lazy import LazyModel
+from face_assets.core.vision.stub import STUB, StubEmbedder
 from face_assets.core.vision.types import EmbeddingArray, FaceEmbedder
 
 EMBEDDING_DIM = 512
@@ -80,4 +81,6 @@ def make_embedder(
     check_engine(engine)
     if name in ("facenet-20180402", FaceNetEmbedder.name):
         return FaceNetEmbedder(models_dir, batch_size=batch_size, fetch=fetch, engine=engine)
-    raise ValueError(f"unknown embedder {name!r}; choose facenet-20180402")
+    if name == STUB:
+        return StubEmbedder()
+    raise ValueError(f"unknown embedder {name!r}; choose facenet-20180402 or stub")
