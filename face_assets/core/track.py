@@ -9,6 +9,8 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy.optimize import linear_sum_assignment
 
+from face_assets.core.clustering.vectors import NOISE, l2_normalize
+
 
 @dataclass(frozen=True)
 class TrackParams:
@@ -37,10 +39,10 @@ def face_tracks(
     of a like size and the embeddings agree; otherwise it starts a track."""
     params = params or TrackParams()
     n = len(times)
-    labels = np.full(n, -1, dtype=np.int64)
+    labels = np.full(n, NOISE, dtype=np.int64)
     if n == 0:
         return labels
-    unit = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+    unit = l2_normalize(vectors)
     last_face: list[int] = []  # per track, its latest face's row
     for at in np.unique(times):
         rows = np.flatnonzero(times == at)
@@ -105,15 +107,12 @@ def collapse_tracks(track_ids: NDArray[np.int64], vectors: NDArray[np.float32], 
     for k, members in enumerate(tracks):
         at = len(solo) + k
         mean = vectors[members].astype(np.float64).mean(axis=0)
-        chosen[at] = mean / max(float(np.linalg.norm(mean)), 1e-12)
+        chosen[at] = l2_normalize(mean[None])[0]
         # Its middle face stands for it where the planning needs one (its frame, for instance).
         rows[at] = members[len(members) // 2]
         weights[at] = min(len(members), weight_cap)
         positions.append(np.array([at], dtype=np.int64))
     return Collapsed(rows, chosen if len(vectors) else vectors, weights, tracks, positions)
-
-
-NO_PERSON = -1
 
 
 def expand_tracks(
@@ -124,7 +123,7 @@ def expand_tracks(
     sightings: NDArray[np.int64],
     taken: set[tuple[int, int]] | None = None,
 ) -> tuple[NDArray[np.int64], list[NDArray[np.int64]]]:
-    """The planning's outcome (`final` person id or NO_PERSON per seen row, new `groups` of seen
+    """The planning's outcome (`final` person id or NOISE per seen row, new `groups` of seen
     positions) for the library's `size` rows: each track's faces all go where its row went.
 
     A track whose faces would share a frame with a face of the same person (another track seen
@@ -134,12 +133,12 @@ def expand_tracks(
     group_of = np.full(seen, -1, dtype=np.int64)
     for k, members in enumerate(groups):
         group_of[members] = k
-    # One code per outcome: an existing person id (>= 0), -2 - k for new group k, or NO_PERSON.
+    # One code per outcome: an existing person id (>= 0), -2 - k for new group k, or NOISE.
     codes = np.where(group_of >= 0, -2 - group_of, final)
     representative = np.zeros(seen, dtype=bool)  # a track's row
     for positions in collapsed.positions:
         representative[positions] = True
-    out = np.full(size, NO_PERSON, dtype=np.int64)
+    out = np.full(size, NOISE, dtype=np.int64)
     members_of: list[list[int]] = [[] for _ in groups]
     used: dict[int, set[int]] = {}  # outcome -> the sightings (photos, frames) already in it
 
@@ -148,7 +147,7 @@ def expand_tracks(
             out[rows] = code
         elif code <= -2:
             members_of[-2 - code].extend(int(r) for r in rows)
-        if code != NO_PERSON:
+        if code != NOISE:
             used.setdefault(code, set()).update(int(s) for s in sightings[rows])
 
     for position in np.flatnonzero(~representative):
@@ -158,9 +157,9 @@ def expand_tracks(
         values, counts = np.unique(codes[collapsed.positions[t]], return_counts=True)
         code = int(values[np.argmax(counts)])
         frames = {int(s) for s in sightings[members]}
-        if code != NO_PERSON and frames & used.get(code, set()):
-            code = NO_PERSON
+        if code != NOISE and frames & used.get(code, set()):
+            code = NOISE
         if code >= 0 and taken and any((s, code) in taken for s in frames):
-            code = NO_PERSON
+            code = NOISE
         place(members, code)
     return out, [np.array(sorted(m), dtype=np.int64) for m in members_of if m]

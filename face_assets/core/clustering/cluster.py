@@ -18,10 +18,9 @@ from face_assets.core.clustering.graph import (
     subgraph,
 )
 from face_assets.core.clustering.membership import Rule, enough_for_a_person, fixed_point, group_sums
+from face_assets.core.clustering.vectors import NOISE, l2_normalize
 
 logger = logging.getLogger(__name__)
-
-NOISE = -1
 
 
 Algorithm = Literal["hdbscan", "agglomerative", "dbscan"]
@@ -80,11 +79,6 @@ class ClusterParams:
                 f"vote_threshold must be in [-1, match_threshold={self.match_threshold}], "
                 f"got {self.vote_threshold}"
             )
-
-
-def l2_normalize(vectors: NDArray[np.float32]) -> NDArray[np.float32]:
-    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-    return (vectors / np.maximum(norms, 1e-12)).astype(np.float32)
 
 
 def _reduce(vectors: NDArray[np.float32], params: ClusterParams) -> NDArray[np.float32]:

@@ -18,8 +18,8 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from face_assets.core.clustering.graph import KnnGraph
+from face_assets.core.clustering.vectors import NOISE, l2_normalize
 
-NOISE = -1
 _CHUNK = 4096
 MAX_ROUNDS = 30
 
@@ -49,7 +49,7 @@ def centroids_of(
 ) -> NDArray[np.float32]:
     """Unit mean of the rows of each label in `ids` (sorted, unique): (len(ids), n_dims)."""
     sums = sums_of(labels, vectors, ids)
-    return sums / np.maximum(np.linalg.norm(sums, axis=1, keepdims=True), 1e-12)
+    return l2_normalize(sums)
 
 
 def one_per_media_item(

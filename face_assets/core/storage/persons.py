@@ -37,6 +37,7 @@ from sqlalchemy import (
 
 from face_assets.core.batch import IdRange
 from face_assets.core.clustering.membership import group_sums
+from face_assets.core.clustering.vectors import l2_normalize
 from face_assets.core.storage.codecs import EMBEDDING_DIM, chunks, decode_embedding, encode_embedding
 from face_assets.core.storage.fencing import FencedWrites
 from face_assets.core.storage.schema import FacesTable, MediaItemsTable, PersonsTable, utcnow
@@ -108,11 +109,6 @@ def _vector(value: Any) -> NDArray[np.float32] | None:
     except ValueError:
         return None
     return vector if vector is not None and vector.shape == (EMBEDDING_DIM,) else None
-
-
-def _unit(sums: NDArray[np.float64]) -> NDArray[np.float32]:
-    norms = np.linalg.norm(sums, axis=1, keepdims=True)
-    return (sums / np.maximum(norms, 1e-12)).astype(np.float32)
 
 
 def _sum_rows(person_ids: Any, sums: NDArray[np.float64], counts: Any) -> list[dict[str, Any]]:
@@ -296,7 +292,8 @@ class PersonsMixin(FencedWrites):
                     sums.append(vector)
                     counts.append(row.EmbeddingCount)
         matrix = np.vstack(sums).astype(np.float64) if sums else np.zeros((0, EMBEDDING_DIM))
-        return PersonMeans(np.asarray(ids, dtype=np.int64), _unit(matrix), np.asarray(counts, dtype=np.int64))
+        person_ids, counts_of = np.asarray(ids, dtype=np.int64), np.asarray(counts, dtype=np.int64)
+        return PersonMeans(person_ids, l2_normalize(matrix), counts_of)
 
     def persons_in_media_items(self, media_item_ids: Iterable[int]) -> set[tuple[int, int]]:
         """(sighting, person) pairs already taken in these media items (sightings as in

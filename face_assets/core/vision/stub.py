@@ -15,6 +15,7 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy import ndimage
 
+from face_assets.core.clustering.vectors import l2_normalize
 from face_assets.core.storage.codecs import EMBEDDING_DIM
 from face_assets.core.vision.types import DetectedFace, EmbeddingArray, RGBImage
 
@@ -54,10 +55,10 @@ class StubDetector:
         return faces
 
 
-def _directions() -> NDArray[np.float64]:
+def _directions() -> NDArray[np.float32]:
     """One unit vector per hue step and one for no colour; in 512 dimensions nearly orthogonal."""
     vectors = np.random.default_rng(HUE_STEPS).standard_normal((HUE_STEPS + 1, EMBEDDING_DIM))
-    return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+    return l2_normalize(vectors)
 
 
 class StubEmbedder:
@@ -86,6 +87,5 @@ class StubEmbedder:
                 step = HUE_STEPS
             seed = int(np.abs(pixels).sum() * 1000) % (2**32)
             noise = np.random.default_rng(seed).standard_normal(EMBEDDING_DIM) * (NOISE / EMBEDDING_DIM**0.5)
-            vector = self._directions[step] + noise
-            out[index] = vector / np.linalg.norm(vector)
+            out[index] = l2_normalize((self._directions[step] + noise)[None])[0]
         return out
