@@ -6,8 +6,8 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 
 import numpy as np
 from numpy.typing import NDArray
@@ -226,19 +226,66 @@ def default_owner() -> str:
     return f"{socket.gethostname()} pid {os.getpid()}"
 
 
+@dataclass
+class _Plan:
+    """What a clustering decided, row-aligned with the library it read."""
+
+    groups: list[NDArray[np.int64]]  # rows that become new persons, one array per person
+    moved: NDArray[np.int64]  # rows that join an existing person
+    noise: NDArray[np.int64]  # rows left unassigned and marked as seen by the clustering
+    final: NDArray[np.int64]  # each row's person after it (NOISE: none)
+    unassigned: int
+    clustered: bool
+    matches: list[tuple[int, int, float]] = field(default_factory=list)  # (face, person, cos)
+    regrouped: list[tuple[int, int]] = field(default_factory=list)  # (face, person), clustered
+
+
+def _cluster_library(
+    store: FaceStore,
+    params: ClusterParams,
+    owner: str,
+    plan: Callable[[FaceEmbeddings, Collapsed, ClusterParams], _Plan],
+    done: str,
+) -> PersonUpdate:
+    """The frame both clusterings share: the persons lock held throughout, the library read
+    once (a track as one observation), the plan written in one transaction, portraits."""
+    with store.lock(PERSONS_LOCK, owner or default_owner()):
+        started = time.perf_counter()
+        data = store.face_embeddings()
+        seen = collapse_tracks(data.track_ids, data.vectors, params.min_cluster_size)
+        decided = plan(data, seen, params)
+        deleted: list[int] = []
+        created = store.apply_person_changes(
+            [data.face_ids[g].tolist() for g in decided.groups], decided.matches,
+            data.face_ids[decided.noise].tolist(), regrouped=decided.regrouped, library=data,
+            deleted=deleted,
+        )  # fmt: skip
+        update_portraits(store, library=data)
+        after = _written(data, decided.groups, created, decided.moved, decided.noise, decided.final)
+        summary = PersonUpdate(
+            faces=len(data.face_ids),
+            matched_to_existing=len(decided.matches) + len(decided.regrouped),
+            new_persons=len(created),
+            faces_in_new_persons=sum(len(g) for g in decided.groups),
+            unassigned=decided.unassigned,
+            persons_total=store.counts()["persons"],
+            clustered=decided.clustered,
+            seconds=time.perf_counter() - started,
+            changes=person_changes(data.person_ids, after, len(created), deleted),
+        )
+    logger.info("persons %s: %s", done, summary)
+    return summary
+
+
 def update_persons(store: FaceStore, params: ClusterParams, owner: str = "") -> PersonUpdate:
     """Assigns every embedded face it can to a person and writes it in one transaction.
 
     Holds the persons lock throughout: a second clustering started meanwhile is refused.
     """
-    with store.lock(PERSONS_LOCK, owner or default_owner()):
-        return _update_persons(store, params)
+    return _cluster_library(store, params, owner, _update_plan, "updated")
 
 
-def _update_persons(store: FaceStore, params: ClusterParams) -> PersonUpdate:
-    started = time.perf_counter()
-    data = store.face_embeddings()
-    seen = collapse_tracks(data.track_ids, data.vectors, params.min_cluster_size)
+def _update_plan(data: FaceEmbeddings, seen: Collapsed, params: ClusterParams) -> _Plan:
     r = seen.rows
     final, groups, ran = plan_persons(
         data.sightings[r], data.person_ids[r], data.clustered[r], seen.vectors, params, seen.weights
@@ -252,29 +299,9 @@ def _update_persons(store: FaceStore, params: ClusterParams) -> PersonUpdate:
         (int(data.face_ids[i]), int(final[i]), float(s)) for i, s in zip(newly, similarity, strict=True)
     ]
     in_groups = np.concatenate(groups) if groups else np.zeros(0, dtype=np.int64)
-    left = np.flatnonzero(final == NOISE)
-    left = np.setdiff1d(left, in_groups)
-    noise_rows = left[~data.clustered[left]] if ran else np.zeros(0, np.int64)
-    deleted: list[int] = []
-    created = store.apply_person_changes(
-        [data.face_ids[g].tolist() for g in groups], matches, data.face_ids[noise_rows].tolist(),
-        library=data, deleted=deleted,
-    )  # fmt: skip
-    update_portraits(store, library=data)
-    after = _written(data, groups, created, newly, noise_rows, final)
-    summary = PersonUpdate(
-        faces=len(data.face_ids),
-        matched_to_existing=len(matches),
-        new_persons=len(created),
-        faces_in_new_persons=int(len(in_groups)),
-        unassigned=int(len(left)),
-        persons_total=store.counts()["persons"],
-        clustered=ran,
-        seconds=time.perf_counter() - started,
-        changes=person_changes(data.person_ids, after, len(created), deleted),
-    )
-    logger.info("persons updated: %s", summary)
-    return summary
+    left = np.setdiff1d(np.flatnonzero(final == NOISE), in_groups)
+    noise = left[~data.clustered[left]] if ran else np.zeros(0, np.int64)
+    return _Plan(groups, newly, noise, final, int(len(left)), ran, matches=matches)
 
 
 def rebuild_persons(store: FaceStore, params: ClusterParams, owner: str = "") -> PersonUpdate:
@@ -285,57 +312,37 @@ def rebuild_persons(store: FaceStore, params: ClusterParams, owner: str = "") ->
     person whose faces did not change keeps its Id. Faces left over then join the person they
     match. Automatic persons left without faces disappear; named ones stay.
     """
-    with store.lock(PERSONS_LOCK, owner or default_owner()):
-        started = time.perf_counter()
-        data = store.face_embeddings()
-        seen = collapse_tracks(data.track_ids, data.vectors, params.min_cluster_size)
-        r = seen.rows
-        placed, persons, sightings = data.user_placed[r], data.person_ids[r], data.sightings[r]
-        candidates = np.flatnonzero(~placed)
-        graph = knn_graph(seen.vectors, params.neighbours, params.random_state)
-        groups = new_groups(sightings, seen.vectors, candidates, params, graph, seen.weights)
-        final = np.where(placed, persons, NOISE)
-        fresh: list[NDArray[np.int64]] = []
-        taken_ids: set[int] = set()
-        for members in sorted(groups, key=len, reverse=True):
-            previous = persons[members]
-            previous = previous[previous >= 0]
-            ids, counts = np.unique(previous, return_counts=True)
-            if len(ids) and counts.max() * 2 > len(members) and int(ids[np.argmax(counts)]) not in taken_ids:
-                taken_ids.add(int(ids[np.argmax(counts)]))
-                final[members] = int(ids[np.argmax(counts)])
-            else:
-                fresh.append(members)
-        # Leftovers join the person (old, rebuilt or new) they match, as in every clustering.
-        final, fresh = settle(sightings, seen.vectors, final, fresh, ~placed, params, graph, seen.weights)
-        final, fresh = _on_tracks(data, seen, final, fresh)
-        in_fresh = np.concatenate(fresh) if fresh else np.zeros(0, dtype=np.int64)
-        movable = ~data.user_placed
-        movable[in_fresh] = False
-        changed = np.flatnonzero(movable & (final != data.person_ids) & (final >= 0))
-        regrouped = [(int(data.face_ids[i]), int(final[i])) for i in changed]
-        noise_rows = np.flatnonzero(movable & (final == NOISE))
-        noise = data.face_ids[noise_rows].tolist()
-        deleted: list[int] = []
-        created = store.apply_person_changes(
-            [data.face_ids[g].tolist() for g in fresh], [], noise, regrouped=regrouped, library=data,
-            deleted=deleted,
-        )  # fmt: skip
-        update_portraits(store, library=data)
-        after = _written(data, fresh, created, changed, noise_rows, final)
-        summary = PersonUpdate(
-            faces=len(data.face_ids),
-            matched_to_existing=len(regrouped),
-            new_persons=len(created),
-            faces_in_new_persons=int(len(in_fresh)),
-            unassigned=len(noise),
-            persons_total=store.counts()["persons"],
-            clustered=True,
-            seconds=time.perf_counter() - started,
-            changes=person_changes(data.person_ids, after, len(created), deleted),
-        )
-    logger.info("persons rebuilt: %s", summary)
-    return summary
+    return _cluster_library(store, params, owner, _rebuild_plan, "rebuilt")
+
+
+def _rebuild_plan(data: FaceEmbeddings, seen: Collapsed, params: ClusterParams) -> _Plan:
+    r = seen.rows
+    placed, persons, sightings = data.user_placed[r], data.person_ids[r], data.sightings[r]
+    candidates = np.flatnonzero(~placed)
+    graph = knn_graph(seen.vectors, params.neighbours, params.random_state)
+    groups = new_groups(sightings, seen.vectors, candidates, params, graph, seen.weights)
+    final = np.where(placed, persons, NOISE)
+    fresh: list[NDArray[np.int64]] = []
+    taken_ids: set[int] = set()
+    for members in sorted(groups, key=len, reverse=True):
+        previous = persons[members]
+        previous = previous[previous >= 0]
+        ids, counts = np.unique(previous, return_counts=True)
+        if len(ids) and counts.max() * 2 > len(members) and int(ids[np.argmax(counts)]) not in taken_ids:
+            taken_ids.add(int(ids[np.argmax(counts)]))
+            final[members] = int(ids[np.argmax(counts)])
+        else:
+            fresh.append(members)
+    # Leftovers join the person (old, rebuilt or new) they match, as in every clustering.
+    final, fresh = settle(sightings, seen.vectors, final, fresh, ~placed, params, graph, seen.weights)
+    final, fresh = _on_tracks(data, seen, final, fresh)
+    movable = ~data.user_placed
+    if fresh:
+        movable[np.concatenate(fresh)] = False
+    changed = np.flatnonzero(movable & (final != data.person_ids) & (final >= 0))
+    regrouped = [(int(data.face_ids[i]), int(final[i])) for i in changed]
+    noise = np.flatnonzero(movable & (final == NOISE))
+    return _Plan(fresh, changed, noise, final, int(len(noise)), True, regrouped=regrouped)
 
 
 @dataclass(frozen=True)
