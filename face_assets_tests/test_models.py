@@ -33,16 +33,13 @@ def real_faces(detector, celebrity_folder: Path) -> np.ndarray:
 
 
 def test_keras_facenet_reproduces_the_frozen_graph(models_dir: Path, real_faces: np.ndarray) -> None:
-    import tensorflow as tf
-
-    from face_assets.core.vision import weights
+    from face_assets.core.vision import graphs
     from face_assets.core.vision.embedding import FaceNetEmbedder
-    from face_assets.core.vision.facenet_weights import frozen_graph_function
 
     embedder = FaceNetEmbedder(models_dir, batch_size=8, engine="tensorflow")
     keras_out = embedder.embed(real_faces)
-    graph = frozen_graph_function(weights.resolve(weights.FACENET_GRAPH, models_dir))
-    graph_out = np.concatenate([graph(tf.convert_to_tensor(face[None])).numpy() for face in real_faces])
+    graph = graphs.graph_runner(graphs.FACENET, "tensorflow", models_dir)  # the frozen graph itself
+    graph_out = np.concatenate([graph(face[None]) for face in real_faces])
 
     assert keras_out.shape == (len(real_faces), 512)
     assert np.abs(keras_out - graph_out).max() < 1e-5

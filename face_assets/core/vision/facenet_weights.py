@@ -36,11 +36,11 @@ def keras_layer_name(graph_scope: str) -> str:
 def read_graph_constants(graph_path: Path) -> dict[str, NDArray[np.float32]]:
     import tensorflow as tf
 
-    graph_def = tf.compat.v1.GraphDef()
-    graph_def.ParseFromString(graph_path.read_bytes())
+    from face_assets.core.vision.graphs import read_graph_def
+
     return {
         node.name: tf.make_ndarray(node.attr["value"].tensor)
-        for node in graph_def.node
+        for node in read_graph_def(graph_path).node
         if node.op == "Const" and node.attr["value"].tensor.tensor_content
     }
 
@@ -87,18 +87,3 @@ def build_facenet_keras(graph_path: Path) -> Any:
     if assigned != 245:
         raise RuntimeError(f"FaceNet conversion set {assigned} layers, expected 245")
     return model
-
-
-def frozen_graph_function(graph_path: Path) -> Any:
-    """The frozen graph itself as a callable (batch of one), to check a conversion against."""
-    import tensorflow as tf
-
-    graph_def = tf.compat.v1.GraphDef()
-    graph_def.ParseFromString(graph_path.read_bytes())
-
-    def _import() -> None:
-        tf.compat.v1.import_graph_def(graph_def, name="")
-
-    wrapped = tf.compat.v1.wrap_function(_import, [])
-    graph = wrapped.graph
-    return wrapped.prune(graph.as_graph_element("input:0"), graph.as_graph_element("embeddings:0"))
