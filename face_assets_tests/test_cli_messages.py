@@ -170,3 +170,26 @@ def test_an_empty_dagster_home_gets_the_projects_dagster_yaml_and_no_warning(tmp
     second = run(face_assets("db", "init"), tmp_path, DAGSTER_HOME=str(home))
     assert second.returncode == 0 and second.stderr == "", second.stderr
     assert (home / "dagster.yaml").read_text() == "telemetry:\n  enabled: false\n"
+
+
+@pytest.mark.parametrize(
+    ("env", "line"),
+    [
+        (
+            {"FACE_ASSETS_CLUSTER_NEIGHBOURS": "1"},
+            "error: setting cluster_neighbours (FACE_ASSETS_CLUSTER_NEIGHBOURS): "
+            "Input should be greater than or equal to 2, got '1'",
+        ),
+        (
+            {"FACE_ASSETS_CLUSTER_NEIGHBOURS": "10", "FACE_ASSETS_CLUSTER_VOTE_NEIGHBOURS": "40"},
+            "error: the clustering settings: vote_neighbours must be in [1, neighbours=10], got 40",
+        ),
+    ],
+)
+def test_an_unusable_setting_is_refused_in_one_line_naming_its_variable(
+    library, capsys, monkeypatch: pytest.MonkeyPatch, env: dict[str, str], line: str
+) -> None:
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    code, out, err = cli(capsys, "recluster")
+    assert (code, out, err) == (2, "", line + "\n")

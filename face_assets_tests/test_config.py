@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from typing import Literal, get_args, get_origin
 
 import dagster as dg
 import pytest
+from pydantic.fields import FieldInfo
 
 from face_assets.assets.persons import PersonClustersConfig
+from face_assets.core.clustering.params import knobs, setting_name
 from face_assets.core.settings import get_settings
 from face_assets.resources import FaceModelsResource, FaceStoreResource, ThumbnailStoreResource
 
@@ -62,9 +65,42 @@ def test_mode_given_wins_and_an_empty_mode_from_older_run_config_takes_the_setti
 
 
 @pytest.mark.usefixtures("cluster_env")
-def test_an_out_of_range_override_is_refused() -> None:
-    with pytest.raises(ValueError, match="link_threshold"):
+def test_an_out_of_range_override_is_refused_in_one_line() -> None:
+    with pytest.raises(dg.Failure) as refused:
         PersonClustersConfig(link_threshold=-2.0).params()
+    assert refused.value.description == (
+        "person_clusters config: link_threshold (FACE_ASSETS_CLUSTER_LINK_THRESHOLD): "
+        "Input should be greater than -1, got -2.0"
+    )
+
+
+def _another_value(info: FieldInfo) -> object:
+    """A valid value of the knob other than its default."""
+    if get_origin(info.annotation) is Literal:
+        return next(choice for choice in get_args(info.annotation) if choice != info.default)
+    if info.annotation is bool:
+        return not info.default
+    return info.default + (1 if info.annotation is int else 0.05)
+
+
+@pytest.mark.parametrize("name", sorted(knobs()))
+def test_each_clustering_knob_is_one_setting_that_reaches_the_core_and_the_dagster_config(
+    name: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Its default is written once (ClusterParams); its variable, the settings' field and the
+    Dagster config's field all come from there."""
+    monkeypatch.chdir(tmp_path)
+    info = knobs()[name]
+    value = _another_value(info)
+    variable = f"FACE_ASSETS_{setting_name(info)}".upper()
+    assert getattr(get_settings().cluster_params(), name) == info.default
+    monkeypatch.setenv(variable, str(value))
+    assert getattr(get_settings().cluster_params(), name) == value
+    assert getattr(PersonClustersConfig().params(), name) == value
+    field = PersonClustersConfig.model_fields[name]
+    assert field.default is None and variable in str(field.description)
+    monkeypatch.delenv(variable)
+    assert getattr(PersonClustersConfig(**{name: value}).params(), name) == value
 
 
 def test_face_store_resolves_the_database_at_run_time(

@@ -1,41 +1,45 @@
 """Persons: a batch's faces matched to known persons, and the clustering of all faces."""
 
 import base64
-import dataclasses
+from typing import Any, Literal, get_origin
 
 import dagster as dg
+from pydantic import Field, ValidationError, create_model
 
 from face_assets.assets.embeddings import face_embeddings
 from face_assets.assets.leases import batch_lease, fail_runs_taken_over, run_owner
 from face_assets.assets.metadata import table_preview
 from face_assets.core.batch import parse_batch_key
-from face_assets.core.clustering.cluster import ClusterParams
+from face_assets.core.clustering.params import ClusterParams, knobs, setting_name, with_overrides
 from face_assets.core.gallery import write_gallery, write_map
 from face_assets.core.person import match_new_faces, rebuild_persons, update_persons
-from face_assets.core.settings import get_settings, given
+from face_assets.core.settings import get_settings, given, one_line
 from face_assets.partitions import media_item_partitions
 from face_assets.resources import FaceStoreResource, ThumbnailStoreResource
 
 
-class PersonClustersConfig(dg.Config):
+def _overrides() -> type[dg.Config]:
+    """One optional field per clustering knob (ClusterParams'), unset taking the setting."""
+    fields: dict[str, Any] = {}
+    for name, info in knobs().items():
+        kind = str if get_origin(info.annotation) is Literal else info.annotation
+        described = f"{info.description}; unset: the setting FACE_ASSETS_{str(setting_name(info)).upper()}"
+        fields[name] = (kind | None, Field(None, description=described))
+    return create_model("ClusterOverrides", __base__=dg.Config, **fields)
+
+
+class PersonClustersConfig(_overrides()):  # type: ignore[misc]
     """Unset fields (None) take the settings: FACE_ASSETS_RECLUSTER_MODE, FACE_ASSETS_CLUSTER_*,
     FACE_ASSETS_MATCH_THRESHOLD."""
 
     mode: str | None = None  # match_then_cluster or rebuild
-    algorithm: str | None = None
-    link_threshold: float | None = None
-    min_cluster_size: int | None = None
-    min_samples: int | None = None
-    eps: float | None = None
-    match_threshold: float | None = None
-    vote_threshold: float | None = None
-    vote_neighbours: int | None = None
-    merge_threshold: float | None = None
-    neighbours: int | None = None
 
     def params(self) -> ClusterParams:
         overrides = given(self.model_dump(exclude={"mode"}))
-        return dataclasses.replace(get_settings().cluster_params(), **overrides)  # type: ignore[arg-type]
+        try:
+            return with_overrides(get_settings().cluster_params(), overrides)
+        except ValidationError as error:
+            raise dg.Failure(f"person_clusters config: {one_line(error)}") from None
 
     def resolved_mode(self) -> str:
         mode = self.mode or get_settings().recluster_mode  # None or "": as `given`

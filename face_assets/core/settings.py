@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+import copy
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import Any, Literal
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, ValidationError, create_model
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-if TYPE_CHECKING:
-    from face_assets.core.clustering.cluster import ClusterParams
+from face_assets.core.clustering.params import ClusterParams, knobs, setting_name
+from face_assets.core.errors import UserError
 
 # "stub": instant stand-ins that find squares of colour (core/vision/stub.py), for tests.
 DetectorName = Literal["retinaface-mobilenet", "retinaface-resnet50", "stub"]
@@ -23,7 +24,6 @@ DEFAULT_ENGINE: EngineName = "onnxruntime"
 # Photos are shrunk to this longer side for detection: 1600 finds the 80-90 px faces of a 12 MP
 # group shot that 1280 misses one in ten of (docs/benchmarks.md, detection scale).
 DEFAULT_DETECTION_MAX_SIDE_PX = 1600
-ClusterAlgorithm = Literal["hdbscan", "agglomerative", "dbscan"]
 
 
 def _user_cache() -> Path:
@@ -43,7 +43,15 @@ def _alias(*names: str) -> AliasChoices:
     return AliasChoices(*names)
 
 
-class Settings(BaseSettings):
+def _cluster_settings() -> type[BaseSettings]:
+    """One setting per clustering knob, named, limited and defaulted by ClusterParams itself."""
+    fields: dict[str, Any] = {
+        str(setting_name(info)): (info.annotation, copy.copy(info)) for info in knobs().values()
+    }
+    return create_model("ClusterSettings", __base__=BaseSettings, **fields)
+
+
+class Settings(_cluster_settings()):  # type: ignore[misc]
     """Every knob of the product; legacy variable names are kept for existing `.env` files."""
 
     model_config = SettingsConfigDict(
@@ -96,42 +104,13 @@ class Settings(BaseSettings):
     # rebuilt from scratch. Both keep the user's corrections.
     recluster_mode: Literal["match_then_cluster", "rebuild"] = "match_then_cluster"
 
-    # Chosen on labelled photos by scripts/sweep_clustering.py (docs/persons.md).
-    cluster_algorithm: ClusterAlgorithm = "hdbscan"
-    # agglomerative only: mean pairwise cosine similarity at which two groups are one person.
-    cluster_link_threshold: float = Field(default=0.55, gt=-1.0, lt=1.0)
-    # Cosine similarity to a person's mean embedding at which a face joins that person.
-    match_threshold: float = Field(default=0.7, ge=-1.0, le=1.0)
-    # ... at which it joins when its cluster_vote_neighbours nearest faces are all in the person.
-    cluster_vote_threshold: float = Field(default=0.5, ge=-1.0, le=1.0)
-    cluster_vote_neighbours: int = Field(default=2, ge=1, le=50)
-    # Two new groups whose mean embeddings are this similar are one person (density splits some).
-    cluster_merge_threshold: float = Field(default=0.8, ge=-1.0, le=1.0)
-    cluster_min_size: int = Field(default=3, ge=2)
-    cluster_min_samples: int = Field(default=1, ge=1)
-    # DBSCAN only: neighbourhood radius in cosine distance.
-    cluster_eps: float = Field(default=0.5, gt=0.0, lt=2.0)
-    cluster_use_umap: bool = False
-    # Candidate merges per face in the k-nearest-neighbour graph.
-    cluster_neighbours: int = Field(default=30, ge=2, le=200)
-
     def cluster_params(self) -> ClusterParams:
         """The clustering and matching parameters these settings describe."""
-        from face_assets.core.clustering.cluster import ClusterParams
-
-        return ClusterParams(
-            algorithm=self.cluster_algorithm,
-            link_threshold=self.cluster_link_threshold,
-            min_cluster_size=self.cluster_min_size,
-            min_samples=self.cluster_min_samples,
-            eps=self.cluster_eps,
-            match_threshold=self.match_threshold,
-            vote_threshold=self.cluster_vote_threshold,
-            vote_neighbours=self.cluster_vote_neighbours,
-            merge_threshold=self.cluster_merge_threshold,
-            neighbours=self.cluster_neighbours,
-            use_umap=self.cluster_use_umap,
-        )
+        given_here = {name: getattr(self, str(setting_name(info))) for name, info in knobs().items()}
+        try:
+            return ClusterParams(**given_here)
+        except ValidationError as error:
+            raise SettingsError(f"the clustering settings: {one_line(error)}") from None
 
     def resolved_database_url(self) -> str:
         """The SQLAlchemy URL: DATABASE_URL, else the legacy ODBC string, else the SQLite file."""
@@ -156,7 +135,29 @@ def given(values: Mapping[str, object]) -> dict[str, object]:
     return {name: value for name, value in values.items() if value is not None and value != ""}
 
 
+class SettingsError(UserError, ValueError):
+    """A setting the product cannot use; the message names it and says why."""
+
+
+def one_line(error: ValidationError) -> str:
+    """pydantic's report as one line: each field (and its FACE_ASSETS_ variable), why, the value."""
+    parts = []
+    for problem in error.errors():
+        why = str(problem["msg"]).removeprefix("Value error, ")
+        if not problem["loc"]:  # a rule between fields: its message names them
+            parts.append(why)
+            continue
+        name = ".".join(str(part) for part in problem["loc"])
+        knob = knobs().get(name)  # a ClusterParams field: its setting has its own name
+        variable = f"FACE_ASSETS_{setting_name(knob) if knob else name}".upper()
+        parts.append(f"{name} ({variable}): {why}, got {problem['input']!r}")
+    return "; ".join(parts)
+
+
 def get_settings(**overrides: object) -> Settings:
     """Fresh settings: the environment as it is now, then the overrides `given` keeps (by field
-    name), validated like the environment."""
-    return Settings(**given(overrides))  # type: ignore[arg-type]
+    name), validated like the environment; SettingsError in one line when one is unusable."""
+    try:
+        return Settings(**given(overrides))  # type: ignore[arg-type]
+    except ValidationError as error:
+        raise SettingsError(f"setting {one_line(error)}") from None

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
-from typing import Literal
 
 import numpy as np
 from numpy.typing import NDArray
@@ -18,67 +16,14 @@ from face_assets.core.clustering.graph import (
     subgraph,
 )
 from face_assets.core.clustering.membership import Rule, enough_for_a_person, fixed_point, group_sums
+from face_assets.core.clustering.params import ClusterParams
 from face_assets.core.clustering.vectors import NOISE, l2_normalize
 
 logger = logging.getLogger(__name__)
 
 
-Algorithm = Literal["hdbscan", "agglomerative", "dbscan"]
-
 # Exact all-pairs linkage (scipy) keeps n^2 / 2 doubles: only for comparisons on small sets.
 MAX_EXACT_LINKAGE_FACES = 20_000
-
-
-@dataclass(frozen=True)
-class ClusterParams:
-    """How faces become persons. Defaults are chosen on labelled photos by
-    scripts/sweep_clustering.py (see docs/persons.md).
-
-    Clustering finds candidate groups on a k-nearest-neighbour graph; membership is then decided
-    face by face, for new groups and for faces joining a person alike: a face belongs to a
-    person when its similarity to the person's mean reaches `match_threshold`, or reaches
-    `vote_threshold` while its `vote_neighbours` nearest faces all belong to that person.
-    """
-
-    algorithm: Algorithm = "hdbscan"
-    link_threshold: float = 0.55  # agglomerative: mean pairwise cosine similarity joining two groups
-    min_cluster_size: int = 3
-    min_samples: int = 1  # HDBSCAN/DBSCAN density
-    eps: float = 0.5  # DBSCAN: cosine distance
-    match_threshold: float = 0.7  # cosine similarity to a person's mean that joins it on its own
-    vote_threshold: float = 0.5  # ... that joins it when the face's nearest faces are in it
-    vote_neighbours: int = 2  # how many nearest faces must all be in the person
-    merge_threshold: float = 0.8  # cosine similarity of two new groups' means that makes them one
-    neighbours: int = 30  # kNN graph: candidate neighbours per face
-    use_umap: bool = False
-    random_state: int = 0
-
-    def __post_init__(self) -> None:
-        if self.algorithm not in ("hdbscan", "agglomerative", "dbscan"):
-            raise ValueError(f"algorithm must be hdbscan, agglomerative or dbscan, got {self.algorithm!r}")
-        if self.min_cluster_size < 2:
-            raise ValueError(f"min_cluster_size must be >= 2, got {self.min_cluster_size}")
-        if not 1 <= self.vote_neighbours <= self.neighbours:
-            raise ValueError(
-                f"vote_neighbours must be in [1, neighbours={self.neighbours}], got {self.vote_neighbours}"
-            )
-        if self.neighbours < 2:
-            raise ValueError(f"neighbours must be >= 2, got {self.neighbours}")
-        if self.min_samples < 1:
-            raise ValueError(f"min_samples must be >= 1, got {self.min_samples}")
-        if not 0.0 < self.eps < 2.0:
-            raise ValueError(f"eps must be in (0, 2), got {self.eps}")
-        if not -1.0 < self.link_threshold < 1.0:
-            raise ValueError(f"link_threshold must be in (-1, 1), got {self.link_threshold}")
-        if not -1.0 <= self.merge_threshold <= 1.0:
-            raise ValueError(f"merge_threshold must be in [-1, 1], got {self.merge_threshold}")
-        if not -1.0 <= self.match_threshold <= 1.0:
-            raise ValueError(f"match_threshold must be in [-1, 1], got {self.match_threshold}")
-        if not -1.0 <= self.vote_threshold <= self.match_threshold:
-            raise ValueError(
-                f"vote_threshold must be in [-1, match_threshold={self.match_threshold}], "
-                f"got {self.vote_threshold}"
-            )
 
 
 def _reduce(vectors: NDArray[np.float32], params: ClusterParams) -> NDArray[np.float32]:

@@ -1,0 +1,85 @@
+"""How faces become persons: every clustering knob written once, here, with its default, its
+limits, what it means and the setting that gives it (FACE_ASSETS_ + the name, upper case).
+The settings, the command line and the Dagster config all take their fields from this class.
+
+Defaults are chosen on labelled photos by scripts/sweep_clustering.py (docs/persons.md).
+Clustering finds candidate groups on a k-nearest-neighbour graph; membership is then decided
+face by face, for new groups and for faces joining a person alike: a face belongs to a person
+when its similarity to the person's mean reaches `match_threshold`, or reaches `vote_threshold`
+while its `vote_neighbours` nearest faces all belong to that person.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Literal
+
+from pydantic import Field, model_validator
+from pydantic.dataclasses import dataclass
+from pydantic.fields import FieldInfo
+
+Algorithm = Literal["hdbscan", "agglomerative", "dbscan"]
+
+
+def _knob(default: Any, setting: str | None, description: str, **limits: Any) -> Any:
+    return Field(default, description=description, json_schema_extra={"setting": setting}, **limits)
+
+
+@dataclass(frozen=True)
+class ClusterParams:
+    algorithm: Algorithm = _knob("hdbscan", "cluster_algorithm", "how candidate groups are found")
+    link_threshold: float = _knob(
+        0.55, "cluster_link_threshold",
+        "agglomerative only: mean pairwise cosine similarity at which two groups are one person",
+        gt=-1.0, lt=1.0,
+    )  # fmt: skip
+    min_cluster_size: int = _knob(3, "cluster_min_size", "faces a new person needs at least", ge=2)
+    min_samples: int = _knob(1, "cluster_min_samples", "HDBSCAN and DBSCAN: density", ge=1)
+    eps: float = _knob(0.5, "cluster_eps", "DBSCAN only: radius in cosine distance", gt=0.0, lt=2.0)
+    match_threshold: float = _knob(
+        0.7, "match_threshold", "cosine similarity to a person's mean at which a face joins it",
+        ge=-1.0, le=1.0,
+    )  # fmt: skip
+    vote_threshold: float = _knob(
+        0.5, "cluster_vote_threshold",
+        "... at which it joins when its vote_neighbours nearest faces are all in the person",
+        ge=-1.0, le=1.0,
+    )  # fmt: skip
+    vote_neighbours: int = _knob(2, "cluster_vote_neighbours", "nearest faces that vote", ge=1, le=50)
+    merge_threshold: float = _knob(
+        0.8, "cluster_merge_threshold",
+        "cosine similarity of two new groups' means that makes them one person (density splits some)",
+        ge=-1.0, le=1.0,
+    )  # fmt: skip
+    neighbours: int = _knob(30, "cluster_neighbours", "candidate neighbours per face", ge=2, le=200)
+    use_umap: bool = _knob(False, "cluster_use_umap", "UMAP before the graph (the `umap` extra)")
+    random_state: int = _knob(0, None, "seed of UMAP and the graph's index: the same persons on every run")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ClusterParams:
+        if self.vote_neighbours > self.neighbours:
+            raise ValueError(
+                f"vote_neighbours must be in [1, neighbours={self.neighbours}], got {self.vote_neighbours}"
+            )
+        if self.vote_threshold > self.match_threshold:
+            raise ValueError(
+                f"vote_threshold must be in [-1, match_threshold={self.match_threshold}], "
+                f"got {self.vote_threshold}"
+            )
+        return self
+
+
+def knobs() -> dict[str, FieldInfo]:
+    """ClusterParams' fields that a setting gives, by field name."""
+    fields: dict[str, FieldInfo] = ClusterParams.__pydantic_fields__  # type: ignore[attr-defined]
+    return {name: info for name, info in fields.items() if setting_name(info)}
+
+
+def setting_name(info: FieldInfo) -> str | None:
+    extra = info.json_schema_extra
+    return extra.get("setting") if isinstance(extra, dict) else None  # type: ignore[return-value]
+
+
+def with_overrides(params: ClusterParams, overrides: dict[str, Any]) -> ClusterParams:
+    """`params` with some fields given anew, validated like any ClusterParams."""
+    return dataclasses.replace(params, **overrides)
