@@ -16,14 +16,17 @@ from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
+from face_assets.core.settings import DEFAULT_SENSOR_INTERVAL_S
+from face_assets.steps import STEPS
+
 logger = logging.getLogger("face_assets")
 
-# The legacy service's modes, each a set of pipeline steps (see runs.STEPS).
+# The legacy service's modes, each a set of pipeline steps (see steps.STEPS).
 MODES: dict[str, tuple[str, ...]] = {
     "detect": ("detect", "thumbnails"),
     "recognize": ("embed", "match", "cluster", "gallery"),
     "recluster": ("cluster", "gallery"),
-    "all": ("register", "detect", "thumbnails", "embed", "match", "cluster", "gallery"),
+    "all": STEPS,
 }
 
 
@@ -635,7 +638,8 @@ def build_parser() -> argparse.ArgumentParser:
         ("automate", "the full pipeline every INTERVAL seconds", cmd_automate),
     ):
         command = sub.add_parser(name, help=text)
-        command.add_argument("--interval", type=float, default=180.0)
+        # The sensor's interval by default: the CLI's loop and the UI's sensor pace alike.
+        command.add_argument("--interval", type=float, default=float(DEFAULT_SENSOR_INTERVAL_S))
         command.add_argument("--cycles", type=int, default=0, help="stop after N cycles (0: never)")
         if name == "automate":
             command.add_argument("folder", nargs="?")

@@ -23,12 +23,12 @@ from face_assets.core.storage.locks import process_alive
 from face_assets.definitions import make_resources
 from face_assets.partitions import PARTITIONS_NAME
 from face_assets.resources import FaceStoreResource, ThumbnailStoreResource
+from face_assets.steps import STEPS
 
 logger = logging.getLogger(__name__)
 
 # The database of one in-process run, handed to its resource by name (see materialize_pipeline).
 RUN_DATABASE_URL = "FACE_ASSETS_RUN_DATABASE_URL"
-STEPS = ("register", "detect", "thumbnails", "embed", "match", "cluster", "gallery")
 _STEP_ASSETS: dict[str, list[dg.AssetsDefinition]] = {
     "register": [media_items],
     "detect": [BATCH_ASSETS[0]],

@@ -15,10 +15,11 @@ from numpy.typing import NDArray
 
 from face_assets.core.batch import IdRange
 from face_assets.core.progress import track
+from face_assets.core.settings import DEFAULT_VIDEO_FPS, DEFAULT_VIDEO_MAX_FRAMES
+from face_assets.core.storage.codecs import EMBEDDING_DIM
 from face_assets.core.storage.store import FaceStore, MediaItem, saving
 from face_assets.core.thumbnail import cut_thumbnail, remove_files
 from face_assets.core.thumbnail_journal import ThumbnailJournal, sweep_abandoned
-from face_assets.core.vision.embedding import EMBEDDING_DIM
 from face_assets.core.vision.media import open_photo_or_video
 from face_assets.core.vision.photo import Photo, decode_photo
 from face_assets.core.vision.prefetch import ahead
@@ -40,8 +41,8 @@ MAX_CONSECUTIVE_FAILURES = 3
 class VideoSampling:
     """Frames looked at per second of video, and at most how many per video."""
 
-    fps: float = 1.0
-    max_frames: int = 3600
+    fps: float = DEFAULT_VIDEO_FPS
+    max_frames: int = DEFAULT_VIDEO_MAX_FRAMES
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,13 @@ DEFAULT_ENGINE: EngineName = "onnxruntime"
 # Photos are shrunk to this longer side for detection: 1600 finds the 80-90 px faces of a 12 MP
 # group shot that 1280 misses one in ten of (docs/benchmarks.md, detection scale).
 DEFAULT_DETECTION_MAX_SIDE_PX = 1600
+# The defaults the core's constructors share with the settings, written once here.
+DEFAULT_DETECTION_MIN_SCORE = 0.9
+DEFAULT_EMBEDDING_BATCH = 32
+DEFAULT_THUMBNAIL_PX = 112
+DEFAULT_VIDEO_FPS = 1.0
+DEFAULT_VIDEO_MAX_FRAMES = 3600
+DEFAULT_SENSOR_INTERVAL_S = 180
 
 
 def _user_cache() -> Path:
@@ -65,7 +72,7 @@ class Settings(_cluster_settings()):  # type: ignore[misc]
     # A raw ODBC string as existing SQL Server deployments keep it in their `.env`.
     sql_connection_string: str = Field(default="", validation_alias=_alias("SQL_CONNECTION_STRING"))
     thumbnail_save_path: Path | None = Field(default=None, validation_alias=_alias("THUMBNAIL_SAVE_PATH"))
-    thumbnail_px: int = Field(default=112, ge=16, le=1024)
+    thumbnail_px: int = Field(default=DEFAULT_THUMBNAIL_PX, ge=16, le=1024)
     models_dir: Path = Field(
         default_factory=default_models_dir,
         validation_alias=_alias("FACE_ASSETS_MODELS_DIR"),
@@ -76,16 +83,16 @@ class Settings(_cluster_settings()):  # type: ignore[misc]
     detector: DetectorName = "retinaface-mobilenet"
     embedder: EmbedderName = "facenet-20180402"
     engine: EngineName = DEFAULT_ENGINE
-    detection_min_score: float = Field(default=0.9, ge=0.0, le=1.0)
+    detection_min_score: float = Field(default=DEFAULT_DETECTION_MIN_SCORE, ge=0.0, le=1.0)
     detection_max_side_px: int = Field(default=DEFAULT_DETECTION_MAX_SIDE_PX, ge=128)
-    embedding_batch_size: int = Field(default=32, ge=1)
+    embedding_batch_size: int = Field(default=DEFAULT_EMBEDDING_BATCH, ge=1)
     # Videos: frames looked at per second of video, by their times, and at most this many per
     # video (a longer one is sampled more sparsely over its whole length, not cut short).
-    video_fps: float = Field(default=1.0, gt=0.0, le=60.0)
-    video_max_frames: int = Field(default=3600, ge=1)
+    video_fps: float = Field(default=DEFAULT_VIDEO_FPS, gt=0.0, le=60.0)
+    video_max_frames: int = Field(default=DEFAULT_VIDEO_MAX_FRAMES, ge=1)
 
     # Automatic processing: sensor interval, media items per batch, nightly clustering.
-    sensor_interval_s: int = Field(default=180, ge=5)
+    sensor_interval_s: int = Field(default=DEFAULT_SENSOR_INTERVAL_S, ge=5)
     batch_size: int = Field(default=100, ge=1, le=100_000)
     max_batches_per_tick: int = Field(default=10, ge=1)
     # A media item whose file could not be read (missing, unmounted, permission) is tried again

@@ -11,7 +11,11 @@ import numpy as np
 from numpy.typing import NDArray
 from PIL import Image
 
-from face_assets.core.settings import DEFAULT_DETECTION_MAX_SIDE_PX, DEFAULT_ENGINE
+from face_assets.core.settings import (
+    DEFAULT_DETECTION_MAX_SIDE_PX,
+    DEFAULT_DETECTION_MIN_SCORE,
+    DEFAULT_ENGINE,
+)
 from face_assets.core.vision import graphs, weights
 from face_assets.core.vision.engines import Runner, check_engine
 from face_assets.core.vision.lazy import LazyModel
@@ -67,7 +71,7 @@ class RetinaFaceMobileNet(LazyModel):
     def __init__(
         self,
         models_dir: Path,
-        min_score: float = 0.9,
+        min_score: float = DEFAULT_DETECTION_MIN_SCORE,
         max_side_px: int = DEFAULT_DETECTION_MAX_SIDE_PX,
         min_side_px: int = 320,
         border: float = 0.25,
@@ -133,7 +137,7 @@ class RetinaFaceResNet50(LazyModel):
 
     name = "retinaface-resnet50"
 
-    def __init__(self, min_score: float = 0.9) -> None:
+    def __init__(self, min_score: float = DEFAULT_DETECTION_MIN_SCORE) -> None:
         super().__init__()
         self.min_score = min_score
         self._model: Any = None
@@ -172,7 +176,7 @@ class RetinaFaceResNet50(LazyModel):
 def make_detector(
     name: str,
     models_dir: Path,
-    min_score: float = 0.9,
+    min_score: float = DEFAULT_DETECTION_MIN_SCORE,
     max_side_px: int = DEFAULT_DETECTION_MAX_SIDE_PX,
     fetch: bool = True,
     engine: str = DEFAULT_ENGINE,

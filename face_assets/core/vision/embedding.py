@@ -7,14 +7,13 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
-from face_assets.core.settings import DEFAULT_ENGINE
+from face_assets.core.settings import DEFAULT_EMBEDDING_BATCH, DEFAULT_ENGINE
+from face_assets.core.storage.codecs import EMBEDDING_DIM
 from face_assets.core.vision import graphs, weights
 from face_assets.core.vision.engines import Runner, check_engine
 from face_assets.core.vision.lazy import LazyModel
 from face_assets.core.vision.stub import STUB, StubEmbedder
 from face_assets.core.vision.types import EmbeddingArray, FaceEmbedder
-
-EMBEDDING_DIM = 512
 
 
 def keras_facenet_runner(graph_path: Path, input_px: int) -> Runner:
@@ -47,7 +46,11 @@ class FaceNetEmbedder(LazyModel):
     input_px = 160
 
     def __init__(
-        self, models_dir: Path, batch_size: int = 32, fetch: bool = True, engine: str = DEFAULT_ENGINE
+        self,
+        models_dir: Path,
+        batch_size: int = DEFAULT_EMBEDDING_BATCH,
+        fetch: bool = True,
+        engine: str = DEFAULT_ENGINE,
     ) -> None:
         super().__init__()
         self.engine = check_engine(engine)
@@ -75,7 +78,11 @@ class FaceNetEmbedder(LazyModel):
 
 
 def make_embedder(
-    name: str, models_dir: Path, batch_size: int = 32, fetch: bool = True, engine: str = DEFAULT_ENGINE
+    name: str,
+    models_dir: Path,
+    batch_size: int = DEFAULT_EMBEDDING_BATCH,
+    fetch: bool = True,
+    engine: str = DEFAULT_ENGINE,
 ) -> FaceEmbedder:
     """An embedder by its settings name; its `name` is the same on every engine."""
     check_engine(engine)

@@ -12,6 +12,7 @@ import numpy as np
 from numpy.typing import NDArray
 from PIL import Image
 
+from face_assets.core.settings import DEFAULT_THUMBNAIL_PX
 from face_assets.core.vision.formats import IMAGE_FORMATS, MediaDecodeError, read_error
 from face_assets.core.vision.photo import decode_photo, identify_photo
 from face_assets.core.vision.types import RGBImage
@@ -103,7 +104,7 @@ def sharpness(pixels: RGBImage) -> float:
 def square_thumbnail(
     image: RGBImage,
     box_xyxy: tuple[float, float, float, float],
-    px: int = 112,
+    px: int = DEFAULT_THUMBNAIL_PX,
     margin: float = THUMBNAIL_MARGIN,
 ) -> RGBImage:
     """A square crop centred on the face, `margin` of the longer side around it, `px` wide."""
