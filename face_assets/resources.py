@@ -1,4 +1,5 @@
-"""Dagster resources: the application database, the face models, the thumbnail folder."""
+"""Dagster resources: the application database, the face models, the thumbnail folder. The
+assets read the settings only through them (and through their own config's unset fields)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from pathlib import Path
 import dagster as dg
 from pydantic import PrivateAttr
 
+from face_assets.core.face import VideoSampling
 from face_assets.core.settings import Settings, get_settings
 from face_assets.core.storage.store import FaceStore
 from face_assets.core.vision.models import detector_for, embedder_for
@@ -20,6 +22,8 @@ class FaceStoreResource(dg.ConfigurableResource):
     database_url: str | None = None
     # None: upgrade the embedded SQLite file automatically, never a server's schema.
     upgrade_schema: bool | None = None
+    # The folder whose photos and videos the media_items asset registers (FACE_ASSETS_MEDIA_DIR).
+    media_dir: str | None = None
 
     _store: FaceStore | None = PrivateAttr(default=None)
 
@@ -31,6 +35,9 @@ class FaceStoreResource(dg.ConfigurableResource):
     def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
         if self._store is not None:
             self._store.dispose()
+
+    def media_folder(self) -> Path | None:
+        return get_settings(media_dir=self.media_dir).media_dir
 
     def get_store(self) -> FaceStore:
         if self._store is None:
@@ -47,6 +54,8 @@ class FaceModelsResource(dg.ConfigurableResource):
     detection_min_score: float | None = None
     embedding_batch_size: int | None = None
     engine: str | None = None
+    video_fps: float | None = None
+    video_max_frames: int | None = None
 
     def _settings(self) -> Settings:
         return get_settings(
@@ -56,7 +65,13 @@ class FaceModelsResource(dg.ConfigurableResource):
             models_dir=self.models_dir,
             detection_min_score=self.detection_min_score,
             embedding_batch_size=self.embedding_batch_size,
+            video_fps=self.video_fps,
+            video_max_frames=self.video_max_frames,
         )
+
+    def video_sampling(self) -> VideoSampling:
+        settings = self._settings()
+        return VideoSampling(settings.video_fps, settings.video_max_frames)
 
     def get_detector(self) -> FaceDetector:
         return detector_for(self._settings())
@@ -72,11 +87,16 @@ class ThumbnailStoreResource(dg.ConfigurableResource):
     path: str | None = None
     thumbnail_px: int | None = None
     gallery_path: str | None = None
+    map_method: str | None = None  # umap or pca (FACE_ASSETS_MAP_METHOD)
 
     def _settings(self) -> Settings:
         return get_settings(
-            thumbnail_save_path=self.path, thumbnail_px=self.thumbnail_px, gallery_dir=self.gallery_path
-        )
+            thumbnail_save_path=self.path, thumbnail_px=self.thumbnail_px, gallery_dir=self.gallery_path,
+            map_method=self.map_method,
+        )  # fmt: skip
+
+    def gallery_map_method(self) -> str:
+        return self._settings().map_method
 
     def gallery_folder(self) -> Path:
         return self._settings().resolved_gallery_dir()

@@ -7,9 +7,8 @@ import dagster as dg
 from face_assets.assets.leases import batch_lease
 from face_assets.assets.metadata import PREVIEW_ROWS, error_preview, listed, load_model
 from face_assets.core.batch import parse_batch_key
-from face_assets.core.face import ThumbnailTarget, VideoSampling, detect_faces
+from face_assets.core.face import ThumbnailTarget, detect_faces
 from face_assets.core.media_item import MediaFolderError, Registration, register_folder
-from face_assets.core.settings import get_settings
 from face_assets.core.thumbnail import ThumbnailFolderError, write_thumbnails
 from face_assets.partitions import media_item_partitions
 from face_assets.resources import FaceModelsResource, FaceStoreResource, ThumbnailStoreResource
@@ -28,7 +27,7 @@ def media_items(
 ) -> dg.MaterializeResult:
     """Media items in the database, with the images of the media folder registered once each."""
     store = face_store.get_store()
-    folder = config.folder or str(get_settings().media_dir or "")
+    folder = config.folder or str(face_store.media_folder() or "")
     try:
         registration = register_folder(store, Path(folder), thumbnails.folder()) if folder else Registration()
     except MediaFolderError as error:
@@ -74,7 +73,6 @@ def detected_faces(
     processed, with their thumbnails cut and, when the run embeds too, their embeddings made
     from the same decode of each photo."""
     store = face_store.get_store()
-    settings = get_settings()
     with batch_lease(context, store):
         detector = face_models.get_detector()
         loading = load_model(detector)
@@ -87,7 +85,7 @@ def detected_faces(
             detector,
             id_range=parse_batch_key(context.partition_key),
             thumbnails=ThumbnailTarget(thumbnails.folder(), thumbnails.px()),
-            video=VideoSampling(settings.video_fps, settings.video_max_frames),
+            video=face_models.video_sampling(),
             embedder=embedder,
         )
     for error in run.errors + run.unreadable + run.retry_later:

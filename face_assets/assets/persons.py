@@ -87,9 +87,8 @@ def person_clusters(
     cluster = rebuild_persons if mode == "rebuild" else update_persons
     update = cluster(store, params, owner=run_owner(context))
     fail_runs_taken_over(context, store)
-    settings = get_settings()
     map_png = thumbnails.gallery_folder() / "map.png"
-    projection = write_map(store, map_png, settings.map_method)
+    projection = write_map(store, map_png, thumbnails.gallery_map_method())
     picture = base64.b64encode(map_png.read_bytes()).decode("ascii")
     return dg.MaterializeResult(
         metadata={
