@@ -606,7 +606,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     db = sub.add_parser("db", help="database schema").add_subparsers(dest="db_command", required=True)
     init = db.add_parser("init", help="create or upgrade the tables (idempotent)")
-    init.add_argument("--database-url", default="")
+    init.add_argument("--database-url")
     init.set_defaults(func=cmd_db_init)
 
     models = sub.add_parser("models", help="model files")

@@ -130,7 +130,7 @@ class PipelineRun:
 def materialize_pipeline(
     folder: Path | None = None,
     *,
-    database_url: str = "",
+    database_url: str | None = None,
     thumbnail_dir: Path | None = None,
     instance: dg.DagsterInstance | None = None,
     steps: Sequence[str] = STEPS,

@@ -62,15 +62,22 @@ class Settings(_cluster_settings()):  # type: ignore[misc]
     """Every knob of the product; legacy variable names are kept for existing `.env` files."""
 
     model_config = SettingsConfigDict(
-        env_prefix="FACE_ASSETS_", env_file=".env", extra="ignore", populate_by_name=True
+        # An empty variable (DATABASE_URL= in a .env) is no value: the default holds.
+        env_prefix="FACE_ASSETS_",
+        env_file=".env",
+        extra="ignore",
+        populate_by_name=True,
+        env_ignore_empty=True,
     )
 
     data_dir: Path = Field(default=Path("data"))
     # A folder whose images the media_items asset registers (optional).
     media_dir: Path | None = None
-    database_url: str = Field(default="", validation_alias=_alias("DATABASE_URL", "FACE_ASSETS_DATABASE_URL"))
+    database_url: str | None = Field(
+        default=None, validation_alias=_alias("DATABASE_URL", "FACE_ASSETS_DATABASE_URL")
+    )
     # A raw ODBC string as existing SQL Server deployments keep it in their `.env`.
-    sql_connection_string: str = Field(default="", validation_alias=_alias("SQL_CONNECTION_STRING"))
+    sql_connection_string: str | None = Field(default=None, validation_alias=_alias("SQL_CONNECTION_STRING"))
     thumbnail_save_path: Path | None = Field(default=None, validation_alias=_alias("THUMBNAIL_SAVE_PATH"))
     thumbnail_px: int = Field(default=DEFAULT_THUMBNAIL_PX, ge=16, le=1024)
     models_dir: Path = Field(
@@ -101,8 +108,8 @@ class Settings(_cluster_settings()):  # type: ignore[misc]
     recluster_cron: str = "0 3 * * *"
     # Celery workers (deploy/dagster-celery.yaml): the broker, e.g. redis://host:6379/0, and
     # where task states go, e.g. redis://host:6379/1; the daemon's dagster.yaml reads the same.
-    celery_broker_url: str = ""
-    celery_backend_url: str = ""
+    celery_broker_url: str | None = None
+    celery_backend_url: str | None = None
     # The gallery page and the 2-D map of the embeddings. PCA by default: UMAP (the `umap`
     # extra) draws a clearer map but its JIT compilation alone costs 10-30 s in every process.
     gallery_dir: Path | None = None

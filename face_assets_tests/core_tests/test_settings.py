@@ -97,3 +97,12 @@ def test_overrides_that_are_none_or_empty_take_the_environment(
     settings = get_settings(thumbnail_px=None, gallery_dir="")
     assert settings.thumbnail_px == 64 and settings.resolved_gallery_dir() == tmp_path / "gallery"
     assert get_settings(thumbnail_px=32).thumbnail_px == 32
+
+
+def test_an_empty_variable_is_no_value(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """`DATABASE_URL=` left empty in a .env means the default database, not a URL of ""."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / ".env").write_text("DATABASE_URL=\nFACE_ASSETS_CELERY_BROKER_URL=\n")
+    settings = get_settings()
+    assert settings.database_url is None and settings.celery_broker_url is None
+    assert settings.resolved_database_url() == "sqlite:///data/face_assets.db"
