@@ -223,3 +223,25 @@ def test_models_fetch_prepares_the_onnx_files_for_an_offline_machine(
     vectors = embedder.embed(np.zeros((3, 160, 160, 3), dtype=np.float32))
     assert vectors.shape == (3, 512)
     detector_for(settings).load()
+
+
+TENSORFLOW_FIRST_USE = """
+import logging, sys
+import numpy as np
+if sys.argv[1] == "-v":
+    logging.basicConfig(level=logging.INFO)
+from face_assets.core.settings import get_settings
+from face_assets.core.vision import graphs
+run = graphs.graph_runner(graphs.RETINAFACE, "tensorflow", get_settings().models_dir)
+print(run(np.zeros((1, 64, 64, 3), np.float32)).shape)
+"""
+
+
+@pytest.mark.parametrize("verbose", [False, True])
+def test_tensorflows_start_up_lines_stay_off_stderr_unless_verbose(verbose: bool) -> None:
+    result = subprocess.run(
+        [sys.executable, "-c", TENSORFLOW_FIRST_USE, "-v" if verbose else "-q"],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    assert result.stdout.strip() == "(0, 16)"
+    assert ("oneDNN" in result.stderr) is verbose, result.stderr

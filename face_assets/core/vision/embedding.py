@@ -11,14 +11,14 @@ from face_assets.core.settings import DEFAULT_EMBEDDING_BATCH, DEFAULT_ENGINE
 from face_assets.core.storage.codecs import EMBEDDING_DIM
 from face_assets.core.vision import graphs, weights
 from face_assets.core.vision.engines import Runner, check_engine
-from face_assets.core.vision.lazy import LazyModel
+from face_assets.core.vision.lazy import LazyModel, import_tensorflow
 from face_assets.core.vision.stub import STUB, StubEmbedder
 from face_assets.core.vision.types import EmbeddingArray, FaceEmbedder
 
 
 def keras_facenet_runner(graph_path: Path, input_px: int) -> Runner:
     """TensorFlow, the reference: keras-facenet's network carrying the frozen graph's weights."""
-    import tensorflow as tf
+    tf = import_tensorflow()
 
     from face_assets.core.vision.facenet_weights import build_facenet_keras
 

@@ -19,6 +19,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from face_assets.core.settings import DEFAULT_ENGINE, EngineName
+from face_assets.core.vision.lazy import import_tensorflow
 
 Runner = Callable[[NDArray[np.float32]], NDArray[np.float32]]
 
@@ -100,7 +101,7 @@ def openvino_runner(model: Path, threads: int | None = None, precision: str = "f
 
 def tensorflow_graph_runner(graph_def: Any, input_name: str, output_name: str) -> Runner:
     """A frozen TensorFlow graph (a GraphDef) pruned to one input and one output."""
-    import tensorflow as tf
+    tf = import_tensorflow()
 
     def _import() -> None:
         tf.compat.v1.import_graph_def(graph_def, name="")

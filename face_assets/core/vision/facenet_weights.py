@@ -16,6 +16,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from face_assets.core.vision.lazy import import_tensorflow
+
 BN_EPSILON = 0.001
 _BLOCK_PREFIXES = (
     (re.compile(r"^Repeat/block35_(\d+)/"), r"Block35_\1_"),
@@ -34,7 +36,7 @@ def keras_layer_name(graph_scope: str) -> str:
 
 
 def read_graph_constants(graph_path: Path) -> dict[str, NDArray[np.float32]]:
-    import tensorflow as tf
+    tf = import_tensorflow()
 
     from face_assets.core.vision.graphs import read_graph_def
 

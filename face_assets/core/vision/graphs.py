@@ -25,7 +25,7 @@ import numpy as np
 from face_assets.core.files import write_atomically
 from face_assets.core.vision import weights
 from face_assets.core.vision.engines import Runner, check_engine, onnxruntime_runner, tensorflow_graph_runner
-from face_assets.core.vision.lazy import quiet_tensorflow
+from face_assets.core.vision.lazy import import_tensorflow
 
 logger = logging.getLogger(__name__)
 
@@ -93,8 +93,7 @@ FACENET = FrozenGraph(weights.FACENET_GRAPH, "input:0", "embeddings:0", patch=_f
 
 
 def read_graph_def(path: Path) -> Any:
-    quiet_tensorflow()
-    import tensorflow as tf
+    tf = import_tensorflow()
 
     graph_def = tf.compat.v1.GraphDef()
     graph_def.ParseFromString(path.read_bytes())

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
 
 logger = logging.getLogger(__name__)
 
@@ -13,6 +17,34 @@ logger = logging.getLogger(__name__)
 def quiet_tensorflow() -> None:
     """Keep TensorFlow's start-up chatter out of the user's logs; call before importing it."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+@contextmanager
+def _stderr_closed() -> Iterator[None]:
+    """File descriptor 2 to /dev/null for the block: C++ libraries write there directly."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(devnull)
+        os.close(saved)
+
+
+def import_tensorflow() -> Any:
+    """The tensorflow module. Its first import prints absl and oneDNN lines from C++ before any
+    setting can stop them (TF_CPP_MIN_LOG_LEVEL no longer does): they are kept off stderr unless
+    the product logs at INFO (-v). An import that fails still raises, with its message."""
+    quiet_tensorflow()
+    if "tensorflow" not in sys.modules and not logging.getLogger("face_assets").isEnabledFor(logging.INFO):
+        with _stderr_closed():
+            import tensorflow  # noqa: F401
+    import tensorflow as tf
+
+    return tf
 
 
 class LazyModel:
