@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from face_assets.core.track import NO_PERSON, collapse_tracks, expand_tracks, face_tracks
+from face_assets.core.clustering.vectors import NOISE
+from face_assets.core.track import collapse_tracks, expand_tracks, face_tracks
 
 
 def person(seed: int, frames: int, noise: float = 0.15) -> np.ndarray:
@@ -98,12 +99,12 @@ def test_a_track_s_faces_all_go_where_its_row_went() -> None:
     sightings = np.array([100, -1, -2, -3, -4, -5], dtype=np.int64)
     seen = collapse_tracks(track_ids, np.vstack([person(1, 1), person(2, 5)]), weight_cap=3)
     # The planning put the photo and the track in a new group.
-    final = np.full(len(seen.rows), NO_PERSON, dtype=np.int64)
+    final = np.full(len(seen.rows), NOISE, dtype=np.int64)
     groups = [np.array([0, seen.positions[0][0]])]
 
     out, new = expand_tracks(seen, 6, final, groups, sightings)
 
-    assert out.tolist() == [NO_PERSON] * 6
+    assert out.tolist() == [NOISE] * 6
     assert [g.tolist() for g in new] == [[0, 1, 2, 3, 4, 5]]
 
 
@@ -116,9 +117,9 @@ def test_two_tracks_on_screen_together_never_become_one_person() -> None:
 
     out, _ = expand_tracks(seen, 8, final, [], sightings)
 
-    assert out.tolist() == [42] * 4 + [NO_PERSON] * 4
+    assert out.tolist() == [42] * 4 + [NOISE] * 4
 
     # A person who already has a face in one of a track's frames does not get the track.
     alone = collapse_tracks(track_ids[:4], person(1, 4), weight_cap=3)
     out, _ = expand_tracks(alone, 4, np.full(1, 42), [], sightings[:4], taken={(-2, 42)})
-    assert out.tolist() == [NO_PERSON] * 4
+    assert out.tolist() == [NOISE] * 4
