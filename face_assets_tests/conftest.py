@@ -17,7 +17,7 @@ from sqlalchemy import Connection, TextClause, text
 from face_assets.core.samples import celebrity_sample
 from face_assets.core.settings import get_settings
 from face_assets.core.storage.store import FaceStore
-from face_assets_tests.servers import SERVERS, ServerUnavailable, ThrowawayServer
+from face_assets_devtools.servers import SERVERS, ServerUnavailable, ThrowawayServer
 
 # UMAP compiles with numba on first use (seconds per process): the many clustering runs of the
 # tests draw their map with PCA; one test covers UMAP.

@@ -14,8 +14,7 @@ from face_assets.checks import LIBRARY_CHECKS
 from face_assets.core.batch import ALL_KEY
 from face_assets.core.storage.store import FaceStore, encode_embedding
 from face_assets.jobs import process_batch_job, recluster_persons_job
-from face_assets_tests.conftest import sql
-from face_assets_tests.library import (
+from face_assets_devtools.library import (
     FACES_PER_PHOTO,
     add_batch,
     counting_reads,
@@ -24,6 +23,7 @@ from face_assets_tests.library import (
     run_batch,
     run_job,
 )
+from face_assets_tests.conftest import sql
 
 LIBRARY_FACES = 100_000
 SMALL_LIBRARY_FACES = 10_000

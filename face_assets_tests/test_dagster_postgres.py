@@ -12,8 +12,8 @@ import pytest
 from sqlalchemy import create_engine, make_url, text
 
 from face_assets.core.storage.store import FaceStore
+from face_assets_devtools.servers import ThrowawayServer
 from face_assets_tests.conftest import IDENTITIES
-from face_assets_tests.servers import ThrowawayServer
 from face_assets_tests.test_cli import face_assets, run
 
 pytestmark = pytest.mark.slow

@@ -26,7 +26,7 @@ from face_assets.core.vision.detection import make_detector
 from face_assets.resources import FaceStoreResource
 from face_assets.runs import materialize_pipeline
 from face_assets.sensors import build_new_media_items_sensor
-from face_assets_tests.servers import SERVERS, ThrowawayServer
+from face_assets_devtools.servers import SERVERS, ThrowawayServer
 
 pytestmark = pytest.mark.slow
 

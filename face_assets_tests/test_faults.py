@@ -19,9 +19,9 @@ from dagster import DagsterInstance, DagsterRunStatus, RunsFilter
 
 from face_assets.cli import build_parser
 from face_assets.core.storage.store import FaceStore
+from face_assets_devtools.servers import PASSWORD
 from face_assets_tests.conftest import IDENTITIES, new_database_url
 from face_assets_tests.core_tests.test_bad_files import mounted_tmpfs, write_png_bomb
-from face_assets_tests.servers import PASSWORD
 from face_assets_tests.test_cli import face_assets, run
 
 pytestmark = pytest.mark.slow

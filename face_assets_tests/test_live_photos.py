@@ -19,8 +19,8 @@ from face_assets.core.storage.engine import upgrade_schema
 from face_assets.core.storage.schema import FacesTable, MediaFileTable, MediaItemsTable, PersonsTable
 from face_assets.core.storage.store import FaceStore
 from face_assets.runs import materialize_pipeline
-from face_assets_tests.clips import Scene, make_clip
-from face_assets_tests.library import TwoFacesDetector
+from face_assets_devtools.clips import Scene, make_clip
+from face_assets_devtools.library import TwoFacesDetector
 
 
 @pytest.fixture

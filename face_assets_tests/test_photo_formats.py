@@ -153,7 +153,7 @@ def test_a_video_under_a_photo_extension_is_still_a_video(tmp_path: Path, celebr
     """The extension only picks whose reason a bad file gets: an MP4 named .heic or .dng is an
     MP4 (neither libheif nor LibRaw keeps it from FFmpeg)."""
     from face_assets.core.vision.video import VideoInfo
-    from face_assets_tests.clips import Scene, make_clip
+    from face_assets_devtools.clips import Scene, make_clip
 
     clip = make_clip(tmp_path / "clip.mp4", [Scene([celebrity_folder / "train" / TWO_FACE_PHOTO], 1.0)])
     for suffix in (".heic", ".dng", ".avif"):

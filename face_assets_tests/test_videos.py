@@ -18,7 +18,7 @@ from face_assets.core.storage.schema import FacesTable, MediaFileTable, MediaIte
 from face_assets.core.storage.store import FaceStore
 from face_assets.evaluate import evaluate_folder
 from face_assets.runs import materialize_pipeline
-from face_assets_tests.clips import Scene, make_audio_only, make_clip, truncate
+from face_assets_devtools.clips import Scene, make_audio_only, make_clip, truncate
 from face_assets_tests.conftest import IDENTITIES
 from face_assets_tests.test_assets import snapshot
 from face_assets_tests.test_sensors import insert_rows

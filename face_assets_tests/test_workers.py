@@ -16,8 +16,8 @@ from sqlalchemy import text
 from face_assets.core.media_item import register_folder
 from face_assets.core.storage.store import FaceStore
 from face_assets.runs import materialize_pipeline
-from face_assets_tests.deployment import Deployment, exactly_once, wait_for
-from face_assets_tests.servers import RedisServer, ThrowawayServer
+from face_assets_devtools.deployment import Deployment, exactly_once, wait_for
+from face_assets_devtools.servers import RedisServer, ThrowawayServer
 
 pytestmark = pytest.mark.slow
 

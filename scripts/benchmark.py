@@ -1,6 +1,6 @@
 """Throughput, per-face latency and memory of the pipeline, on the labelled PyPI sample.
 
-    python scripts/benchmark.py [FOLDER] [--repeats 3] [--json] [--backend postgresql|mariadb]
+    python scripts/benchmark.py [FOLDER] [--repeats 3] [--json PATH] [--backend postgresql|mariadb]
 
 Reports medians over repeats (the machine is noisy):
 - model load seconds (detector, embedder), measured once per process;
@@ -18,10 +18,7 @@ Reports medians over repeats (the machine is noisy):
 from __future__ import annotations
 
 import argparse
-import json
-import resource
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -30,34 +27,35 @@ import dagster as dg
 import numpy as np
 
 from face_assets.core.evaluation import labelled_images
-from face_assets.core.samples import celebrity_sample
-from face_assets.core.settings import get_settings
 from face_assets.core.storage.store import FaceStore
 from face_assets.core.vision.lazy import quiet_tensorflow
 from face_assets.core.vision.transforms import embedding_crop, load_image
 from face_assets.resources import FaceModelsResource
 from face_assets.runs import materialize_pipeline
-
-
-def throwaway_server(kind: str):  # noqa: ANN201
-    """A PostgreSQL or MariaDB server of the tests' kind (face_assets_tests/servers.py)."""
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from face_assets_tests.servers import SERVERS
-
-    return SERVERS[kind]()
+from face_assets_devtools.harness import (
+    BACKENDS,
+    ThrowawayDatabases,
+    add_json_argument,
+    median_ms,
+    peak_rss_mb,
+    print_report,
+    sample_folder,
+    step_seconds,
+    write_json,
+)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("folder", nargs="?")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--json", action="store_true")
+    add_json_argument(parser)
     # The application database of the end-to-end runs: the SQLite file, or a throwaway server
     # started on 127.0.0.1 as the tests start it.
-    parser.add_argument("--backend", choices=("sqlite", "postgresql", "mariadb"), default="sqlite")
+    parser.add_argument("--backend", choices=BACKENDS, default="sqlite")
     args = parser.parse_args()
     quiet_tensorflow()
-    folder = Path(args.folder) if args.folder else celebrity_sample(get_settings().samples_dir)
+    folder = Path(args.folder) if args.folder else sample_folder()
     photos = (
         [path for path, _ in labelled_images(folder)]
         if not args.folder
@@ -103,20 +101,15 @@ def main() -> None:
         embed_seconds += embed_crops()
     models_rate = len(photos) / (sum(detect_ms) / 1000 + embed_seconds)
     batch = np.stack((sample * (1 + 32 // max(len(sample), 1)))[:32])
-    embed_ms = []
-    for _ in range(max(args.repeats, 3)):
-        t = time.perf_counter()
-        embedder.embed(batch)
-        embed_ms.append(1000 * (time.perf_counter() - t) / len(batch))
+    embed_ms = median_ms(lambda: embedder.embed(batch), max(args.repeats, 3), warm_up=False) / len(batch)
 
     rates = []
-    step_seconds: dict[str, list[float]] = {}
-    server = None if args.backend == "sqlite" else throwaway_server(args.backend)
-    try:
+    seconds_of_steps: dict[str, list[float]] = {}
+    with ThrowawayDatabases(args.backend) as databases:
         for _ in range(args.repeats):
             with tempfile.TemporaryDirectory() as tmp:
-                url = f"sqlite:///{Path(tmp) / 'bench.db'}" if server is None else server.new_database()
-                if server is not None:
+                url = databases.new(Path(tmp) / "bench.db")
+                if args.backend != "sqlite":
                     FaceStore.from_url(url, upgrade=True).dispose()  # `face-assets db init`, not timed
                 t = time.perf_counter()
                 run_instance = dg.DagsterInstance.ephemeral()
@@ -127,18 +120,10 @@ def main() -> None:
                 rates.append(len(photos) / wall)
                 assert run.success
                 # Where the time went: each Dagster step, and the rest (run setup, events).
-                steps = {
-                    stat.step_key: stat.end_time - stat.start_time
-                    for result in run.results
-                    for stat in run_instance.get_run_step_stats(result.run_id)
-                    if stat.start_time and stat.end_time
-                }
+                steps = step_seconds(run, run_instance)
                 steps["outside steps"] = wall - sum(steps.values())
                 for key, seconds in steps.items():
-                    step_seconds.setdefault(key, []).append(seconds)
-    finally:
-        if server is not None:
-            server.close()
+                    seconds_of_steps.setdefault(key, []).append(seconds)
 
     report = {
         "backend": args.backend,
@@ -147,7 +132,7 @@ def main() -> None:
         "detector_load_s": round(detector_load, 2),
         "embedder_load_s": round(embedder_load, 2),
         "detect_ms_per_image_median": round(statistics.median(detect_ms), 1),
-        "embed_ms_per_face_median": round(statistics.median(embed_ms), 2),
+        "embed_ms_per_face_median": round(embed_ms, 2),
         "end_to_end_images_per_s_median": round(statistics.median(rates), 2),
         "end_to_end_images_per_s_runs": [round(r, 2) for r in rates],
         "models_alone_images_per_s": round(models_rate, 2),
@@ -155,14 +140,11 @@ def main() -> None:
         "models_alone_detect_s": round(sum(detect_ms) / 1000, 2),
         "models_alone_embed_s": round(embed_seconds, 2),
         "end_to_end_over_models_alone": round(statistics.median(rates) / models_rate, 3),
-        "step_seconds_median": {k: round(statistics.median(v), 2) for k, v in step_seconds.items()},
-        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 0),
+        "step_seconds_median": {k: round(statistics.median(v), 2) for k, v in seconds_of_steps.items()},
+        "peak_rss_mb": round(peak_rss_mb(), 0),
     }
-    if args.json:
-        print(json.dumps(report))
-    else:
-        for key, value in report.items():
-            print(f"{key:34} {value}")
+    print_report(report)
+    write_json(args.json, report)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Rows written per second by the product's storage code, on each database backend.
 
-    python scripts/benchmark_db.py [--items 1000] [--faces-per-item 3] [--repeats 3] [--json]
+    python scripts/benchmark_db.py [--items 1000] [--faces-per-item 3] [--repeats 3] [--json PATH]
     python scripts/benchmark_db.py --url 'mssql+pyodbc://...'   # your own server, a scratch database
 
 Without --url it measures the embedded SQLite file and throwaway PostgreSQL (psycopg) and
@@ -19,9 +19,6 @@ Reports medians over repeats (the machine is noisy); no model is loaded.
 from __future__ import annotations
 
 import argparse
-import json
-import statistics
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -30,12 +27,16 @@ from pathlib import Path
 import numpy as np
 from sqlalchemy import event
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from face_assets.core.storage.store import FaceStore  # noqa: E402
-from face_assets.core.thumbnail import faces_by_media_item  # noqa: E402
-from face_assets.core.vision.types import DetectedFace  # noqa: E402
-from face_assets_tests.servers import SERVERS, ThrowawayServer  # noqa: E402
+from face_assets.core.storage.store import FaceStore
+from face_assets.core.thumbnail import faces_by_media_item
+from face_assets.core.vision.types import DetectedFace
+from face_assets_devtools.harness import (
+    BACKENDS,
+    ThrowawayDatabases,
+    add_json_argument,
+    median_of,
+    write_json,
+)
 
 EMBED_BATCH = 64  # faces per embedding write, as the embedding step's default
 PERSON_SIZE = 20  # faces per person
@@ -109,21 +110,14 @@ def run_once(url: str, items: int, faces_per_item: int, folder: Path) -> dict[st
     return results
 
 
-def median_of(runs: list[dict[str, dict[str, float]]]) -> dict[str, dict[str, float]]:
-    return {
-        name: {key: statistics.median(r[name][key] for r in runs) for key in runs[0][name]}
-        for name in runs[0]
-    }
-
-
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--items", type=int, default=1000)
     parser.add_argument("--faces-per-item", type=int, default=3)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--backends", default="sqlite,postgresql,mariadb")
+    parser.add_argument("--backends", default=",".join(BACKENDS))
     parser.add_argument("--url", help="a scratch database of your own instead of the throwaway ones")
-    parser.add_argument("--json", action="store_true")
+    add_json_argument(parser)
     args = parser.parse_args()
 
     report: dict[str, dict[str, dict[str, float]]] = {}
@@ -133,20 +127,14 @@ def main() -> None:
             runs = [run_once(args.url, args.items, args.faces_per_item, folder / str(k)) for k in range(1)]
             report["url"] = median_of(runs)
         for backend in [] if args.url else args.backends.split(","):
-            server: ThrowawayServer | None = None if backend == "sqlite" else SERVERS[backend]()
-            try:
+            with ThrowawayDatabases(backend) as databases:
                 runs = []
                 for k in range(args.repeats):
-                    url = f"sqlite:///{folder / f'{k}.db'}" if server is None else server.new_database()
+                    url = databases.new(folder / f"{k}.db")
                     runs.append(run_once(url, args.items, args.faces_per_item, folder / str(k)))
                 report[backend] = median_of(runs)
-            finally:
-                if server is not None:
-                    server.close()
 
-    if args.json:
-        print(json.dumps(report, indent=2))
-        return
+    write_json(args.json, report)
     print(f"{args.items} media items x {args.faces_per_item} faces, median of {args.repeats}")
     print(f"{'backend':<11}{'phase':<17}{'rows/s':>10}{'rows':>8}{'statements':>12}")
     for backend, phases in report.items():

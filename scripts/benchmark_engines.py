@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import subprocess
 import sys
 import time
@@ -35,6 +34,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from face_assets_devtools.harness import add_json_argument, median_ms, sample_folder, write_json
 
 # Photos of these sizes reach the model: 1280 px is the detector's long-standing limit, 1600 px
 # the larger one the settings may ask for (FACE_ASSETS_DETECTION_MAX_SIDE_PX).
@@ -74,22 +75,8 @@ def _settings_list(cores: int, quick: bool) -> list[dict[str, Any]]:
     return listed
 
 
-def _median_ms(call: Callable[[], object], repeats: int) -> float:
-    call()  # warm-up: the first call of a shape builds kernels or plans for it
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        call()
-        times.append(time.perf_counter() - started)
-    return 1000.0 * statistics.median(times)
-
-
 def _sample_photos() -> list[Path]:
-    from face_assets.core.samples import celebrity_sample
-    from face_assets.core.settings import get_settings
-
-    folder = celebrity_sample(get_settings().samples_dir)
-    return sorted(folder.rglob("*.jpg"))
+    return sorted(sample_folder().rglob("*.jpg"))
 
 
 def _grid_photo(photos: list[Path], width: int, height: int) -> np.ndarray:
@@ -164,11 +151,11 @@ def measure(setting: dict[str, Any], repeats: int) -> dict[str, Any]:
     for width, height in PHOTO_SIZES:
         # The canvas the detector builds for such a photo, not shrunk, no border.
         canvas = detector_canvas(_grid_photo(photos, width, height), max(width, height), 320, 0.0)[0]
-        figures[f"retinaface {width}x{height} ms"] = _median_ms(lambda c=canvas: detect(c), repeats)
+        figures[f"retinaface {width}x{height} ms"] = median_ms(lambda c=canvas: detect(c), repeats)
     crops = _face_crops(photos, max(FACENET_BATCHES))
     for batch in FACENET_BATCHES:
         chunk = np.ascontiguousarray(crops[:batch])
-        figures[f"facenet b{batch} ms/face"] = _median_ms(lambda c=chunk: embed(c), repeats) / batch
+        figures[f"facenet b{batch} ms/face"] = median_ms(lambda c=chunk: embed(c), repeats) / batch
     return figures
 
 
@@ -225,7 +212,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=raw)
     parser.add_argument("--repeats", type=int, default=3, help="timed calls per figure (median)")
     parser.add_argument("--rounds", type=int, default=1, help="runs of every setting in turn (best)")
-    parser.add_argument("--json", type=Path, metavar="PATH", help="also write the figures there")
+    add_json_argument(parser)
     parser.add_argument("--quick", action="store_true", help="one setting per engine")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -270,10 +257,8 @@ def main() -> None:
     print(f"{cores} cores; load average {load_before[0]:.2f} before, {load_after[0]:.2f} after")
     print(_table(rows))
     print("conversion (once per machine): " + ", ".join(f"{k} {v:.1f}" for k, v in conversion.items()))
-    if args.json:
-        document = {"cores": cores, "load_average": [load_before[0], load_after[0]], "rows": rows}
-        document["conversion"] = conversion
-        args.json.write_text(json.dumps(document, indent=2))
+    document = {"cores": cores, "load_average": [load_before[0], load_after[0]], "rows": rows}
+    write_json(args.json, {**document, "conversion": conversion})
 
 
 if __name__ == "__main__":

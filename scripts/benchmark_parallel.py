@@ -2,8 +2,9 @@
 workers, the runs, and the exactly-once check.
 
     python scripts/benchmark_parallel.py [--photos DIR] [--batches 8] [--workers 1,2] [--repeats 3]
+                                         [--json PATH]
 
-Each repeat is a whole deployment from nothing, as in the tests (face_assets_tests/deployment.py):
+Each repeat is a whole deployment from nothing, as in the tests (face_assets_devtools/deployment.py):
 a fresh application database on a throwaway PostgreSQL, Dagster's storage on another, a Redis
 broker, the daemon with the sensor on, and N worker processes with working folders of their
 own. The photos are registered as rows, the sensor makes the batches, the run queue launches at
@@ -16,7 +17,6 @@ transactions and rows written per photo (pg_stat_database); storage is thumbnail
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import signal
 import statistics
@@ -27,14 +27,11 @@ from pathlib import Path
 import dagster as dg
 from sqlalchemy import create_engine, make_url, text
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from face_assets.core.media_item import register_folder  # noqa: E402
-from face_assets.core.samples import celebrity_sample  # noqa: E402
-from face_assets.core.settings import get_settings  # noqa: E402
-from face_assets.core.storage.store import FaceStore  # noqa: E402
-from face_assets_tests.deployment import Deployment, exactly_once, wait_for  # noqa: E402
-from face_assets_tests.servers import PostgresServer, RedisServer  # noqa: E402
+from face_assets.core.media_item import register_folder
+from face_assets.core.storage.store import FaceStore
+from face_assets_devtools.deployment import Deployment, exactly_once, wait_for
+from face_assets_devtools.harness import add_json_argument, sample_folder, throwaway_server, write_json
+from face_assets_devtools.servers import RedisServer, ThrowawayServer
 
 BATCH_JOB = "process_batch_job"
 
@@ -73,7 +70,7 @@ def database_writes(url: str) -> tuple[int, int]:
 
 
 def one_deployment(
-    root: Path, photos: Path, workers: int, batches: int, postgres: PostgresServer
+    root: Path, photos: Path, workers: int, batches: int, postgres: ThrowawayServer
 ) -> dict[str, object]:
     redis = RedisServer()
     app_url = postgres.new_database()
@@ -133,14 +130,13 @@ def main() -> None:
     parser.add_argument("--batches", type=int, default=8)
     parser.add_argument("--workers", default="1,2", help="worker counts to compare, e.g. 1,2")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--json", action="store_true", help="every repeat as JSON lines")
+    add_json_argument(parser)
     args = parser.parse_args()
     # A benchmark stopped with SIGTERM still stops its servers, daemon and workers.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
-    photos = args.photos or celebrity_sample(get_settings().samples_dir)
-    postgres = PostgresServer()
+    photos = args.photos or sample_folder()
     results: dict[int, list[dict[str, object]]] = {}
-    try:
+    with throwaway_server("postgresql") as postgres:
         for workers in (int(w) for w in args.workers.split(",")):
             for repeat in range(args.repeats):
                 root = Path(tempfile.mkdtemp(prefix=f"face-assets-parallel-{workers}-"))
@@ -149,12 +145,9 @@ def main() -> None:
                 finally:
                     shutil.rmtree(root, ignore_errors=True)
                 results.setdefault(workers, []).append(result)
-                if args.json:
-                    print(json.dumps(result), flush=True)
-                else:
-                    print(f"workers={workers} repeat {repeat + 1}: {result}", flush=True)
-    finally:
-        postgres.close()
+                print(f"workers={workers} repeat {repeat + 1}: {result}", flush=True)
+                # Every repeat so far, rewritten after each: a long benchmark stopped keeps them.
+                write_json(args.json, [r for repeats in results.values() for r in repeats])
     print()
     columns = [
         "workers", "photos", "batches / runs", "photos/s (median)", "run statuses", "seconds",

@@ -4,8 +4,9 @@
                                       [--engines onnxruntime,tensorflow] [--json PATH]
 
 FACES is an `<identity>/<photo>` folder of one-face photos (lfw-tune's `persons/`, or the PyPI
-sample's `train/`); scripts/phone_photos.py turns them into 4032 x 3024 photos (JPEG quality 92,
-every third turned by EXIF orientation 6, a seventh of them group shots, `--heic-share` HEIC).
+sample's `train/`); face_assets_devtools/phone_photos.py (as scripts/phone_photos.py) turns
+them into 4032 x 3024 photos (JPEG quality 92, every third turned by EXIF orientation 6, a
+seventh of them group shots, `--heic-share` HEIC).
 Per engine, medians of `--repeats`:
 - models alone: the detector on each photo as the pipeline decodes it for detection, and the
   embedder on every face in full batches; decoding and cropping not timed. The rate the
@@ -22,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import statistics
 import sys
 import tempfile
@@ -32,7 +32,6 @@ from typing import Any
 
 import dagster as dg
 import numpy as np
-import phone_photos
 
 from face_assets.core.settings import get_settings
 from face_assets.core.vision.lazy import quiet_tensorflow
@@ -40,6 +39,8 @@ from face_assets.core.vision.models import detector_for, embedder_for
 from face_assets.core.vision.photo import decode_photo
 from face_assets.core.vision.transforms import embedding_crop
 from face_assets.runs import materialize_pipeline
+from face_assets_devtools.harness import add_json_argument, peak_rss_mb, step_seconds, write_json
+from face_assets_devtools.phone_photos import make_phone_photos
 
 BATCH_STEPS = ("register", "detect", "thumbnails", "embed")
 
@@ -87,12 +88,7 @@ def end_to_end(engine: str, folder: Path) -> dict[str, float]:
         wall = time.perf_counter() - started
         if not run.success:
             raise SystemExit("the end-to-end run failed")
-        steps = {
-            stat.step_key: stat.end_time - stat.start_time
-            for result in run.results
-            for stat in instance.get_run_step_stats(result.run_id)
-            if stat.start_time and stat.end_time
-        }
+        steps = step_seconds(run, instance)
     return {"wall_s": wall, "steps_s": sum(steps.values()), **{f"step {k}": v for k, v in steps.items()}}
 
 
@@ -105,15 +101,13 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--engines", default="onnxruntime,tensorflow")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--json", type=Path, help="also write the report to this file")
+    add_json_argument(parser)
     args = parser.parse_args()
     quiet_tensorflow()
     report: dict[str, Any] = {"photos": args.count, "heic_share": args.heic_share, "engines": {}}
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "photos"
-        phone_photos.make_phone_photos(
-            args.faces, folder, args.count, args.group_share, args.heic_share, args.seed
-        )
+        make_phone_photos(args.faces, folder, args.count, args.group_share, args.heic_share, args.seed)
         photos = sorted(p for p in folder.iterdir() if p.suffix in (".jpg", ".heic"))
         report["megabytes"] = round(sum(p.stat().st_size for p in photos) / 1e6, 1)
         for engine in args.engines.split(","):
@@ -141,17 +135,15 @@ def main() -> None:
                 },
             }  # fmt: skip
             print(f"{engine}: {json.dumps(report['engines'][engine])}", file=sys.stderr)
-    report["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    report["peak_rss_mb"] = round(peak_rss_mb())
     engines = list(report["engines"])
     if len(engines) > 1:
         first, rest = report["engines"][engines[0]], report["engines"][engines[1]]
         report[f"{engines[0]}_over_{engines[1]}_models_alone"] = round(
             first["models_alone_photos_per_s"] / rest["models_alone_photos_per_s"], 2
         )
-    text = json.dumps(report, indent=1)
-    print(text)
-    if args.json:
-        args.json.write_text(text + "\n")
+    print(json.dumps(report, indent=1))
+    write_json(args.json, report)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """What a folder scan costs now that media items know their content: phone-size photos, a library
 of many registered files beside them.
 
-    python scripts/benchmark_register.py [--photos 200] [--library-rows 100000] [--repeats 3] [--json]
+    python scripts/benchmark_register.py [--photos 200] [--library-rows 100000] [--repeats 3] [--json PATH]
 
 Each repeat builds an empty SQLite database holding `--library-rows` files registered elsewhere
 (the rest of a library), and a folder of `--photos` JPEGs of 4032 x 3024 px (quality 92, about
@@ -18,11 +18,8 @@ No model is loaded. Reports medians over repeats (the machine is noisy).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
-import statistics
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -32,11 +29,10 @@ import numpy as np
 from PIL import Image
 from sqlalchemy import insert
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from face_assets.core.media_item import Registration, register_folder  # noqa: E402
-from face_assets.core.storage.schema import MediaFileTable  # noqa: E402
-from face_assets.core.storage.store import FaceStore  # noqa: E402
+from face_assets.core.media_item import Registration, register_folder
+from face_assets.core.storage.schema import MediaFileTable
+from face_assets.core.storage.store import FaceStore
+from face_assets_devtools.harness import add_json_argument, median_of, write_json
 
 PHONE_PX = (4032, 3024)
 
@@ -104,7 +100,7 @@ def main() -> None:
     parser.add_argument("--photos", type=int, default=200)
     parser.add_argument("--library-rows", type=int, default=100_000)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--json", action="store_true")
+    add_json_argument(parser)
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as scratch:
@@ -119,13 +115,8 @@ def main() -> None:
             work.mkdir()
             runs.append(run_once(work, sorted(originals.iterdir()), args.library_rows))
             shutil.rmtree(work)
-    report = {
-        name: {key: statistics.median(r[name][key] for r in runs) for key in runs[0][name]}
-        for name in runs[0]
-    }
-    if args.json:
-        print(json.dumps({"photos": args.photos, "mb_per_photo": megabytes, "phases": report}, indent=2))
-        return
+    report = median_of(runs)
+    write_json(args.json, {"photos": args.photos, "mb_per_photo": megabytes, "phases": report})
     print(
         f"{args.photos} photos of {PHONE_PX[0]}x{PHONE_PX[1]} px ({megabytes:.1f} MB each), "
         f"{args.library_rows} other files registered, SQLite, median of {args.repeats}"

@@ -1,7 +1,7 @@
 """Persons at library scale: clustering time, memory and quality, and batch matching time.
 
     python scripts/benchmark_scale.py [--sizes 10000 100000 1000000] [--match-sizes 100000 1000000]
-                                      [--backends sqlite postgresql] [--repeats 3] [--json OUT]
+                                      [--backends sqlite postgresql] [--repeats 3] [--json PATH]
                                       [--batch-run-sizes 100000 1000000]
 
 Synthetic embeddings shaped like real ones. Persons are drawn with Zipf-like sizes (a few with
@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import statistics
 import subprocess
 import sys
@@ -44,7 +43,7 @@ from typing import Any
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from face_assets_devtools.harness import ThrowawayDatabases, add_json_argument, peak_rss_mb, write_json
 
 DIM = 512
 # Fitted to the tuning set (see module docstring): common direction weight, spectrum exponent,
@@ -106,10 +105,6 @@ def similarity_shape(vectors: np.ndarray, identity: np.ndarray, sample: int = 40
     }  # fmt: skip
 
 
-def _peak_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
 def _scores(identity: np.ndarray, persons: np.ndarray) -> dict[str, float]:
     from face_assets.core.evaluation import score_clusters
 
@@ -128,7 +123,7 @@ def cluster_once(count: int, method: str) -> dict[str, Any]:
     from face_assets.core.person import plan_persons
 
     vectors, identity, _ = synthetic_library(count)
-    before_mb = _peak_mb()
+    before_mb = peak_rss_mb()
     params = ClusterParams()
     started = time.perf_counter()
     cpu_started = time.process_time()
@@ -147,7 +142,7 @@ def cluster_once(count: int, method: str) -> dict[str, Any]:
     seconds = time.perf_counter() - started
     return {
         "faces": count, "method": method, "seconds": seconds,
-        "cpu_seconds": time.process_time() - cpu_started, "peak_mb": _peak_mb(), "data_mb": before_mb,
+        "cpu_seconds": time.process_time() - cpu_started, "peak_mb": peak_rss_mb(), "data_mb": before_mb,
         "persons": int(len(np.unique(persons[persons >= 0]))),
         "identities": int(len(np.unique(identity))), **_scores(identity, persons),
     }  # fmt: skip
@@ -167,7 +162,7 @@ def build_library(url: str, count: int) -> tuple[Any, np.ndarray, np.ndarray]:
     from face_assets.core.storage.codecs import encode_embedding
     from face_assets.core.storage.schema import FacesTable, MediaFileTable, MediaItemsTable, PersonsTable
     from face_assets.core.storage.store import FaceStore
-    from face_assets_tests.library import insert_rows
+    from face_assets_devtools.library import insert_rows
 
     vectors, identity, centres = synthetic_library(count)
     store = FaceStore.from_url(url, upgrade=True)
@@ -257,24 +252,13 @@ def match_batches(store: Any, centres: np.ndarray, repeats: int, folder: Path) -
 
 
 def matching(backend: str, count: int, repeats: int) -> dict[str, Any]:
-    with tempfile.TemporaryDirectory() as tmp:
-        server = None
-        if backend == "sqlite":
-            url = f"sqlite:///{tmp}/library.db"
-        else:
-            from face_assets_tests.servers import SERVERS
-
-            server = SERVERS[backend]()
-            url = server.new_database()
-        try:
-            started = time.perf_counter()
-            store, centres, _ = build_library(url, count)
-            built = time.perf_counter() - started
-            timings = match_batches(store, centres, repeats, Path(tmp))
-            store.dispose()
-        finally:
-            if server is not None:
-                server.close()
+    with tempfile.TemporaryDirectory() as tmp, ThrowawayDatabases(backend) as databases:
+        url = databases.new(Path(tmp) / "library.db")
+        started = time.perf_counter()
+        store, centres, _ = build_library(url, count)
+        built = time.perf_counter() - started
+        timings = match_batches(store, centres, repeats, Path(tmp))
+        store.dispose()
     return {"backend": backend, "faces": count, "build_seconds": built,
             "match_seconds_median": statistics.median(timings), "match_seconds": timings}  # fmt: skip
 
@@ -286,7 +270,7 @@ def batch_runs(count: int, repeats: int) -> dict[str, Any]:
     models (2 faces per photo) so that the time is the pipeline's, not the models'. One more
     batch is run with every statement's returned rows counted; and the library-wide embedding
     check, which every batch ran before checks looked at their batch only, is timed alone."""
-    from face_assets_tests.library import add_batch, counting_reads, run_batch
+    from face_assets_devtools.library import add_batch, counting_reads, run_batch
 
     with tempfile.TemporaryDirectory() as tmp:
         started = time.perf_counter()
@@ -335,7 +319,7 @@ def main() -> int:
     parser.add_argument("--backends", nargs="+", default=["sqlite", "postgresql"])
     parser.add_argument("--batch-run-sizes", type=int, nargs="*", default=[100_000, 1_000_000])
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--json", type=Path)
+    add_json_argument(parser)
     parser.add_argument("--one-clustering", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one_clustering:
@@ -393,8 +377,7 @@ def main() -> int:
               f"({row['rows_from_persons']})  {row['library_check_seconds']:.2f}")  # fmt: skip
         print("  steps: " + ", ".join(f"{k} {v:.2f}" for k, v in row["step_seconds"].items()))
         sys.stdout.flush()
-    if args.json:
-        args.json.write_text(json.dumps(report, indent=1))
+    write_json(args.json, report)
     return 0
 
 

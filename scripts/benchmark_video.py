@@ -1,6 +1,7 @@
 """Videos: decoding and the whole pipeline on a long clip made from the PyPI sample's photos.
 
     python scripts/benchmark_video.py [--minutes 10] [--size 1280x720] [--fps 30] [--repeats 3]
+                                      [--json PATH]
 
 Makes one H.264 clip (scenes of 20 s, one or two people, slow pans and zooms), then reports,
 median of the repeats, at FACE_ASSETS_VIDEO_FPS (default 1 frame per second of video):
@@ -15,11 +16,8 @@ median of the repeats, at FACE_ASSETS_VIDEO_FPS (default 1 frame per second of v
 from __future__ import annotations
 
 import argparse
-import json
-import resource
 import shutil
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -27,21 +25,25 @@ from pathlib import Path
 import dagster as dg
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from face_assets.core.evaluation import labelled_images  # noqa: E402
-from face_assets.core.samples import celebrity_sample  # noqa: E402
-from face_assets.core.settings import get_settings  # noqa: E402
-from face_assets.core.vision.lazy import quiet_tensorflow  # noqa: E402
-from face_assets.core.vision.transforms import embedding_crop  # noqa: E402
-from face_assets.core.vision.video import probe_video, sample_frames  # noqa: E402
-from face_assets.resources import FaceModelsResource  # noqa: E402
-from face_assets.runs import materialize_pipeline  # noqa: E402
-from face_assets_tests.clips import Scene, make_clip  # noqa: E402
+from face_assets.core.evaluation import labelled_images
+from face_assets.core.settings import get_settings
+from face_assets.core.vision.lazy import quiet_tensorflow
+from face_assets.core.vision.transforms import embedding_crop
+from face_assets.core.vision.video import probe_video, sample_frames
+from face_assets.resources import FaceModelsResource
+from face_assets.runs import materialize_pipeline
+from face_assets_devtools.clips import Scene, make_clip
+from face_assets_devtools.harness import (
+    add_json_argument,
+    peak_rss_mb,
+    print_report,
+    sample_folder,
+    write_json,
+)
 
 
 def scenes(minutes: float) -> list[Scene]:
-    photos = [path for path, _ in labelled_images(celebrity_sample(get_settings().samples_dir))]
+    photos = [path for path, _ in labelled_images(sample_folder())]
     count = max(int(minutes * 3), 1)  # 20 s each
     motions = ("pan", "zoom", "still")
     return [
@@ -56,7 +58,7 @@ def main() -> None:
     parser.add_argument("--size", default="1280x720")
     parser.add_argument("--fps", type=int, default=30)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--json", action="store_true")
+    add_json_argument(parser)
     args = parser.parse_args()
     quiet_tensorflow()
     settings = get_settings()
@@ -134,9 +136,10 @@ def main() -> None:
         "end_to_end_s_runs": [round(r, 1) for r in runs],
         "end_to_end_video_s_per_s": round(length / statistics.median(runs), 1),
         "end_to_end_over_models_alone": round((detect_s + embed_s) / statistics.median(runs), 3),
-        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+        "peak_rss_mb": round(peak_rss_mb()),
     }
-    print(json.dumps(report) if args.json else "\n".join(f"{k:30} {v}" for k, v in report.items()))
+    print_report(report, width=30)
+    write_json(args.json, report)
     shutil.rmtree(work, ignore_errors=True)
 
 

@@ -46,13 +46,12 @@ import dagster as dg
 from sqlalchemy import insert, text
 
 from face_assets.core import correction
-from face_assets.core.samples import celebrity_sample
-from face_assets.core.settings import get_settings
 from face_assets.core.storage.schema import LocksTable, utcnow
 from face_assets.core.storage.store import FaceStore
+from face_assets_devtools.harness import sample_folder
+from face_assets_devtools.servers import PostgresServer
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # the tests' throwaway database servers
 KILL_STEPS = ("register", "detect", "embed", "cluster", "gallery")
 DRILLS = (
     *(f"kill-{step}" for step in KILL_STEPS),
@@ -297,8 +296,6 @@ def drill(name: str, root: Path, photos: list[Path], others: list[Path]) -> Outc
     server = None
     url = None
     if name == "server-down":
-        from face_assets_tests.servers import PostgresServer
-
         server = PostgresServer()
         url = server.new_database()
     space = Workspace(root, photos, url)
@@ -386,7 +383,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--photos", type=int, default=24, help="photos of the PyPI sample per drill")
     parser.add_argument("--only", nargs="+", choices=DRILLS, default=list(DRILLS))
     args = parser.parse_args(argv)
-    sample = celebrity_sample(get_settings().samples_dir)
+    sample = sample_folder()
     people = sorted(p for p in (sample / "train").iterdir() if p.is_dir())
     per_person = -(-args.photos // len(people))
     photos = [photo for person in people for photo in sorted(person.glob("*.jpg"))[:per_person]][

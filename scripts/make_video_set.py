@@ -19,13 +19,10 @@ from __future__ import annotations
 import argparse
 import random
 import shutil
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from face_assets.core.evaluation import labelled_images  # noqa: E402
-from face_assets_tests.clips import Scene, make_clip  # noqa: E402
+from face_assets.core.evaluation import labelled_images
+from face_assets_devtools.clips import Scene, make_clip
 
 MOTIONS = ("pan", "zoom", "still")
 EXTENSIONS = (".mp4", ".mov", ".mkv", ".webm", ".avi")

@@ -19,6 +19,7 @@ Sets, all made from FACES (an `<identity>/<photo>` folder, lfw-tune's `persons/`
 - `phone`: photos of 4032 x 3024 as scripts/phone_photos.py writes them, decoded as the
   pipeline decodes them for detection;
 - `frames`: 12 MP frames of scripts/sweep_detection_scale.py, 12 faces of 20-400 px each;
+  both made by face_assets_devtools/phone_photos.py;
 - `photos`: FACES' own photos (every n-th), as they are.
 
 For each: the detector's ms per photo (median; TensorFlow's first, so its warm-up never falls on
@@ -30,7 +31,6 @@ the embedder alone: the cosine of its embeddings of TensorFlow's own crops (boxe
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import tempfile
@@ -40,8 +40,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import phone_photos
-import sweep_detection_scale as sweep
 
 from face_assets.core.settings import get_settings
 from face_assets.core.vision import graphs
@@ -52,6 +50,8 @@ from face_assets.core.vision.lazy import quiet_tensorflow
 from face_assets.core.vision.photo import decode_photo
 from face_assets.core.vision.transforms import embedding_crop
 from face_assets.core.vision.types import DetectedFace
+from face_assets_devtools.harness import add_json_argument, write_json
+from face_assets_devtools.phone_photos import BINS_PX, GRID, SourcePool, make_frame, make_phone_photos
 
 MATCH_IOU = 0.9
 MATCH_COSINE = 0.999
@@ -143,16 +143,16 @@ def photo_sets(faces: Path, phone: int, frames: int, photos: int, tmp: Path) -> 
     sets: dict[str, list[np.ndarray]] = {}
     if phone:
         folder = tmp / "phone"
-        phone_photos.make_phone_photos(faces, folder, phone, 1 / 7, 0.0, 0)
+        make_phone_photos(faces, folder, phone, 1 / 7, 0.0, 0)
         sets["phone"] = [decode_photo(p, 1600).pixels for p in sorted(folder.glob("*.jpg"))]
     if frames:
         rng = np.random.default_rng(1)
-        pool = phone_photos.SourcePool(faces, seed=1)
-        per_frame = sweep.GRID[0] * sweep.GRID[1]
-        plan = [sweep.BINS_PX[i % len(sweep.BINS_PX)] for i in range(frames * per_frame)]
+        pool = SourcePool(faces, seed=1)
+        per_frame = GRID[0] * GRID[1]
+        plan = [BINS_PX[i % len(BINS_PX)] for i in range(frames * per_frame)]
         rng.shuffle(plan)
         bins = [plan[n * per_frame : (n + 1) * per_frame] for n in range(frames)]
-        sets["frames"] = [sweep.make_frame(rng, pool, b).pixels for b in bins]
+        sets["frames"] = [make_frame(rng, pool, b).pixels for b in bins]
     if photos:
         files = sorted(faces.rglob("*.jpg"))
         sets["photos"] = [decode_photo(p, 1600).pixels for p in files[:: max(1, len(files) // photos)]]
@@ -231,7 +231,7 @@ def main() -> None:
     parser.add_argument("--phone", type=int, default=56, help="phone photos (0: none)")
     parser.add_argument("--frames", type=int, default=16, help="12 MP frames of 12 faces (0: none)")
     parser.add_argument("--photos", type=int, default=400, help="FACES' own photos (0: none)")
-    parser.add_argument("--json", type=Path, help="also write the report to this file")
+    add_json_argument(parser)
     args = parser.parse_args()
     quiet_tensorflow()
     models_dir = get_settings().models_dir
@@ -260,8 +260,7 @@ def main() -> None:
             cells = " ".join(f"{c}={row[c]}" for c in columns if c in row)
             extra = f" photos_rerun={row['photos_rerun']}" if "photos_rerun" in row else ""
             print(f"{name:28s} {set_name:7s} {cells}{extra}")
-    if args.json:
-        args.json.write_text(json.dumps(report, indent=2))
+    write_json(args.json, report)
 
 
 if __name__ == "__main__":

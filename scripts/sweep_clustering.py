@@ -1,6 +1,7 @@
 """Chooses the clustering defaults on labelled photos: sweeps the parameters and prints the table.
 
     python scripts/sweep_clustering.py DIR [--identity-depth N] [--cache FILE.db] [--pick center]
+                                       [--json PATH]
 
 DIR is in `<identity>/...` layout: the top-level folder under DIR names the person of every
 photo below it, as in `face-assets evaluate` (for the tuning set, whose `persons/` and
@@ -21,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
 import sys
 import tempfile
 import time
@@ -35,6 +35,7 @@ from face_assets.core.clustering.cluster import ClusterParams
 from face_assets.core.evaluation import FREQUENT, labelled_images, pick_face, rare_fates, score_clusters
 from face_assets.core.person import plan_persons
 from face_assets.core.storage.store import FaceStore
+from face_assets_devtools.harness import add_json_argument, write_json
 
 
 def embed_folder(folder: Path, cache: Path) -> None:
@@ -182,7 +183,7 @@ def main() -> int:
     parser.add_argument("--voters", type=int, nargs="+", default=[2, 3, 5])
     parser.add_argument("--min-size", type=int, nargs="+", default=[2, 3, 4])
     parser.add_argument("--neighbours", type=int, nargs="+", default=[ClusterParams().neighbours])
-    parser.add_argument("--json", type=Path, help="also write every row to this file")
+    add_json_argument(parser)
     parser.add_argument("--precision-floor", type=float, default=0.99)
     args = parser.parse_args()
 
@@ -211,8 +212,7 @@ def main() -> int:
         rows.append(row)
         print(" ".join(f"{row[c]:>9.3f}" if isinstance(row[c], float) else f"{row[c]:>9}" for c in columns))
         sys.stdout.flush()
-    if args.json:
-        args.json.write_text(json.dumps(rows, indent=1))
+    write_json(args.json, rows)
     # The rule the defaults follow: merging two people costs more than a photo left waiting, so
     # the best F among the settings that keep precision at the floor.
     precise = [r for r in rows if r["bcubed_p"] >= args.precision_floor]

@@ -1,14 +1,15 @@
 """The detector's working scale, chosen by measurement: recall by face size against time per photo.
 
     python scripts/sweep_detection_scale.py FACES [--frames 40] [--scales 960 1280 1600 2016 1280+tiles]
-                                            [--seed 0] [--json OUT]
+                                            [--seed 0] [--json PATH]
 
 FACES is an `<identity>/<photo>` folder with one face per photo (lfw-tune's `persons/`). Each
 of `--frames` frames of 4032 x 3024 px (a phone's 12 MP) holds 12 faces of different people,
 one in each cell of a 4 x 3 grid (so well apart), each pasted at one of the face widths
 20, 30, 45, 64, 80, 90, 128, 180, 256, 400 px (+-5 %; every width equally often), on a smooth
 background with sensor noise, then encoded as JPEG quality 92 and decoded, as phones write
-them. The true boxes come from detecting each face photo at its own size (see phone_photos.py).
+them (face_assets_devtools/phone_photos.py makes the frames). The true boxes come from
+detecting each face photo at its own size.
 
 A candidate `S` is the product's detector with `max_side_px=S`, given the full upright frame
 (it shrinks the frame itself; decoding is not timed). `S+tiles` is two passes: the whole frame
@@ -23,8 +24,6 @@ part of it spent resizing the frame to S (timed apart).
 from __future__ import annotations
 
 import argparse
-import io
-import json
 import os
 import statistics
 import sys
@@ -36,53 +35,15 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from face_assets.core.settings import get_settings
+from face_assets.core.vision.detection import make_detector
+from face_assets_devtools.harness import add_json_argument, write_json
+from face_assets_devtools.phone_photos import BINS_PX, GRID, PHONE_PX, SourcePool, make_frame
 
-import phone_photos  # noqa: E402
-
-from face_assets.core.settings import get_settings  # noqa: E402
-from face_assets.core.vision.detection import make_detector  # noqa: E402
-
-BINS_PX = (20, 30, 45, 64, 80, 90, 128, 180, 256, 400)
 GROUP_BINS = (80, 90, 128, 180, 256)  # the face widths of phones' group shots (80-300 px at 12 MP)
-GRID = (4, 3)  # cells across, down
-CONTEXT = 2.2  # the pasted square around a face, in face widths
 MIN_SCORE = 0.9
 MATCH_IOU = 0.5
 Box = tuple[float, float, float, float]
-
-
-@dataclass
-class Frame:
-    pixels: np.ndarray  # upright RGB uint8, as decoded
-    boxes: list[Box]
-    bins: list[int]
-
-
-def make_frame(rng: np.random.Generator, pool: phone_photos.SourcePool, bins: list[int]) -> Frame:
-    """One 12 MP frame with a face of each width in `bins`, one per grid cell."""
-    width, height = phone_photos.PHONE_PX
-    unrelated = pool.photos[int(rng.integers(len(pool.photos)))][0] if rng.random() < 0.5 else None
-    canvas = phone_photos.background(rng, width, height, unrelated)
-    cell_w, cell_h = width // GRID[0], height // GRID[1]
-    boxes: list[Box] = []
-    identities: set[str] = set()
-    for cell, face_bin in enumerate(bins):
-        source = pool.draw(exclude=identities)
-        identities.add(source.identity)
-        face_px = face_bin * rng.uniform(0.95, 1.05)
-        cx0, cy0 = (cell % GRID[0]) * cell_w, (cell // GRID[0]) * cell_h
-        # The pasted square stays inside its cell: faces never touch each other's pastes.
-        _, rect = phone_photos.placed(source, face_px, (0.0, 0.0), CONTEXT)
-        slack_x = max(cell_w - (rect[2] - rect[0]), 0.0)
-        slack_y = max(cell_h - (rect[3] - rect[1]), 0.0)
-        centre = (cx0 - rect[0] + rng.uniform(0, slack_x), cy0 - rect[1] + rng.uniform(0, slack_y))
-        boxes.append(phone_photos.paste_face(canvas, source, face_px, centre, CONTEXT))
-    buffer = io.BytesIO()
-    canvas.save(buffer, format="JPEG", quality=phone_photos.JPEG_QUALITY)
-    pixels = np.asarray(Image.open(buffer).convert("RGB"), dtype=np.uint8)
-    return Frame(pixels, boxes, list(bins))
 
 
 def iou(a: Box, b: Box) -> float:
@@ -185,9 +146,9 @@ def shrink_ms(image: np.ndarray, max_side: int) -> float:
 
 def sweep(faces: Path, frames: int, candidates: list[Candidate], seed: int) -> dict[str, Any]:
     rng = np.random.default_rng(seed)
-    pool = phone_photos.SourcePool(faces, seed=seed)
+    pool = SourcePool(faces, seed=seed)
     models_dir = get_settings().models_dir
-    width, height = phone_photos.PHONE_PX
+    width, height = PHONE_PX
     for candidate in candidates:
         candidate.load(models_dir, width, height)
     per_frame = GRID[0] * GRID[1]
@@ -270,14 +231,13 @@ def main() -> None:
     parser.add_argument("--scales", nargs="+", default=["960", "1280", "1600", "2016", "1280+tiles"])
     parser.add_argument("--tile-overlap", type=int, default=192, help="px shared by neighbouring tiles")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--json", type=Path, help="write the full results here")
+    add_json_argument(parser)
     args = parser.parse_args()
     candidates = [parse_candidate(text, args.tile_overlap) for text in args.scales]
     report = sweep(args.faces, args.frames, candidates, args.seed)
     print(table(report))
     print(f"\n{report['seconds']:.0f} s of frames and detection", file=sys.stderr)
-    if args.json:
-        args.json.write_text(json.dumps(report, indent=1) + "\n")
+    write_json(args.json, report)
 
 
 if __name__ == "__main__":

@@ -28,13 +28,10 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
+from face_assets_devtools.deployment import EXACTLY_ONCE_SQL
+from face_assets_devtools.harness import print_report, sample_folder
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # the project's own modules, from a checkout
-
-from face_assets.core.samples import celebrity_sample  # noqa: E402
-from face_assets.core.settings import get_settings  # noqa: E402
-from face_assets_tests.deployment import EXACTLY_ONCE_SQL  # noqa: E402
-
 PROJECT = "face-assets-verify"
 BASE_IMAGE = "face-assets-offline/debian-python:3.11-bookworm"
 DEBIAN_PACKAGES = ["docker.io", "docker-compose", "debootstrap"]
@@ -118,7 +115,7 @@ def wait_for(what: str, check: Callable[[], object], seconds: float) -> object:
 
 def sample_photos(media: Path) -> int:
     """The PyPI sample (118 photos of 5 people) copied into the media folder."""
-    source = celebrity_sample(get_settings().samples_dir)
+    source = sample_folder()
     count = 0
     for photo in sorted(source.rglob("*.jpg")):
         target = media / photo.relative_to(source)
@@ -248,8 +245,7 @@ def main() -> int:
     except Failure as error:
         print(f"compose verification failed: {error}", file=sys.stderr)
         return 2
-    for key, value in report.items():
-        print(f"{key:34} {value}")
+    print_report(report)
     print("compose verification passed")
     return 0
 

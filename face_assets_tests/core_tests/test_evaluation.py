@@ -13,7 +13,7 @@ from face_assets.core.evaluation import (
     score_clusters,
     video_appearances,
 )
-from face_assets_tests.clips import Scene, make_clip
+from face_assets_devtools.clips import Scene, make_clip
 
 
 def _clusters(predicted: list[int | None]) -> list[object]:

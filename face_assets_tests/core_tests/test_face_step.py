@@ -14,7 +14,7 @@ from face_assets.core.media_item import register_folder
 from face_assets.core.storage.store import FaceStore
 from face_assets.core.thumbnail import thumbnail_relpath
 from face_assets.core.vision.types import DetectedFace, RGBImage
-from face_assets_tests.clips import Scene, make_clip
+from face_assets_devtools.clips import Scene, make_clip
 from face_assets_tests.conftest import url_of
 
 

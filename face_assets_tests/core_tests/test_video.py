@@ -16,7 +16,7 @@ from face_assets.core.storage.store import FaceStore
 from face_assets.core.vision.media import identify_media, open_media
 from face_assets.core.vision.transforms import MediaDecodeError
 from face_assets.core.vision.video import VideoInfo, probe_video, sample_frames
-from face_assets_tests.clips import Scene, make_audio_only, make_clip, scene_frame, truncate
+from face_assets_devtools.clips import Scene, make_audio_only, make_clip, scene_frame, truncate
 
 
 @pytest.fixture(scope="module")

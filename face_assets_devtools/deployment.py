@@ -22,7 +22,7 @@ import dagster as dg
 from sqlalchemy import make_url, text
 
 from face_assets.core.storage.store import FaceStore
-from face_assets_tests.servers import RedisServer, ThrowawayServer
+from face_assets_devtools.servers import RedisServer, ThrowawayServer
 
 ROOT = Path(__file__).resolve().parents[1]
 DAGSTER_YAML = ROOT / "deploy" / "dagster-celery.yaml"

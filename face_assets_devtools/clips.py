@@ -1,5 +1,5 @@
-"""Real video files made from real photos, for the tests: scenes of one or more photos with a slow
-pan or zoom (so a face moves across frames), encoded by FFmpeg through PyAV."""
+"""Real video files made from real photos, for the tests and the scripts: scenes of one or more
+photos with a slow pan or zoom (so a face moves across frames), encoded by FFmpeg through PyAV."""
 
 from __future__ import annotations
 
