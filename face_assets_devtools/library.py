@@ -99,13 +99,19 @@ def fill_library(store: FaceStore, faces: int, persons: int | None = None, seed:
                  "IsUserVerified": False, "IsRejected": False}
                 for r in part
             ])  # fmt: skip
-    if store.engine.dialect.name == "postgresql":  # explicit ids leave the sequences behind
-        with store.engine.begin() as conn:
-            for table in ("MediaFile", "MediaItems", "Faces", "Persons"):
-                conn.execute(
-                    text(f"SELECT setval(pg_get_serial_sequence('\"{table}\"', 'Id'), "
-                         f"(SELECT MAX(\"Id\") FROM \"{table}\"))")
-                )  # fmt: skip
+    fix_sequences(store)
+
+
+def fix_sequences(store: FaceStore) -> None:
+    """Rows written with explicit ids leave PostgreSQL's sequences behind; move them past."""
+    if store.engine.dialect.name != "postgresql":
+        return
+    with store.engine.begin() as conn:
+        for table in ("MediaFile", "MediaItems", "Faces", "Persons"):
+            conn.execute(
+                text(f"SELECT setval(pg_get_serial_sequence('\"{table}\"', 'Id'), "
+                     f"(SELECT MAX(\"Id\") FROM \"{table}\"))")
+            )  # fmt: skip
 
 
 FACES_PER_PHOTO = 2

@@ -162,7 +162,7 @@ def build_library(url: str, count: int) -> tuple[Any, np.ndarray, np.ndarray]:
     from face_assets.core.storage.codecs import encode_embedding
     from face_assets.core.storage.schema import FacesTable, MediaFileTable, MediaItemsTable, PersonsTable
     from face_assets.core.storage.store import FaceStore
-    from face_assets_devtools.library import insert_rows
+    from face_assets_devtools.library import fix_sequences, insert_rows
 
     vectors, identity, centres = synthetic_library(count)
     store = FaceStore.from_url(url, upgrade=True)
@@ -204,22 +204,8 @@ def build_library(url: str, count: int) -> tuple[Any, np.ndarray, np.ndarray]:
                   "PersonAssignedBy": "cluster" if person[r] >= 0 else "noise",
                   "IsRejected": False} for r in rows],
             )  # fmt: skip
-    _fix_sequences(store)
+    fix_sequences(store)
     return store, centres[kept], person_of_identity[kept]
-
-
-def _fix_sequences(store: Any) -> None:
-    """Explicit ids leave PostgreSQL's sequences behind; move them past the rows."""
-    if store.engine.dialect.name != "postgresql":
-        return
-    from sqlalchemy import text
-
-    with store.engine.begin() as conn:
-        for table in ("MediaFile", "MediaItems", "Faces", "Persons"):
-            conn.execute(
-                text(f"SELECT setval(pg_get_serial_sequence('\"{table}\"', 'Id'), "
-                     f"(SELECT MAX(\"Id\") FROM \"{table}\"))")
-            )  # fmt: skip
 
 
 def match_batches(store: Any, centres: np.ndarray, repeats: int, folder: Path) -> list[float]:
