@@ -7,9 +7,14 @@ APT := DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get
 # Redis as the broker of the Celery worker tests.
 SYSTEM_PACKAGES := chromium postgresql mariadb-server odbc-mariadb unixodbc tdsodbc redis-server
 
-.PHONY: test system-packages verify-compose
+.PHONY: test fast system-packages verify-compose
 test: system-packages
 	pytest
+
+# The fast lane while working: every test that needs no real model (the stub models stand in),
+# on two processes. The full suite (`make test`) stays what CI runs.
+fast: system-packages
+	pytest -m "not slow" -n 2 -q
 
 system-packages:
 	@missing=$$(for p in $(SYSTEM_PACKAGES); do \

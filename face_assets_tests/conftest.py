@@ -49,6 +49,21 @@ def celebrity_folder() -> Path:
     return celebrity_sample(get_settings().samples_dir)
 
 
+@pytest.fixture(scope="session")
+def stub_people(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The sample's layout and identities drawn for the stub models: one colour per person."""
+    from face_assets_devtools.stub_people import make_stub_people
+
+    return make_stub_people(tmp_path_factory.mktemp("stub-people"), IDENTITIES, {"train": 9, "val": 2})
+
+
+@pytest.fixture
+def stub_models(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The stub detector and embedder for this test (core/vision/stub.py): no model files."""
+    monkeypatch.setenv("FACE_ASSETS_DETECTOR", "stub")
+    monkeypatch.setenv("FACE_ASSETS_EMBEDDER", "stub")
+
+
 def write_non_face_image(path: Path) -> Path:
     """A smooth colour gradient: a real image with nothing face-like in it."""
     y, x = np.mgrid[0:240, 0:320]

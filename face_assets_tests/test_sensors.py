@@ -24,15 +24,14 @@ from face_assets.runs import materialize_pipeline
 from face_assets.sensors import build_new_media_items_sensor
 from face_assets_tests.conftest import IDENTITIES, insert_returning_id, sql, url_of
 
-pytestmark = pytest.mark.slow
-
 
 @pytest.fixture
 def library(
-    tmp_path: Path, db_url: str, monkeypatch: pytest.MonkeyPatch, celebrity_folder: Path, models_dir: Path
+    tmp_path: Path, db_url: str, monkeypatch: pytest.MonkeyPatch, stub_people: Path, stub_models: None
 ):
     """An application database whose persons come from 5 photos of each identity; `later` holds
-    other photos of the same people, from the sample's validation split."""
+    other photos of the same people, from the validation split. The stub models: what is tested
+    here is the batches, runs and locks around them."""
     monkeypatch.setenv("DATABASE_URL", db_url)
     FaceStore.from_url(db_url, upgrade=True).dispose()  # `face-assets db init`
     monkeypatch.setenv("THUMBNAIL_SAVE_PATH", str(tmp_path / "thumbnails"))
@@ -41,9 +40,9 @@ def library(
     later: dict[str, list[Path]] = {}
     for identity in IDENTITIES:
         (known / identity).mkdir(parents=True)
-        for photo in sorted((celebrity_folder / "train" / identity).glob("*.jpg"))[4:9]:
+        for photo in sorted((stub_people / "train" / identity).glob("*.jpg"))[4:9]:
             shutil.copy(photo, known / identity / photo.name)
-        later[identity] = sorted((celebrity_folder / "val" / identity).glob("*.jpg"))[:2]
+        later[identity] = sorted((stub_people / "val" / identity).glob("*.jpg"))[:2]
     instance = dg.DagsterInstance.ephemeral()
     assert materialize_pipeline(known, instance=instance).success
     return FaceStore.from_url(db_url), instance, later
@@ -164,7 +163,8 @@ def test_a_failed_batch_waits_visibly_and_its_rerun_processes_every_row_once(
 ) -> None:
     store, instance, later = library
     ids = insert_rows(store, [later[identity][0] for identity in IDENTITIES])
-    # A model error injected through configuration: no model files and no package index.
+    # A model error injected through configuration: a real model, no files, no package index.
+    monkeypatch.setenv("FACE_ASSETS_DETECTOR", "retinaface-mobilenet")
     monkeypatch.setenv("FACE_ASSETS_MODELS_DIR", str(tmp_path / "no-models"))
     monkeypatch.setenv("FACE_ASSETS_MODELS_OFFLINE", "true")
     result = tick(instance)
@@ -177,6 +177,7 @@ def test_a_failed_batch_waits_visibly_and_its_rerun_processes_every_row_once(
     waiting = tick(instance, result.cursor)
     assert isinstance(waiting, dg.SkipReason)  # not retried in a loop: the failed batch waits
 
+    monkeypatch.setenv("FACE_ASSETS_DETECTOR", "stub")
     monkeypatch.delenv("FACE_ASSETS_MODELS_DIR")
     monkeypatch.delenv("FACE_ASSETS_MODELS_OFFLINE")
     assert execute(instance, key).success
