@@ -127,3 +127,49 @@ def test_the_readme_is_a_front_door() -> None:
     contents = re.findall(r"^- \[(.+?)\]\(#([\w-]+)\)", text, flags=re.M)
     assert [title for title, _ in contents] == [h for h in headings if h != "Contents"]
     assert text.index("```bash\npython3 -m venv") < text.index("```bash\nmake test")
+
+
+def _variable(name: str, info: object) -> str:
+    """The variable a Settings field is read from (its first alias, else FACE_ASSETS_NAME)."""
+    alias = getattr(info, "validation_alias", None)
+    choices = getattr(alias, "choices", None)
+    return str(choices[0]) if choices else f"FACE_ASSETS_{name.upper()}"
+
+
+def _shown(value: object) -> str:
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def _plain_defaults() -> dict[str, str]:
+    """Each setting's variable and its default as written, where the default is a plain value
+    (not a path worked out at run time, not unset)."""
+    from face_assets.core.settings import Settings
+
+    plain = {}
+    for name, info in Settings.model_fields.items():
+        if info.default_factory is None and isinstance(info.default, (str, int, float, bool)):
+            plain[_variable(name, info)] = _shown(info.default)
+    return plain
+
+
+def test_env_example_lists_every_setting_with_its_default() -> None:
+    from face_assets.core.settings import Settings
+
+    written = dict(
+        line.split("=", 1)
+        for line in (ROOT / ".env.example").read_text(encoding="utf-8").splitlines()
+        if line and not line.startswith("#")
+    )
+    variables = {_variable(name, info) for name, info in Settings.model_fields.items()}
+    assert set(written) == variables
+    for variable, default in _plain_defaults().items():
+        assert written[variable] == default, variable
+
+
+def test_the_readmes_settings_table_gives_the_defaults_the_settings_have() -> None:
+    rows = re.findall(r"^\| `(\w+)` \| `([^`]*)` \|", (ROOT / "README.md").read_text(encoding="utf-8"), re.M)
+    plain = _plain_defaults()
+    assert len(rows) > 15
+    for variable, default in rows:
+        if variable in plain:
+            assert default == plain[variable], variable
