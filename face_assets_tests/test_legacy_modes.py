@@ -17,22 +17,26 @@ from face_assets.core.vision.types import DetectedFace
 from face_assets_tests.conftest import BACKENDS, IDENTITIES, new_database_url
 from face_assets_tests.test_cli import face_assets, run
 
-pytestmark = pytest.mark.slow
 FACE = DetectedFace((20.0, 20.0, 120.0, 120.0), 0.99, ((60.0, 60.0),) * 5)
 
 
 @pytest.fixture
-def workdir(
-    request: pytest.FixtureRequest, tmp_path: Path, celebrity_folder: Path, models_dir: Path
-) -> dict[str, Path]:
+def workdir(request: pytest.FixtureRequest, tmp_path: Path) -> dict[str, Path]:
     """A working folder with its own data folder and Dagster home, and two sets of photos:
-    5 per identity, then 2 more per identity. The database is the default SQLite file unless
-    the test asks for a backend (indirect parametrisation)."""
+    5 per identity, then 2 more per identity: squares of colour on the stub models, what the
+    modes do being the subject; real photos and models for a test marked slow. The database is
+    the default SQLite file unless the test asks for a backend (indirect parametrisation)."""
+    if request.node.get_closest_marker("slow"):
+        request.getfixturevalue("models_dir")
+        people = request.getfixturevalue("celebrity_folder")
+    else:
+        request.getfixturevalue("stub_models")
+        people = request.getfixturevalue("stub_people")
     first, second = tmp_path / "first", tmp_path / "second"
     for identity in IDENTITIES:
         for folder, photos in (
-            (first, sorted((celebrity_folder / "train" / identity).glob("*.jpg"))[4:9]),
-            (second, sorted((celebrity_folder / "val" / identity).glob("*.jpg"))[:2]),
+            (first, sorted((people / "train" / identity).glob("*.jpg"))[4:9]),
+            (second, sorted((people / "val" / identity).glob("*.jpg"))[:2]),
         ):
             (folder / identity).mkdir(parents=True)
             for photo in photos:
@@ -148,6 +152,7 @@ def test_dry_run_writes_nothing_at_all(workdir) -> None:
     assert not (root / "thumbs").exists()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("workdir", BACKENDS, indirect=True)
 def test_corrections_on_real_photos_survive_both_recluster_modes(workdir) -> None:
     cli(workdir, "all", str(workdir["first"]))
