@@ -103,16 +103,11 @@ def _split_same_media_item(
     members: NDArray[np.int64], media_item_ids: NDArray[np.int64], vectors: NDArray[np.float32]
 ) -> NDArray[np.int64]:
     """Drops all but the most central face of each media item from one cluster."""
-    centroid = vectors[members].mean(axis=0)
-    order = members[np.argsort(-(vectors[members] @ centroid), kind="stable")]
-    seen: set[int] = set()
-    kept = []
-    for face in order:
-        item = int(media_item_ids[face])
-        if item not in seen:
-            seen.add(item)
-            kept.append(face)
-    return np.sort(np.asarray(kept, dtype=np.int64))
+    centrality = vectors[members] @ vectors[members].mean(axis=0)
+    kept = membership.one_per_media_item(
+        np.zeros(len(members), dtype=np.int64), centrality, media_item_ids[members], np.zeros(0, np.int64)
+    )
+    return members[kept >= 0]
 
 
 def settle(

@@ -15,7 +15,14 @@ from face_assets.core.clustering.graph import (
     knn_graph,
     subgraph,
 )
-from face_assets.core.clustering.membership import Rule, enough_for_a_person, fixed_point, group_sums
+from face_assets.core.clustering.membership import (
+    Rule,
+    enough_for_a_person,
+    fixed_point,
+    group_sums,
+    one_per_media_item,
+    pair_keys,
+)
 from face_assets.core.clustering.params import ClusterParams
 from face_assets.core.clustering.vectors import NOISE, l2_normalize
 
@@ -185,14 +192,5 @@ def match_to_persons(
         best[start : start + 4096] = similarity[np.arange(len(top)), top]
         chosen[start : start + 4096] = centroid_ids[top]
     chosen[best < threshold] = NOISE
-    used = set(taken or ())
-    # Most confident faces first, so a clash inside one media item keeps the better face.
-    for face in np.argsort(-best, kind="stable"):
-        if chosen[face] == NOISE:
-            continue
-        key = (int(media_item_ids[face]), int(chosen[face]))
-        if key in used:
-            chosen[face] = NOISE
-            continue
-        used.add(key)
-    return chosen, best
+    pairs = np.array(sorted(taken or ()), dtype=np.int64).reshape(-1, 2)
+    return one_per_media_item(chosen, best, media_item_ids, pair_keys(pairs[:, 0], pairs[:, 1])), best
