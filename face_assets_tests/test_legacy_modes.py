@@ -17,6 +17,8 @@ from face_assets.core.vision.types import DetectedFace
 from face_assets_tests.conftest import BACKENDS, IDENTITIES, new_database_url
 from face_assets_tests.test_cli import face_assets, run
 
+# Each test runs the command line as processes one after another: minutes, not the fast lane's.
+pytestmark = pytest.mark.slow
 FACE = DetectedFace((20.0, 20.0, 120.0, 120.0), 0.99, ((60.0, 60.0),) * 5)
 
 
@@ -24,9 +26,9 @@ FACE = DetectedFace((20.0, 20.0, 120.0, 120.0), 0.99, ((60.0, 60.0),) * 5)
 def workdir(request: pytest.FixtureRequest, tmp_path: Path) -> dict[str, Path]:
     """A working folder with its own data folder and Dagster home, and two sets of photos:
     5 per identity, then 2 more per identity: squares of colour on the stub models, what the
-    modes do being the subject; real photos and models for a test marked slow. The database is
+    modes do being the subject; real photos and models for the test on real photos. The database is
     the default SQLite file unless the test asks for a backend (indirect parametrisation)."""
-    if request.node.get_closest_marker("slow"):
+    if "real_photos" in request.node.name:
         request.getfixturevalue("models_dir")
         people = request.getfixturevalue("celebrity_folder")
     else:
@@ -152,7 +154,6 @@ def test_dry_run_writes_nothing_at_all(workdir) -> None:
     assert not (root / "thumbs").exists()
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("workdir", BACKENDS, indirect=True)
 def test_corrections_on_real_photos_survive_both_recluster_modes(workdir) -> None:
     cli(workdir, "all", str(workdir["first"]))
