@@ -111,12 +111,16 @@ def test_every_path_the_pages_name_is_in_the_repository() -> None:
 
 
 def test_the_pages_name_no_path_outside_the_repository() -> None:
-    outside = [
-        f"{page.name}: {line.strip()}"
-        for page in PAGES
-        for line in page.read_text(encoding="utf-8").splitlines()
-        if "../shared" in line or "/work/" in line or "/root/" in line
-    ]
+    """No relative path climbs out of the clone, and no absolute path of this machine (the
+    folder the clone sits in, the home folder) is written down."""
+    machine = (f"{ROOT.parent}/", f"{Path.home()}/")
+    outside = []
+    for page in PAGES:
+        for line in page.read_text(encoding="utf-8").splitlines():
+            relative = re.findall(r"(?:\.\./)+[\w./-]*", line)
+            climbing = [p for p in relative if ROOT not in (page.parent / p).resolve().parents]
+            if climbing or any(folder in line for folder in machine):
+                outside.append(f"{page.name}: {line.strip()}")
     assert outside == []
 
 
