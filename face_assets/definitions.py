@@ -10,7 +10,12 @@ from face_assets.assets import ALL_ASSETS
 from face_assets.checks import ALL_CHECKS
 from face_assets.core.settings import get_settings
 from face_assets.jobs import process_batch_job, recluster_persons_job, register_media_job
-from face_assets.resources import FaceModelsResource, FaceStoreResource, ThumbnailStoreResource
+from face_assets.resources import (
+    ClusteringResource,
+    FaceModelsResource,
+    FaceStoreResource,
+    ThumbnailStoreResource,
+)
 from face_assets.schedules import build_recluster_schedule
 from face_assets.sensors import build_media_folder_sensor, build_new_media_items_sensor
 
@@ -20,6 +25,7 @@ def make_resources() -> dict[str, dg.ConfigurableResource]:
     return {
         "face_store": FaceStoreResource(),
         "face_models": FaceModelsResource(),
+        "clustering": ClusteringResource(),
         "thumbnails": ThumbnailStoreResource(),
     }
 

@@ -1,4 +1,5 @@
-"""Dagster resources: the application database, the face models, the thumbnail folder. The
+"""Dagster resources: the application database, the face models, the clustering settings, the
+thumbnail folder. The
 assets read the settings only through them (and through their own config's unset fields)."""
 
 from __future__ import annotations
@@ -8,6 +9,7 @@ from pathlib import Path
 import dagster as dg
 from pydantic import PrivateAttr
 
+from face_assets.core.clustering.params import ClusterParams
 from face_assets.core.face import VideoSampling
 from face_assets.core.settings import Settings, get_settings
 from face_assets.core.storage.store import FaceStore
@@ -78,6 +80,20 @@ class FaceModelsResource(dg.ConfigurableResource):
 
     def get_embedder(self) -> FaceEmbedder:
         return embedder_for(self._settings())
+
+
+class ClusteringResource(dg.ConfigurableResource):
+    """How faces become persons: the clustering settings (FACE_ASSETS_CLUSTER_*,
+    FACE_ASSETS_MATCH_THRESHOLD) and the clustering mode (FACE_ASSETS_RECLUSTER_MODE, None
+    takes the setting). A run's config may still override each knob (PersonClustersConfig)."""
+
+    mode: str | None = None  # match_then_cluster or rebuild
+
+    def params(self) -> ClusterParams:
+        return get_settings().cluster_params()
+
+    def resolved_mode(self) -> str:
+        return get_settings(recluster_mode=self.mode).recluster_mode
 
 
 class ThumbnailStoreResource(dg.ConfigurableResource):

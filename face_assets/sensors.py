@@ -153,8 +153,10 @@ def build_media_folder_sensor(settings: Settings) -> dg.SensorDefinition:
         default_status=dg.DefaultSensorStatus.STOPPED,
         description="Registers new files in the media folder (FACE_ASSETS_MEDIA_DIR).",
     )
-    def media_folder_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult | dg.SkipReason:
-        folder = get_settings().media_dir
+    def media_folder_sensor(
+        context: dg.SensorEvaluationContext, face_store: FaceStoreResource
+    ) -> dg.SensorResult | dg.SkipReason:
+        folder = face_store.media_folder()  # the folder the media_items asset registers
         if folder is None:
             return dg.SkipReason("no media folder configured (FACE_ASSETS_MEDIA_DIR)")
         if not folder.is_dir():

@@ -28,7 +28,12 @@ from face_assets.core.vision.stub import STUB
 from face_assets.core.vision.types import DetectedFace, RGBImage
 from face_assets.jobs import process_batch_job
 from face_assets.partitions import PARTITIONS_NAME
-from face_assets.resources import FaceModelsResource, FaceStoreResource, ThumbnailStoreResource
+from face_assets.resources import (
+    ClusteringResource,
+    FaceModelsResource,
+    FaceStoreResource,
+    ThumbnailStoreResource,
+)
 
 CHUNK = 5000  # rows per INSERT statement while filling
 FACES_PER_PERSON = 20
@@ -264,6 +269,7 @@ def run_job(
     resources = {
         "face_store": ThisStore(),
         "face_models": FaceModelsResource(detector=STUB, embedder=STUB),
+        "clustering": ClusteringResource(),
         "thumbnails": ThumbnailStoreResource(
             path=str(thumbnails), thumbnail_px=32, gallery_path=str(thumbnails.parent / "gallery")
         ),

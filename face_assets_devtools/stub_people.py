@@ -15,15 +15,22 @@ COLOURS = ((210, 40, 40), (40, 170, 60), (50, 80, 210), (210, 180, 30), (170, 50
 
 
 def stub_photo(
-    colour: tuple[int, int, int], rng: np.random.Generator, size: tuple[int, int] = (240, 180)
+    colours: tuple[int, int, int] | list[tuple[int, int, int]],
+    rng: np.random.Generator,
+    size: tuple[int, int] = (240, 180),
 ) -> Image.Image:
-    """A grey picture (with a little noise, as a camera's) and one square of `colour`."""
+    """A grey picture (with a little noise, as a camera's) and one square per colour, each in a
+    band of its own so that two never touch (no colour: a picture without a face)."""
     width, height = size
     pixels = np.clip(rng.normal(150, 4, (height, width, 3)), 0, 255).astype(np.uint8)
-    side = int(rng.integers(40, 90))
-    x, y = int(rng.integers(5, width - side - 5)), int(rng.integers(5, height - side - 5))
-    shade = rng.integers(-12, 13, 3)
-    pixels[y : y + side, x : x + side] = np.clip(np.array(colour) + shade, 0, 255)
+    squares = [colours] if isinstance(colours, tuple) else colours
+    band = width // max(1, len(squares))
+    for index, colour in enumerate(squares):
+        side = int(rng.integers(40, min(90, band - 10)))
+        x = index * band + int(rng.integers(5, band - side - 5))
+        y = int(rng.integers(5, height - side - 5))
+        shade = rng.integers(-12, 13, 3)
+        pixels[y : y + side, x : x + side] = np.clip(np.array(colour) + shade, 0, 255)
     return Image.fromarray(pixels)
 
 

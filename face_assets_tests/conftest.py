@@ -7,6 +7,7 @@ import shutil
 import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -58,10 +59,76 @@ def stub_people(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-def stub_models(monkeypatch: pytest.MonkeyPatch) -> None:
+def stub_models() -> Iterator[None]:
     """The stub detector and embedder for this test (core/vision/stub.py): no model files."""
-    monkeypatch.setenv("FACE_ASSETS_DETECTOR", "stub")
-    monkeypatch.setenv("FACE_ASSETS_EMBEDDER", "stub")
+    with models("stub"):
+        yield
+
+
+# The models a test runs on: the real ones, or the stubs that see a colour square as a face.
+MODELS = ("stub", pytest.param("real", marks=pytest.mark.slow))
+
+
+@contextmanager
+def models(kind: str) -> Iterator[None]:
+    """The settings choose `kind`'s detector and embedder inside the block (the process's
+    environment, so command-line processes started in it inherit the choice)."""
+    with pytest.MonkeyPatch.context() as patch:
+        if kind == "stub":
+            patch.setenv("FACE_ASSETS_DETECTOR", "stub")
+            patch.setenv("FACE_ASSETS_EMBEDDER", "stub")
+        yield
+
+
+@pytest.fixture(scope="session")
+def stub_photo_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """`photo_folder`'s layout drawn for the stub models: the same identities and counts, the
+    two-face photo (its identity's colour and a stranger's) and a picture without a face."""
+    from face_assets_devtools.stub_people import COLOURS, stub_photo
+
+    root = tmp_path_factory.mktemp("stub-photos")
+    rng = np.random.default_rng(1)
+    colour = dict(zip(IDENTITIES, COLOURS, strict=False))
+    for identity in IDENTITIES:
+        (root / identity).mkdir()
+        for n in range(PHOTOS_PER_IDENTITY):
+            stub_photo(colour[identity], rng).save(root / identity / f"{identity}-{n:02d}.jpg", quality=92)
+    stranger = COLOURS[len(IDENTITIES)]
+    stub_photo([colour[TWO_FACE_PHOTO.split("/")[0]], stranger], rng).save(root / TWO_FACE_PHOTO, quality=92)
+    (root / "other").mkdir()
+    stub_photo([], rng).save(root / "other" / "gradient.png")
+    return root
+
+
+@dataclass(frozen=True)
+class SmallLibrary:
+    """`photo_folder` (real models) or `stub_photo_folder` (stub models), with the settings
+    choosing those models for the test, its command-line processes included."""
+
+    kind: str
+    folder: Path
+    others: Path  # more photos of the same identities: `<split>/<identity>/`
+
+    @property
+    def embedding_model(self) -> str:
+        return "stub" if self.kind == "stub" else "facenet-20180402-114759"
+
+
+@pytest.fixture(params=MODELS)
+def small_library(request: pytest.FixtureRequest) -> Iterator[SmallLibrary]:
+    kind = request.param
+    others = request.getfixturevalue("celebrity_folder" if kind == "real" else "stub_people")
+    with models(kind):
+        yield SmallLibrary(kind, library_of(request, kind), others)
+
+
+def library_of(request: pytest.FixtureRequest, kind: str) -> Path:
+    """The small labelled library for `kind` of models: real photos or stub ones (and, for the
+    real models, their files in the cache)."""
+    if kind == "real":
+        request.getfixturevalue("models_dir")
+        return request.getfixturevalue("photo_folder")
+    return request.getfixturevalue("stub_photo_folder")
 
 
 def write_non_face_image(path: Path) -> Path:

@@ -1,8 +1,10 @@
-"""End to end through Dagster: real photos, real models, a real database on each backend."""
+"""End to end through Dagster on a real database on each backend: the stub models in the fast
+lane, real photos and the real models in the full suite."""
 
 from __future__ import annotations
 
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 import dagster as dg
@@ -17,12 +19,13 @@ from face_assets.runs import PipelineRun, materialize_pipeline
 from face_assets_tests.conftest import (
     BACKENDS,
     IDENTITIES,
+    MODELS,
     PHOTOS_PER_IDENTITY,
     TWO_FACE_PHOTO,
+    library_of,
+    models,
     new_database_url,
 )
-
-pytestmark = pytest.mark.slow
 
 
 def run_pipeline(folder: Path, db_url: str, thumbnails: Path) -> PipelineRun:
@@ -43,22 +46,41 @@ def snapshot(store: FaceStore, thumbnails: Path) -> dict[str, object]:
     return {"tables": tables, "files": files}
 
 
+@dataclass
+class Processed:
+    """A library run once through the pipeline; `rerun` runs it again on the same models."""
+
+    kind: str
+    folder: Path
+    store: FaceStore
+    thumbnails: Path
+    db_url: str
+    result: PipelineRun
+
+    def rerun(self) -> PipelineRun:
+        with models(self.kind):
+            return run_pipeline(self.folder, self.db_url, self.thumbnails)
+
+
 @pytest.fixture(scope="module", params=BACKENDS)
-def processed(
-    request: pytest.FixtureRequest,
-    tmp_path_factory: pytest.TempPathFactory,
-    photo_folder: Path,
-    models_dir: Path,
-):
+def backend(request: pytest.FixtureRequest) -> str:
+    return request.param
+
+
+@pytest.fixture(scope="module", params=MODELS)
+def processed(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, backend: str):
+    kind = request.param
+    folder = library_of(request, kind)
     root = tmp_path_factory.mktemp("processed")
-    db_url = new_database_url(request, request.param, root)
+    db_url = new_database_url(request, backend, root)
     FaceStore.from_url(db_url, upgrade=True).dispose()  # `face-assets db init`
-    result = run_pipeline(photo_folder, db_url, root / "thumbnails")
-    return result, FaceStore.from_url(db_url), root / "thumbnails", db_url
+    with models(kind):
+        result = run_pipeline(folder, db_url, root / "thumbnails")
+    return Processed(kind, folder, FaceStore.from_url(db_url), root / "thumbnails", db_url, result)
 
 
-def test_pipeline_materialises_every_asset(processed) -> None:
-    result, *_ = processed
+def test_pipeline_materialises_every_asset(processed: Processed) -> None:
+    result = processed.result
     assert result.success
     meta = result.metadata()
     assert list(meta) == [
@@ -76,8 +98,8 @@ def test_pipeline_materialises_every_asset(processed) -> None:
     assert meta["detected_faces"]["errors"] == 0
 
 
-def test_every_media_item_is_processed_with_its_faces(processed, photo_folder: Path) -> None:
-    _, store, _, _ = processed
+def test_every_media_item_is_processed_with_its_faces(processed: Processed) -> None:
+    store, photo_folder = processed.store, processed.folder
     faces = store.faces_of_media_items()
     items = store.media_items_by_path()
     assert store.counts()["media_items_pending"] == 0
@@ -93,8 +115,9 @@ def test_every_media_item_is_processed_with_its_faces(processed, photo_folder: P
             assert len(faces[items[photo.resolve()]]) >= 1, photo
 
 
-def test_faces_have_boxes_thumbnails_and_unit_embeddings(processed) -> None:
-    _, store, thumbnails, _ = processed
+def test_faces_have_boxes_thumbnails_and_unit_embeddings(processed: Processed) -> None:
+    store, thumbnails = processed.store, processed.thumbnails
+    model = "stub" if processed.kind == "stub" else "facenet-20180402-114759"
     with store.engine.connect() as conn:
         rows = conn.execute(select(FacesTable)).mappings().all()
     assert rows
@@ -103,7 +126,7 @@ def test_faces_have_boxes_thumbnails_and_unit_embeddings(processed) -> None:
         vector = decode_embedding(row["Embedding"])
         assert vector is not None and vector.shape == (512,) and vector.dtype == np.float32
         assert not np.isnan(vector).any() and abs(np.linalg.norm(vector) - 1.0) < 1e-4
-        assert row["EmbeddingModel"] == "facenet-20180402-114759"
+        assert row["EmbeddingModel"] == model
         assert 0.9 <= row["DetectionScore"] <= 1.0
         x1, y1, x2, y2 = __import__("json").loads(row["BoundingBox"])
         assert x2 > x1 and y2 > y1
@@ -114,8 +137,8 @@ def test_faces_have_boxes_thumbnails_and_unit_embeddings(processed) -> None:
     assert len(names) == len(rows)  # thumbnail names never collide
 
 
-def test_persons_match_the_identities(processed, photo_folder: Path) -> None:
-    _, store, _, _ = processed
+def test_persons_match_the_identities(processed: Processed) -> None:
+    store, photo_folder = processed.store, processed.folder
     faces = store.faces_of_media_items()
     items = store.media_items_by_path()
     persons_by_identity = {}
@@ -135,12 +158,11 @@ def test_persons_match_the_identities(processed, photo_folder: Path) -> None:
     assert len(names) == len(set(names))
 
 
-def test_rerun_on_unchanged_data_changes_nothing(processed, photo_folder: Path) -> None:
-    _, store, thumbnails, db_url = processed
-    before = snapshot(store, thumbnails)
-    result = run_pipeline(photo_folder, db_url, thumbnails)
+def test_rerun_on_unchanged_data_changes_nothing(processed: Processed) -> None:
+    before = snapshot(processed.store, processed.thumbnails)
+    result = processed.rerun()
     assert result.success
-    assert snapshot(store, thumbnails) == before
+    assert snapshot(processed.store, processed.thumbnails) == before
     meta = result.metadata()
     assert meta["media_items"]["registered"] == 0
     assert meta["detected_faces"]["media_items"] == 0
@@ -148,8 +170,10 @@ def test_rerun_on_unchanged_data_changes_nothing(processed, photo_folder: Path) 
 
 
 def test_bad_input_is_recorded_and_the_rest_is_processed(
-    tmp_path: Path, db_url: str, photo_folder: Path, models_dir: Path
+    tmp_path: Path, db_url: str, stub_photo_folder: Path, stub_models: None
 ) -> None:
+    """Files the models never see: the stub models suffice."""
+    photo_folder = stub_photo_folder
     folder = tmp_path / "photos"
     good = sorted((photo_folder / IDENTITIES[0]).glob("*.jpg"))[:2]
     folder.mkdir()

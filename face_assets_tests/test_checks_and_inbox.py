@@ -92,7 +92,8 @@ def test_half_processed_item_and_dangling_person_are_caught(store_with_faces) ->
 
 def tick(cursor: str | None) -> dg.SensorResult | dg.SkipReason:
     sensor = build_media_folder_sensor(get_settings())
-    with dg.build_sensor_context(instance=dg.DagsterInstance.ephemeral(), cursor=cursor) as context:
+    instance, resources = dg.DagsterInstance.ephemeral(), {"face_store": FaceStoreResource()}
+    with dg.build_sensor_context(instance=instance, cursor=cursor, resources=resources) as context:
         return sensor(context)
 
 

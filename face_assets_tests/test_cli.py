@@ -1,4 +1,5 @@
-"""The `face-assets` command and `dagster asset materialize`, as a user runs them."""
+"""The `face-assets` command and `dagster asset materialize`, as a user runs them: on the stub
+models in the fast lane, and where the models matter on the real ones too."""
 
 from __future__ import annotations
 
@@ -9,13 +10,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 from PIL import Image
 
 from face_assets.core.storage.store import FaceStore
-from face_assets_tests.conftest import IDENTITIES, TWO_FACE_PHOTO
-
-pytestmark = pytest.mark.slow
+from face_assets_tests.conftest import IDENTITIES, TWO_FACE_PHOTO, SmallLibrary
 
 
 def run(args: list[str], cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
@@ -36,9 +34,9 @@ def test_db_init_is_idempotent(tmp_path: Path) -> None:
 
 
 def test_test_command_prints_faces_writes_thumbnails_and_no_database(
-    tmp_path: Path, photo_folder: Path, models_dir: Path
+    tmp_path: Path, small_library: SmallLibrary
 ) -> None:
-    out = run(face_assets("test", str(photo_folder / TWO_FACE_PHOTO), "--out", "thumbs"), tmp_path)
+    out = run(face_assets("test", str(small_library.folder / TWO_FACE_PHOTO), "--out", "thumbs"), tmp_path)
     assert out.returncode == 0, out.stderr
     assert "2 face(s)" in out.stdout
     thumbnails = sorted((tmp_path / "thumbs").glob("*.jpg"))
@@ -56,7 +54,8 @@ def test_test_command_names_a_bad_file(tmp_path: Path) -> None:
     assert str(bad) in out.stderr and "Traceback" not in out.stderr
 
 
-def test_evaluate_json_reports_every_score(tmp_path: Path, photo_folder: Path, models_dir: Path) -> None:
+def test_evaluate_json_reports_every_score(tmp_path: Path, small_library: SmallLibrary) -> None:
+    photo_folder = small_library.folder
     labelled = tmp_path / "labelled"
     for identity in IDENTITIES:
         shutil.copytree(photo_folder / identity, labelled / identity)
@@ -80,11 +79,11 @@ def test_evaluate_json_reports_every_score(tmp_path: Path, photo_folder: Path, m
 
 
 def test_dagster_asset_materialize_on_a_fresh_dagster_home(
-    tmp_path: Path, photo_folder: Path, models_dir: Path
+    tmp_path: Path, small_library: SmallLibrary
 ) -> None:
     home = tmp_path / "dagster_home"
     home.mkdir()
-    env = {"DAGSTER_HOME": str(home), "FACE_ASSETS_MEDIA_DIR": str(photo_folder)}
+    env = {"DAGSTER_HOME": str(home), "FACE_ASSETS_MEDIA_DIR": str(small_library.folder)}
     init = run(face_assets("db", "init"), tmp_path, **env)
     assert init.returncode == 0, init.stderr
     dagster = str(Path(sys.executable).with_name("dagster"))
@@ -100,9 +99,12 @@ def test_dagster_asset_materialize_on_a_fresh_dagster_home(
     assert store.counts() == counts
 
 
-def test_offline_without_model_files_fails_with_one_clear_line(tmp_path: Path, photo_folder: Path) -> None:
-    """No cache and no package index: the error names the file to place and where it comes from."""
-    photo = next((photo_folder / IDENTITIES[0]).glob("*.jpg"))
+def test_offline_without_model_files_fails_with_one_clear_line(
+    tmp_path: Path, stub_photo_folder: Path
+) -> None:
+    """No cache and no package index: the error names the file to place and where it comes from
+    (the real models asked for, never loaded)."""
+    photo = next((stub_photo_folder / IDENTITIES[0]).glob("*.jpg"))
     empty = tmp_path / "models"
     out = run(
         face_assets("test", str(photo)), tmp_path,
@@ -114,10 +116,8 @@ def test_offline_without_model_files_fails_with_one_clear_line(tmp_path: Path, p
     assert "retinaface==1.1.1" in out.stderr and "sha256" in out.stderr
 
 
-def test_encode_writes_a_pickle_that_plain_python_reads(
-    tmp_path: Path, photo_folder: Path, models_dir: Path
-) -> None:
-    images = [photo_folder / TWO_FACE_PHOTO, photo_folder / "other" / "gradient.png"]
+def test_encode_writes_a_pickle_that_plain_python_reads(tmp_path: Path, small_library: SmallLibrary) -> None:
+    images = [small_library.folder / TWO_FACE_PHOTO, small_library.folder / "other" / "gradient.png"]
     out = run(face_assets("encode", *map(str, images), "-o", "faces.pkl"), tmp_path)
     assert out.returncode == 0, out.stderr
     # Read by a Python that never imports face_assets: plain pickle and numpy suffice.
@@ -130,20 +130,20 @@ def test_encode_writes_a_pickle_that_plain_python_reads(
         [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, check=True
     )
     words = shown.stdout.split()
-    assert words[:2] == ["facenet-20180402-114759", "2"]  # two faces; the gradient has none
+    assert words[:2] == [small_library.embedding_model, "2"]  # two faces; the gradient has none
     assert "'box'," in shown.stdout and "(512,)" in shown.stdout and words[-2] == "1.0"
     assert words[-1] == str(images[0])
 
 
 def test_a_photo_replaced_under_its_name_is_seen_again_and_its_copy_is_no_second_item(
-    tmp_path: Path, photo_folder: Path, celebrity_folder: Path, models_dir: Path
+    tmp_path: Path, small_library: SmallLibrary
 ) -> None:
     """Run, replace one photo by someone else's under the same name, copy another into a second
     folder, run again: the run says what changed, the old person loses the old face, the new
     photo's face is detected once, and the copy adds no media item."""
     library = tmp_path / "library"
     for identity in IDENTITIES:
-        shutil.copytree(photo_folder / identity, library / identity)
+        shutil.copytree(small_library.folder / identity, library / identity)
     env = {
         "DATABASE_URL": f"sqlite:///{tmp_path / 'faces.db'}",
         "FACE_ASSETS_DATA_DIR": str(tmp_path / "data"),
@@ -155,7 +155,7 @@ def test_a_photo_replaced_under_its_name_is_seen_again_and_its_copy_is_no_second
     item = store.media_items_by_path()[replaced.resolve()]
     old_faces = {f["id"] for f in store.faces_of_media_items()[item]}
     items_before = store.counts()["media_items"]
-    someone_else = sorted((celebrity_folder / "val" / IDENTITIES[1]).glob("*.jpg"))[0]
+    someone_else = sorted((small_library.others / "val" / IDENTITIES[1]).glob("*.jpg"))[0]
     shutil.copy(someone_else, replaced)
     copied = sorted((library / IDENTITIES[2]).glob("*.jpg"))[0]
     (library / "backup").mkdir()

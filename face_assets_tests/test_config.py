@@ -13,7 +13,12 @@ from pydantic.fields import FieldInfo
 from face_assets.assets.persons import PersonClustersConfig
 from face_assets.core.clustering.params import knobs, setting_name
 from face_assets.core.settings import get_settings
-from face_assets.resources import FaceModelsResource, FaceStoreResource, ThumbnailStoreResource
+from face_assets.resources import (
+    ClusteringResource,
+    FaceModelsResource,
+    FaceStoreResource,
+    ThumbnailStoreResource,
+)
 
 CLUSTER_ENV = {
     "FACE_ASSETS_CLUSTER_ALGORITHM": "dbscan",
@@ -37,10 +42,10 @@ def cluster_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 
 @pytest.mark.usefixtures("cluster_env")
 def test_person_clusters_config_without_fields_is_the_settings() -> None:
-    params = PersonClustersConfig().params()
+    params = PersonClustersConfig().params(ClusteringResource())
     assert params == get_settings().cluster_params()
     assert (params.algorithm, params.min_cluster_size, params.neighbours) == ("dbscan", 4, 10)
-    assert PersonClustersConfig().resolved_mode() == "rebuild"
+    assert PersonClustersConfig().resolved_mode(ClusteringResource()) == "rebuild"
 
 
 @pytest.mark.usefixtures("cluster_env")
@@ -53,21 +58,25 @@ def test_person_clusters_config_without_fields_is_the_settings() -> None:
 )  # fmt: skip
 def test_one_config_field_overrides_only_that_parameter(field: str, value: object) -> None:
     expected = dataclasses.replace(get_settings().cluster_params(), **{field: value})
-    assert PersonClustersConfig(**{field: value}).params() == expected
+    assert PersonClustersConfig(**{field: value}).params(ClusteringResource()) == expected
 
 
 @pytest.mark.usefixtures("cluster_env")
 def test_mode_given_wins_and_an_empty_mode_from_older_run_config_takes_the_setting() -> None:
-    assert PersonClustersConfig(mode="match_then_cluster").resolved_mode() == "match_then_cluster"
-    assert PersonClustersConfig(mode="").resolved_mode() == "rebuild"
+    settings, deployment = ClusteringResource(), ClusteringResource(mode="match_then_cluster")
+    assert PersonClustersConfig(mode="match_then_cluster").resolved_mode(settings) == "match_then_cluster"
+    assert PersonClustersConfig(mode="").resolved_mode(settings) == "rebuild"
     with pytest.raises(dg.Failure, match="unknown clustering mode"):
-        PersonClustersConfig(mode="sometimes").resolved_mode()
+        PersonClustersConfig(mode="sometimes").resolved_mode(settings)
+    # The resource's field (a deployment's definitions) wins over the setting, a run's config over both.
+    assert PersonClustersConfig().resolved_mode(deployment) == "match_then_cluster"
+    assert PersonClustersConfig(mode="rebuild").resolved_mode(deployment) == "rebuild"
 
 
 @pytest.mark.usefixtures("cluster_env")
 def test_an_out_of_range_override_is_refused_in_one_line() -> None:
     with pytest.raises(dg.Failure) as refused:
-        PersonClustersConfig(link_threshold=-2.0).params()
+        PersonClustersConfig(link_threshold=-2.0).params(ClusteringResource())
     assert refused.value.description == (
         "person_clusters config: link_threshold (FACE_ASSETS_CLUSTER_LINK_THRESHOLD): "
         "Input should be greater than -1, got -2.0"
@@ -96,11 +105,11 @@ def test_each_clustering_knob_is_one_setting_that_reaches_the_core_and_the_dagst
     assert getattr(get_settings().cluster_params(), name) == info.default
     monkeypatch.setenv(variable, str(value))
     assert getattr(get_settings().cluster_params(), name) == value
-    assert getattr(PersonClustersConfig().params(), name) == value
+    assert getattr(PersonClustersConfig().params(ClusteringResource()), name) == value
     field = PersonClustersConfig.model_fields[name]
     assert field.default is None and variable in str(field.description)
     monkeypatch.delenv(variable)
-    assert getattr(PersonClustersConfig(**{name: value}).params(), name) == value
+    assert getattr(PersonClustersConfig(**{name: value}).params(ClusteringResource()), name) == value
 
 
 def test_face_store_resolves_the_database_at_run_time(

@@ -3,7 +3,7 @@
 The server is stopped at once (as by a crash or a power cut) while the detection step is inside
 the transaction of a media item: after its claim, before its faces. Nothing may be left
 half-written, the error must say what happened in one line, and the rerun, once the server is
-back, must process every media item exactly once.
+back, must process every media item exactly once. The stub models: what is tested is the storage.
 """
 
 from __future__ import annotations
@@ -27,8 +27,6 @@ from face_assets.resources import FaceStoreResource
 from face_assets.runs import materialize_pipeline
 from face_assets.sensors import build_new_media_items_sensor
 from face_assets_devtools.servers import SERVERS, ThrowawayServer
-
-pytestmark = pytest.mark.slow
 
 STOP_AT_ITEM = 4  # the server dies while the 4th media item is being written
 
@@ -73,15 +71,17 @@ def item_states(store: FaceStore) -> list[tuple[int, bool, int | None, int]]:
 
 def test_a_server_stopped_mid_batch_loses_nothing_and_the_rerun_finishes_once(
     server: ThrowawayServer,
-    photo_folder: Path,
-    models_dir: Path,
+    stub_photo_folder: Path,
+    stub_models: None,
     tmp_path: Path,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     url = server.new_database()
     FaceStore.from_url(url, upgrade=True).dispose()  # `face-assets db init`
     instance = dg.DagsterInstance.ephemeral()
-    assert materialize_pipeline(photo_folder, database_url=url, instance=instance, steps=["register"]).success
+    assert materialize_pipeline(
+        stub_photo_folder, database_url=url, instance=instance, steps=["register"]
+    ).success
     store = FaceStore.from_url(url)
     items = len(item_states(store))
     assert items > STOP_AT_ITEM + 2

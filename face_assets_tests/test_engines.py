@@ -237,6 +237,7 @@ print(run(np.zeros((1, 64, 64, 3), np.float32)).shape)
 """
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("verbose", [False, True])
 def test_tensorflows_start_up_lines_stay_off_stderr_unless_verbose(verbose: bool) -> None:
     result = subprocess.run(

@@ -1,5 +1,6 @@
 """Faults a user meets on the command line: each ends in lines naming the file or setting and
-the cause, exit 2 where nothing could be done, and no secret kept anywhere."""
+the cause, exit 2 where nothing could be done, and no secret kept anywhere. The stub models
+stand in for the real ones: what is tested is everything around them (the demo excepted)."""
 
 from __future__ import annotations
 
@@ -23,8 +24,6 @@ from face_assets_devtools.servers import PASSWORD
 from face_assets_tests.conftest import IDENTITIES, new_database_url
 from face_assets_tests.core_tests.test_bad_files import mounted_tmpfs, write_png_bomb
 from face_assets_tests.test_cli import face_assets, run
-
-pytestmark = pytest.mark.slow
 
 
 def _small_library(root: Path, photo_folder: Path) -> Path:
@@ -67,16 +66,16 @@ def _stored_values(database: Path) -> list[bytes]:
     return values
 
 
-@pytest.mark.parametrize("backend", ["postgresql", "mariadb"])
+@pytest.mark.parametrize("backend", ["postgresql", pytest.param("mariadb", marks=pytest.mark.slow)])
 def test_no_database_password_is_kept_under_dagster_home(
-    request: pytest.FixtureRequest, tmp_path: Path, photo_folder: Path, models_dir: Path, backend: str
+    request: pytest.FixtureRequest, tmp_path: Path, stub_photo_folder: Path, stub_models: None, backend: str
 ) -> None:
     url = new_database_url(request, backend, tmp_path)
     assert PASSWORD in url
     home, env = _dagster_home(tmp_path)
     env["DATABASE_URL"] = url
     assert run(face_assets("db", "init"), tmp_path, **env).returncode == 0
-    out = run(face_assets("all", str(_small_library(tmp_path, photo_folder))), tmp_path, **env)
+    out = run(face_assets("all", str(_small_library(tmp_path, stub_photo_folder))), tmp_path, **env)
     assert out.returncode == 0, out.stderr[-3000:]
 
     secret = PASSWORD.encode()
@@ -128,7 +127,7 @@ def test_reading_a_database_that_does_not_exist_is_refused(tmp_path: Path, comma
 
 
 def test_encode_names_each_unreadable_file_and_fails_when_none_could_be_read(
-    tmp_path: Path, photo_folder: Path, models_dir: Path
+    tmp_path: Path, stub_photo_folder: Path, stub_models: None
 ) -> None:
     text = tmp_path / "notes.jpg"
     text.write_text("not a photo")
@@ -138,8 +137,8 @@ def test_encode_names_each_unreadable_file_and_fails_when_none_could_be_read(
     assert str(text) in nothing.stderr and f"{missing}: file not found" in nothing.stderr
     assert not (tmp_path / "faces.pkl").exists()
 
-    photo = next((photo_folder / IDENTITIES[0]).glob("*.jpg"))
-    gradient = photo_folder / "other" / "gradient.png"
+    photo = next((stub_photo_folder / IDENTITIES[0]).glob("*.jpg"))
+    gradient = stub_photo_folder / "other" / "gradient.png"
     some = run(face_assets("encode", str(photo), str(gradient), str(text), "-o", "faces.pkl"), tmp_path)
     assert some.returncode == 0, some.stderr
     assert "1 faces from 1 images; 2 images read, 1 without a face, 1 unreadable" in some.stdout
@@ -147,9 +146,9 @@ def test_encode_names_each_unreadable_file_and_fails_when_none_could_be_read(
 
 
 def test_a_run_names_this_runs_bad_files_and_not_earlier_ones(
-    tmp_path: Path, photo_folder: Path, models_dir: Path
+    tmp_path: Path, stub_photo_folder: Path, stub_models: None
 ) -> None:
-    library = _small_library(tmp_path, photo_folder)
+    library = _small_library(tmp_path, stub_photo_folder)
     photo = next((library / IDENTITIES[0]).glob("*.jpg"))
     truncated = library / "truncated.jpg"
     truncated.write_bytes(photo.read_bytes()[:2000])  # a header that opens, data that does not
@@ -211,11 +210,12 @@ def _kill_while_locked(command: list[str], cwd: Path, database: Path, env: dict[
     return str(_kill_when(command, cwd, env, lambda: _lock_owner(database)))
 
 
+@pytest.mark.slow
 def test_a_run_killed_holding_the_persons_lock_is_taken_over_and_marked_failed(
-    tmp_path: Path, photo_folder: Path, models_dir: Path
+    tmp_path: Path, stub_photo_folder: Path, stub_models: None
 ) -> None:
     home, env = _dagster_home(tmp_path)
-    library = _small_library(tmp_path, photo_folder)
+    library = _small_library(tmp_path, stub_photo_folder)
     assert run(face_assets("all", str(library)), tmp_path, **env).returncode == 0
     database = tmp_path / "data" / "face_assets.db"
 
@@ -244,9 +244,9 @@ def test_unlock_releases_a_lock_by_hand(tmp_path: Path) -> None:
 
 
 def test_a_read_only_thumbnail_folder_ends_in_one_line_and_the_faces_wait(
-    tmp_path: Path, photo_folder: Path, models_dir: Path
+    tmp_path: Path, stub_photo_folder: Path, stub_models: None
 ) -> None:
-    library = _small_library(tmp_path, photo_folder)
+    library = _small_library(tmp_path, stub_photo_folder)
     database = tmp_path / "faces.db"
     env = {"DATABASE_URL": f"sqlite:///{database}", "THUMBNAIL_SAVE_PATH": str(tmp_path / "thumbnails")}
     for _ in mounted_tmpfs(tmp_path / "thumbnails", "size=1m,ro"):
@@ -273,11 +273,12 @@ def _query(database: Path, statement: str) -> int:
 
 
 def test_corrections_show_in_the_gallery_at_once_and_no_name_lands_in_dagster(
-    tmp_path: Path, photo_folder: Path, models_dir: Path
+    tmp_path: Path, stub_photo_folder: Path, stub_models: None
 ) -> None:
     home, env = _dagster_home(tmp_path)
     assert (
-        run(face_assets("all", str(_small_library(tmp_path, photo_folder))), tmp_path, **env).returncode == 0
+        run(face_assets("all", str(_small_library(tmp_path, stub_photo_folder))), tmp_path, **env).returncode
+        == 0
     )
     page = tmp_path / "data" / "gallery" / "index.html"
     store = FaceStore.from_url(f"sqlite:///{tmp_path / 'data' / 'face_assets.db'}")
@@ -301,6 +302,7 @@ def test_corrections_show_in_the_gallery_at_once_and_no_name_lands_in_dagster(
         assert not any(b"Grace Hopper" in v or b"Ada Lovelace" in v for v in values), path
 
 
+@pytest.mark.slow
 def test_the_demo_runs_on_a_database_of_its_own(tmp_path: Path, models_dir: Path) -> None:
     """`face-assets run` without a folder never puts the sample into the configured database."""
     configured = tmp_path / "production.db"
@@ -316,11 +318,12 @@ def test_the_demo_runs_on_a_database_of_its_own(tmp_path: Path, models_dir: Path
     assert (tmp_path / "data" / "demo" / "gallery" / "index.html").is_file()
 
 
+@pytest.mark.slow
 def test_a_run_killed_in_detection_is_marked_failed_and_the_rerun_finishes_each_item_once(
-    tmp_path: Path, photo_folder: Path, models_dir: Path
+    tmp_path: Path, stub_photo_folder: Path, stub_models: None
 ) -> None:
     home, env = _dagster_home(tmp_path)
-    library = _small_library(tmp_path, photo_folder)
+    library = _small_library(tmp_path, stub_photo_folder)
     database = tmp_path / "data" / "face_assets.db"
     photos = len(list(library.rglob("*.jpg")))
     processed = 'SELECT COUNT(*) FROM "MediaItems" WHERE "IsFacesExtracted" = 1'

@@ -11,11 +11,11 @@ from face_assets.assets.leases import batch_lease, fail_runs_taken_over, run_own
 from face_assets.assets.metadata import table_preview
 from face_assets.core.batch import parse_batch_key
 from face_assets.core.clustering.params import ClusterParams, knobs, setting_name, with_overrides
-from face_assets.core.gallery import write_gallery, write_map
+from face_assets.core.gallery import write_map
 from face_assets.core.person import match_new_faces, rebuild_persons, update_persons
-from face_assets.core.settings import get_settings, given, one_line
+from face_assets.core.settings import given, one_line
 from face_assets.partitions import media_item_partitions
-from face_assets.resources import FaceStoreResource, ThumbnailStoreResource
+from face_assets.resources import ClusteringResource, FaceStoreResource, ThumbnailStoreResource
 
 
 def _overrides() -> type[dg.Config]:
@@ -29,29 +29,30 @@ def _overrides() -> type[dg.Config]:
 
 
 class PersonClustersConfig(_overrides()):  # type: ignore[misc]
-    """Unset fields (None) take the settings: FACE_ASSETS_RECLUSTER_MODE, FACE_ASSETS_CLUSTER_*,
-    FACE_ASSETS_MATCH_THRESHOLD."""
+    """A run's overrides of the clustering resource: unset fields (None) take its settings."""
 
     mode: str | None = None  # match_then_cluster or rebuild
 
-    def params(self) -> ClusterParams:
+    def params(self, clustering: ClusteringResource) -> ClusterParams:
         overrides = given(self.model_dump(exclude={"mode"}))
         try:
-            return with_overrides(get_settings().cluster_params(), overrides)
+            return with_overrides(clustering.params(), overrides)
         except ValidationError as error:
             raise dg.Failure(f"person_clusters config: {one_line(error)}") from None
 
-    def resolved_mode(self) -> str:
-        mode = self.mode or get_settings().recluster_mode  # None or "": as `given`
+    def resolved_mode(self, clustering: ClusteringResource) -> str:
+        mode = self.mode or clustering.resolved_mode()  # None or "": as `given`
         if mode not in ("match_then_cluster", "rebuild"):
             raise dg.Failure(f"unknown clustering mode {mode!r}: use match_then_cluster or rebuild")
         return str(mode)
 
 
 @dg.asset(group_name="persons", deps=[face_embeddings], partitions_def=media_item_partitions)
-def face_persons(context: dg.AssetExecutionContext, face_store: FaceStoreResource) -> dg.MaterializeResult:
+def face_persons(
+    context: dg.AssetExecutionContext, face_store: FaceStoreResource, clustering: ClusteringResource
+) -> dg.MaterializeResult:
     """The batch's new faces joined to the existing persons they match; the others wait."""
-    params = PersonClustersConfig().params()
+    params = clustering.params()
     store = face_store.get_store()
     with batch_lease(context, store):
         batch = parse_batch_key(context.partition_key)
@@ -77,13 +78,14 @@ def person_clusters(
     context: dg.AssetExecutionContext,
     config: PersonClustersConfig,
     face_store: FaceStoreResource,
+    clustering: ClusteringResource,
     thumbnails: ThumbnailStoreResource,
 ) -> dg.MaterializeResult:
     """Persons over all faces: unassigned faces join the person they match, the rest are clustered."""
-    params = config.params()
+    params = config.params(clustering)
     store = face_store.get_store()
     context.log.info(f"clustering with {params}")
-    mode = config.resolved_mode()
+    mode = config.resolved_mode(clustering)
     cluster = rebuild_persons if mode == "rebuild" else update_persons
     update = cluster(store, params, owner=run_owner(context))
     fail_runs_taken_over(context, store)
@@ -113,22 +115,5 @@ def person_clusters(
             ),
             "map_file": dg.MetadataValue.path(str(map_png)),
             "gallery": dg.MetadataValue.path(str(thumbnails.gallery_folder() / "index.html")),
-        }
-    )
-
-
-@dg.asset(group_name="persons", deps=[person_clusters])
-def person_gallery(face_store: FaceStoreResource, thumbnails: ThumbnailStoreResource) -> dg.MaterializeResult:
-    """A static HTML page of every person (portrait, name, face count, thumbnails), unassigned faces last."""
-    folder = thumbnails.gallery_folder()
-    gallery = write_gallery(
-        face_store.get_store(), thumbnails.folder(), folder / "index.html", folder / "map.png"
-    )
-    return dg.MaterializeResult(
-        metadata={
-            "page": dg.MetadataValue.path(str(gallery.page)),
-            "url": dg.MetadataValue.url(gallery.page.resolve().as_uri()),
-            "persons": gallery.persons,
-            "unassigned_faces": gallery.unassigned,
         }
     )

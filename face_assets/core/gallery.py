@@ -50,9 +50,18 @@ def project_2d(
             return np.asarray(reducer.fit_transform(vectors), dtype=np.float64), "umap"
         except ImportError:
             logger.info("umap-learn is not installed (extra `umap`); the map uses PCA")
-    from sklearn.decomposition import PCA
+    return _principal_axes(vectors), "pca"
 
-    return PCA(n_components=2, random_state=random_state).fit_transform(vectors).astype(np.float64), "pca"
+
+def _principal_axes(vectors: NDArray[np.float32]) -> NDArray[np.float64]:
+    """The vectors on their two principal axes (each axis's sign fixed by its largest loading,
+    so a map does not flip between runs). Plain numpy: importing scikit-learn for a map would
+    cost a command more than the map."""
+    centred = vectors.astype(np.float64) - vectors.mean(axis=0, dtype=np.float64)
+    _, _, axes = np.linalg.svd(centred, full_matrices=False)
+    axes = axes[:2]
+    axes *= np.sign(axes[np.arange(len(axes)), np.abs(axes).argmax(axis=1)])[:, None]
+    return centred @ axes.T
 
 
 def _colour(person_id: int) -> tuple[int, int, int]:

@@ -7,7 +7,6 @@ from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import NDArray
-from scipy.optimize import linear_sum_assignment
 
 from face_assets.core.clustering.vectors import NOISE, l2_normalize
 
@@ -37,6 +36,8 @@ def face_tracks(
     Frames are taken in time order; each face joins the live track whose last face it resembles
     most (one-to-one, so two faces of one frame are never one track) when the boxes are near and
     of a like size and the embeddings agree; otherwise it starts a track."""
+    from scipy.optimize import linear_sum_assignment  # a fifth of a second: only videos need it
+
     params = params or TrackParams()
     n = len(times)
     labels = np.full(n, NOISE, dtype=np.int64)

@@ -71,6 +71,7 @@ def test_clusters_are_pure_and_recover_identities(algorithm: Algorithm, k: int, 
     assert _share_in_majority_cluster(labels, truth) >= 0.9
 
 
+@pytest.mark.slow  # numba compiles UMAP first: seconds of CPU
 def test_umap_shapes_the_density_step_but_clusters_stay_pure() -> None:
     """UMAP distances are not cosine: the similarity rule still decides on the embeddings."""
     vectors, truth = identities(seed=5, k=8, n=8)

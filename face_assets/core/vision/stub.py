@@ -13,7 +13,6 @@ import colorsys
 
 import numpy as np
 from numpy.typing import NDArray
-from scipy import ndimage
 
 from face_assets.core.clustering.vectors import l2_normalize
 from face_assets.core.storage.codecs import EMBEDDING_DIM
@@ -42,6 +41,8 @@ class StubDetector:
         pass
 
     def detect(self, image: RGBImage) -> list[DetectedFace]:
+        from scipy import ndimage  # imported when used: most commands never detect
+
         chroma = image.max(axis=2).astype(np.int16) - image.min(axis=2)
         labels, _ = ndimage.label(chroma >= SATURATION)
         faces = []
