@@ -165,7 +165,7 @@ def _crop_thumbnails(
     return rows, sharp
 
 
-def write_thumbnails(store: FaceStore, folder: Path, px: int = 112, id_range: IdRange = None) -> ThumbnailRun:
+def write_thumbnails(store: FaceStore, folder: Path, px: int, id_range: IdRange = None) -> ThumbnailRun:
     """Thumbnails of the faces that lack one; a photo that cannot be read is named and skipped,
     a folder that cannot take files stops the step (ThumbnailFolderError) with every face of
     the unsaved items still waiting and none of their files left behind."""

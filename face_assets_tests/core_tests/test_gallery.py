@@ -25,7 +25,8 @@ def store(tmp_path: Path, db_url: str) -> FaceStore:
     return store
 
 
-@pytest.mark.parametrize("method", ["pca", "umap"])
+# UMAP: numba compiles it first, seconds of CPU (the full suite).
+@pytest.mark.parametrize("method", ["pca", pytest.param("umap", marks=pytest.mark.slow)])
 def test_map_is_a_png_of_every_face(store: FaceStore, tmp_path: Path, method: str) -> None:
     used = write_map(store, tmp_path / "map.png", method)
     assert used == method
