@@ -332,6 +332,60 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_finetune(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from tqdm import tqdm
+
+    from face_assets.core.tuning.finetune import finetune
+    from face_assets.core.tuning.labels import labels_from_folder, labels_from_library
+    from face_assets.core.tuning.model import TunedEmbedder
+    from face_assets.core.tuning.triplet import TrainingParams
+    from face_assets.core.vision.models import detector_for, embedder_for
+
+    settings = _settings()
+    embedder = embedder_for(settings)
+    # A tuned model is tuned again from its base: the labels are the base model's embeddings.
+    base = embedder.base if isinstance(embedder, TunedEmbedder) else embedder
+    if args.dir:
+        labels = labels_from_folder(Path(args.dir), detector_for(settings), base, args.identity_depth)
+    else:
+        store = _store()
+        try:
+            labels = labels_from_library(store, base.name)
+        finally:
+            store.dispose()
+    params = TrainingParams(seed=args.seed)
+    if args.max_epochs:
+        params = replace(params, max_epochs=args.max_epochs)
+    bar = tqdm(total=params.max_epochs, unit="epoch", file=sys.stderr, disable=not sys.stderr.isatty())
+    rate = {"triplets": 0, "started": time.perf_counter()}
+
+    def on_step(triplets: int, loss: float) -> None:
+        rate["triplets"] += triplets
+
+    def on_epoch(epoch: Any) -> None:
+        per_second = rate["triplets"] / max(time.perf_counter() - rate["started"], 1e-9)
+        shown = f"loss {epoch.loss:.4f}, held-out loss {epoch.validation:.4f}, {per_second:,.0f} triplets/s"
+        bar.set_postfix_str(shown)
+        bar.update(1)
+        if bar.disable:  # not a terminal: a line per epoch instead of a bar
+            print(f"finetune: epoch {epoch.number}/{params.max_epochs}, {shown}", file=sys.stderr)
+
+    try:
+        manifest = finetune(labels, base, settings.models_dir, params, on_epoch=on_epoch, on_step=on_step)
+    finally:
+        bar.close()
+    print(
+        f"{manifest.faces} faces of {manifest.identities} identities from {manifest.source}; "
+        f"{manifest.epochs} epochs (kept {manifest.best_epoch}) in {manifest.seconds:.0f} s; held-out "
+        f"identities' loss {manifest.validation_loss_before:.4f} -> {manifest.validation_loss_after:.4f}",
+        file=sys.stderr,
+    )
+    print(manifest.name)  # alone on the last line: FACE_ASSETS_EMBEDDER=$(face-assets finetune DIR | tail -1)
+    return 0
+
+
 def _existing_database(url: str) -> str:
     """`url`, refused when it is a SQLite file that does not exist: a command that reads or
     corrects must not answer from an empty database made by a typo in the path."""
@@ -689,6 +743,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="the identity folders are N levels under DIR: 2 for DIR/<split>/<identity>/...",
     )  # fmt: skip
     evaluate.set_defaults(func=cmd_evaluate)
+
+    tune = (
+        "fine-tune the embedder on labelled faces: DIR/<identity>/... as evaluate reads it, or with "
+        "no DIR the library's named persons and corrections; prints the new model's name last"
+    )
+    finetune = sub.add_parser("finetune", help=tune, description=tune)
+    finetune.add_argument("dir", nargs="?", help="the labelled folder (default: the library's labels)")
+    finetune.add_argument("--identity-depth", type=int, default=1, metavar="N")
+    finetune.add_argument("--seed", type=int, default=0, help="the same labels and seed give the same model")
+    finetune.add_argument("--max-epochs", type=int, metavar="N", help="stop after N epochs at the most")
+    finetune.set_defaults(func=cmd_finetune)
     return parser
 
 

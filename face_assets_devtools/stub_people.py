@@ -29,7 +29,7 @@ def stub_photo(
         side = int(rng.integers(40, min(90, band - 10)))
         x = index * band + int(rng.integers(5, band - side - 5))
         y = int(rng.integers(5, height - side - 5))
-        shade = rng.integers(-12, 13, 3)
+        shade = int(rng.integers(-12, 13))  # brighter or darker, the same hue: the same person
         pixels[y : y + side, x : x + side] = np.clip(np.array(colour) + shade, 0, 255)
     return Image.fromarray(pixels)
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from face_assets.core.batch import IdRange
+from face_assets.core.errors import UserError
 from face_assets.core.progress import track
 from face_assets.core.storage.store import FaceRecord, FaceStore, saving
 from face_assets.core.thumbnail import faces_by_media_item, frames_of_faces
@@ -22,6 +23,22 @@ from face_assets.core.vision.types import FaceEmbedder
 from face_assets.core.vision.video import VideoInfo
 
 logger = logging.getLogger(__name__)
+
+
+class MixedModels(UserError):
+    """The library's faces are embedded by another model than the embedder's."""
+
+
+def require_library_model(store: FaceStore, embedder: FaceEmbedder) -> None:
+    """MixedModels in one line when some face's embedding comes from another model: the
+    embeddings of two models are never compared, in matching or in clustering."""
+    other = store.other_embedding_model(embedder.name)
+    if other is not None:
+        raise MixedModels(
+            f"the library's faces are embedded by {other}, FACE_ASSETS_EMBEDDER is {embedder.name}: the "
+            f"embeddings of two models are never mixed, and moving a library to another model is not "
+            f"built yet; set FACE_ASSETS_EMBEDDER back to the model of the library"
+        )
 
 
 @dataclass
@@ -42,6 +59,7 @@ class EmbeddingRun:
 def embed_faces(
     store: FaceStore, embedder: FaceEmbedder, batch_faces: int = 64, id_range: IdRange = None
 ) -> EmbeddingRun:
+    require_library_model(store, embedder)
     run = EmbeddingRun()
     pending_ids: list[int] = []
     pending_crops: list[np.ndarray] = []

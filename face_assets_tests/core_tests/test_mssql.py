@@ -376,7 +376,7 @@ def test_indexes_are_valid_tsql_and_the_path_key_index_is_filtered(dialect: Dial
         for table in metadata.sorted_tables
         for index in table.indexes
     }
-    assert len(statements) == 8
+    assert len(statements) == 9
     for sql in statements.values():
         assert unquoted_identifiers(parse_tsql(sql)) == [], sql
     assert statements["IX_MediaFile_PathKey"] == (

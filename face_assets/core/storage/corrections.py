@@ -187,8 +187,56 @@ def _place(conn: Connection, face_ids: Sequence[int], person_id: int | None) -> 
         )
 
 
+@dataclass(frozen=True)
+class LabelledFace:
+    """A face a user said something about: placed in a person (`person_id`, its identity) or
+    rejected from one (`rejected`: a negative, no one's positive)."""
+
+    id: int
+    person_id: int | None
+    rejected: bool
+    embedding: bytes | str
+    model: str | None
+
+
 class CorrectionsMixin(FencedWrites):
     engine: Engine
+
+    def labelled_faces(self) -> list[LabelledFace]:
+        """Faces of persons a user named, faces a user moved or split into a person, and faces
+        a user rejected: what the user's corrections teach (fine-tuning)."""
+        query = (
+            select(
+                FacesTable.c.Id,
+                FacesTable.c.PersonId,
+                FacesTable.c.IsRejected,
+                FacesTable.c.Embedding,
+                FacesTable.c.EmbeddingModel,
+            )  # fmt: skip
+            .outerjoin(PersonsTable, PersonsTable.c.Id == FacesTable.c.PersonId)
+            .where(
+                FacesTable.c.Embedding.isnot(None),
+                or_(
+                    FacesTable.c.IsRejected == true(),
+                    and_(
+                        FacesTable.c.PersonId.isnot(None),
+                        or_(PersonsTable.c.IsUserNamed == true(), FacesTable.c.PersonAssignedBy == USER),
+                    ),
+                ),
+            )
+            .order_by(FacesTable.c.Id)
+        )
+        with self.engine.connect() as conn:
+            return [
+                LabelledFace(
+                    r.Id,
+                    None if r.IsRejected else r.PersonId,
+                    bool(r.IsRejected),
+                    r.Embedding,
+                    r.EmbeddingModel,
+                )  # fmt: skip
+                for r in conn.execute(query.execution_options(yield_per=5000))
+            ]
 
     def list_persons(self) -> list[PersonRow]:
         """Every person with its face count, largest first."""

@@ -218,3 +218,6 @@ Index("IX_Faces_PersonId", FacesTable.c.PersonId)
 # A batch's unassigned faces (PersonId NULL, MediaItemId in the batch's range): with PersonId
 # alone, SQLite walks every unassigned face of the library to find the batch's.
 Index("IX_Faces_PersonId_MediaItemId", FacesTable.c.PersonId, FacesTable.c.MediaItemId)
+# Whether any face is embedded by another model than the current one: two index ranges, not a
+# scan of every face, on each embedding step.
+Index("IX_Faces_EmbeddingModel", FacesTable.c.EmbeddingModel)

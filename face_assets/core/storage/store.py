@@ -359,6 +359,18 @@ class FaceStore(MediaFilesMixin, PersonsMixin, CorrectionsMixin, LocksMixin, Rep
                 found |= set(conn.execute(query).scalars())
         return found
 
+    def other_embedding_model(self, model: str) -> str | None:
+        """A model other than `model` that some face's embedding comes from, or None. Written
+        as two ranges (not `<>`) so that every database answers from the index."""
+        column = FacesTable.c.EmbeddingModel
+        query = (
+            select(column)
+            .where(or_(column < model, column > model), FacesTable.c.Embedding.isnot(None))
+            .limit(1)
+        )
+        with self.engine.connect() as conn:
+            return conn.execute(query).scalar()
+
     def save_embeddings(self, face_ids: Sequence[int], vectors: NDArray[np.float32], model: str) -> None:
         if not len(face_ids):
             return

@@ -84,8 +84,16 @@ def make_embedder(
     fetch: bool = True,
     engine: str = DEFAULT_ENGINE,
 ) -> FaceEmbedder:
-    """An embedder by its settings name; its `name` is the same on every engine."""
+    """An embedder by its settings name; its `name` is the same on every engine. A tuned model
+    (`face-assets finetune`) is its base embedder followed by its projection."""
     check_engine(engine)
+    from face_assets.core.tuning.model import is_tuned, load_tuned, read_manifest
+
+    if is_tuned(name):
+        base_name = read_manifest(models_dir, name).base
+        base_setting = "facenet-20180402" if base_name == FaceNetEmbedder.name else base_name
+        base = make_embedder(base_setting, models_dir, batch_size, fetch, engine)
+        return load_tuned(models_dir, name, base)
     if name in ("facenet-20180402", FaceNetEmbedder.name):
         return FaceNetEmbedder(models_dir, batch_size=batch_size, fetch=fetch, engine=engine)
     if name == STUB:

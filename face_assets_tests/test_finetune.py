@@ -1,0 +1,78 @@
+"""`face-assets finetune` as a user runs it: a labelled folder in, a model's name out, and that
+name taken by FACE_ASSETS_EMBEDDER (the stub models: what is tested is the command)."""
+
+from __future__ import annotations
+
+import pickle
+import shutil
+import sqlite3
+from pathlib import Path
+
+from face_assets_devtools.stub_people import COLOURS, make_stub_people
+from face_assets_tests.conftest import IDENTITIES, PHOTOS_PER_IDENTITY
+from face_assets_tests.test_cli import face_assets, run
+
+
+def test_finetune_prints_the_model_that_the_embedder_setting_then_uses(
+    tmp_path: Path, stub_photo_folder: Path, stub_models: None
+) -> None:
+    people = tuple(f"person-{n}" for n in range(len(COLOURS)))
+    labels = make_stub_people(tmp_path / "labels", people, {"train": 5}) / "train"
+    env = {"FACE_ASSETS_MODELS_DIR": str(tmp_path / "models")}
+    out = run(face_assets("finetune", str(labels), "--max-epochs", "3"), tmp_path, **env)
+    assert out.returncode == 0, out.stderr[-3000:]
+    name = out.stdout.strip().splitlines()[-1]
+    assert name.startswith("stub-tuned-") and " " not in name
+    assert (tmp_path / "models" / "tuned" / name / "manifest.json").is_file()
+    assert f"{5 * len(people)} faces of {len(people)} identities from {labels}" in out.stderr
+
+    photo = next((stub_photo_folder / IDENTITIES[0]).glob("*.jpg"))
+    env["FACE_ASSETS_EMBEDDER"] = name
+    encoded = run(face_assets("encode", str(photo), "-o", "faces.pkl"), tmp_path, **env)
+    assert encoded.returncode == 0, encoded.stderr[-3000:]
+    with (tmp_path / "faces.pkl").open("rb") as saved:
+        assert pickle.load(saved)["model"] == name
+
+
+def test_too_few_labels_are_refused_in_one_line(tmp_path: Path, stub_people: Path, stub_models: None) -> None:
+    folder = tmp_path / "labels"
+    for identity in IDENTITIES[:2]:
+        shutil.copytree(stub_people / "train" / identity, folder / identity)
+    out = run(face_assets("finetune", str(folder)), tmp_path, FACE_ASSETS_MODELS_DIR=str(tmp_path / "models"))
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    (line,) = out.stderr.strip().splitlines()
+    assert line.startswith(f"error: {folder}: too few labels to learn from: 2 identities")
+    assert not (tmp_path / "models" / "tuned").exists()
+
+
+def test_a_library_of_one_model_is_never_given_another_models_embeddings(
+    tmp_path: Path, stub_photo_folder: Path, stub_models: None
+) -> None:
+    people = tuple(f"person-{n}" for n in range(len(COLOURS)))
+    labels = make_stub_people(tmp_path / "labels", people, {"train": 5}) / "train"
+    library = tmp_path / "library"
+    shutil.copytree(stub_photo_folder / IDENTITIES[0], library / IDENTITIES[0])
+    env = {
+        "FACE_ASSETS_MODELS_DIR": str(tmp_path / "models"),
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'faces.db'}",
+    }
+    assert run(face_assets("run", str(library)), tmp_path, **env).returncode == 0
+    name = run(face_assets("finetune", str(labels), "--max-epochs", "2"), tmp_path, **env).stdout.split()[-1]
+    shutil.copytree(stub_photo_folder / IDENTITIES[2], library / IDENTITIES[2])  # new photos arrive
+
+    mixed = run(face_assets("run", str(library)), tmp_path, FACE_ASSETS_EMBEDDER=name, **env)
+
+    assert mixed.returncode == 2 and "Traceback" not in mixed.stderr
+    (line,) = [x for x in mixed.stderr.splitlines() if x.startswith("error:")]
+    assert line == (
+        f"error: the library's faces are embedded by stub, FACE_ASSETS_EMBEDDER is {name}: the embeddings of "
+        "two models are never mixed, and moving a library to another model is not built yet; set "
+        "FACE_ASSETS_EMBEDDER back to the model of the library"
+    )
+    database = sqlite3.connect(tmp_path / "faces.db")
+    models = database.execute(
+        'SELECT "EmbeddingModel", COUNT(*) FROM "Faces" GROUP BY 1 ORDER BY 1'
+    ).fetchall()
+    database.close()
+    # The first photos' faces keep the stub's embeddings; the new photos' faces wait, unembedded.
+    assert models == [(None, PHOTOS_PER_IDENTITY), ("stub", PHOTOS_PER_IDENTITY)]
