@@ -128,3 +128,28 @@ def test_an_unknown_tuned_model_is_one_line_naming_the_folder(tmp_path: Path) ->
 
     with pytest.raises(UnknownTunedModel, match=f"no tuned model at {tmp_path / 'tuned'}"):
         make_embedder("stub-tuned-0123abcd", tmp_path)
+
+
+def test_the_gradients_are_those_of_the_loss() -> None:
+    """Against central differences on a small batch: the training follows its loss."""
+    from face_assets.core.tuning.triplet import batch_loss
+
+    rng = np.random.default_rng(7)
+    vectors, ids = nuisance_faces(6, 4, 3)
+    start = Projection.identity(8, seed=3)
+    projection = Projection(start.w1, rng.normal(0, 0.1, 8).astype(np.float32),
+                            rng.normal(0, 0.3, (8, 512)).astype(np.float32), start.b2)  # fmt: skip
+    _, _, _, gradients = batch_loss(projection, vectors, ids, margin=0.6, decay=1e-3)
+    weights = [projection.w1, projection.b1, projection.w2, projection.b2]
+    step = 1e-3
+    for which, (weight, gradient) in enumerate(zip(weights, gradients, strict=True)):
+        for index in rng.choice(weight.size, 5, replace=False):
+            moved = []
+            for sign in (1, -1):
+                changed = [w.astype(np.float64).copy() for w in weights]
+                changed[which].flat[index] += sign * step
+                loss, *_ = batch_loss(Projection(*changed), vectors.astype(np.float64), ids, 0.6, 1e-3)
+                decay = 1e-3 * sum(float((w * w).sum()) for w in (changed[0], changed[2]))
+                moved.append(loss + decay)
+            numeric = (moved[0] - moved[1]) / (2 * step)
+            assert gradient.flat[index] == pytest.approx(numeric, rel=2e-2, abs=2e-4), (which, index)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -121,65 +120,92 @@ def _batches(
     return batches
 
 
+def batch_loss(
+    projection: Projection, x: NDArray[np.float32], labels: NDArray[np.int64], margin: float, decay: float
+) -> tuple[float, float, int, list[NDArray[np.float32]]]:
+    """The batch's triplet loss (each anchor-positive pair with its semi-hard negative), the
+    share of triplets with a loss, their count, and the gradients of the loss plus `decay`
+    times the weights' squared norm, in the order of the projection's weights (w1, b1, w2, b2)."""
+    w1, b1, w2, b2 = projection.w1, projection.b1, projection.w2, projection.b2
+    hidden = x @ w1 + b1
+    active = np.maximum(hidden, 0.0)
+    z = x + active @ w2 + b2
+    norms = np.linalg.norm(z, axis=1, keepdims=True)
+    y = z / norms
+    d = np.maximum(2.0 - 2.0 * (y @ y.T), 0.0)
+    same = labels[:, None] == labels[None, :]
+    anchors, positives = np.nonzero(same & ~np.eye(len(labels), dtype=bool))
+    d_ap = d[anchors, positives]
+    negative = ~same[anchors]  # (pairs, faces): each pair's anchor's negatives
+    semi_hard = np.where(negative & (d[anchors] > d_ap[:, None]), d[anchors], np.inf)
+    farthest = np.where(negative, d[anchors], -np.inf)
+    negatives = np.where(
+        np.isfinite(semi_hard.min(axis=1)), semi_hard.argmin(axis=1), farthest.argmax(axis=1)
+    )
+    losses = d_ap - d[anchors, negatives] + margin
+    hit = losses > 0.0
+    count = max(len(anchors), 1)
+    # d(i, j) = 2 - 2 y_i.y_j: the loss moves y_a by -2 (y_p - y_n), y_p by -2 y_a, y_n by 2 y_a.
+    a, pos, neg = anchors[hit], positives[hit], negatives[hit]
+    grad_y = np.zeros_like(y)
+    np.add.at(grad_y, a, -2.0 * (y[pos] - y[neg]))
+    np.add.at(grad_y, pos, -2.0 * y[a])
+    np.add.at(grad_y, neg, 2.0 * y[a])
+    grad_y /= count
+    grad_z = (grad_y - y * np.sum(y * grad_y, axis=1, keepdims=True)) / norms
+    grad_hidden = (grad_z @ w2.T) * (hidden > 0.0)
+    gradients = [
+        x.T @ grad_hidden + 2.0 * decay * w1,
+        grad_hidden.sum(axis=0),
+        active.T @ grad_z + 2.0 * decay * w2,
+        grad_z.sum(axis=0),
+    ]
+    loss = float(np.maximum(losses, 0.0).sum() / count)
+    return loss, float(hit.sum() / count), len(anchors), [g.astype(np.float32) for g in gradients]
+
+
+class _Adam:
+    """Adam (Kingma and Ba) over a list of arrays, updated in place."""
+
+    def __init__(self, weights: list[NDArray[np.float32]], rate: float) -> None:
+        self.rate, self.steps = rate, 0
+        self.first = [np.zeros_like(w) for w in weights]
+        self.second = [np.zeros_like(w) for w in weights]
+
+    def step(self, weights: list[NDArray[np.float32]], gradients: list[NDArray[np.float32]]) -> None:
+        self.steps += 1
+        beta1, beta2 = 0.9, 0.999
+        scale = self.rate * np.sqrt(1 - beta2**self.steps) / (1 - beta1**self.steps)
+        for weight, gradient, first, second in zip(weights, gradients, self.first, self.second, strict=True):
+            first *= beta1
+            first += (1 - beta1) * gradient
+            second *= beta2
+            second += (1 - beta2) * gradient * gradient
+            weight -= (scale * first / (np.sqrt(second) + 1e-7)).astype(np.float32)
+
+
 def train_projection(
     vectors: NDArray[np.float32],
     identities: NDArray[np.int64],
     validation: tuple[NDArray[np.float32], NDArray[np.int64]],
-    params: TrainingParams = TrainingParams(),
+    params: TrainingParams | None = None,
     on_epoch: Callable[[Epoch], None] | None = None,
     on_step: Callable[[int, float], None] | None = None,
 ) -> Training:
     """Trains a projection of the base embeddings `vectors` (unit, (n, 512)) so that faces of
-    one identity come closer than faces of two. `validation`: held-out identities' faces."""
-    from face_assets.core.vision.lazy import import_tensorflow
-
-    tf = import_tensorflow()
-    tf.random.set_seed(params.seed)
+    one identity come closer than faces of two. `validation`: held-out identities' faces.
+    Plain numpy on the CPU, seeded: the same labels and seed give the same weights."""
+    params = params or TrainingParams()
     rng = np.random.default_rng(params.seed)
     started = time.perf_counter()
     val_vectors, val_ids = validation
     if len(val_vectors) > VALIDATION_FACES:
         keep = np.sort(rng.choice(len(val_vectors), VALIDATION_FACES, replace=False))
         val_vectors, val_ids = val_vectors[keep], val_ids[keep]
-
     start = Projection.identity(params.hidden, params.seed)
-    w1, b1, w2, b2 = (tf.Variable(a) for a in (start.w1, start.b1, start.w2, start.b2))
-    weights = [w1, b1, w2, b2]
-    optimizer = tf.keras.optimizers.Adam(params.learning_rate)
-    margin = tf.constant(params.margin, tf.float32)
-
-    def project(x: Any) -> Any:  # tensors
-        return tf.math.l2_normalize(x + tf.nn.relu(x @ w1 + b1) @ w2 + b2, axis=1)
-
-    @tf.function(reduce_retracing=True)
-    def step(x: Any, labels: Any) -> Any:  # tensors
-        with tf.GradientTape() as tape:
-            y = project(x)
-            d = tf.maximum(2.0 - 2.0 * (y @ tf.transpose(y)), 0.0)  # squared distances
-            same = tf.equal(labels[:, None], labels[None, :])
-            eye = tf.eye(tf.shape(labels)[0], dtype=tf.bool)
-            positive = tf.logical_and(same, tf.logical_not(eye))
-            negative = tf.logical_not(same)
-            # d[a, p] against every d[a, n]: (anchor, positive, negative)
-            d_ap, d_an = d[:, :, None], d[:, None, :]
-            neg = negative[:, None, :]
-            semi_hard = tf.logical_and(neg, d_an > d_ap)
-            big = tf.constant(1e9, tf.float32)
-            nearest_semi = tf.reduce_min(tf.where(semi_hard, d_an + 0.0 * d_ap, big), axis=2)
-            farthest = tf.reduce_max(tf.where(neg, d_an + 0.0 * d_ap, -big), axis=2)
-            chosen = tf.where(nearest_semi < big, nearest_semi, farthest)
-            losses = tf.maximum(d - chosen + margin, 0.0)
-            pairs = tf.cast(positive, tf.float32)
-            count = tf.maximum(tf.reduce_sum(pairs), 1.0)
-            triplet = tf.reduce_sum(losses * pairs) / count
-            active = tf.reduce_sum(tf.cast(losses > 0, tf.float32) * pairs) / count
-            decay = params.weight_decay * (tf.reduce_sum(w2 * w2) + tf.reduce_sum(w1 * w1))
-            loss = triplet + decay
-        optimizer.apply_gradients(zip(tape.gradient(loss, weights), weights, strict=True))
-        return triplet, active, tf.reduce_sum(pairs)
-
-    def current() -> Projection:
-        return Projection(*(np.asarray(v.numpy(), dtype=np.float32) for v in weights))
+    weights = [start.w1.copy(), start.b1.copy(), start.w2.copy(), start.b2.copy()]
+    optimizer = _Adam(weights, params.learning_rate)
+    vectors = np.asarray(vectors, dtype=np.float32)
 
     base_vectors = l2_normalize(val_vectors)
     before = triplet_loss(base_vectors, val_ids, params.margin)
@@ -189,13 +215,16 @@ def train_projection(
         epoch_started = time.perf_counter()
         losses, actives = [], []
         for rows in _batches(identities, params, rng):
-            triplet, active, pairs = step(tf.constant(vectors[rows]), tf.constant(identities[rows]))
-            losses.append(float(triplet))
-            actives.append(float(active))
-            result.triplets += int(pairs)
+            loss, active, pairs, gradients = batch_loss(
+                Projection(*weights), vectors[rows], identities[rows], params.margin, params.weight_decay
+            )
+            optimizer.step(weights, gradients)
+            losses.append(loss)
+            actives.append(active)
+            result.triplets += pairs
             if on_step is not None:
-                on_step(int(pairs), float(triplet))
-        projection = current()
+                on_step(pairs, loss)
+        projection = Projection(*(w.copy() for w in weights))
         held_out = triplet_loss(projection.apply(val_vectors), val_ids, params.margin)
         epoch = Epoch(number, float(np.mean(losses)), float(np.mean(actives)), held_out,
                       time.perf_counter() - epoch_started)  # fmt: skip
