@@ -378,7 +378,7 @@ def cmd_finetune(args: argparse.Namespace) -> int:
         bar.close()
     print(
         f"{manifest.faces} faces of {manifest.identities} identities from {manifest.source}; "
-        f"{manifest.epochs} epochs (kept {manifest.best_epoch}) in {manifest.seconds:.0f} s; held-out "
+        f"{manifest.epochs} epochs (kept {manifest.best_epoch}) in {manifest.seconds:.1f} s; held-out "
         f"identities' loss {manifest.validation_loss_before:.4f} -> {manifest.validation_loss_after:.4f}",
         file=sys.stderr,
     )
