@@ -5,14 +5,16 @@ score."""
 
 from __future__ import annotations
 
+import sys
 import tempfile
+import time
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
 
 from face_assets.core.clustering.cluster import ClusterParams
-from face_assets.core.evaluation import labelled_images, pick_face
+from face_assets.core.evaluation import labelled_images, picked_faces
 from face_assets.core.person import plan_persons
 from face_assets.core.storage.store import FaceStore
 
@@ -36,14 +38,28 @@ def embed_folder(folder: Path, cache: Path) -> None:
         )
 
 
+def cached_labelled(
+    folder: Path, cache: Path | None, pick: str, identity_depth: int = 1
+) -> dict[str, np.ndarray]:
+    """`load_labelled` from the SQLite file `cache`, made first (`embed_folder`) when it is not
+    there; with no `cache`, a temporary one."""
+    with tempfile.TemporaryDirectory() as tmp:
+        cache = (cache or Path(tmp) / "labelled.db").resolve()
+        if not cache.exists():
+            started = time.perf_counter()
+            embed_folder(folder, cache)
+            print(f"embedded {folder} in {time.perf_counter() - started:.0f} s", file=sys.stderr)
+        return load_labelled(folder, cache, pick, identity_depth)
+
+
 def load_labelled(folder: Path, cache: Path, pick: str, identity_depth: int = 1) -> dict[str, np.ndarray]:
     """Embeddings of every face, and the label of the picked face of each photo ('' for none)."""
+    images = labelled_images(folder, identity_depth)
     store = FaceStore.from_url(f"sqlite:///{cache}")
     try:
         data = store.face_embeddings()
         items = store.media_items_by_path()
-        faces = store.faces_of_media_items()
-        sizes = store.media_item_sizes()
+        picked = picked_faces(store, images, pick)  # type: ignore[arg-type]
     finally:
         store.dispose()
     # The cache may hold more than `folder` (the whole set, swept on a part): keep its photos.
@@ -57,16 +73,9 @@ def load_labelled(folder: Path, cache: Path, pick: str, identity_depth: int = 1)
     row_of = {int(f): r for r, f in enumerate(face_ids)}
     labels = np.full(len(face_ids), "", dtype=object)
     paths = np.full(len(face_ids), "", dtype=object)  # the photo of each labelled face
-    misses = 0
-    images = labelled_images(folder, identity_depth)
-    for path, identity in images:
-        item = items.get(path.resolve())
-        found = faces.get(item, []) if item is not None else []
-        if not found:
-            misses += 1
-            continue
-        face = found[pick_face(found, sizes.get(item), pick)]  # type: ignore[arg-type]
-        if face["id"] in row_of:
+    misses = sum(face is None for _, _, face in picked)
+    for path, identity, face in picked:
+        if face is not None and face["id"] in row_of:
             labels[row_of[face["id"]]] = identity
             paths[row_of[face["id"]]] = str(path)
     photos = Counter(identity for _, identity in images)

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -34,7 +33,7 @@ from face_assets.core.clustering.vectors import l2_normalize
 from face_assets.core.evaluation import FREQUENT, score_clusters
 from face_assets.core.tuning.triplet import TrainingParams, train_projection
 from face_assets_devtools.harness import add_json_argument, peak_rss_mb, print_report, write_json
-from face_assets_devtools.labelled import embed_folder, load_labelled, persons_for
+from face_assets_devtools.labelled import cached_labelled, persons_for
 
 VALIDATION_SHARE = 0.2
 
@@ -100,13 +99,7 @@ def main() -> int:
     add_json_argument(parser)
     args = parser.parse_args()
 
-    with tempfile.TemporaryDirectory() as tmp:
-        cache = (args.cache or Path(tmp) / "protocol.db").resolve()
-        if not cache.exists():
-            started = time.perf_counter()
-            embed_folder(args.folder, cache)
-            print(f"embedded {args.folder} in {time.perf_counter() - started:.0f} s", file=sys.stderr)
-        data = load_labelled(args.folder, cache, "center", identity_depth=2)
+    data = cached_labelled(args.folder, args.cache, "center", identity_depth=2)
     masks = split(data)
     labels, vectors = data["labels"], data["vectors"]
 

@@ -23,8 +23,6 @@ from __future__ import annotations
 import argparse
 import itertools
 import sys
-import tempfile
-import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -33,7 +31,7 @@ import numpy as np
 from face_assets.core.clustering.cluster import ClusterParams
 from face_assets.core.evaluation import FREQUENT, rare_fates, score_clusters
 from face_assets_devtools.harness import add_json_argument, write_json
-from face_assets_devtools.labelled import embed_folder, load_labelled, persons_for
+from face_assets_devtools.labelled import cached_labelled, persons_for
 
 
 def score(data: dict[str, np.ndarray], persons: np.ndarray) -> dict[str, float]:
@@ -108,13 +106,7 @@ def main() -> int:
     parser.add_argument("--precision-floor", type=float, default=0.99)
     args = parser.parse_args()
 
-    with tempfile.TemporaryDirectory() as tmp:
-        cache = (args.cache or Path(tmp) / "sweep.db").resolve()
-        if not cache.exists():
-            started = time.perf_counter()
-            embed_folder(args.folder, cache)
-            print(f"embedded {args.folder} in {time.perf_counter() - started:.0f} s", file=sys.stderr)
-        data = load_labelled(args.folder, cache, args.pick, args.identity_depth)
+    data = cached_labelled(args.folder, args.cache, args.pick, args.identity_depth)
     print(
         f"{int(data['images'])} photos, {len(data['vectors'])} faces, {int(data['misses'])} photos "
         f"without a face, {len(set(data['labels'].tolist()) - {''})} identities"

@@ -6,9 +6,12 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from face_assets.core.errors import UserError
+
+if TYPE_CHECKING:
+    from face_assets.core.storage.store import FaceStore
 
 Pick = Literal["largest", "center"]
 
@@ -176,6 +179,23 @@ def pick_face(faces: Sequence[dict[str, Any]], size: tuple[int, int] | None, how
         return float(((x1 + x2) / 2 - cx) ** 2 + ((y1 + y2) / 2 - cy) ** 2)
 
     return min(range(len(faces)), key=lambda i: distance(faces[i]))
+
+
+def picked_faces(
+    store: FaceStore, images: Sequence[tuple[Path, str]], pick: Pick
+) -> list[tuple[Path, str, dict[str, Any] | None]]:
+    """Each labelled photo with the face its label goes to (`pick`), or None when no face was
+    found in it."""
+    items = store.media_items_by_path()
+    faces = store.faces_of_media_items()
+    sizes = store.media_item_sizes()
+    picked = []
+    for path, identity in images:
+        item = items.get(path.resolve())
+        found = faces.get(item, []) if item is not None else []
+        face = found[pick_face(found, sizes.get(item), pick)] if found else None  # type: ignore[arg-type]
+        picked.append((path, identity, face))
+    return picked
 
 
 def video_appearances(

@@ -11,7 +11,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from face_assets.core.errors import UserError
-from face_assets.core.evaluation import labelled_images, pick_face
+from face_assets.core.evaluation import labelled_images, picked_faces
 from face_assets.core.storage.codecs import EMBEDDING_DIM, decode_embedding
 from face_assets.core.storage.store import FaceStore
 from face_assets.core.vision.types import FaceDetector, FaceEmbedder
@@ -91,25 +91,17 @@ def labels_from_folder(
         try:
             register_folder(store, folder)
             detect_faces(store, detector, embedder=embedder)
-            items = store.media_items_by_path()
-            faces = store.faces_of_media_items()
-            sizes = store.media_item_sizes()
+            picked = picked_faces(store, images, "largest")
             data = store.face_embeddings()
         finally:
             store.dispose()
     row_of = {int(f): r for r, f in enumerate(data.face_ids)}
     names = sorted({identity for _, identity in images})
     code = {name: i for i, name in enumerate(names)}
-    rows, identities = [], []
-    for path, identity in images:
-        item = items.get(path.resolve())
-        found = faces.get(item, []) if item is not None else []
-        if not found:
-            continue
-        face = found[pick_face(found, sizes.get(item), "largest")]  # type: ignore[arg-type]
-        if face["id"] in row_of:
-            rows.append(row_of[face["id"]])
-            identities.append(code[identity])
+    labelled = [
+        (row_of[face["id"]], code[identity]) for _, identity, face in picked if face and face["id"] in row_of
+    ]
+    rows, identities = [row for row, _ in labelled], [identity for _, identity in labelled]
     return Labels(data.vectors[rows], np.array(identities, dtype=np.int64), tuple(names), str(folder))
 
 
