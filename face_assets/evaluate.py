@@ -22,7 +22,7 @@ from face_assets.core.storage.store import FaceStore
 from face_assets.runs import materialize_pipeline
 
 REPORT_KEYS = (
-    "pairwise_precision", "pairwise_recall", "pairwise_f", "bcubed_precision", "bcubed_recall",
+    "model", "pairwise_precision", "pairwise_recall", "pairwise_f", "bcubed_precision", "bcubed_recall",
     "bcubed_f", "nmi", "persons", "identities", "faces", "videos", "video_appearances", "misses",
     "unassigned_fraction", "rare_faces", "rare_unassigned", "rare_own", "rare_merged", "seconds",
 )  # fmt: skip
@@ -69,6 +69,8 @@ def score_store(store: FaceStore, labelled: list[tuple[Path, str]], pick: Pick) 
     persons = {p for p in predicted if p is not None}
     detected = len(found_faces)
     return {
+        # The embedder that made the persons scored: base and tuned models compared by name.
+        "model": ", ".join(store.embedding_models()) or "none",
         **scores.as_dict(),
         "persons": len(persons),
         "identities": len(set(truth)),

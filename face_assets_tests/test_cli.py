@@ -65,10 +65,11 @@ def test_evaluate_json_reports_every_score(tmp_path: Path, small_library: SmallL
     assert out.returncode == 0, out.stderr
     report = json.loads(out.stdout.strip().splitlines()[-1])
     assert list(report) == [
-        "pairwise_precision", "pairwise_recall", "pairwise_f", "bcubed_precision", "bcubed_recall",
+        "model", "pairwise_precision", "pairwise_recall", "pairwise_f", "bcubed_precision", "bcubed_recall",
         "bcubed_f", "nmi", "persons", "identities", "faces", "videos", "video_appearances", "misses",
         "unassigned_fraction", "rare_faces", "rare_unassigned", "rare_own", "rare_merged", "seconds",
     ]  # fmt: skip
+    assert report["model"] == small_library.embedding_model
     assert report["identities"] == len(IDENTITIES) + 1
     assert report["misses"] == 1  # the gradient has no face
     assert report["persons"] == len(IDENTITIES)

@@ -132,6 +132,17 @@ class ReportsMixin:
                 )  # fmt: skip
         return grouped
 
+    def embedding_models(self) -> list[str]:
+        """The models the faces' embeddings come from (one, unless a legacy tool wrote others)."""
+        query = (
+            select(FacesTable.c.EmbeddingModel)
+            .where(FacesTable.c.Embedding.isnot(None), FacesTable.c.EmbeddingModel.isnot(None))
+            .distinct()
+            .order_by(FacesTable.c.EmbeddingModel)
+        )
+        with self.engine.connect() as conn:
+            return list(conn.execute(query).scalars())
+
     def media_item_sizes(self) -> dict[int, tuple[int, int]]:
         """(width, height) of every detected media item, after EXIF orientation."""
         query = select(MediaItemsTable.c.Id, MediaItemsTable.c.ImageWidth, MediaItemsTable.c.ImageHeight)
