@@ -82,6 +82,7 @@ def load_labelled(folder: Path, cache: Path, pick: str, identity_depth: int = 1)
     return {
         "vectors": vectors,
         "media_item_ids": media_item_ids,
+        "face_ids": face_ids,
         "labels": labels,
         "paths": paths,
         "photos_of_label": np.array([photos.get(label, 0) for label in labels]),

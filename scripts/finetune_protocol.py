@@ -16,12 +16,21 @@ stopping), then base and tuned embeddings are compared:
 - unknown people clustered (BCubed P/R/F);
 - seconds to fine-tune, seconds to re-embed 10,000 faces from their stored base embeddings,
   peak memory.
+
+Then (with `--cache`) the labels the way users give them: the labels' photos as a library,
+clustered by `face-assets recluster`, 20 persons named (`persons rename`) and 50 faces moved
+into them (`faces move`), `face-assets finetune` on the library; the same figures, `users_*`.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import shutil
+import sqlite3
+import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -86,6 +95,83 @@ def matched(vectors: np.ndarray, data: dict[str, np.ndarray], masks: dict[str, n
     return round(float(hits[good[-1]] / len(new)) if len(good) else 0.0, 4)
 
 
+def scores(
+    tuned: np.ndarray,
+    data: dict[str, np.ndarray],
+    masks: dict[str, np.ndarray],
+    base: dict[str, dict[str, float]],
+) -> dict[str, float]:
+    """A tuned model's figures, and how they compare with the base model's (`base`)."""
+    found: dict[str, float] = {}
+    for part in ("new", "unknown"):
+        for key, value in clustered(tuned, data, np.flatnonzero(masks[part])).items():
+            found[f"{part}_{key}"] = value
+    found["new_matched_recall"] = matched(tuned, data, masks)
+    found["new_error_reduction"] = round(1 - (1 - found["new_bcubed_f"]) / (1 - base["new"]["bcubed_f"]), 3)
+    found["unknown_bcubed_f_change"] = round(found["unknown_bcubed_f"] - base["unknown"]["bcubed_f"], 4)
+    return found
+
+
+def cli(*args: str, env: dict[str, str]) -> str:
+    """`face-assets ARGS` as a user types it; its standard output."""
+    done = subprocess.run(
+        [sys.executable, "-m", "face_assets.cli", *args],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+    )
+    if done.returncode != 0:
+        raise SystemExit(f"face-assets {' '.join(args)}: {done.stderr.strip()}")
+    return done.stdout
+
+
+def user_labels(
+    cache: Path, data: dict[str, np.ndarray], masks: dict[str, np.ndarray], work: Path, names: int, moves: int
+) -> tuple[str, list[str], int]:
+    """Labels the way users give them: the labels' photos as a library, clustered; the `names`
+    largest persons named after the identity most of their faces have; `moves` faces of those
+    identities that the clustering left out or put elsewhere moved into their person; then
+    `face-assets finetune` on the library. Every step through the command line. The model's
+    name, the identities named and the faces moved."""
+    from face_assets.core.storage.store import FaceStore
+
+    library = work / "library.db"
+    shutil.copy(cache, library)  # every photo's faces and base embeddings, no persons yet
+    keep = [int(i) for i in np.unique(data["media_item_ids"][masks["labels"]])]
+    conn = sqlite3.connect(library)
+    conn.execute(f'DELETE FROM "Faces" WHERE "MediaItemId" NOT IN ({",".join(map(str, keep))})')
+    conn.execute(f'DELETE FROM "MediaItems" WHERE "Id" NOT IN ({",".join(map(str, keep))})')
+    conn.commit()
+    conn.close()
+    env = {"DATABASE_URL": f"sqlite:///{library}", "FACE_ASSETS_DATA_DIR": str(work / "data"),
+           "FACE_ASSETS_MODELS_DIR": str(work / "models")}  # fmt: skip
+    cli("recluster", env=env)
+    label_of = {int(f): str(label) for f, label in zip(data["face_ids"], data["labels"], strict=True)}
+    store = FaceStore.from_url(env["DATABASE_URL"])
+    persons = store.faces_by_person()
+    store.dispose()
+    named: dict[str, int] = {}
+    for person, faces in sorted(persons.items(), key=lambda item: -len(item[1])):
+        labels = [label_of.get(face.id, "") for face in faces]
+        majority = max(set(labels), key=labels.count)
+        if majority and majority not in named:
+            cli("persons", "rename", str(person), majority, env=env)
+            named[majority] = person
+        if len(named) == names:
+            break
+    person_of = {face.id: person for person, faces in persons.items() for face in faces}
+    moved = 0
+    for row in np.flatnonzero(masks["labels"]):
+        face, label = int(data["face_ids"][row]), str(data["labels"][row])
+        if moved == moves:
+            break
+        if label in named and person_of.get(face) != named[label]:
+            cli("faces", "move", str(face), str(named[label]), "--force", env=env)
+            moved += 1
+    model = cli("finetune", env=env).strip().splitlines()[-1]
+    return model, sorted(named), moved
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -96,6 +182,12 @@ def main() -> int:
     parser.add_argument("--margin", type=float, default=TrainingParams().margin)
     parser.add_argument("--weight-decay", type=float, default=TrainingParams().weight_decay)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="one training per seed")
+    parser.add_argument(
+        "--named", type=int, default=20, help="persons named through the command line (0: skip)"
+    )
+    parser.add_argument(
+        "--moved", type=int, default=50, help="faces moved into them through the command line"
+    )
     add_json_argument(parser)
     args = parser.parse_args()
 
@@ -145,17 +237,34 @@ def main() -> int:
                 (time.perf_counter() - started) / (reps * len(vectors)) * 10_000, 3
             ),
         }
-        for part, faces in (("new", new), ("unknown", unknown)):
-            for key, value in clustered(tuned, data, faces).items():
-                run[f"{part}_{key}"] = value
-        run["new_matched_recall"] = matched(tuned, data, masks)
-        run["new_error_reduction"] = round(1 - (1 - run["new_bcubed_f"]) / (1 - base["new"]["bcubed_f"]), 3)
-        run["unknown_bcubed_f_change"] = round(run["unknown_bcubed_f"] - base["unknown"]["bcubed_f"], 4)
+        run.update(scores(tuned, data, masks, base))
         print(" ".join(f"{k} {v}" for k, v in run.items()), file=sys.stderr)
         runs.append(run)
     for key in runs[0]:
         if key != "seed":
             report[f"tuned_{key}_median"] = float(np.median([run[key] for run in runs]))
+    if args.cache and args.named:
+        from face_assets.core.tuning.model import WEIGHTS, model_folder, read_manifest
+        from face_assets.core.tuning.projection import Projection
+
+        with tempfile.TemporaryDirectory() as tmp:
+            work = Path(tmp)
+            started = time.perf_counter()
+            model, named, moved = user_labels(args.cache, data, masks, work, args.named, args.moved)
+            report["users_named_persons"], report["users_moved_faces"] = len(named), moved
+            report["users_seconds"] = round(time.perf_counter() - started, 1)
+            manifest = read_manifest(work / "models", model)
+            report["users_labelled_faces"] = manifest.faces
+            report["users_labelled_identities"] = manifest.identities
+            projection = Projection.load(model_folder(work / "models", model) / WEIGHTS)
+            tuned = projection.apply(vectors)
+            for key, value in scores(tuned, data, masks, base).items():
+                report[f"users_{key}"] = value
+            # The new photos of the persons the user named, alone: what naming them bought.
+            of_named = masks["new"] & np.isin(data["labels"], named)
+            for name, model_vectors in (("base", vectors), ("users", tuned)):
+                for key, value in clustered(model_vectors, data, np.flatnonzero(of_named)).items():
+                    report[f"{name}_named_new_{key}"] = value
     report["peak_memory_mb"] = round(peak_rss_mb())
     report["runs"] = runs  # type: ignore[assignment]
     print_report({k: v for k, v in report.items() if k != "runs"})
