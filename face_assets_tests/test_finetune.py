@@ -45,34 +45,37 @@ def test_too_few_labels_are_refused_in_one_line(tmp_path: Path, stub_people: Pat
     assert not (tmp_path / "models" / "tuned").exists()
 
 
-def test_a_library_of_one_model_is_never_given_another_models_embeddings(
+def test_a_run_with_another_embedder_moves_the_library_to_it_and_back(
     tmp_path: Path, stub_photo_folder: Path, stub_models: None
 ) -> None:
     people = tuple(f"person-{n}" for n in range(len(COLOURS)))
     labels = make_stub_people(tmp_path / "labels", people, {"train": 5}) / "train"
     library = tmp_path / "library"
     shutil.copytree(stub_photo_folder / IDENTITIES[0], library / IDENTITIES[0])
-    env = {
-        "FACE_ASSETS_MODELS_DIR": str(tmp_path / "models"),
-        "DATABASE_URL": f"sqlite:///{tmp_path / 'faces.db'}",
-    }
+    env = {"FACE_ASSETS_MODELS_DIR": str(tmp_path / "models"), "DATABASE_URL": f"sqlite:///{tmp_path / 'db'}"}
     assert run(face_assets("run", str(library)), tmp_path, **env).returncode == 0
+    before = faces(tmp_path / "db")
     name = run(face_assets("finetune", str(labels), "--max-epochs", "2"), tmp_path, **env).stdout.split()[-1]
     shutil.copytree(stub_photo_folder / IDENTITIES[2], library / IDENTITIES[2])  # new photos arrive
 
-    mixed = run(face_assets("run", str(library)), tmp_path, FACE_ASSETS_EMBEDDER=name, **env)
+    tuned = run(face_assets("run", str(library)), tmp_path, FACE_ASSETS_EMBEDDER=name, **env)
 
-    assert mixed.returncode == 2 and "Traceback" not in mixed.stderr
-    (line,) = [x for x in mixed.stderr.splitlines() if x.startswith("error:")]
-    assert line == (
-        f"error: the library's faces are embedded by stub, FACE_ASSETS_EMBEDDER is {name}: the embeddings of "
-        "two models are never mixed, and moving a library to another model is not built yet; set "
-        "FACE_ASSETS_EMBEDDER back to the model of the library"
-    )
-    database = sqlite3.connect(tmp_path / "faces.db")
-    models = database.execute(
-        'SELECT "EmbeddingModel", COUNT(*) FROM "Faces" GROUP BY 1 ORDER BY 1'
-    ).fetchall()
-    database.close()
-    # The first photos' faces keep the stub's embeddings; the new photos' faces wait, unembedded.
-    assert models == [(None, PHOTOS_PER_IDENTITY), ("stub", PHOTOS_PER_IDENTITY)]
+    assert tuned.returncode == 0, tuned.stderr[-3000:]
+    moved = faces(tmp_path / "db")
+    assert {model for model, _, _ in moved.values()} == {name}
+    assert len(moved) == 2 * PHOTOS_PER_IDENTITY  # the new photos' faces embedded by the tuned model
+    assert all(base is not None for _, _, base in moved.values())
+    assert all(moved[face][2] == embedding for face, (_, embedding, _) in before.items())
+
+    back = run(face_assets("recognize"), tmp_path, **env)  # FACE_ASSETS_EMBEDDER: the stub again
+    assert back.returncode == 0, back.stderr[-3000:]
+    restored = faces(tmp_path / "db")
+    assert all(restored[face] == (model, embedding, None) for face, (model, embedding, _) in before.items())
+
+
+def faces(database: Path) -> dict[int, tuple[str, bytes, bytes | None]]:
+    """Every face's (EmbeddingModel, Embedding, BaseEmbedding)."""
+    conn = sqlite3.connect(database)
+    rows = conn.execute('SELECT "Id", "EmbeddingModel", "Embedding", "BaseEmbedding" FROM "Faces"').fetchall()
+    conn.close()
+    return {row[0]: (row[1], row[2], row[3]) for row in rows}

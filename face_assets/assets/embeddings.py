@@ -16,7 +16,8 @@ def face_embeddings(
     context: dg.AssetExecutionContext, face_store: FaceStoreResource, face_models: FaceModelsResource
 ) -> dg.MaterializeResult:
     """A 512-d unit-norm embedding for every face of the batch; the faces of each video are
-    then followed across its frames into tracks."""
+    then followed across its frames into tracks. Over the whole library (partition `all`), faces
+    of another model first move to FACE_ASSETS_EMBEDDER's."""
     store = face_store.get_store()
     with batch_lease(context, store):
         embedder = face_models.get_embedder()
@@ -27,6 +28,9 @@ def face_embeddings(
     return dg.MaterializeResult(
         metadata={
             "faces_embedded": run.faces,
+            # Faces given this model's embedding from the base embedding they keep (a switch of
+            # FACE_ASSETS_EMBEDDER, done by the run over the whole library).
+            "faces_moved_to_model": run.switched,
             "media_items": run.media_items,
             "video_tracks": run.tracks,
             "ms_per_face": round(run.ms_per_face, 1),

@@ -13,6 +13,7 @@ import numpy as np
 from face_assets.core.batch import IdRange
 from face_assets.core.errors import UserError
 from face_assets.core.progress import track
+from face_assets.core.storage.codecs import EMBEDDING_DIM, decode_embedding
 from face_assets.core.storage.store import FaceRecord, FaceStore, saving
 from face_assets.core.thumbnail import faces_by_media_item, frames_of_faces
 from face_assets.core.track import TrackParams, face_tracks
@@ -26,18 +27,83 @@ logger = logging.getLogger(__name__)
 
 
 class MixedModels(UserError):
-    """The library's faces are embedded by another model than the embedder's."""
+    """The library's faces are embedded by a model the current one cannot be computed from."""
+
+
+# Faces moved to another model per transaction: a killed switch keeps what it finished.
+SWITCH_BATCH = 1000
+
+
+def base_of(embedder: FaceEmbedder) -> FaceEmbedder:
+    """The model a tuned model projects (the embedder itself when it is not tuned)."""
+    from face_assets.core.tuning.model import TunedEmbedder
+
+    return embedder.base if isinstance(embedder, TunedEmbedder) else embedder
+
+
+def embed_crops(embedder: FaceEmbedder, crops: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    """The crops' embeddings and, for a tuned model, its base model's (kept with the faces)."""
+    base = base_of(embedder)
+    if base is embedder:
+        return embedder.embed(crops), None
+    base_vectors = base.embed(crops)
+    return embedder.project(base_vectors), base_vectors  # type: ignore[attr-defined]
+
+
+def switch_model(store: FaceStore, embedder: FaceEmbedder, batch: int = SWITCH_BATCH) -> int:
+    """Gives every face embedded by another model `embedder`'s embedding, from the base
+    embeddings the faces keep (no photo is read): to a tuned model, from its base or from another
+    tuning of the same base; back to the base, its stored embedding exactly. A batch of faces a
+    transaction, the persons' sums following: a killed switch resumes where it stopped, and
+    names, corrections and persons stay. Returns the faces moved; MixedModels in one line when
+    some face's model is another base's (its embedding cannot be computed without the photo)."""
+    from face_assets.core.tuning.model import MARK
+
+    target, base = embedder.name, base_of(embedder).name
+    moved = 0
+    with track("switch model", None, "faces") as advance:
+        while rows := store.faces_of_other_models(target, batch):
+            ids, bases = [], []
+            for face_id, model, embedding, base_embedding in rows:
+                if model == base:
+                    vector = decode_embedding(embedding)
+                elif model is not None and model.startswith(base + MARK) and base_embedding is not None:
+                    vector = decode_embedding(base_embedding)
+                else:
+                    raise MixedModels(
+                        f"face {face_id} is embedded by {model}, FACE_ASSETS_EMBEDDER is {target}: "
+                        f"{target}'s embedding cannot be computed from it; set FACE_ASSETS_EMBEDDER "
+                        f"back to {model}, or embed the library again from its photos with a new database"
+                    )
+                if vector is None or vector.shape != (EMBEDDING_DIM,):
+                    raise MixedModels(f"face {face_id}: its stored {model} embedding cannot be read")
+                ids.append(face_id)
+                bases.append(vector)
+            base_vectors = np.stack(bases).astype(np.float32)
+            if target == base:
+                vectors, kept = base_vectors, None
+            else:
+                vectors, kept = embedder.project(base_vectors), base_vectors  # type: ignore[attr-defined]
+            assert vectors is not None
+            with saving(f"embeddings of {len(ids)} faces moved to {target}"):
+                store.save_embeddings(ids, vectors, target, kept)
+            moved += len(ids)
+            advance(len(ids))
+    if moved:
+        store.rebuild_person_sums()  # every sum of the new model's embeddings, exactly
+    return moved
 
 
 def require_library_model(store: FaceStore, embedder: FaceEmbedder) -> None:
-    """MixedModels in one line when some face's embedding comes from another model: the
-    embeddings of two models are never compared, in matching or in clustering."""
+    """MixedModels in one line when some face's embedding comes from another model: a batch
+    never switches the library (the `all` run does, `switch_model`)."""
     other = store.other_embedding_model(embedder.name)
     if other is not None:
         raise MixedModels(
-            f"the library's faces are embedded by {other}, FACE_ASSETS_EMBEDDER is {embedder.name}: the "
-            f"embeddings of two models are never mixed, and moving a library to another model is not "
-            f"built yet; set FACE_ASSETS_EMBEDDER back to the model of the library"
+            f"the library's faces are embedded by {other}, FACE_ASSETS_EMBEDDER is {embedder.name}: "
+            "the embeddings of two models are never mixed; move the library to the new model "
+            "with `face-assets recognize` (or face_embeddings for the partition all), or set "
+            "FACE_ASSETS_EMBEDDER back"
         )
 
 
@@ -50,6 +116,7 @@ class EmbeddingRun:
     embed_seconds: float = 0.0
     write_seconds: float = 0.0
     tracks: int = 0  # face tracks made in videos
+    switched: int = 0  # faces moved from another model's embedding to this one's (switch_model)
 
     @property
     def ms_per_face(self) -> float:
@@ -59,8 +126,12 @@ class EmbeddingRun:
 def embed_faces(
     store: FaceStore, embedder: FaceEmbedder, batch_faces: int = 64, id_range: IdRange = None
 ) -> EmbeddingRun:
-    require_library_model(store, embedder)
-    run = EmbeddingRun()
+    if id_range is None:
+        run_switched = switch_model(store, embedder)
+    else:
+        require_library_model(store, embedder)
+        run_switched = 0
+    run = EmbeddingRun(switched=run_switched)
     pending_ids: list[int] = []
     pending_crops: list[np.ndarray] = []
 
@@ -68,10 +139,10 @@ def embed_faces(
         if not pending_ids:
             return
         started = time.perf_counter()
-        vectors = embedder.embed(np.stack(pending_crops))
+        vectors, base_vectors = embed_crops(embedder, np.stack(pending_crops))
         embedded = time.perf_counter()
         with saving(f"embeddings of {len(pending_ids)} faces"):
-            store.save_embeddings(pending_ids, vectors, embedder.name)
+            store.save_embeddings(pending_ids, vectors, embedder.name, base_vectors)
         run.embed_seconds += embedded - started
         run.write_seconds += time.perf_counter() - embedded
         run.faces += len(pending_ids)

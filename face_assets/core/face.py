@@ -143,8 +143,12 @@ def detect_faces(
     journal = ThumbnailJournal(thumbnails.folder) if thumbnails is not None else None
     if thumbnails is not None:
         sweep_abandoned(thumbnails.folder, store.thumbnails_in_use)
+    from face_assets.core.tuning.model import TunedEmbedder
+
     if embedder is not None and store.other_embedding_model(embedder.name) is not None:
         embedder = None  # another model's library: the faces wait, the embedding step says why
+    if isinstance(embedder, TunedEmbedder):
+        embedder = None  # a tuned model's faces keep their base embeddings: the embedding step's
     crop_px = embedder.input_px if embedder is not None else 0
     batch_faces = getattr(embedder, "batch_size", 32)
     # The face size, in decoded pixels, below which a crop from a reduced decode would be

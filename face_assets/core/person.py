@@ -235,6 +235,21 @@ class _Plan:
     regrouped: list[tuple[int, int]] = field(default_factory=list)  # (face, person), clustered
 
 
+def require_one_model(store: FaceStore) -> None:
+    """MixedModels in one line when the faces' embeddings come from two models: persons are
+    never made or matched across them (a switch to another model not finished)."""
+    from face_assets.core.embedding import MixedModels
+
+    model = store.any_embedding_model()
+    other = store.other_embedding_model(model) if model is not None else None
+    if other is not None:
+        raise MixedModels(
+            f"the library's faces are embedded by {model} and by {other}: persons are never made of "
+            "two models' embeddings; finish moving the library to FACE_ASSETS_EMBEDDER's model with "
+            "`face-assets recognize`"
+        )
+
+
 def _cluster_library(
     store: FaceStore,
     params: ClusterParams,
@@ -245,6 +260,7 @@ def _cluster_library(
     """The frame both clusterings share: the persons lock held throughout, the library read
     once (a track as one observation), the plan written in one transaction, portraits."""
     with store.lock(PERSONS_LOCK, owner or default_owner()):
+        require_one_model(store)
         started = time.perf_counter()
         data = store.face_embeddings()
         seen = collapse_tracks(data.track_ids, data.vectors, params.min_cluster_size)
@@ -360,6 +376,7 @@ def match_new_faces(
     """
     started = time.perf_counter()
     with store.lock(PERSONS_LOCK, owner or default_owner(), wait_seconds=wait_seconds):
+        require_one_model(store)
         batch = store.face_embeddings(id_range, unassigned_only=True)
         if not len(batch.face_ids):
             return BatchMatch(0, 0, 0, time.perf_counter() - started, PersonChanges(0, 0, 0, 0, 0))

@@ -472,6 +472,7 @@ class CorrectionsMixin(FencedWrites):
                 .values(
                     PersonId=None,
                     Embedding=None,
+                    BaseEmbedding=None,
                     EmbeddingModel=None,
                     ThumbnailPath=None,
                     Name=None,

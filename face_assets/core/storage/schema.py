@@ -134,6 +134,9 @@ FacesTable = Table(
     Column("Landmarks", Unicode(500)),  # JSON [[x, y] x 5]
     Column("ThumbnailPath", Unicode(500)),  # relative to the thumbnail folder
     Column("EmbeddingModel", String(64)),
+    # A tuned model's face (EmbeddingModel ...-tuned-...): its base model's embedding, from which
+    # the library moves to another tuned model, or back to the base, without reading a photo.
+    Column("BaseEmbedding", LargeBinary),
     Column("FrameTime", Float),  # videos: seconds from the start of the video
     Column("TrackId", Integer),  # videos: the first face of the track this face is part of
     # "match", "cluster", "noise" (seen by clustering, no person), "user" (a correction),

@@ -371,13 +371,45 @@ class FaceStore(MediaFilesMixin, PersonsMixin, CorrectionsMixin, LocksMixin, Rep
         with self.engine.connect() as conn:
             return conn.execute(query).scalar()
 
-    def save_embeddings(self, face_ids: Sequence[int], vectors: NDArray[np.float32], model: str) -> None:
+    def any_embedding_model(self) -> str | None:
+        """The model of some embedded face (the first in the index), or None."""
+        column = FacesTable.c.EmbeddingModel
+        query = select(column).where(column.isnot(None), FacesTable.c.Embedding.isnot(None))
+        with self.engine.connect() as conn:
+            return conn.execute(query.order_by(column).limit(1)).scalar()
+
+    def faces_of_other_models(self, model: str, limit: int) -> list[tuple[int, str, Any, Any]]:
+        """Up to `limit` embedded faces whose embedding is another model's than `model`: (id,
+        its model, Embedding, BaseEmbedding), in the order of their ids."""
+        column = FacesTable.c.EmbeddingModel
+        query = (
+            select(FacesTable.c.Id, column, FacesTable.c.Embedding, FacesTable.c.BaseEmbedding)
+            .where(or_(column < model, column > model), FacesTable.c.Embedding.isnot(None))
+            .order_by(FacesTable.c.Id)
+            .limit(limit)
+        )
+        with self.engine.connect() as conn:
+            return [(r.Id, r.EmbeddingModel, r.Embedding, r.BaseEmbedding) for r in conn.execute(query)]
+
+    def save_embeddings(
+        self,
+        face_ids: Sequence[int],
+        vectors: NDArray[np.float32],
+        model: str,
+        base_vectors: NDArray[np.float32] | None = None,
+    ) -> None:
+        """The faces' embeddings by `model`, and with a tuned model its base model's
+        (`base_vectors`); the persons' sums follow, in the same transaction."""
         if not len(face_ids):
             return
+        bases: list[Any] = [None] * len(face_ids)
+        if base_vectors is not None:
+            bases = [encode_embedding(v) for v in base_vectors]
         # A face another application already gave a person joins that person's sum.
         with self._write() as conn, tracking_person_sums(conn, face_ids):
             conn.execute(
                 update(FacesTable).where(FacesTable.c.Id == bindparam("face_id")),
-                [{"face_id": int(i), "Embedding": encode_embedding(v), "EmbeddingModel": model,
-                  "ModifiedAt": utcnow()} for i, v in zip(face_ids, vectors, strict=True)],
+                [{"face_id": int(i), "Embedding": encode_embedding(v), "BaseEmbedding": b,
+                  "EmbeddingModel": model, "ModifiedAt": utcnow()}
+                 for i, v, b in zip(face_ids, vectors, bases, strict=True)],
             )  # fmt: skip
