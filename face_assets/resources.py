@@ -81,6 +81,9 @@ class FaceModelsResource(dg.ConfigurableResource):
     def get_embedder(self) -> FaceEmbedder:
         return embedder_for(self._settings())
 
+    def models_folder(self) -> Path:
+        return self._settings().models_dir
+
 
 class ClusteringResource(dg.ConfigurableResource):
     """How faces become persons: the clustering settings (FACE_ASSETS_CLUSTER_*,

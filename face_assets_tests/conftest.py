@@ -59,24 +59,30 @@ def stub_people(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-def stub_models() -> Iterator[None]:
-    """The stub detector and embedder for this test (core/vision/stub.py): no model files."""
-    with models("stub"):
-        yield
+def stub_models(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The stub detector and embedder for this test (core/vision/stub.py): no model files.
+    Through the test's own monkeypatch: a test that sets the same variables again restores
+    them in order (a second patcher would put the stub back after the test)."""
+    use_models(monkeypatch, "stub")
 
 
 # The models a test runs on: the real ones, or the stubs that see a colour square as a face.
 MODELS = ("stub", pytest.param("real", marks=pytest.mark.slow))
 
 
+def use_models(patch: pytest.MonkeyPatch, kind: str) -> None:
+    """The settings choose `kind`'s detector and embedder (the process's environment, so
+    command-line processes started by the test inherit the choice)."""
+    if kind == "stub":
+        patch.setenv("FACE_ASSETS_DETECTOR", "stub")
+        patch.setenv("FACE_ASSETS_EMBEDDER", "stub")
+
+
 @contextmanager
 def models(kind: str) -> Iterator[None]:
-    """The settings choose `kind`'s detector and embedder inside the block (the process's
-    environment, so command-line processes started in it inherit the choice)."""
+    """`use_models` inside the block, for fixtures wider than one test."""
     with pytest.MonkeyPatch.context() as patch:
-        if kind == "stub":
-            patch.setenv("FACE_ASSETS_DETECTOR", "stub")
-            patch.setenv("FACE_ASSETS_EMBEDDER", "stub")
+        use_models(patch, kind)
         yield
 
 
@@ -115,11 +121,11 @@ class SmallLibrary:
 
 
 @pytest.fixture(params=MODELS)
-def small_library(request: pytest.FixtureRequest) -> Iterator[SmallLibrary]:
+def small_library(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> SmallLibrary:
     kind = request.param
     others = request.getfixturevalue("celebrity_folder" if kind == "real" else "stub_people")
-    with models(kind):
-        yield SmallLibrary(kind, library_of(request, kind), others)
+    use_models(monkeypatch, kind)
+    return SmallLibrary(kind, library_of(request, kind), others)
 
 
 def library_of(request: pytest.FixtureRequest, kind: str) -> Path:

@@ -15,7 +15,7 @@ def test_definitions_load_with_every_asset_and_the_job() -> None:
     keys = {key.to_user_string() for key in repository.asset_graph.get_all_asset_keys()}
     assert keys == {
         "media_items", "detected_faces", "face_thumbnails", "face_embeddings", "face_persons",
-        "person_clusters", "person_gallery",
+        "person_clusters", "person_gallery", "tuned_embedder",
     }  # fmt: skip
     for job in ("process_batch_job", "recluster_persons_job", "register_media_job"):
         assert repository.has_job(job)
@@ -23,6 +23,7 @@ def test_definitions_load_with_every_asset_and_the_job() -> None:
     assert [s.name for s in repository.schedule_defs] == ["recluster_schedule"]
     graph = repository.asset_graph
     assert dg.AssetKey("detected_faces") in graph.get(dg.AssetKey("face_embeddings")).parent_keys
+    assert dg.AssetKey("tuned_embedder") in graph.get(dg.AssetKey("face_embeddings")).parent_keys
     assert dg.AssetKey("face_embeddings") in graph.get(dg.AssetKey("face_persons")).parent_keys
     assert dg.AssetKey("face_persons") in graph.get(dg.AssetKey("person_clusters")).parent_keys
 

@@ -8,6 +8,11 @@ import shutil
 import sqlite3
 from pathlib import Path
 
+import dagster as dg
+import pytest
+
+from face_assets.core.clustering.cluster import ClusterParams
+from face_assets.core.storage.store import FaceStore
 from face_assets_devtools.stub_people import COLOURS, make_stub_people
 from face_assets_tests.conftest import IDENTITIES, PHOTOS_PER_IDENTITY
 from face_assets_tests.test_cli import face_assets, run
@@ -79,3 +84,64 @@ def faces(database: Path) -> dict[int, tuple[str, bytes, bytes | None]]:
     rows = conn.execute('SELECT "Id", "EmbeddingModel", "Embedding", "BaseEmbedding" FROM "Faces"').fetchall()
     conn.close()
     return {row[0]: (row[1], row[2], row[3]) for row in rows}
+
+
+def test_the_tuned_embedder_asset_learns_from_the_library_and_the_next_run_uses_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, stub_models: None
+) -> None:
+    """Materialised as from the UI: a model from the named persons, named by FACE_ASSETS_EMBEDDER=
+    tuned; then the embeddings over the whole library move to it. On SQLite: the labels' and the
+    switch's storage are tested on every backend in core_tests."""
+    db_url = f"sqlite:///{tmp_path / 'faces.db'}"
+    from face_assets.assets import ALL_ASSETS, tuned_embedder
+    from face_assets.core import correction
+    from face_assets.core.person import update_persons
+    from face_assets.core.settings import get_settings
+    from face_assets.core.vision.models import embedder_for
+    from face_assets.definitions import make_resources
+    from face_assets.runs import materialize_pipeline
+    from face_assets_tests.core_tests.synthetic import identities
+    from face_assets_tests.core_tests.test_correction import add_faces
+
+    store = FaceStore.from_url(db_url, upgrade=True)
+    vectors, _ = identities(seed=3, k=6, n=5)
+    add_faces(store, tmp_path / "photos", vectors)
+    monkeypatch.setenv("DATABASE_URL", db_url)
+    monkeypatch.setenv("FACE_ASSETS_MODELS_DIR", str(tmp_path / "models"))
+
+    def materialise() -> dg.ExecuteInProcessResult:
+        return dg.materialize(ALL_ASSETS, selection=[tuned_embedder.key], resources=make_resources(),
+                              raise_on_error=False)  # fmt: skip
+
+    def figures(result: dg.ExecuteInProcessResult) -> dict[str, object]:
+        (event,) = result.asset_materializations_for_node("tuned_embedder")
+        return {key: getattr(value, "value", value) for key, value in event.metadata.items()}
+
+    # Nobody named yet: nothing to learn from, said, and no failure that would stop the
+    # embeddings of a run of every asset.
+    unlabelled = materialise()
+    assert unlabelled.success and figures(unlabelled)["model"] == "none"
+    assert str(figures(unlabelled)["why"]).startswith("library: too few labels to learn from: 0 identities")
+
+    update_persons(store, ClusterParams())
+    for number, person in enumerate(p.id for p in correction.list_persons(store)):
+        correction.rename_person(store, person, f"Ada {'ABCDEF'[number]}")
+    made = materialise()
+    assert made.success
+    metadata = {
+        k: getattr(v, "value", v)
+        for k, v in made.asset_materializations_for_node("tuned_embedder")[0].metadata.items()
+    }
+    name = metadata["model"]
+    assert name.startswith("stub-tuned-") and metadata["identities"] == 6 and metadata["faces"] == 30
+    assert not any("Ada" in str(value) for value in metadata.values())  # no name in Dagster's records
+    monkeypatch.setenv("FACE_ASSETS_EMBEDDER", "tuned")
+    assert embedder_for(get_settings()).name == name
+
+    run = materialize_pipeline(
+        database_url=db_url, thumbnail_dir=tmp_path / "thumbnails", steps=["embed", "cluster"]
+    )
+    assert run.success
+    assert run.metadata()["face_embeddings"]["faces_moved_to_model"] == 30
+    assert store.other_embedding_model(name) is None  # every face now the tuned model's
+    store.dispose()

@@ -85,7 +85,7 @@ def test_graphql_lists_the_assets_sensors_and_schedule(dagster_ui: str) -> None:
     assets = {node["assetKey"]["path"][0] for node in repository["assetNodes"]}
     assert assets == {
         "media_items", "detected_faces", "face_thumbnails", "face_embeddings", "face_persons",
-        "person_clusters", "person_gallery",
+        "person_clusters", "person_gallery", "tuned_embedder",
     }  # fmt: skip
     assert {s["name"] for s in repository["sensors"]} == {"new_media_items_sensor", "media_folder_sensor"}
     assert repository["schedules"] == [{"name": "recluster_schedule", "cronSchedule": "0 3 * * *"}]

@@ -5,13 +5,14 @@ import dagster as dg
 from face_assets.assets.faces import detected_faces
 from face_assets.assets.leases import batch_lease
 from face_assets.assets.metadata import error_preview, load_model
+from face_assets.assets.tuning import tuned_embedder
 from face_assets.core.batch import parse_batch_key
 from face_assets.core.embedding import embed_faces
 from face_assets.partitions import media_item_partitions
 from face_assets.resources import FaceModelsResource, FaceStoreResource
 
 
-@dg.asset(group_name="faces", deps=[detected_faces], partitions_def=media_item_partitions)
+@dg.asset(group_name="faces", deps=[detected_faces, tuned_embedder], partitions_def=media_item_partitions)
 def face_embeddings(
     context: dg.AssetExecutionContext, face_store: FaceStoreResource, face_models: FaceModelsResource
 ) -> dg.MaterializeResult:

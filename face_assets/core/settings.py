@@ -17,10 +17,11 @@ from face_assets.core.errors import UserError
 # "stub": instant stand-ins that find squares of colour (core/vision/stub.py), for tests.
 DetectorName = Literal["retinaface-mobilenet", "retinaface-resnet50", "stub"]
 # A model tuned on the user's labels (`face-assets finetune`) is named after its base model:
-# facenet-20180402-114759-tuned-<8 hex digits>, its files under the models folder's tuned/.
+# facenet-20180402-114759-tuned-<8 hex digits>, its files under the models folder's tuned/;
+# "tuned" is the one made last.
 EmbedderName = Annotated[
     str,
-    Field(pattern=r"^(facenet-20180402|stub)$|^(facenet-20180402-114759|stub)-tuned-[0-9a-f]{8}$"),
+    Field(pattern=r"^(facenet-20180402|stub|tuned)$|^(facenet-20180402-114759|stub)-tuned-[0-9a-f]{8}$"),
 ]
 # What runs the models, the same weights either way: ONNX Runtime on a file converted once from
 # the TensorFlow graph (faster here, scripts/benchmark_engines.py), or TensorFlow, the reference.

@@ -8,7 +8,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from face_assets.core.tuning.labels import Labels
-from face_assets.core.tuning.model import Manifest, now, save_tuned, tuned_name
+from face_assets.core.tuning.model import Manifest, now, save_tuned, tuned_name, write_latest
 from face_assets.core.tuning.triplet import Epoch, TrainingParams, train_projection
 from face_assets.core.vision.types import FaceEmbedder
 
@@ -61,4 +61,5 @@ def finetune(
         params=settings,
     )
     save_tuned(models_dir, manifest, training.projection)
+    write_latest(models_dir, manifest.name)  # FACE_ASSETS_EMBEDDER=tuned now names it
     return manifest

@@ -23,6 +23,9 @@ TUNED_FOLDER = "tuned"
 MARK = "-tuned-"  # a tuned model's name: <base model>-tuned-<8 hex digits>
 MANIFEST = "manifest.json"
 WEIGHTS = "projection.npz"
+# FACE_ASSETS_EMBEDDER=tuned: the model made last in this models folder, named in this file.
+LATEST_SETTING = "tuned"
+LATEST = "latest"
 
 
 class UnknownTunedModel(UserError):
@@ -74,6 +77,24 @@ def save_tuned(models_dir: Path, manifest: Manifest, projection: Projection) -> 
         partial.replace(folder / WEIGHTS)
     write_atomically(folder / MANIFEST, (json.dumps(asdict(manifest), indent=1) + "\n").encode())
     return folder
+
+
+def write_latest(models_dir: Path, name: str) -> None:
+    write_atomically(Path(models_dir) / TUNED_FOLDER / LATEST, (name + "\n").encode())
+
+
+def resolve_embedder(name: str, models_dir: Path) -> str:
+    """The embedder setting's model: `tuned` is the model made last (`face-assets finetune`, or
+    the tuned_embedder asset), read at each resolution so that a new one takes effect."""
+    if name != LATEST_SETTING:
+        return name
+    try:
+        return (Path(models_dir) / TUNED_FOLDER / LATEST).read_text().strip()
+    except FileNotFoundError:
+        raise UnknownTunedModel(
+            f"embedder tuned: no tuned model in {Path(models_dir) / TUNED_FOLDER} yet; make one with "
+            "`face-assets finetune` or by materialising tuned_embedder"
+        ) from None
 
 
 def read_manifest(models_dir: Path, name: str) -> Manifest:

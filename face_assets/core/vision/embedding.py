@@ -87,8 +87,9 @@ def make_embedder(
     """An embedder by its settings name; its `name` is the same on every engine. A tuned model
     (`face-assets finetune`) is its base embedder followed by its projection."""
     check_engine(engine)
-    from face_assets.core.tuning.model import is_tuned, load_tuned, read_manifest
+    from face_assets.core.tuning.model import is_tuned, load_tuned, read_manifest, resolve_embedder
 
+    name = resolve_embedder(name, models_dir)
     if is_tuned(name):
         base_name = read_manifest(models_dir, name).base
         base_setting = "facenet-20180402" if base_name == FaceNetEmbedder.name else base_name

@@ -34,7 +34,10 @@ def detector_for(settings: Settings) -> FaceDetector:
 
 
 def embedder_for(settings: Settings) -> FaceEmbedder:
-    name, models_dir, batch = settings.embedder, settings.models_dir, settings.embedding_batch_size
+    from face_assets.core.tuning.model import resolve_embedder
+
+    models_dir, batch = settings.models_dir, settings.embedding_batch_size
+    name = resolve_embedder(settings.embedder, models_dir)  # before the cache: a new model counts
     fetch, engine = not settings.models_offline, settings.engine
     key = ("embedder", name, str(models_dir), batch, fetch, engine)
     return _cached(key, lambda: make_embedder(name, models_dir, batch, fetch, engine))
