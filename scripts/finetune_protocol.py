@@ -40,11 +40,14 @@ import numpy as np
 from face_assets.core.clustering.cluster import ClusterParams
 from face_assets.core.clustering.vectors import l2_normalize
 from face_assets.core.evaluation import FREQUENT, score_clusters
+from face_assets.core.storage.store import FaceStore
 from face_assets.core.tuning.triplet import TrainingParams, train_projection
 from face_assets_devtools.harness import add_json_argument, peak_rss_mb, print_report, write_json
 from face_assets_devtools.labelled import cached_labelled, persons_for
 
 VALIDATION_SHARE = 0.2
+# FaceNet's pooled features: the input of its last block (the 1792 -> 512 bottleneck).
+POOLED = "InceptionResnetV1/Logits/Flatten/flatten/Reshape:0"
 
 
 def split(data: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -172,6 +175,115 @@ def user_labels(
     return model, sorted(named), moved
 
 
+def pooled_features(
+    cache: Path, face_ids: np.ndarray, models_dir: Path
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """FaceNet's pooled features (1792-d, the input of its last block) of the cached faces, by
+    the TensorFlow graph, and the last block (the bottleneck with its batch norm folded in) as a
+    matrix and an offset: normalise(features @ A + c) is the base model's embedding."""
+    from face_assets.core.vision import graphs, weights
+    from face_assets.core.vision.lazy import import_tensorflow
+    from face_assets.core.vision.media import open_media
+    from face_assets.core.vision.transforms import embedding_crop
+
+    tf = import_tensorflow()
+    from tensorflow.python.framework import tensor_util
+
+    graph_def = graphs.read_graph_def(weights.resolve(weights.FACENET_GRAPH, models_dir))
+    graphs._facenet_any_batch(graph_def)
+    node = {n.name: n for n in graph_def.node}
+
+    def constant(name: str) -> np.ndarray:
+        return tensor_util.MakeNdarray(node[f"InceptionResnetV1/Bottleneck/{name}"].attr["value"].tensor)
+
+    epsilon = node["InceptionResnetV1/Bottleneck/BatchNorm/cond/FusedBatchNorm_1"].attr["epsilon"].f
+    scale = 1.0 / np.sqrt(constant("BatchNorm/moving_variance") + epsilon)
+    matrix = (constant("weights") * scale).astype(np.float32)
+    offset = (constant("BatchNorm/beta") - constant("BatchNorm/moving_mean") * scale).astype(np.float32)
+    graph = tf.Graph()
+    with graph.as_default():
+        tf.compat.v1.import_graph_def(graph_def, name="")
+    session = tf.compat.v1.Session(graph=graph)
+    store = FaceStore.from_url(f"sqlite:///{cache}")
+    items, faces = store.media_items_by_path(), store.faces_of_media_items()
+    store.dispose()
+    wanted = {int(face) for face in face_ids}
+    found: dict[int, np.ndarray] = {}
+    crops: list[np.ndarray] = []
+    ids: list[int] = []
+
+    def flush() -> None:
+        pooled = session.run(
+            "InceptionResnetV1/Logits/Flatten/flatten/Reshape:0", {"input:0": np.stack(crops)}
+        )
+        found.update(zip(ids, pooled, strict=True))
+        crops.clear()
+        ids.clear()
+
+    for path, item in items.items():
+        chosen = [face for face in faces.get(item, []) if face["id"] in wanted]
+        if chosen:
+            image = open_media(path)
+            crops.extend(embedding_crop(image, tuple(face["box_xyxy"]), 160) for face in chosen)  # type: ignore[arg-type]
+            ids.extend(face["id"] for face in chosen)
+        if len(crops) >= 64:
+            flush()
+    if crops:
+        flush()
+    return np.stack([found[int(face)] for face in face_ids]).astype(np.float32), matrix, offset
+
+
+def train_last_block(
+    features: np.ndarray,
+    identities: np.ndarray,
+    held: np.ndarray,
+    matrix: np.ndarray,
+    offset: np.ndarray,
+    params: TrainingParams,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The last block trained instead of a projection: the same triplet loss, batches, Adam and
+    held-out rule as train_projection, the weights pulled towards FaceNet's own."""
+    from face_assets.core.tuning.triplet import _Adam, _batches, triplet_loss
+
+    rng = np.random.default_rng(params.seed)
+    weights = [matrix.copy(), offset.copy()]
+    optimizer = _Adam(weights, params.learning_rate)
+    train_x, train_ids = features[~held], identities[~held]
+    held_x, held_ids = features[held], identities[held]
+    before = triplet_loss(l2_normalize(held_x @ matrix + offset), held_ids, params.margin)
+    best = [w.copy() for w in weights]
+    for _ in range(params.max_epochs):
+        for rows in _batches(train_ids, params, rng):
+            x, labels = train_x[rows], train_ids[rows]
+            z = x @ weights[0] + weights[1]
+            norms = np.linalg.norm(z, axis=1, keepdims=True)
+            y = z / norms
+            d = np.maximum(2.0 - 2.0 * (y @ y.T), 0.0)
+            same = labels[:, None] == labels[None, :]
+            anchors, positives = np.nonzero(same & ~np.eye(len(labels), dtype=bool))
+            negative = ~same[anchors]
+            semi = np.where(negative & (d[anchors] > d[anchors, positives][:, None]), d[anchors], np.inf)
+            far = np.where(negative, d[anchors], -np.inf)
+            negatives = np.where(np.isfinite(semi.min(axis=1)), semi.argmin(axis=1), far.argmax(axis=1))
+            hit = d[anchors, positives] - d[anchors, negatives] + params.margin > 0
+            a, p, n = anchors[hit], positives[hit], negatives[hit]
+            grad_y = np.zeros_like(y)
+            np.add.at(grad_y, a, -2.0 * (y[p] - y[n]))
+            np.add.at(grad_y, p, -2.0 * y[a])
+            np.add.at(grad_y, n, 2.0 * y[a])
+            grad_y /= max(len(anchors), 1)
+            grad_z = (grad_y - y * np.sum(y * grad_y, axis=1, keepdims=True)) / norms
+            decay = 2.0 * params.weight_decay
+            gradients = [
+                x.T @ grad_z + decay * (weights[0] - matrix),
+                grad_z.sum(axis=0) + decay * (weights[1] - offset),
+            ]
+            optimizer.step(weights, [g.astype(np.float32) for g in gradients])
+        if triplet_loss(l2_normalize(held_x @ weights[0] + weights[1]), held_ids, params.margin) <= before:
+            best = [w.copy() for w in weights]
+    return best[0], best[1]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -187,6 +299,9 @@ def main() -> int:
     )
     parser.add_argument(
         "--moved", type=int, default=50, help="faces moved into them through the command line"
+    )
+    parser.add_argument(
+        "--last-block", action="store_true", help="also train FaceNet's last block (TensorFlow, --cache)"
     )
     add_json_argument(parser)
     args = parser.parse_args()
@@ -243,6 +358,23 @@ def main() -> int:
     for key in runs[0]:
         if key != "seed":
             report[f"tuned_{key}_median"] = float(np.median([run[key] for run in runs]))
+    if args.last_block and args.cache:
+        from face_assets.core.settings import get_settings
+
+        features, matrix, offset = pooled_features(args.cache, data["face_ids"], get_settings().models_dir)
+        # Its own start: the block on these crops, before training (crops cut the same way as the
+        # product's, decoded afresh), so that the gain is the training's alone.
+        start = l2_normalize(features @ matrix + offset)
+        report["last_block_untrained_new_bcubed_f"] = clustered(start, data, new)["bcubed_f"]
+        report["last_block_untrained_unknown_bcubed_f"] = clustered(start, data, unknown)["bcubed_f"]
+        for seed in args.seeds:
+            trained = train_last_block(
+                features[rows], ids, ~train, matrix, offset, replace(TrainingParams(), seed=seed)
+            )
+            tuned = l2_normalize(features @ trained[0] + trained[1])
+            for part, faces in (("new", new), ("unknown", unknown)):
+                for key, value in clustered(tuned, data, faces).items():
+                    report[f"last_block_seed{seed}_{part}_{key}"] = value
     if args.cache and args.named:
         from face_assets.core.tuning.model import WEIGHTS, model_folder, read_manifest
         from face_assets.core.tuning.projection import Projection
