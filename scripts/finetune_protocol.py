@@ -243,36 +243,21 @@ def train_last_block(
 ) -> tuple[np.ndarray, np.ndarray]:
     """The last block trained instead of a projection: the same triplet loss, batches, Adam and
     held-out rule as train_projection, the weights pulled towards FaceNet's own."""
-    from face_assets.core.tuning.triplet import _Adam, _batches, triplet_loss
+    from face_assets.core.tuning.triplet import Adam, batches, normalised_triplet_gradient, triplet_loss
 
     rng = np.random.default_rng(params.seed)
     weights = [matrix.copy(), offset.copy()]
-    optimizer = _Adam(weights, params.learning_rate)
+    optimizer = Adam(weights, params.learning_rate)
     train_x, train_ids = features[~held], identities[~held]
     held_x, held_ids = features[held], identities[held]
     before = triplet_loss(l2_normalize(held_x @ matrix + offset), held_ids, params.margin)
     best = [w.copy() for w in weights]
     for _ in range(params.max_epochs):
-        for rows in _batches(train_ids, params, rng):
-            x, labels = train_x[rows], train_ids[rows]
-            z = x @ weights[0] + weights[1]
-            norms = np.linalg.norm(z, axis=1, keepdims=True)
-            y = z / norms
-            d = np.maximum(2.0 - 2.0 * (y @ y.T), 0.0)
-            same = labels[:, None] == labels[None, :]
-            anchors, positives = np.nonzero(same & ~np.eye(len(labels), dtype=bool))
-            negative = ~same[anchors]
-            semi = np.where(negative & (d[anchors] > d[anchors, positives][:, None]), d[anchors], np.inf)
-            far = np.where(negative, d[anchors], -np.inf)
-            negatives = np.where(np.isfinite(semi.min(axis=1)), semi.argmin(axis=1), far.argmax(axis=1))
-            hit = d[anchors, positives] - d[anchors, negatives] + params.margin > 0
-            a, p, n = anchors[hit], positives[hit], negatives[hit]
-            grad_y = np.zeros_like(y)
-            np.add.at(grad_y, a, -2.0 * (y[p] - y[n]))
-            np.add.at(grad_y, p, -2.0 * y[a])
-            np.add.at(grad_y, n, 2.0 * y[a])
-            grad_y /= max(len(anchors), 1)
-            grad_z = (grad_y - y * np.sum(y * grad_y, axis=1, keepdims=True)) / norms
+        for rows in batches(train_ids, params, rng):
+            x = train_x[rows]
+            *_, grad_z = normalised_triplet_gradient(
+                x @ weights[0] + weights[1], train_ids[rows], params.margin
+            )
             decay = 2.0 * params.weight_decay
             gradients = [
                 x.T @ grad_z + decay * (weights[0] - matrix),

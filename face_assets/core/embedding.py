@@ -80,13 +80,11 @@ def switch_model(store: FaceStore, embedder: FaceEmbedder, batch: int = SWITCH_B
                 ids.append(face_id)
                 bases.append(vector)
             base_vectors = np.stack(bases).astype(np.float32)
-            if target == base:
-                vectors, kept = base_vectors, None
-            else:
-                vectors, kept = embedder.project(base_vectors), base_vectors  # type: ignore[attr-defined]
-            assert vectors is not None
             with saving(f"embeddings of {len(ids)} faces moved to {target}"):
-                store.save_embeddings(ids, vectors, target, kept)
+                if target == base:
+                    store.save_embeddings(ids, base_vectors, target)
+                else:
+                    store.save_embeddings(ids, embedder.project(base_vectors), target, base_vectors)  # type: ignore[attr-defined]
             moved += len(ids)
             advance(len(ids))
     if moved:

@@ -104,14 +104,8 @@ def read_manifest(models_dir: Path, name: str) -> Manifest:
     except FileNotFoundError:
         raise UnknownTunedModel(
             f"embedder {name}: no tuned model at {path.parent} (FACE_ASSETS_EMBEDDER; "
-            "`face-assets finetune` makes one, `face-assets models list` shows them)"
+            "`face-assets finetune` makes one)"
         ) from None
-
-
-def list_tuned(models_dir: Path) -> list[Manifest]:
-    folder = Path(models_dir) / TUNED_FOLDER
-    found = sorted(folder.glob(f"*/{MANIFEST}")) if folder.is_dir() else []
-    return [Manifest(**json.loads(path.read_text())) for path in found]
 
 
 def now() -> str:

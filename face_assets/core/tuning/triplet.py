@@ -103,7 +103,7 @@ def triplet_loss(vectors: NDArray[np.float32], identities: NDArray[np.int64], ma
     return total / max(pairs, 1)
 
 
-def _batches(
+def batches(
     identities: NDArray[np.int64], params: TrainingParams, rng: np.random.Generator
 ) -> list[NDArray[np.int64]]:
     """One epoch's batches of row indices: as many batches as it takes to hold as many faces as
@@ -120,16 +120,13 @@ def _batches(
     return batches
 
 
-def batch_loss(
-    projection: Projection, x: NDArray[np.float32], labels: NDArray[np.int64], margin: float, decay: float
-) -> tuple[float, float, int, list[NDArray[np.float32]]]:
-    """The batch's triplet loss (each anchor-positive pair with its semi-hard negative), the
-    share of triplets with a loss, their count, and the gradients of the loss plus `decay`
-    times the weights' squared norm, in the order of the projection's weights (w1, b1, w2, b2)."""
-    w1, b1, w2, b2 = projection.w1, projection.b1, projection.w2, projection.b2
-    hidden = x @ w1 + b1
-    active = np.maximum(hidden, 0.0)
-    z = x + active @ w2 + b2
+def normalised_triplet_gradient(
+    z: NDArray[np.float32], labels: NDArray[np.int64], margin: float
+) -> tuple[float, float, int, NDArray[np.float32]]:
+    """For embeddings before their normalisation (`z`): the batch's triplet loss (each
+    anchor-positive pair with its semi-hard negative), the share of triplets with a loss, their
+    count, and the loss's gradient with respect to `z`. Whatever network made `z` takes it from
+    there."""
     norms = np.linalg.norm(z, axis=1, keepdims=True)
     y = z / norms
     d = np.maximum(2.0 - 2.0 * (y @ y.T), 0.0)
@@ -153,6 +150,20 @@ def batch_loss(
     np.add.at(grad_y, neg, 2.0 * y[a])
     grad_y /= count
     grad_z = (grad_y - y * np.sum(y * grad_y, axis=1, keepdims=True)) / norms
+    loss = float(np.maximum(losses, 0.0).sum() / count)
+    return loss, float(hit.sum() / count), len(anchors), grad_z
+
+
+def batch_loss(
+    projection: Projection, x: NDArray[np.float32], labels: NDArray[np.int64], margin: float, decay: float
+) -> tuple[float, float, int, list[NDArray[np.float32]]]:
+    """The batch's triplet loss, the share of triplets with a loss, their count, and the
+    gradients of the loss plus `decay` times the weights' squared norm, in the order of the
+    projection's weights (w1, b1, w2, b2)."""
+    w1, b1, w2, b2 = projection.w1, projection.b1, projection.w2, projection.b2
+    hidden = x @ w1 + b1
+    active = np.maximum(hidden, 0.0)
+    loss, share, pairs, grad_z = normalised_triplet_gradient(x + active @ w2 + b2, labels, margin)
     grad_hidden = (grad_z @ w2.T) * (hidden > 0.0)
     gradients = [
         x.T @ grad_hidden + 2.0 * decay * w1,
@@ -160,11 +171,10 @@ def batch_loss(
         active.T @ grad_z + 2.0 * decay * w2,
         grad_z.sum(axis=0),
     ]
-    loss = float(np.maximum(losses, 0.0).sum() / count)
-    return loss, float(hit.sum() / count), len(anchors), [g.astype(np.float32) for g in gradients]
+    return loss, share, pairs, [g.astype(np.float32) for g in gradients]
 
 
-class _Adam:
+class Adam:
     """Adam (Kingma and Ba) over a list of arrays, updated in place."""
 
     def __init__(self, weights: list[NDArray[np.float32]], rate: float) -> None:
@@ -204,7 +214,7 @@ def train_projection(
         val_vectors, val_ids = val_vectors[keep], val_ids[keep]
     start = Projection.identity(params.hidden, params.seed)
     weights = [start.w1.copy(), start.b1.copy(), start.w2.copy(), start.b2.copy()]
-    optimizer = _Adam(weights, params.learning_rate)
+    optimizer = Adam(weights, params.learning_rate)
     vectors = np.asarray(vectors, dtype=np.float32)
 
     base_vectors = l2_normalize(val_vectors)
@@ -214,7 +224,7 @@ def train_projection(
     for number in range(1, params.max_epochs + 1):
         epoch_started = time.perf_counter()
         losses, actives = [], []
-        for rows in _batches(identities, params, rng):
+        for rows in batches(identities, params, rng):
             loss, active, pairs, gradients = batch_loss(
                 Projection(*weights), vectors[rows], identities[rows], params.margin, params.weight_decay
             )
