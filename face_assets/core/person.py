@@ -134,10 +134,11 @@ def settle(
     labels = np.where(assigned >= 0, np.searchsorted(ids, assigned), NOISE).astype(np.int64)
     for k, members in enumerate(groups):
         labels[members] = len(ids) + k
-    rule = membership.Rule(params.match_threshold, params.vote_threshold, params.vote_neighbours)
+    rule = params.rule()
+    pairs = membership.partners(graph, media_item_ids, params.pair_threshold)
     labels = membership.fixed_point(
         vectors, labels, len(ids), waiting, media_item_ids, graph, rule,
-        params.merge_threshold, params.min_cluster_size, weights,
+        params.merge(), params.min_cluster_size, weights, partners=pairs,
     )  # fmt: skip
     new_rows = [np.flatnonzero(labels == len(ids) + k) for k in range(len(groups))]
     existing = (labels >= 0) & (labels < len(ids))
@@ -159,16 +160,20 @@ def new_groups(
     groups: list[NDArray[np.int64]] = []
     if not len(rows):
         return groups
-    labels = cluster_embeddings(vectors, params, graph=graph, rows=rows, weights=weights)
+    labels = cluster_embeddings(
+        vectors, params, graph=graph, rows=rows, weights=weights, media_item_ids=media_item_ids
+    )
     clustered = labels >= 0
     if not clustered.any():
         return groups
     order = np.argsort(labels[clustered], kind="stable")
     members_sorted, labels_sorted = rows[clustered][order], labels[clustered][order]
+    pairs = membership.partners(graph, media_item_ids, params.pair_threshold)
     for members in np.split(members_sorted, np.flatnonzero(np.diff(labels_sorted)) + 1):
         members = _split_same_media_item(np.sort(members), media_item_ids, vectors)
         weight = len(members) if weights is None else int(weights[members].sum())
-        if membership.enough_for_a_person(weight, params.min_cluster_size):
+        pair = len(members) == 2 and pairs[members[0]] == members[1]
+        if pair or membership.enough_for_a_person(weight, params.min_cluster_size):
             groups.append(members)
     return groups
 

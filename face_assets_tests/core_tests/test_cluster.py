@@ -94,7 +94,8 @@ def test_clustering_ignores_vector_scale(algorithm: Algorithm) -> None:
 @pytest.mark.parametrize("algorithm", ["agglomerative", "hdbscan", "dbscan"])
 def test_fewer_points_than_min_cluster_size_are_all_noise(algorithm: Algorithm) -> None:
     vectors, _ = identities(seed=0, k=1, n=4)
-    labels = cluster_embeddings(vectors, ClusterParams(algorithm=algorithm, min_cluster_size=5))
+    params = ClusterParams(algorithm=algorithm, min_cluster_size=5, pair_threshold=1.0)
+    labels = cluster_embeddings(vectors, params)
     assert labels.tolist() == [NOISE] * 4
     assert cluster_embeddings(np.zeros((0, DIM), np.float32), ClusterParams()).shape == (0,)
 
@@ -103,7 +104,7 @@ def test_dbscan_drops_clusters_smaller_than_min_cluster_size() -> None:
     vectors, truth = identities(seed=2, k=2, n=3)
     big, _ = identities(seed=5, k=1, n=6)
     labels = cluster_embeddings(
-        np.vstack([vectors, big]), ClusterParams(algorithm="dbscan", min_cluster_size=4)
+        np.vstack([vectors, big]), ClusterParams(algorithm="dbscan", min_cluster_size=4, pair_threshold=1.0)
     )
     assert (labels[:6] == NOISE).all()
     assert len(set(labels[6:].tolist())) == 1 and labels[6] >= 0

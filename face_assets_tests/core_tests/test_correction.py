@@ -196,7 +196,8 @@ def test_a_name_pins_the_faces_the_person_had_when_named(library) -> None:
     store, _, persons, _, _ = library
     (named, faces), (automatic, _) = list(persons.items())[:2]
     correction.rename_person(store, named, "Lin")
-    rebuild_persons(store, dataclasses.replace(ClusterParams(), min_cluster_size=50, match_threshold=1.0))
+    too_small = ClusterParams(min_cluster_size=50, match_threshold=1.0, pair_threshold=1.0)
+    rebuild_persons(store, too_small)
     after = persons_of(store)
     assert after[named] == set(faces) and automatic not in after
 

@@ -16,12 +16,13 @@ from face_assets.core.clustering.graph import (
     subgraph,
 )
 from face_assets.core.clustering.membership import (
-    Rule,
     enough_for_a_person,
     fixed_point,
     group_sums,
     one_per_media_item,
     pair_keys,
+    partners,
+    too_small,
 )
 from face_assets.core.clustering.params import ClusterParams
 from face_assets.core.clustering.vectors import NOISE, l2_normalize
@@ -62,6 +63,7 @@ def cluster_embeddings(
     graph: KnnGraph | None = None,
     rows: NDArray[np.int64] | None = None,
     weights: NDArray[np.int64] | None = None,
+    media_item_ids: NDArray[np.int64] | None = None,
 ) -> NDArray[np.int64]:
     """Cluster labels for embeddings of shape (n_faces, n_dims); -1 marks noise.
 
@@ -73,7 +75,9 @@ def cluster_embeddings(
     on their part of the graph, and their labels returned (the other faces count as absent).
     Groups smaller than min_cluster_size are noise. `weights` (per embedding, default 1) are the
     faces a row stands for: a video track is one row that counts its faces towards a group's
-    size, and one weighing min_cluster_size alone becomes a group when it joins none.
+    size, and one weighing min_cluster_size alone becomes a group when it joins none. Two rows
+    that are each other's nearest face (in different `media_item_ids`, default each row its
+    own) with similarity pair_threshold or more become a group of two when they join none.
     """
     vectors = unit_rows(embeddings)
     weights = (
@@ -83,7 +87,7 @@ def cluster_embeddings(
     # Nothing can become a person when the rows together are too little evidence for one,
     # counted by weight, not rows: one new video's tracks are two rows of 15 faces each, and
     # an incremental run must decide on them as a rebuild does.
-    if not enough_for_a_person(weights[rows].sum(), params.min_cluster_size):
+    if not enough_for_a_person(weights[rows].sum(), min(params.min_cluster_size, 2)):
         return np.full(len(rows), NOISE, dtype=np.int64)
     if params.use_umap or params.algorithm == "agglomerative" or graph is None:
         # These need the rows on their own: UMAP distorts distances, so it only shapes the
@@ -113,18 +117,20 @@ def cluster_embeddings(
     # Density and linkage take in faces at a group's edge; the membership rule decides. The
     # other faces are absent: noise here, never movable, so the whole graph serves as well as
     # the rows' own part (an absent neighbour is no vote and no candidate either way).
-    rule = Rule(params.match_threshold, params.vote_threshold, params.vote_neighbours)
+    rule = params.rule()
     movable = np.zeros(len(vectors), dtype=bool)
     movable[rows] = True
     labels = np.full(len(vectors), NOISE, dtype=np.int64)
     labels[rows] = found
     labels = _drop_small(labels, params.min_cluster_size, weights)
-    alone = np.arange(len(vectors), dtype=np.int64)  # no media items here: each face its own
+    if media_item_ids is None or len(media_item_ids) != len(vectors):
+        media_item_ids = np.arange(len(vectors), dtype=np.int64)  # each face its own
+    pairs = partners(graph, media_item_ids, params.pair_threshold)
     labels = fixed_point(
-        vectors, labels, 0, movable, alone, graph, rule, params.merge_threshold, params.min_cluster_size,
-        weights, seed=True,
+        vectors, labels, 0, movable, media_item_ids, graph, rule, params.merge(), params.min_cluster_size,
+        weights, seed=True, partners=pairs,
     )  # fmt: skip
-    labels = _drop_small(labels, params.min_cluster_size, weights)
+    labels = _drop_small(labels, params.min_cluster_size, weights, pairs)
     return labels[rows]
 
 
@@ -142,15 +148,19 @@ def exact_average_linkage(vectors: NDArray[np.float32], link_threshold: float) -
 
 
 def _drop_small(
-    labels: NDArray[np.int64], min_size: int, weights: NDArray[np.int64] | None = None
+    labels: NDArray[np.int64],
+    min_size: int,
+    weights: NDArray[np.int64] | None = None,
+    pairs: NDArray[np.int64] | None = None,
 ) -> NDArray[np.int64]:
-    """Groups weighing less than `min_size` become noise; the others are renumbered 0..k-1."""
+    """Groups weighing less than `min_size` become noise, unless they hold a pair (`pairs`,
+    membership.partners); the others are renumbered 0..k-1."""
     if not (labels >= 0).any():
         return np.full(len(labels), NOISE, dtype=np.int64)
-    inside = labels >= 0
-    sizes = np.bincount(labels[inside], weights=None if weights is None else weights[inside])
-    keep = np.flatnonzero(enough_for_a_person(sizes, min_size))
-    mapping = np.full(len(sizes), NOISE, dtype=np.int64)
+    weights = np.ones(len(labels), dtype=np.int64) if weights is None else weights
+    count = int(labels.max()) + 1
+    keep = np.flatnonzero(~too_small(labels, weights, min_size, count, pairs))
+    mapping = np.full(count, NOISE, dtype=np.int64)
     mapping[keep] = np.arange(len(keep))
     return np.where(labels >= 0, mapping[np.maximum(labels, 0)], NOISE).astype(np.int64)
 

@@ -2,12 +2,16 @@
 
 A face belongs to person P when its cosine similarity to P's mean (leaving the face itself out)
 reaches `match_threshold`, or reaches `vote_threshold` while its `vote_neighbours` nearest
-faces all belong to P as well. The second clause keeps the hard photos of a person (profile, poor
-light) that are still surrounded by that person's faces, and turns away a stranger whose
-nearest faces are elsewhere — typically his own few photos, waiting. Candidates come from the
-kNN graph (the persons of a face's neighbours), so a round costs O(n k d) at any library size.
+faces all belong to P as well, or reaches the lower `wide_vote` threshold while more of its
+nearest faces all do. The vote clauses keep the hard photos of a person (profile, poor light,
+twenty years younger) that are still surrounded by that person's faces, and turn away a
+stranger whose nearest faces are elsewhere — typically his own few photos, waiting. Candidates
+come from the kNN graph (the persons of a face's neighbours), so a round costs O(n k d) at any
+library size.
 
-Two faces of one media item never go to the same person.
+New persons come from groups of faces (clustering), from two faces that are each other's
+nearest (`partners`), and from groups that are pieces of one person (`Merge`). Two faces of
+one media item never go to the same person.
 """
 
 from __future__ import annotations
@@ -84,6 +88,46 @@ def enough_for_a_person(weights: ArrayLike, min_size: int) -> NDArray[np.bool_]:
     return np.asarray(weights) >= min_size
 
 
+def partners(graph: KnnGraph, media_item_ids: NDArray[np.int64], threshold: float) -> NDArray[np.int64]:
+    """Each row's partner, -1 for none: the row that is its nearest face while it is that row's
+    nearest face, in another media item, with cosine similarity at least `threshold`. Two photos
+    of someone seen twice are each other's nearest face; a stranger's nearest face is someone
+    whose own nearest face is another photo of himself."""
+    count = len(graph.neighbours)
+    if not count or not graph.neighbours.shape[1]:
+        return np.full(count, NOISE, dtype=np.int64)
+    first = graph.neighbours[:, 0]
+    near = (first >= 0) & (graph.similarities[:, 0] >= threshold)
+    back = np.where(near, graph.neighbours[np.maximum(first, 0), 0], NOISE)
+    mutual = near & (back == np.arange(count)) & (media_item_ids[np.maximum(first, 0)] != media_item_ids)
+    return np.where(mutual, first, NOISE).astype(np.int64)
+
+
+def paired(labels: NDArray[np.int64], partners: NDArray[np.int64] | None, size: int) -> NDArray[np.bool_]:
+    """Which of the labels 0..size-1 hold both faces of a pair (`partners`)."""
+    out = np.zeros(size, dtype=bool)
+    if partners is None:
+        return out
+    rows = np.flatnonzero((partners >= 0) & (labels >= 0))
+    both = labels[partners[rows]] == labels[rows]
+    out[labels[rows[both]]] = True
+    return out
+
+
+def too_small(
+    labels: NDArray[np.int64],
+    weights: NDArray[np.int64],
+    min_size: int,
+    size: int,
+    partners: NDArray[np.int64] | None = None,
+) -> NDArray[np.bool_]:
+    """Which of the labels 0..size-1 are too little evidence for a person: weighing less than
+    `min_size` (enough_for_a_person) and not holding a pair."""
+    inside = labels >= 0
+    sizes = np.bincount(labels[inside], weights=weights[inside], minlength=size)
+    return ~enough_for_a_person(sizes, min_size) & ~paired(labels, partners, size)
+
+
 def pair_keys(media_item_ids: NDArray[np.int64], person_ids: NDArray[np.int64]) -> NDArray[np.int64]:
     """One int64 per (media item, person) pair."""
     return media_item_ids.astype(np.int64) * (1 << 31) + person_ids.astype(np.int64)
@@ -94,6 +138,8 @@ class Rule:
     match_threshold: float
     vote_threshold: float
     vote_neighbours: int
+    # (similarity, voters): a wider vote at a lower similarity, the face of a person who changed
+    wide_vote: tuple[float, int] = (1.0, 1)
 
     def accepts(
         self,
@@ -105,8 +151,12 @@ class Rule:
     ) -> NDArray[np.bool_]:
         """Whether each row may be in its candidate `person` (`similarity`: to its mean)."""
         near = graph.neighbours[rows, : self.vote_neighbours]
-        votes = np.where(near >= 0, labels[np.maximum(near, 0)] == person[:, None], False).all(axis=1)
-        return (similarity >= self.match_threshold) | ((similarity >= self.vote_threshold) & votes)
+        out = similarity >= self.match_threshold
+        for threshold, voters in ((self.vote_threshold, self.vote_neighbours), self.wide_vote):
+            near = graph.neighbours[rows, :voters]
+            votes = np.where(near >= 0, labels[np.maximum(near, 0)] == person[:, None], False).all(axis=1)
+            out |= (similarity >= threshold) & votes
+        return out
 
 
 def trim(
@@ -116,10 +166,12 @@ def trim(
     graph: KnnGraph,
     rule: Rule,
     active: NDArray[np.bool_] | None = None,
+    partners: NDArray[np.int64] | None = None,
 ) -> NDArray[np.int64]:
     """Members (rows with `movable`) that fail the rule against their own person, left out of
-    it, are unassigned; the others stay. Rows without `movable` never change; with `active`,
-    only those rows are looked at (the others passed before and nothing they depend on moved)."""
+    it, are unassigned; the others stay, and so do the two faces of a pair (`partners`) that
+    are a person on their own. Rows without `movable` never change; with `active`, only those
+    rows are looked at (the others passed before and nothing they depend on moved)."""
     rows = np.flatnonzero(movable & (labels >= 0) & (True if active is None else active))
     if not len(rows):
         return labels
@@ -129,6 +181,12 @@ def trim(
     while len(rows):
         similarity = _left_out_similarity(sums, vectors, np.searchsorted(ids, out[rows]), rows)
         keep = rule.accepts(graph, rows, out, out[rows], similarity)
+        if partners is not None:  # a person of two faces that are a pair
+            partner = partners[rows]
+            together = (partner >= 0) & (out[np.maximum(partner, 0)] == out[rows])
+            if together.any():
+                members = np.bincount(out[out >= 0])
+                keep |= together & (members[out[rows]] == 2)
         failing = rows[~keep]
         if not len(failing):
             break
@@ -212,18 +270,38 @@ def join(
     return out
 
 
+# Two faces are mutual neighbours when each is among the other's this many nearest faces.
+MUTUAL_NEIGHBOURS = 10
+# The mutual-neighbour clause joins groups of at least this many faces: a pair's mean is
+# too noisy to say more than its two faces do.
+SPLIT_MIN = 3
+
+
+@dataclass(frozen=True)
+class Merge:
+    """When two new groups are one person: their means at least `threshold` similar, or at
+    least `split_threshold` similar while their faces are mutual neighbours (each among the
+    other's MUTUAL_NEIGHBOURS nearest) at least `split_links` times per face of the smaller."""
+
+    threshold: float
+    split_threshold: float = 1.0
+    split_links: float = 1.0
+
+
 def merge_similar(
     vectors: NDArray[np.float32],
     labels: NDArray[np.int64],
     first_new: int,
     graph: KnnGraph,
-    threshold: float,
+    merge: Merge | float,
     groups: NDArray[np.bool_] | None = None,
+    media_item_ids: NDArray[np.int64] | None = None,
 ) -> NDArray[np.int64]:
-    """New groups (labels >= first_new) whose means are at least `threshold` similar become one:
-    density splits a person whose photos vary into pieces that the rule alone never rejoins.
-    Candidate pairs are groups joined by a graph edge, with `groups` (a mask over labels) only
-    pairs with one of those in them; existing persons never change."""
+    """New groups (labels >= first_new) that `merge` finds alike become one: density splits a
+    person whose photos vary into pieces that the rule alone never rejoins. Candidate pairs are
+    groups joined by a graph edge, with `groups` (a mask over labels) only pairs with one of
+    those in them; two groups with faces of one media item are never joined; existing persons
+    never change."""
     from scipy import sparse
     from scipy.sparse import csgraph
 
@@ -244,12 +322,22 @@ def merge_similar(
         pair &= groups[np.maximum(a, 0)] | groups[np.maximum(b, 0)]
     if not pair.any():
         return labels
+    merge = merge if isinstance(merge, Merge) else Merge(merge)
     keys = np.unique(np.minimum(a[pair], b[pair]) * count + np.maximum(a[pair], b[pair]))
     a, b = keys // count, keys % count
     ids = np.unique(np.concatenate([a, b]))
     centroids = centroids_of(labels, vectors, ids)
     a_at, b_at = np.searchsorted(ids, a), np.searchsorted(ids, b)
-    close = np.einsum("ij,ij->i", centroids[a_at], centroids[b_at]) >= threshold
+    similarity = np.einsum("ij,ij->i", centroids[a_at], centroids[b_at])
+    close = similarity >= merge.threshold
+    maybe = ~close & (similarity >= merge.split_threshold)
+    if maybe.any():
+        links = _mutual_links(labels, graph, rows, keys[maybe], count)
+        members = np.bincount(labels[labels >= 0], minlength=count)
+        smaller = np.minimum(members[a[maybe]], members[b[maybe]])
+        close[maybe] = (links >= merge.split_links * smaller) & (smaller >= SPLIT_MIN)
+    if media_item_ids is not None:
+        close &= ~np.isin(keys, _sharing_media_items(labels, media_item_ids, first_new, count))
     if not close.any():
         return labels
     links = sparse.csr_matrix((np.ones(int(close.sum())), (a[close], b[close])), shape=(count, count))
@@ -259,6 +347,48 @@ def merge_similar(
     np.minimum.at(smallest, component, np.arange(count))
     target = smallest[component]
     return np.where(labels >= first_new, target[np.maximum(labels, 0)], labels).astype(np.int64)
+
+
+def _mutual_links(
+    labels: NDArray[np.int64], graph: KnnGraph, rows: NDArray[np.int64], keys: NDArray[np.int64], count: int
+) -> NDArray[np.int64]:
+    """For each pair of groups (`keys`, a * count + b with a < b), how many pairs of their faces
+    are mutual neighbours, counted from `rows` (which hold every face of those groups)."""
+    near = graph.neighbours[rows, :MUTUAL_NEIGHBOURS]
+    at, column = np.nonzero(near >= 0)
+    first, second = rows[at], near[at, column]
+    a, b = labels[first], labels[second]
+    cross = (a >= 0) & (b >= 0) & (a < b)  # each mutual pair once: from its lower group's face
+    first, second, a, b = first[cross], second[cross], a[cross], b[cross]
+    wanted = np.isin(a * count + b, keys)
+    first, second, a, b = first[wanted], second[wanted], a[wanted], b[wanted]
+    back = (graph.neighbours[second, :MUTUAL_NEIGHBOURS] == first[:, None]).any(axis=1)
+    found, links = np.unique((a * count + b)[back], return_counts=True)
+    out = np.zeros(len(keys), dtype=np.int64)
+    if not len(found):
+        return out
+    at = np.searchsorted(found, keys)
+    hit = (at < len(found)) & (found[np.minimum(at, len(found) - 1)] == keys)
+    out[hit] = links[at[hit]]
+    return out
+
+
+def _sharing_media_items(
+    labels: NDArray[np.int64], media_item_ids: NDArray[np.int64], first_new: int, count: int
+) -> NDArray[np.int64]:
+    """Pairs of new groups (a * count + b, a < b) that hold faces of one media item."""
+    rows = np.flatnonzero(labels >= first_new)
+    media, group = media_item_ids[rows], labels[rows]
+    order = np.lexsort((group, media))
+    media, group = media[order], group[order]
+    starts = np.flatnonzero(np.r_[True, media[1:] != media[:-1]])
+    ends = np.r_[starts[1:], len(media)]
+    keys: list[int] = []
+    for start, end in zip(starts[ends - starts > 1], ends[ends - starts > 1], strict=True):
+        found = np.unique(group[start:end])
+        for i, x in enumerate(found):
+            keys.extend(int(x) * count + int(y) for y in found[i + 1 :])
+    return np.unique(np.array(keys, dtype=np.int64))
 
 
 def touched(
@@ -295,10 +425,11 @@ def fixed_point(
     media_item_ids: NDArray[np.int64],
     graph: KnnGraph,
     rule: Rule,
-    merge_threshold: float,
+    merge: Merge | float,
     min_size: int,
     weights: NDArray[np.int64] | None = None,
     seed: bool = False,
+    partners: NDArray[np.int64] | None = None,
 ) -> NDArray[np.int64]:
     """The rule applied until nothing moves: new groups (labels >= first_new) that are alike
     merge, members that fail leave, new groups below `min_size` dissolve, and `movable` rows
@@ -309,9 +440,15 @@ def fixed_point(
     `weights`: the faces each row stands for (a video track's row stands for several), counted
     towards `min_size`. With `seed`, once nothing moves, each movable row still without a
     person that weighs `min_size` on its own (a scene of a few sharp frames) starts a new
-    group, and the rule runs on from there: it first had every chance to join a person."""
+    group, and the rule runs on from there: it first had every chance to join a person. So
+    does each pair of movable rows without a person that are each other's `partners`: a group
+    of two that stays a person while the two stay together, whatever `min_size`."""
     weights = np.ones(len(labels), dtype=np.int64) if weights is None else weights
-    seedable = movable & enough_for_a_person(weights, min_size) if seed else np.zeros(len(labels), dtype=bool)
+    heavy = movable & enough_for_a_person(weights, min_size)
+    seedable = heavy.copy() if seed else np.zeros(len(labels), dtype=bool)
+    if seed and partners is not None:
+        # A pair seeds once, from its first row; the second is seeded with it.
+        seedable |= (partners > np.arange(len(labels))) & movable & movable[np.maximum(partners, 0)]
     size = (int(labels.max()) + 1 if len(labels) and labels.max() >= 0 else 1) + int(seedable.sum())
     # Per step, the rows and groups to look at again; None: everything (the first round).
     pending: dict[str, tuple[NDArray[np.bool_], NDArray[np.bool_]] | None] = dict.fromkeys(
@@ -337,25 +474,30 @@ def fixed_point(
         masks = pending["merge"]
         groups = None if masks is None else masks[1]
         labels = record(
-            labels, merge_similar(vectors, labels, first_new, graph, merge_threshold, groups), "merge"
+            labels, merge_similar(vectors, labels, first_new, graph, merge, groups, media_item_ids), "merge"
         )
-        step = trim(vectors, labels, movable, graph, rule, rows("trim"))
+        step = trim(vectors, labels, movable, graph, rule, rows("trim"), partners)
         new = step >= first_new
         if new.any():
-            sizes = np.bincount(step[new], weights=weights[new], minlength=size)
-            small = ~enough_for_a_person(sizes[np.maximum(step, 0)], min_size)
-            step = np.where(new & small, NOISE, step)
+            small = too_small(np.where(new, step, NOISE), weights, min_size, size, partners)
+            step = np.where(new & small[np.maximum(step, 0)], NOISE, step)
         labels = record(labels, step, "trim")
         labels = record(
             labels, join(vectors, labels, movable, media_item_ids, graph, rule, rows("join")), "join"
         )
         if np.array_equal(start, labels):
             fresh = np.flatnonzero(seedable & (labels == NOISE))
+            pair = np.zeros(len(fresh), dtype=bool)
+            if partners is not None:  # a pair while both still wait, from its first row
+                partner = partners[fresh]
+                pair = (partner > fresh) & (labels[np.maximum(partner, 0)] == NOISE)
+                fresh, pair = fresh[pair | heavy[fresh]], pair[pair | heavy[fresh]]
             seedable[:] = False  # once: a seed the rule later dissolves stays without a person
             if not len(fresh):
                 break
             step = labels.copy()
             step[fresh] = max(int(labels.max()) + 1, first_new) + np.arange(len(fresh))
+            step[partners[fresh[pair]]] = step[fresh[pair]]  # type: ignore[index]
             moved, groups = touched(labels, step, graph, size)
             for masks in pending.values():
                 if masks is not None:

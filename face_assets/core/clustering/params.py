@@ -6,7 +6,10 @@ Defaults are chosen on labelled photos by scripts/sweep_clustering.py (docs/pers
 Clustering finds candidate groups on a k-nearest-neighbour graph; membership is then decided
 face by face, for new groups and for faces joining a person alike: a face belongs to a person
 when its similarity to the person's mean reaches `match_threshold`, or reaches `vote_threshold`
-while its `vote_neighbours` nearest faces all belong to that person.
+while its `vote_neighbours` nearest faces all belong to that person (or `wide_vote_threshold`
+while its `wide_vote_neighbours` nearest do). Two faces that are each other's nearest are a
+person at `pair_threshold`; two new groups are one person at `merge_threshold`, or at
+`split_threshold` when their faces are mutual neighbours.
 """
 
 from __future__ import annotations
@@ -17,6 +20,8 @@ from typing import Any, Literal
 from pydantic import Field, model_validator
 from pydantic.dataclasses import dataclass
 from pydantic.fields import FieldInfo
+
+from face_assets.core.clustering.membership import Merge, Rule
 
 Algorithm = Literal["hdbscan", "agglomerative", "dbscan"]
 
@@ -46,14 +51,48 @@ class ClusterParams:
         ge=-1.0, le=1.0,
     )  # fmt: skip
     vote_neighbours: int = _knob(2, "cluster_vote_neighbours", "nearest faces that vote", ge=1, le=50)
+    wide_vote_threshold: float = _knob(
+        0.4, "cluster_wide_vote_threshold",
+        "... at which it joins when its wide_vote_neighbours nearest faces are all in the person",
+        ge=-1.0, le=1.0,
+    )  # fmt: skip
+    wide_vote_neighbours: int = _knob(
+        6, "cluster_wide_vote_neighbours", "nearest faces that vote at the lower threshold", ge=1, le=50
+    )  # fmt: skip
     merge_threshold: float = _knob(
         0.8, "cluster_merge_threshold",
         "cosine similarity of two new groups' means that makes them one person (density splits some)",
         ge=-1.0, le=1.0,
     )  # fmt: skip
+    split_threshold: float = _knob(
+        0.76, "cluster_split_threshold",
+        "... that makes them one person when their faces are mutual neighbours (split_links)",
+        ge=-1.0, le=1.0,
+    )  # fmt: skip
+    split_links: float = _knob(
+        1.0, "cluster_split_links",
+        "pairs of mutual nearest faces between two new groups, per face of the smaller, for that",
+        ge=0.0,
+    )  # fmt: skip
+    pair_threshold: float = _knob(
+        0.55, "cluster_pair_threshold",
+        "cosine similarity at which two faces that are each other's nearest are a person (1: never)",
+        ge=-1.0, le=1.0,
+    )  # fmt: skip
     neighbours: int = _knob(30, "cluster_neighbours", "candidate neighbours per face", ge=2, le=200)
     use_umap: bool = _knob(False, "cluster_use_umap", "UMAP before the graph (the `umap` extra)")
     random_state: int = _knob(0, None, "seed of UMAP and the graph's index: the same persons on every run")
+
+    def rule(self) -> Rule:
+        """Who belongs to a person."""
+        return Rule(
+            self.match_threshold, self.vote_threshold, self.vote_neighbours,
+            (self.wide_vote_threshold, self.wide_vote_neighbours),
+        )  # fmt: skip
+
+    def merge(self) -> Merge:
+        """When two new groups are one person."""
+        return Merge(self.merge_threshold, self.split_threshold, self.split_links)
 
     @model_validator(mode="after")
     def _consistent(self) -> ClusterParams:
@@ -65,6 +104,21 @@ class ClusterParams:
             raise ValueError(
                 f"vote_threshold must be in [-1, match_threshold={self.match_threshold}], "
                 f"got {self.vote_threshold}"
+            )
+        if not self.vote_neighbours <= self.wide_vote_neighbours <= self.neighbours:
+            raise ValueError(
+                f"wide_vote_neighbours must be in [vote_neighbours={self.vote_neighbours}, "
+                f"neighbours={self.neighbours}], got {self.wide_vote_neighbours}"
+            )
+        if self.wide_vote_threshold > self.vote_threshold:
+            raise ValueError(
+                f"wide_vote_threshold must be in [-1, vote_threshold={self.vote_threshold}], "
+                f"got {self.wide_vote_threshold}"
+            )
+        if self.pair_threshold < self.vote_threshold:
+            raise ValueError(
+                f"pair_threshold must be in [vote_threshold={self.vote_threshold}, 1], "
+                f"got {self.pair_threshold}"
             )
         return self
 

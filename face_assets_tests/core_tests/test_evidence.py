@@ -1,0 +1,125 @@
+"""The evidence beyond dense groups: a person seen twice (a pair), pieces of one person that are
+mutual neighbours, and a person's faces that changed over the years (the wide vote)."""
+
+from typing import Any
+
+import numpy as np
+import pytest
+
+from face_assets.core.clustering.cluster import NOISE, ClusterParams, cluster_embeddings
+from face_assets.core.clustering.graph import knn_graph
+from face_assets.core.clustering.membership import Merge, Rule, merge_similar, partners
+from face_assets.core.person import plan_persons
+from face_assets_tests.core_tests.synthetic import DIM, centres, identities, samples, unit
+
+
+def _people_seen_twice(seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Ten people with five photos, eight people with two, forty strangers seen once."""
+    rng = np.random.default_rng(seed + 1000)  # other centres than identities' own
+    often, truth = identities(seed, k=10, n=5)
+    twice = np.vstack([samples(rng, c, 2, sigma=0.025) for c in centres(rng, 8)])
+    strangers = centres(rng, 40)
+    vectors = np.vstack([often, twice, strangers])
+    return vectors, np.concatenate([truth, 100 + np.repeat(np.arange(8), 2), 200 + np.arange(40)])
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_two_photos_that_are_each_others_nearest_face_are_a_person(seed: int) -> None:
+    """A person seen twice is a person, while min_cluster_size holds for everything else: each
+    pair its own person, no stranger in it, strangers seen once left waiting."""
+    vectors, truth = _people_seen_twice(seed)
+    labels = cluster_embeddings(vectors, ClusterParams())
+    for person in range(8):
+        rows = np.flatnonzero(truth == 100 + person)
+        assert labels[rows[0]] >= 0 and labels[rows[0]] == labels[rows[1]]
+        assert (labels == labels[rows[0]]).sum() == 2
+    assert (labels[truth >= 200] == NOISE).all()
+    off = cluster_embeddings(vectors, ClusterParams(pair_threshold=1.0))
+    assert (off[truth >= 100] == NOISE).all()
+
+
+def test_a_pair_below_its_threshold_or_in_one_photo_is_no_person() -> None:
+    """Two faces of one photo are never one person, however alike; nor are two faces less
+    similar than pair_threshold."""
+    vectors, truth = _people_seen_twice(0)
+    pair = np.flatnonzero(truth == 100)
+    similarity = float(vectors[pair[0]] @ vectors[pair[1]])
+    media = np.arange(len(vectors), dtype=np.int64)
+    media[pair[1]] = media[pair[0]]
+    count = len(vectors)
+    _, groups, _ = plan_persons(media, np.full(count, -1), np.zeros(count, bool), vectors, ClusterParams())
+    assert not any(set(pair) <= set(g.tolist()) for g in groups)
+    strict = ClusterParams(pair_threshold=min(1.0, similarity + 0.01))
+    labels = cluster_embeddings(vectors, strict)
+    assert labels[pair[0]] == NOISE and labels[pair[1]] == NOISE
+    graph = knn_graph(vectors, 30)
+    found = partners(graph, np.arange(count), 0.5)
+    assert found[pair[0]] == pair[1] and found[pair[1]] == pair[0]
+    assert (found[truth >= 200] == NOISE).all()  # a stranger's nearest face is not his
+
+
+def _two_pieces(seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """One person whose photos vary (faces 0.3 alike) in two interleaved pieces of 6 faces,
+    every face's nearest faces in both; and two look-alikes (centres 0.8 alike) of 12 faces
+    each, every face's nearest faces its own."""
+    rng = np.random.default_rng(seed + 1000)
+    person = samples(rng, centres(rng, 1)[0], 12, sigma=float(np.sqrt((1 / 0.3 - 1) / DIM)))
+    base = centres(rng, 1)[0]
+    twin = unit(0.8 * base + 0.6 * centres(rng, 1)[0])
+    alike = np.vstack([samples(rng, base, 12, sigma=0.02), samples(rng, twin, 12, sigma=0.02)])
+    vectors = np.vstack([person, alike])
+    labels = np.r_[np.tile([0, 1], 6), np.full(12, 2), np.full(12, 3)].astype(np.int64)
+    return vectors, labels
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_pieces_of_one_person_that_are_mutual_neighbours_become_one(seed: int) -> None:
+    """Pieces whose faces are each other's nearest merge at split_threshold; look-alikes whose
+    means are as alike, each face among its own, stay two; and without the clause (split 1)
+    neither merges."""
+    vectors, labels = _two_pieces(seed)
+    graph = knn_graph(vectors, 10)
+    means = [unit(vectors[labels == g].sum(axis=0)) for g in range(4)]
+    pieces, twins = float(means[0] @ means[1]), float(means[2] @ means[3])
+    assert twins > pieces  # the look-alikes' means are the more alike: the links decide
+    merge = Merge(threshold=0.99, split_threshold=min(pieces, twins) - 0.05, split_links=1.0)
+    merged = merge_similar(vectors, labels, 0, graph, merge)
+    assert len(set(merged[labels <= 1].tolist())) == 1
+    assert merged[12] != merged[24]
+    unchanged = merge_similar(vectors, labels, 0, graph, Merge(0.99, 1.0, 1.0))
+    np.testing.assert_array_equal(unchanged, labels)
+    media = np.arange(len(vectors), dtype=np.int64)
+    media[1] = media[0]  # a photo with a face in each piece: never one person
+    kept = merge_similar(vectors, labels, 0, graph, merge, media_item_ids=media)
+    assert kept[0] != kept[1]
+
+
+def test_the_wide_vote_takes_a_face_all_of_whose_nearest_faces_are_the_persons() -> None:
+    """A face at 0.45 to a person's mean joins when its six nearest faces are all in the
+    person, not when one of them is elsewhere."""
+    rng = np.random.default_rng(0)
+    vectors = unit(rng.normal(size=(10, DIM)))
+    graph = knn_graph(vectors, 8)
+    labels = np.zeros(10, dtype=np.int64)
+    row = np.array([0])
+    rule = Rule(0.7, 0.5, 2, wide_vote=(0.4, 6))
+    similarity = np.array([0.45], dtype=np.float32)
+    assert rule.accepts(graph, row, labels, np.array([0]), similarity).all()
+    labels[graph.neighbours[0, 5]] = 1
+    assert not rule.accepts(graph, row, labels, np.array([0]), similarity).any()
+    assert not Rule(0.7, 0.5, 2).accepts(graph, row, np.zeros(10, np.int64), np.array([0]), similarity).any()
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"wide_vote_threshold": 0.6},  # above vote_threshold
+        {"wide_vote_neighbours": 1},  # fewer than vote_neighbours
+        {"wide_vote_neighbours": 40},  # more than neighbours
+        {"pair_threshold": 0.45},  # below vote_threshold: a pair would fail its own rule
+        {"split_links": -1.0},
+    ],
+)
+def test_the_new_knobs_refuse_what_contradicts_the_rule(changes: dict[str, Any]) -> None:
+    with pytest.raises(ValueError):
+        ClusterParams(**changes)
