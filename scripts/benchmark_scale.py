@@ -2,14 +2,15 @@
 
     python scripts/benchmark_scale.py [--sizes 10000 100000 1000000] [--match-sizes 100000 1000000]
                                       [--backends sqlite postgresql] [--repeats 3] [--json PATH]
-                                      [--batch-run-sizes 100000 1000000]
+                                      [--batch-run-sizes 100000 1000000] [--skew 8 5 4 3 3]
 
 Synthetic embeddings shaped like real ones. Persons are drawn with Zipf-like sizes (a few with
 thousands of faces, most with a handful, many strangers seen once); each face is its person's
 centre plus noise, in a 512-d space whose spectrum and common direction were fitted so that
 the similarity distributions match those of FaceNet on the tuning set (lfw-tune, measured with
 this product's detection and embedding; the table below prints both). Each face is its own
-media item.
+media item. `--skew` gives the five (or so) largest persons those percentages of the faces, the
+rest drawn as without it: a library of one family, whose few persons hold most of the photos.
 
 Clustering: `plan_persons` on a library with no persons yet (the first, largest clustering),
 in a fresh process per run for its peak memory (median of `--repeats` runs up to 100 000
@@ -61,15 +62,23 @@ TUNING_SET = {
 }
 
 
-def synthetic_library(count: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(unit vectors (count, 512) float32, identity per face, centres (n_identities, 512))."""
+def synthetic_library(
+    count: int, seed: int = 0, skew: tuple[float, ...] = ()
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(unit vectors (count, 512) float32, identity per face, centres (n_identities, 512)).
+    `skew`: percentages of the faces held by the first persons, one each (the largest ones)."""
     rng = np.random.default_rng(seed)
     strangers = int(count * STRANGERS)
+    largest = [int(count * share / 100) for share in skew]
+    if sum(largest) > count - strangers:
+        raise ValueError(f"--skew {skew}: more than the {100 - 100 * STRANGERS:.0f} % of faces not strangers")
+    drawn = count - strangers - sum(largest)
     sizes: list[int] = []
-    while sum(sizes) < count - strangers:
+    while sum(sizes) < drawn:
         sizes.append(int(min(rng.zipf(1.6), 5000)))
-    sizes[-1] -= sum(sizes) - (count - strangers)
-    sizes = [s for s in sizes if s > 0] + [1] * strangers
+    if sizes:
+        sizes[-1] -= sum(sizes) - drawn
+    sizes = largest + [s for s in sizes if s > 0] + [1] * strangers
     weights = np.arange(1, DIM + 1, dtype=np.float64) ** -SPECTRUM
     weights = np.sqrt(weights / weights.sum())
     common = np.zeros(DIM)
@@ -117,12 +126,12 @@ def _scores(identity: np.ndarray, persons: np.ndarray) -> dict[str, float]:
     }  # fmt: skip
 
 
-def cluster_once(count: int, method: str) -> dict[str, Any]:
+def cluster_once(count: int, method: str, skew: tuple[float, ...] = ()) -> dict[str, Any]:
     """One clustering in this process: seconds, peak memory, quality."""
     from face_assets.core.clustering.cluster import ClusterParams, _drop_small, exact_average_linkage
     from face_assets.core.person import plan_persons
 
-    vectors, identity, _ = synthetic_library(count)
+    vectors, identity, _ = synthetic_library(count, skew=skew)
     before_mb = peak_rss_mb()
     params = ClusterParams()
     started = time.perf_counter()
@@ -144,15 +153,16 @@ def cluster_once(count: int, method: str) -> dict[str, Any]:
         "faces": count, "method": method, "seconds": seconds,
         "cpu_seconds": time.process_time() - cpu_started, "peak_mb": peak_rss_mb(), "data_mb": before_mb,
         "persons": int(len(np.unique(persons[persons >= 0]))),
-        "identities": int(len(np.unique(identity))), **_scores(identity, persons),
+        "identities": int(len(np.unique(identity))), "largest_person": int(np.bincount(identity).max()),
+        "skew": list(skew), **_scores(identity, persons),
     }  # fmt: skip
 
 
-def _in_fresh_process(count: int, method: str) -> dict[str, Any]:
+def _in_fresh_process(count: int, method: str, skew: tuple[float, ...] = ()) -> dict[str, Any]:
+    command = [sys.executable, __file__, "--one-clustering", str(count), method]
     out = subprocess.run(
-        [sys.executable, __file__, "--one-clustering", str(count), method],
-        check=True, capture_output=True, text=True,
-    )  # fmt: skip
+        command + (["--skew", *map(str, skew)] if skew else []), check=True, capture_output=True, text=True
+    )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -305,11 +315,15 @@ def main() -> int:
     parser.add_argument("--backends", nargs="+", default=["sqlite", "postgresql"])
     parser.add_argument("--batch-run-sizes", type=int, nargs="*", default=[100_000, 1_000_000])
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument(
+        "--skew", type=float, nargs="*", default=[],
+        help="percentages of the faces held by the largest persons of the clusterings, e.g. 8 5 4 3 3",
+    )  # fmt: skip
     add_json_argument(parser)
     parser.add_argument("--one-clustering", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one_clustering:
-        print(json.dumps(cluster_once(int(args.one_clustering[0]), args.one_clustering[1])))
+        print(json.dumps(cluster_once(int(args.one_clustering[0]), args.one_clustering[1], tuple(args.skew))))
         return 0
 
     report: dict[str, Any] = {"clustering": [], "matching": []}
@@ -323,20 +337,25 @@ def main() -> int:
     if args.reference_size:
         runs = [(args.reference_size, m) for m in [*args.methods, "exact-average-linkage"]] + runs
     if runs:
+        if args.skew:
+            print(f"skew: the largest persons hold {', '.join(f'{s:g}' for s in args.skew)} % of the faces")
         print(f"{'faces':>9} {'method':<22} {'seconds':>8} {'cpu s':>8} {'peak MB':>8} {'BCubed P':>8} "
               f"{'BCubed F':>8} {'pair P':>7} {'pair R':>7} {'pair F':>7} {'persons':>8} "
-              f"{'identities':>10}")  # fmt: skip
+              f"{'identities':>10} {'largest':>8}")  # fmt: skip
     for count, method in runs:
         # Fresh processes; the median of `--repeats` where a run is cheap (the result is the
         # same every time, only the seconds vary).
-        tries = [_in_fresh_process(count, method) for _ in range(args.repeats if count <= CHEAP else 1)]
+        tries = [
+            _in_fresh_process(count, method, tuple(args.skew))
+            for _ in range(args.repeats if count <= CHEAP else 1)
+        ]
         row = sorted(tries, key=lambda r: r["seconds"])[len(tries) // 2]
         row["seconds_each"] = [r["seconds"] for r in tries]
         report["clustering"].append(row)
         print(f"{count:>9} {method:<22} {row['seconds']:>8.1f} {row['cpu_seconds']:>8.1f} "
               f"{row['peak_mb']:>8.0f} {row['bcubed_p']:>8.3f} {row['bcubed_f']:>8.3f} "
               f"{row['pairwise_p']:>7.3f} {row['pairwise_r']:>7.3f} {row['pairwise_f']:>7.3f} "
-              f"{row['persons']:>8} {row['identities']:>10}")  # fmt: skip
+              f"{row['persons']:>8} {row['identities']:>10} {row['largest_person']:>8}")  # fmt: skip
         sys.stdout.flush()
     if args.match_sizes:
         print()

@@ -7,7 +7,7 @@ from face_assets.core.clustering import graph as graph_module
 from face_assets.core.clustering.cluster import ClusterParams, cluster_embeddings, exact_average_linkage
 from face_assets.core.clustering.graph import KnnGraph, graph_average_linkage, knn_graph, subgraph
 from face_assets.core.clustering.membership import Rule, join, one_per_media_item, pair_keys, trim
-from face_assets_tests.core_tests.synthetic import identities, samples, unit
+from face_assets_tests.core_tests.synthetic import SIGMA, centres, identities, samples, unit
 
 
 def _same_partition(a: np.ndarray, b: np.ndarray) -> bool:
@@ -56,6 +56,76 @@ def test_the_index_finds_a_faces_own_person(monkeypatch: pytest.MonkeyPatch) -> 
         np.sort(exact.similarities[:, :9], axis=1),
         atol=1e-5,
     )
+
+
+def _one_person_in_most_faces(seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """A library of one family: one tight person holds 1 200 of the 1 700 faces, 25 others 12
+    each, 200 strangers once: the person fills a few cells far beyond the others."""
+    rng = np.random.default_rng(seed)
+    own = samples(rng, centres(rng, 1)[0], 1200, sigma=SIGMA / 2)
+    others, truth = identities(seed + 1, k=25, n=12)
+    strangers = unit(rng.normal(size=(200, own.shape[1])))
+    vectors = np.vstack([own, others, strangers])
+    labels = np.concatenate([np.zeros(len(own), dtype=np.int64), truth + 1, np.arange(200) + 26])
+    order = rng.permutation(len(vectors))
+    return vectors[order], labels[order]
+
+
+def _same_neighbours(a: KnnGraph, b: KnnGraph) -> None:
+    """The same neighbours with the same similarities, but for ties: a product cut otherwise may
+    round a similarity one unit in the last place apart (0.8977275 or 0.8977277), so that of two
+    faces equally near the k-th place either may be kept."""
+    np.testing.assert_allclose(a.similarities, b.similarities, atol=1e-6)
+    last = np.minimum(a.similarities[:, -1], b.similarities[:, -1])
+    for row in np.flatnonzero((np.sort(a.neighbours, axis=1) != np.sort(b.neighbours, axis=1)).any(axis=1)):
+        apart = np.setxor1d(a.neighbours[row], b.neighbours[row])
+        kept = np.concatenate([a.similarities[row], b.similarities[row]])
+        ends = np.concatenate([a.neighbours[row], b.neighbours[row]])
+        assert (kept[np.isin(ends, apart)] <= last[row] + 1e-6).all(), f"row {row}: {apart} are not ties"
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_a_cells_products_in_small_blocks_find_the_same_neighbours(
+    monkeypatch: pytest.MonkeyPatch, seed: int
+) -> None:
+    """The products of a large cell are made in blocks of at most WORK similarities: with WORK
+    tiny (blocks of 24 x 24), every cell is cut in rows and columns, and the neighbours must be
+    those found with the whole cell at once, never the face itself, and no block larger."""
+    import faiss
+
+    vectors, _ = _one_person_in_most_faces(seed)
+    monkeypatch.setattr(graph_module, "EXACT_KNN_MAX", 100)
+    whole = knn_graph(vectors, 10)
+    assert whole.method == "cells"
+    blocks: list[int] = []
+
+    class Heaps(faiss.float_minheap_array_t):  # type: ignore[misc]
+        def addn(self, columns, block, first, top, rows):  # type: ignore[no-untyped-def]
+            blocks.append(columns * rows)
+            return super().addn(columns, block, first, top, rows)
+
+    monkeypatch.setattr(faiss, "float_minheap_array_t", Heaps)
+    monkeypatch.setattr(graph_module, "WORK", 24 * vectors.shape[1])
+    blocked = knn_graph(vectors, 10)
+    assert len(blocks) > 10 * len(vectors) // 24 and max(blocks) <= 24 * 24
+    _same_neighbours(blocked, whole)
+    assert not (blocked.neighbours == np.arange(len(vectors))[:, None]).any()
+    assert (blocked.neighbours >= 0).all()
+
+
+def test_cells_that_see_every_cell_find_the_exact_neighbours(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With every cell probed, the candidates are all faces: the cells, in small blocks, must
+    find exactly the exhaustive search's neighbours, the large person's faces included (a face's
+    own place among its cell's candidates is where it is left out)."""
+    vectors, labels = _one_person_in_most_faces(2)
+    exact = knn_graph(vectors, 12)
+    monkeypatch.setattr(graph_module, "EXACT_KNN_MAX", 100)
+    monkeypatch.setattr(graph_module, "PROBE", 10_000)
+    monkeypatch.setattr(graph_module, "WORK", 40 * vectors.shape[1])
+    cells = knn_graph(vectors, 12)
+    assert cells.method == "cells" and exact.method == "exact"
+    _same_neighbours(cells, exact)
+    assert (labels[cells.neighbours[labels == 0]] == 0).all()
 
 
 def test_a_subgraph_keeps_only_edges_among_its_rows() -> None:

@@ -27,6 +27,8 @@ EXACT_KNN_MAX = 20_000
 _BLOCK = 2048
 # Cells whose faces each cell's faces are compared with (itself included), above EXACT_KNN_MAX.
 PROBE = 12
+# Similarities computed at once (and candidate vectors gathered at once) within a cell: 64 MB.
+WORK = 1 << 24
 
 
 @dataclass(frozen=True)
@@ -74,9 +76,11 @@ def _ivf_knn(
     vectors: NDArray[np.float32], k: int, random_state: int
 ) -> tuple[NDArray[np.int64], NDArray[np.float32]]:
     """Neighbours within nearby cells: k-means (faiss) puts the faces into about 2 sqrt(n)
-    cells; the faces of each cell are compared, by one matrix product, with those of the PROBE
-    cells whose centres are nearest. Cost O(n sqrt(n) d) in dense products instead of O(n^2 d);
-    the faces of one person share a cell or sit in neighbouring ones."""
+    cells; the faces of each cell are compared with those of the PROBE cells whose centres are
+    nearest. Cost O(n sqrt(n) d) in dense products instead of O(n^2 d); the faces of one person
+    share a cell or sit in neighbouring ones. A cell may hold a large part of the library (one
+    person in most of the photos), so its products are made in blocks of at most WORK
+    similarities, each folded into the members' running top k (_cell_knn)."""
     import faiss
 
     count, dims = vectors.shape
@@ -101,19 +105,49 @@ def _ivf_knn(
         members = order[bounds[cell] : bounds[cell + 1]]
         if not len(members):
             continue
-        candidates = np.concatenate([order[bounds[c] : bounds[c + 1]] for c in nearby[cell] if c >= 0])
-        block = vectors[members] @ vectors[candidates].T
-        block[candidates[None, :] == members[:, None]] = -np.inf  # a face is not its own neighbour
-        top = min(k, len(candidates) - 1)
-        if top < 1:
-            continue
-        best = np.argpartition(-block, top - 1, axis=1)[:, :top]
-        values = np.take_along_axis(block, best, axis=1)
-        ranked = np.argsort(-values, axis=1, kind="stable")
-        neighbours[members, :top] = candidates[np.take_along_axis(best, ranked, axis=1)]
-        similarities[members, :top] = np.take_along_axis(values, ranked, axis=1)
+        probed = [c for c in nearby[cell] if c >= 0]
+        candidates = np.concatenate([order[bounds[c] : bounds[c + 1]] for c in probed])
+        # The cell's own faces are one run of its candidates: member i sits at own + i.
+        sizes = [bounds[c + 1] - bounds[c] for c in probed]
+        own = int(sum(sizes[: probed.index(cell)])) if cell in probed else -1
+        found, values = _cell_knn(vectors, members, candidates, own, k)
+        neighbours[members] = found
+        similarities[members] = values
     similarities[neighbours < 0] = -np.inf
     return neighbours, similarities
+
+
+def _cell_knn(
+    vectors: NDArray[np.float32], members: NDArray[np.int64], candidates: NDArray[np.int64], own: int, k: int
+) -> tuple[NDArray[np.int64], NDArray[np.float32]]:
+    """The k most similar candidates of each member (indices into `vectors`, -1 where fewer),
+    most similar first; member i is candidate own + i (own -1: no member is a candidate), never
+    its own neighbour. Blocks of at most WORK similarities (and gathered vectors), each folded
+    into one running top k per member by faiss's heaps (multi-threaded, unlike a partial sort
+    of the block), so that memory is O(members k) plus the block, whatever the cell's size."""
+    import faiss
+
+    dims = vectors.shape[1]
+    values = np.empty((len(members), k), dtype=np.float32)
+    found = np.empty((len(members), k), dtype=np.int64)
+    heaps = faiss.float_minheap_array_t()  # the k largest
+    heaps.k, heaps.nh = k, len(members)
+    heaps.val, heaps.ids = faiss.swig_ptr(values), faiss.swig_ptr(found)
+    heaps.heapify()
+    columns = max(1, min(len(candidates), WORK // dims))
+    rows = max(1, min(len(members), WORK // columns, WORK // dims))
+    for first in range(0, len(candidates), columns):
+        part = vectors[candidates[first : first + columns]]
+        for top in range(0, len(members), rows):
+            block = np.ascontiguousarray(vectors[members[top : top + rows]] @ part.T, dtype=np.float32)
+            if own >= 0:  # a face is not its own neighbour
+                at = own + np.arange(top, top + len(block)) - first
+                inside = (at >= 0) & (at < len(part))
+                block[np.flatnonzero(inside), at[inside]] = -np.inf
+            heaps.addn(len(part), faiss.swig_ptr(block), first, top, len(block))
+    heaps.reorder()
+    found = np.where(found >= 0, candidates[np.maximum(found, 0)], -1)
+    return found, values
 
 
 def subgraph(graph: KnnGraph, rows: NDArray[np.int64]) -> KnnGraph:
