@@ -208,28 +208,30 @@ def test_two_faces_of_one_media_item_never_take_one_person() -> None:
     np.testing.assert_array_equal(one_per_media_item(chosen, similarity, media, taken), [-1, 5, 5, -1])
 
 
-def _every_face_every_round(vectors, labels, first_new, movable, items, graph, rule, merge, min_size):  # type: ignore[no-untyped-def]
+def _every_face_every_round(vectors, labels, first_new, movable, items, graph, rule, merge, min_size, pairs):  # type: ignore[no-untyped-def]
     """The rule to a fixed point looking at every face in every round: what fixed_point must equal."""
-    from face_assets.core.clustering.membership import NOISE, merge_similar
+    from face_assets.core.clustering.membership import NOISE, merge_similar, too_small
 
     for _ in range(100):
         start = labels
-        labels = merge_similar(vectors, labels, first_new, graph, merge)
-        labels = trim(vectors, labels, movable, graph, rule)
+        labels = merge_similar(vectors, labels, first_new, graph, merge, media_item_ids=items)
+        labels = trim(vectors, labels, movable, graph, rule, partners=pairs)
         new = labels >= first_new
-        sizes = np.bincount(labels[new], minlength=int(max(labels.max(), 0)) + 1)
-        labels = np.where(new & (sizes[np.maximum(labels, 0)] < min_size), NOISE, labels)
+        size = int(max(labels.max(), 0)) + 1
+        small = too_small(np.where(new, labels, NOISE), np.ones(len(labels), np.int64), min_size, size, pairs)
+        labels = np.where(new & small[np.maximum(labels, 0)], NOISE, labels)
         labels = join(vectors, labels, movable, items, graph, rule)
         if np.array_equal(start, labels):
             return labels
     raise AssertionError("no fixed point")
 
 
+@pytest.mark.parametrize("evidence", ["mean and vote", "wide vote, split clause and pairs"])
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_looking_again_only_at_what_moved_reaches_the_same_fixed_point(seed: int) -> None:
+def test_looking_again_only_at_what_moved_reaches_the_same_fixed_point(seed: int, evidence: str) -> None:
     """Persons of many sizes, look-alikes and strangers, several faces per media item, rough
     starting groups: the incremental loop ends exactly where looking at everything ends."""
-    from face_assets.core.clustering.membership import fixed_point
+    from face_assets.core.clustering.membership import Merge, fixed_point, partners
 
     rng = np.random.default_rng(seed)
     vectors, truth = identities(seed, k=6, n=60)  # large persons: most members are not neighbours
@@ -247,7 +249,13 @@ def test_looking_again_only_at_what_moved_reaches_the_same_fixed_point(seed: int
     items = rng.integers(0, len(vectors) // 3, size=len(vectors))  # often two faces of one item
     movable = rng.random(len(vectors)) < 0.9
     rule = Rule(match_threshold=0.75, vote_threshold=0.5, vote_neighbours=2)
-    expected = _every_face_every_round(vectors, labels, existing, movable, items, graph, rule, 0.8, 3)
-    got = fixed_point(vectors, labels, existing, movable, items, graph, rule, 0.8, 3)
+    merge, pairs = Merge(0.8), None
+    if evidence != "mean and vote":
+        rule = Rule(0.75, 0.5, 2, wide_vote=(0.4, 4))
+        merge, pairs = Merge(0.8, 0.6, 1.0), partners(graph, items, 0.6)
+    expected = _every_face_every_round(
+        vectors, labels, existing, movable, items, graph, rule, merge, 3, pairs
+    )
+    got = fixed_point(vectors, labels, existing, movable, items, graph, rule, merge, 3, partners=pairs)
     np.testing.assert_array_equal(got, expected)
     assert not np.array_equal(got, labels)  # the case moved faces
