@@ -2,7 +2,7 @@
 
     python scripts/sweep_clustering.py DIR [--identity-depth N] [--cache FILE.db] [--pick center]
                                        [--match ...] [--vote ...] [--voters ...]
-                                       [--wide-vote SIMILARITY:VOTERS ...] [--min-size ...]
+                                       [--min-size ...]
                                        [--pair ...] [--split ...] [--split-links ...] [--json PATH]
 
 DIR is in `<identity>/...` layout: the top-level folder under DIR names the person of every
@@ -64,19 +64,14 @@ def score(data: dict[str, np.ndarray], persons: np.ndarray) -> dict[str, float]:
     }
 
 
-def _wide(text: str) -> tuple[float, int]:
-    similarity, voters = text.split(":")
-    return float(similarity), int(voters)
-
-
 def grid(args: argparse.Namespace) -> list[ClusterParams]:
     base = ClusterParams()
     combos = []
-    for algorithm, match, vote, voters, wide, size, k, pair, (split, links) in itertools.product(
-        args.algorithm, args.match, args.vote, args.voters, args.wide_vote, args.min_size,
-        args.neighbours, args.pair, itertools.product(args.split, args.split_links),
+    for algorithm, match, vote, voters, size, k, pair, (split, links) in itertools.product(
+        args.algorithm, args.match, args.vote, args.voters, args.min_size, args.neighbours,
+        args.pair, itertools.product(args.split, args.split_links),
     ):  # fmt: skip
-        if vote > match or wide[0] > vote or pair < vote or not voters <= wide[1] <= k:
+        if vote > match or pair < vote:
             continue
         # The link threshold is a parameter of average linkage only.
         for link in args.link if algorithm == "agglomerative" else [base.link_threshold]:
@@ -88,8 +83,6 @@ def grid(args: argparse.Namespace) -> list[ClusterParams]:
                     match_threshold=match,
                     vote_threshold=vote,
                     vote_neighbours=voters,
-                    wide_vote_threshold=wide[0],
-                    wide_vote_neighbours=wide[1],
                     min_cluster_size=size,
                     neighbours=k,
                     pair_threshold=pair,
@@ -115,10 +108,6 @@ def main() -> int:
     parser.add_argument("--voters", type=int, nargs="+", default=[2, 3, 5])
     parser.add_argument("--min-size", type=int, nargs="+", default=[2, 3, 4])
     parser.add_argument("--neighbours", type=int, nargs="+", default=[ClusterParams().neighbours])
-    parser.add_argument(
-        "--wide-vote", type=_wide, nargs="+", default=[(0.4, 6)], metavar="SIMILARITY:VOTERS",
-        help="the wide vote clause: similarity and voters, e.g. 0.4:6 (0.5:2, the vote clause itself: off)",
-    )  # fmt: skip
     parser.add_argument("--pair", type=float, nargs="+", default=[ClusterParams().pair_threshold])
     parser.add_argument("--split", type=float, nargs="+", default=[ClusterParams().split_threshold])
     parser.add_argument("--split-links", type=float, nargs="+", default=[ClusterParams().split_links])
@@ -135,7 +124,7 @@ def main() -> int:
         f"{int(data['images'])} photos, {len(data['vectors'])} faces, {int(data['misses'])} photos "
         f"without a face, {len(set(data['labels'].tolist()) - {''})} identities"
     )
-    columns = ("algorithm", "link", "match", "vote", "voters", "wide", "wvoters", "min", "k", "pair",
+    columns = ("algorithm", "link", "match", "vote", "voters", "min", "k", "pair",
                "split", "links", "bcubed_p", "bcubed_r",
                "bcubed_f", "pair_p", "pair_r", "pair_f", "frequent_bcubed_f", "rare_unassigned",
                "rare_own", "rare_merged", "persons")  # fmt: skip
@@ -145,8 +134,7 @@ def main() -> int:
         result = score(data, persons_for(data, params))
         row = {"algorithm": params.algorithm[:9], "link": params.link_threshold,
                "match": params.match_threshold, "vote": params.vote_threshold,
-               "voters": params.vote_neighbours, "wide": params.wide_vote_threshold,
-               "wvoters": params.wide_vote_neighbours, "min": params.min_cluster_size,
+               "voters": params.vote_neighbours, "min": params.min_cluster_size,
                "k": params.neighbours, "pair": params.pair_threshold, "split": params.split_threshold,
                "links": params.split_links, **result}  # fmt: skip
         rows.append(row)
@@ -162,7 +150,7 @@ def main() -> int:
         best = max(precise, key=lambda r: (r["bcubed_f"], r["pair_f"]))
         print(f"chosen (best BCubed F with BCubed precision >= {args.precision_floor}, rarely seen "
               f"people's faces merged <= {args.merged_ceiling}): "
-              + ", ".join(f"{c}={best[c]}" for c in columns[:12]))  # fmt: skip
+              + ", ".join(f"{c}={best[c]}" for c in columns[:10]))  # fmt: skip
     else:
         print(f"no setting reaches BCubed precision {args.precision_floor} within the merged ceiling")
     return 0

@@ -1,5 +1,5 @@
-"""The evidence beyond dense groups: a person seen twice (a pair), pieces of one person that are
-mutual neighbours, and a person's faces that changed over the years (the wide vote)."""
+"""The evidence beyond dense groups: a person seen twice (a pair), and pieces of one person that
+are mutual neighbours."""
 
 from typing import Any
 
@@ -8,7 +8,7 @@ import pytest
 
 from face_assets.core.clustering.cluster import NOISE, ClusterParams, cluster_embeddings
 from face_assets.core.clustering.graph import knn_graph
-from face_assets.core.clustering.membership import Merge, Rule, merge_similar, partners
+from face_assets.core.clustering.membership import Merge, merge_similar, partners
 from face_assets.core.person import plan_persons
 from face_assets_tests.core_tests.synthetic import DIM, centres, identities, samples, unit
 
@@ -94,28 +94,9 @@ def test_pieces_of_one_person_that_are_mutual_neighbours_become_one(seed: int) -
     assert kept[0] != kept[1]
 
 
-def test_the_wide_vote_takes_a_face_all_of_whose_nearest_faces_are_the_persons() -> None:
-    """A face at 0.45 to a person's mean joins when its six nearest faces are all in the
-    person, not when one of them is elsewhere."""
-    rng = np.random.default_rng(0)
-    vectors = unit(rng.normal(size=(10, DIM)))
-    graph = knn_graph(vectors, 8)
-    labels = np.zeros(10, dtype=np.int64)
-    row = np.array([0])
-    rule = Rule(0.7, 0.5, 2, wide_vote=(0.4, 6))
-    similarity = np.array([0.45], dtype=np.float32)
-    assert rule.accepts(graph, row, labels, np.array([0]), similarity).all()
-    labels[graph.neighbours[0, 5]] = 1
-    assert not rule.accepts(graph, row, labels, np.array([0]), similarity).any()
-    assert not Rule(0.7, 0.5, 2).accepts(graph, row, np.zeros(10, np.int64), np.array([0]), similarity).any()
-
-
 @pytest.mark.parametrize(
     "changes",
     [
-        {"wide_vote_threshold": 0.6},  # above vote_threshold
-        {"wide_vote_neighbours": 1},  # fewer than vote_neighbours
-        {"wide_vote_neighbours": 40},  # more than neighbours
         {"pair_threshold": 0.45},  # below vote_threshold: a pair would fail its own rule
         {"split_links": -1.0},
     ],
@@ -123,3 +104,21 @@ def test_the_wide_vote_takes_a_face_all_of_whose_nearest_faces_are_the_persons()
 def test_the_new_knobs_refuse_what_contradicts_the_rule(changes: dict[str, Any]) -> None:
     with pytest.raises(ValueError):
         ClusterParams(**changes)
+
+
+def test_alike_groups_merge_pair_by_pair_never_in_a_chain() -> None:
+    """A like B and B like C is no reason for A and C: B joins the one it is most like, and the
+    merged group is compared with C anew (the first clustering of a million faces chained
+    persons of thousands of faces this way)."""
+    rng = np.random.default_rng(0)
+    first, second = centres(rng, 2)
+    second = unit(second - (second @ first) * first)  # a direction at right angles to the first
+    angles = np.radians([0.0, 31.0, 64.0])  # A-B 31 degrees (cosine 0.86), B-C 33 (0.84), A-C 64 (0.44)
+    means = unit(np.cos(angles)[:, None] * first + np.sin(angles)[:, None] * second)
+    vectors = np.vstack([samples(rng, m, 5, sigma=0.005) for m in means])
+    labels = np.repeat(np.arange(3), 5).astype(np.int64)
+    graph = knn_graph(vectors, 14)  # every face a neighbour of every other
+    merged = labels
+    for _ in range(5):
+        merged = merge_similar(vectors, merged, 0, graph, Merge(0.8))
+    assert merged[0] == merged[5] != merged[10]

@@ -2,12 +2,10 @@
 
 A face belongs to person P when its cosine similarity to P's mean (leaving the face itself out)
 reaches `match_threshold`, or reaches `vote_threshold` while its `vote_neighbours` nearest
-faces all belong to P as well, or reaches the lower `wide_vote` threshold while more of its
-nearest faces all do. The vote clauses keep the hard photos of a person (profile, poor light,
-twenty years younger) that are still surrounded by that person's faces, and turn away a
-stranger whose nearest faces are elsewhere — typically his own few photos, waiting. Candidates
-come from the kNN graph (the persons of a face's neighbours), so a round costs O(n k d) at any
-library size.
+faces all belong to P as well. The second clause keeps the hard photos of a person (profile,
+poor light) that are still surrounded by that person's faces, and turns away a stranger whose
+nearest faces are elsewhere — typically his own few photos, waiting. Candidates come from the
+kNN graph (the persons of a face's neighbours), so a round costs O(n k d) at any library size.
 
 New persons come from groups of faces (clustering), from two faces that are each other's
 nearest (`partners`), and from groups that are pieces of one person (`Merge`). Two faces of
@@ -138,8 +136,6 @@ class Rule:
     match_threshold: float
     vote_threshold: float
     vote_neighbours: int
-    # (similarity, voters): a wider vote at a lower similarity, the face of a person who changed
-    wide_vote: tuple[float, int] = (1.0, 1)
 
     def accepts(
         self,
@@ -151,12 +147,9 @@ class Rule:
     ) -> NDArray[np.bool_]:
         """Whether each row may be in its candidate `person` (`similarity`: to its mean)."""
         near = graph.neighbours[rows, : self.vote_neighbours]
-        out = similarity >= self.match_threshold
-        for threshold, voters in ((self.vote_threshold, self.vote_neighbours), self.wide_vote):
-            near = graph.neighbours[rows, :voters]
-            votes = np.where(near >= 0, labels[np.maximum(near, 0)] == person[:, None], False).all(axis=1)
-            out |= (similarity >= threshold) & votes
-        return out
+        near = graph.neighbours[rows, : self.vote_neighbours]
+        votes = np.where(near >= 0, labels[np.maximum(near, 0)] == person[:, None], False).all(axis=1)
+        return (similarity >= self.match_threshold) | ((similarity >= self.vote_threshold) & votes)
 
 
 def trim(
@@ -294,32 +287,21 @@ def merge_similar(
     first_new: int,
     graph: KnnGraph,
     merge: Merge | float,
-    groups: NDArray[np.bool_] | None = None,
     media_item_ids: NDArray[np.int64] | None = None,
 ) -> NDArray[np.int64]:
     """New groups (labels >= first_new) that `merge` finds alike become one: density splits a
     person whose photos vary into pieces that the rule alone never rejoins. Candidate pairs are
-    groups joined by a graph edge, with `groups` (a mask over labels) only pairs with one of
-    those in them; two groups with faces of one media item are never joined; existing persons
-    never change."""
-    from scipy import sparse
-    from scipy.sparse import csgraph
-
+    groups joined by a graph edge; of those alike, a pair merges when each is the other's most
+    alike; two groups with faces of one media item are never joined; existing persons never
+    change."""
     if not (labels >= first_new).any():
         return labels
     count = int(labels.max()) + 1
-    scan = labels >= first_new
-    if groups is not None:
-        # Edges of the given groups: from their rows, and to their rows from the others'.
-        scan &= groups[np.maximum(labels, 0)]
-        scan |= _has_neighbour_in(graph, scan)
-    rows = np.flatnonzero(scan)
+    rows = np.flatnonzero(labels >= first_new)
     near = graph.neighbours[rows]
     a = np.repeat(labels[rows], near.shape[1])
     b = np.where(near >= 0, labels[np.maximum(near, 0)], NOISE).ravel()
     pair = (a >= first_new) & (b >= first_new) & (a != b)
-    if groups is not None:
-        pair &= groups[np.maximum(a, 0)] | groups[np.maximum(b, 0)]
     if not pair.any():
         return labels
     merge = merge if isinstance(merge, Merge) else Merge(merge)
@@ -340,12 +322,18 @@ def merge_similar(
         close &= ~np.isin(keys, _sharing_media_items(labels, media_item_ids, first_new, count))
     if not close.any():
         return labels
-    links = sparse.csr_matrix((np.ones(int(close.sum())), (a[close], b[close])), shape=(count, count))
-    _, component = csgraph.connected_components(links, directed=False)
-    # Each component takes the smallest label among its groups.
-    smallest = np.full(count, count, dtype=np.int64)
-    np.minimum.at(smallest, component, np.arange(count))
-    target = smallest[component]
+    # Only pairs that are each other's most alike: A like B and B like C is no reason for A and
+    # C, so the merged group is compared anew in the next round (the fixed point's), as
+    # average linkage merges reciprocal nearest neighbours.
+    a, b, similarity = a[close], b[close], similarity[close]
+    ends, others = np.concatenate([a, b]), np.concatenate([b, a])
+    order = np.lexsort((-np.concatenate([similarity, similarity]), ends))
+    first = np.r_[True, ends[order[1:]] != ends[order[:-1]]]
+    best = np.full(count, NOISE, dtype=np.int64)
+    best[ends[order[first]]] = others[order[first]]
+    mutual = (best[a] == b) & (best[b] == a)
+    target = np.arange(count, dtype=np.int64)
+    target[b[mutual]] = a[mutual]
     return np.where(labels >= first_new, target[np.maximum(labels, 0)], labels).astype(np.int64)
 
 
@@ -472,10 +460,12 @@ def fixed_point(
     for _ in range(MAX_ROUNDS):
         start = labels
         masks = pending["merge"]
-        groups = None if masks is None else masks[1]
-        labels = record(
-            labels, merge_similar(vectors, labels, first_new, graph, merge, groups, media_item_ids), "merge"
-        )
+        if masks is None or masks[1].any():
+            # Every new group each time: a pair merges only when each is the other's best, and
+            # that is known only by looking at all of a group's candidates.
+            labels = record(
+                labels, merge_similar(vectors, labels, first_new, graph, merge, media_item_ids), "merge"
+            )
         step = trim(vectors, labels, movable, graph, rule, rows("trim"), partners)
         new = step >= first_new
         if new.any():

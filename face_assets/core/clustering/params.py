@@ -6,10 +6,9 @@ Defaults are chosen on labelled photos by scripts/sweep_clustering.py (docs/pers
 Clustering finds candidate groups on a k-nearest-neighbour graph; membership is then decided
 face by face, for new groups and for faces joining a person alike: a face belongs to a person
 when its similarity to the person's mean reaches `match_threshold`, or reaches `vote_threshold`
-while its `vote_neighbours` nearest faces all belong to that person (or `wide_vote_threshold`
-while its `wide_vote_neighbours` nearest do). Two faces that are each other's nearest are a
-person at `pair_threshold`; two new groups are one person at `merge_threshold`, or at
-`split_threshold` when their faces are mutual neighbours.
+while its `vote_neighbours` nearest faces all belong to that person. Two faces that are each
+other's nearest are a person at `pair_threshold`; two new groups are one person at
+`merge_threshold`, or at `split_threshold` when their faces are mutual neighbours.
 """
 
 from __future__ import annotations
@@ -51,14 +50,6 @@ class ClusterParams:
         ge=-1.0, le=1.0,
     )  # fmt: skip
     vote_neighbours: int = _knob(2, "cluster_vote_neighbours", "nearest faces that vote", ge=1, le=50)
-    wide_vote_threshold: float = _knob(
-        0.4, "cluster_wide_vote_threshold",
-        "... at which it joins when its wide_vote_neighbours nearest faces are all in the person",
-        ge=-1.0, le=1.0,
-    )  # fmt: skip
-    wide_vote_neighbours: int = _knob(
-        6, "cluster_wide_vote_neighbours", "nearest faces that vote at the lower threshold", ge=1, le=50
-    )  # fmt: skip
     merge_threshold: float = _knob(
         0.8, "cluster_merge_threshold",
         "cosine similarity of two new groups' means that makes them one person (density splits some)",
@@ -85,10 +76,7 @@ class ClusterParams:
 
     def rule(self) -> Rule:
         """Who belongs to a person."""
-        return Rule(
-            self.match_threshold, self.vote_threshold, self.vote_neighbours,
-            (self.wide_vote_threshold, self.wide_vote_neighbours),
-        )  # fmt: skip
+        return Rule(self.match_threshold, self.vote_threshold, self.vote_neighbours)
 
     def merge(self) -> Merge:
         """When two new groups are one person."""
@@ -104,16 +92,6 @@ class ClusterParams:
             raise ValueError(
                 f"vote_threshold must be in [-1, match_threshold={self.match_threshold}], "
                 f"got {self.vote_threshold}"
-            )
-        if not self.vote_neighbours <= self.wide_vote_neighbours <= self.neighbours:
-            raise ValueError(
-                f"wide_vote_neighbours must be in [vote_neighbours={self.vote_neighbours}, "
-                f"neighbours={self.neighbours}], got {self.wide_vote_neighbours}"
-            )
-        if self.wide_vote_threshold > self.vote_threshold:
-            raise ValueError(
-                f"wide_vote_threshold must be in [-1, vote_threshold={self.vote_threshold}], "
-                f"got {self.wide_vote_threshold}"
             )
         if self.pair_threshold < self.vote_threshold:
             raise ValueError(
