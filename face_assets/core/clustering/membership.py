@@ -147,7 +147,6 @@ class Rule:
     ) -> NDArray[np.bool_]:
         """Whether each row may be in its candidate `person` (`similarity`: to its mean)."""
         near = graph.neighbours[rows, : self.vote_neighbours]
-        near = graph.neighbours[rows, : self.vote_neighbours]
         votes = np.where(near >= 0, labels[np.maximum(near, 0)] == person[:, None], False).all(axis=1)
         return (similarity >= self.match_threshold) | ((similarity >= self.vote_threshold) & votes)
 
@@ -366,17 +365,17 @@ def _sharing_media_items(
 ) -> NDArray[np.int64]:
     """Pairs of new groups (a * count + b, a < b) that hold faces of one media item."""
     rows = np.flatnonzero(labels >= first_new)
-    media, group = media_item_ids[rows], labels[rows]
-    order = np.lexsort((group, media))
-    media, group = media[order], group[order]
-    starts = np.flatnonzero(np.r_[True, media[1:] != media[:-1]])
-    ends = np.r_[starts[1:], len(media)]
-    keys: list[int] = []
-    for start, end in zip(starts[ends - starts > 1], ends[ends - starts > 1], strict=True):
-        found = np.unique(group[start:end])
-        for i, x in enumerate(found):
-            keys.extend(int(x) * count + int(y) for y in found[i + 1 :])
-    return np.unique(np.array(keys, dtype=np.int64))
+    # Each (media item, group) once, sorted by media item then group.
+    both = np.unique(np.stack([media_item_ids[rows], labels[rows]], axis=1), axis=0)
+    media, group = both[:, 0], both[:, 1]
+    keys = []
+    # The groups of one media item side by side: pair each with the one `step` places later.
+    for step in range(1, len(media)):
+        same = media[step:] == media[:-step]
+        if not same.any():
+            break
+        keys.append(group[:-step][same] * count + group[step:][same])
+    return np.unique(np.concatenate(keys)) if keys else np.zeros(0, dtype=np.int64)
 
 
 def touched(
