@@ -144,7 +144,8 @@ def _cell_knn(
                 at = own + np.arange(top, top + len(block)) - first
                 inside = (at >= 0) & (at < len(part))
                 block[np.flatnonzero(inside), at[inside]] = -np.inf
-            heaps.addn(len(part), faiss.swig_ptr(block), first, top, len(block))
+            # The stub lists two arguments; the C++ method also takes the column and row offsets.
+            heaps.addn(len(part), faiss.swig_ptr(block), first, top, len(block))  # type: ignore[call-arg]
     heaps.reorder()
     found = np.where(found >= 0, candidates[np.maximum(found, 0)], -1)
     return found, values
