@@ -123,7 +123,7 @@ def cluster_embeddings(
     labels = np.full(len(vectors), NOISE, dtype=np.int64)
     labels[rows] = found
     labels = _drop_small(labels, params.min_cluster_size, weights)
-    if media_item_ids is None or len(media_item_ids) != len(vectors):
+    if media_item_ids is None:
         media_item_ids = np.arange(len(vectors), dtype=np.int64)  # each face its own
     pairs = partners(graph, media_item_ids, params.pair_threshold)
     labels = fixed_point(

@@ -285,7 +285,7 @@ def merge_similar(
     labels: NDArray[np.int64],
     first_new: int,
     graph: KnnGraph,
-    merge: Merge | float,
+    merge: Merge,
     media_item_ids: NDArray[np.int64] | None = None,
 ) -> NDArray[np.int64]:
     """New groups (labels >= first_new) that `merge` finds alike become one: density splits a
@@ -303,7 +303,6 @@ def merge_similar(
     pair = (a >= first_new) & (b >= first_new) & (a != b)
     if not pair.any():
         return labels
-    merge = merge if isinstance(merge, Merge) else Merge(merge)
     keys = np.unique(np.minimum(a[pair], b[pair]) * count + np.maximum(a[pair], b[pair]))
     a, b = keys // count, keys % count
     ids = np.unique(np.concatenate([a, b]))
@@ -412,7 +411,7 @@ def fixed_point(
     media_item_ids: NDArray[np.int64],
     graph: KnnGraph,
     rule: Rule,
-    merge: Merge | float,
+    merge: Merge,
     min_size: int,
     weights: NDArray[np.int64] | None = None,
     seed: bool = False,
