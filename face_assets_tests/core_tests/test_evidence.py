@@ -122,3 +122,67 @@ def test_alike_groups_merge_pair_by_pair_never_in_a_chain() -> None:
     for _ in range(5):
         merged = merge_similar(vectors, merged, 0, graph, Merge(0.8))
     assert merged[0] == merged[5] != merged[10]
+
+
+def _loose_groups(seed: int, faces: int = 40) -> np.ndarray:
+    """Two groups of different people whose faces lean the same way (a direction every face
+    shares, as the library's average face) and vary a lot besides: their means are more than
+    0.8 alike, their faces on average less than 0.5."""
+    rng = np.random.default_rng(seed + 2000)
+    shared, first, second = centres(rng, 3)
+    lean, noise = 2.4, float(np.sqrt(6.0 / DIM))
+    return np.vstack(
+        [
+            unit(lean * shared + first + rng.normal(scale=noise, size=(faces, DIM))),
+            unit(lean * shared + second + rng.normal(scale=noise, size=(faces, DIM))),
+        ]
+    )
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_loose_groups_whose_means_are_alike_but_faces_are_not_stay_apart(seed: int) -> None:
+    """Means of loose groups lean towards the average face, so two of them look alike whoever
+    is in them (at a million faces such merges made persons of 15 000 faces from hundreds of
+    people); their faces' mean similarity (average linkage) does not, and a person split in two
+    tight pieces still merges."""
+    vectors = _loose_groups(seed)
+    labels = np.repeat([0, 1], len(vectors) // 2).astype(np.int64)
+    graph = knn_graph(vectors, 10)
+    a, b = (vectors[labels == g].sum(axis=0) for g in (0, 1))
+    assert float(unit(a) @ unit(b)) > 0.8 > 0.5 > float(a @ b) / (len(vectors) // 2) ** 2
+    merged = merge_similar(vectors, labels, 0, graph, Merge(0.8))
+    assert merged[0] == merged[-1]  # the means alone merge them
+    kept = merge_similar(vectors, labels, 0, graph, Merge(0.8, link=0.5))
+    np.testing.assert_array_equal(kept, labels)
+    rng = np.random.default_rng(seed)
+    pieces = samples(rng, centres(rng, 1)[0], 20, sigma=0.02)
+    joined = merge_similar(
+        pieces, np.repeat([0, 1], 10).astype(np.int64), 0, knn_graph(pieces, 10), Merge(0.8, link=0.5)
+    )
+    assert len(set(joined.tolist())) == 1
+
+
+@pytest.mark.parametrize("members", [60, 20])
+def test_a_face_far_below_a_large_persons_own_spread_does_not_join_it_by_the_vote(members: int) -> None:
+    """A stranger whose nearest faces are all a large person's, at 0.6 to its mean (above the
+    vote's 0.5), while that person's own faces sit at about 0.9: at library scale such faces
+    are mostly strangers. The slack refuses it for a person of SPREAD_KNOWN faces or more; a
+    smaller person's spread is unknown and the vote takes the face, as without slack."""
+    from face_assets.core.clustering.membership import SPREAD_KNOWN, Rule, join
+
+    rng = np.random.default_rng(3)
+    centre, aside = centres(rng, 2)
+    aside = unit(aside - (aside @ centre) * centre)
+    person = samples(rng, centre, members, sigma=0.015)
+    stranger = unit(0.6 * centre + 0.8 * aside)[None, :]
+    vectors = np.vstack([person, stranger, centres(rng, 20)])
+    labels = np.r_[np.zeros(members), np.full(21, NOISE)].astype(np.int64)
+    waiting = labels == NOISE
+    media = np.arange(len(vectors), dtype=np.int64)
+    graph = knn_graph(vectors, 5)
+    assert set(labels[graph.neighbours[members, :2]].tolist()) == {0}
+    slack = Rule(match_threshold=0.7, vote_threshold=0.5, vote_neighbours=2, vote_slack=0.25)
+    without = Rule(match_threshold=0.7, vote_threshold=0.5, vote_neighbours=2)
+    joined = join(vectors, labels, waiting, media, graph, slack)[members]
+    assert joined == (NOISE if members >= SPREAD_KNOWN else 0)
+    assert join(vectors, labels, waiting, media, graph, without)[members] == 0

@@ -226,11 +226,14 @@ def _every_face_every_round(vectors, labels, first_new, movable, items, graph, r
     raise AssertionError("no fixed point")
 
 
-@pytest.mark.parametrize("evidence", ["mean and vote", "split clause and pairs"])
+@pytest.mark.parametrize("evidence", ["mean and vote", "split clause, pairs, slack and link"])
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_looking_again_only_at_what_moved_reaches_the_same_fixed_point(seed: int, evidence: str) -> None:
+def test_looking_again_only_at_what_moved_reaches_the_same_fixed_point(
+    seed: int, evidence: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Persons of many sizes, look-alikes and strangers, several faces per media item, rough
     starting groups: the incremental loop ends exactly where looking at everything ends."""
+    from face_assets.core.clustering import membership
     from face_assets.core.clustering.membership import Merge, fixed_point, partners
 
     rng = np.random.default_rng(seed)
@@ -251,10 +254,18 @@ def test_looking_again_only_at_what_moved_reaches_the_same_fixed_point(seed: int
     rule = Rule(match_threshold=0.75, vote_threshold=0.5, vote_neighbours=2)
     merge, pairs = Merge(0.8), None
     if evidence != "mean and vote":
-        merge, pairs = Merge(0.8, 0.6, 1.0), partners(graph, items, 0.6)
+        merge, pairs = Merge(0.8, 0.6, 1.0, link=0.3), partners(graph, items, 0.6)
+        rule = Rule(match_threshold=0.75, vote_threshold=0.5, vote_neighbours=2, vote_slack=0.1)
+        monkeypatch.setattr(membership, "SPREAD_KNOWN", 10)  # the pieces here hold 15 to 40 faces
     expected = _every_face_every_round(
         vectors, labels, existing, movable, items, graph, rule, merge, 3, pairs
     )
     got = fixed_point(vectors, labels, existing, movable, items, graph, rule, merge, 3, partners=pairs)
     np.testing.assert_array_equal(got, expected)
     assert not np.array_equal(got, labels)  # the case moved faces
+    if evidence != "mean and vote":  # and the slack and the link had a say in it
+        loose = Rule(match_threshold=0.75, vote_threshold=0.5, vote_neighbours=2)
+        other = fixed_point(
+            vectors, labels, existing, movable, items, graph, loose, Merge(0.8, 0.6, 1.0), 3, partners=pairs
+        )
+        assert not np.array_equal(got, other)

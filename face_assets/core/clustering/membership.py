@@ -4,8 +4,12 @@ A face belongs to person P when its cosine similarity to P's mean (leaving the f
 reaches `match_threshold`, or reaches `vote_threshold` while its `vote_neighbours` nearest
 faces all belong to P as well. The second clause keeps the hard photos of a person (profile,
 poor light) that are still surrounded by that person's faces, and turns away a stranger whose
-nearest faces are elsewhere — typically his own few photos, waiting. Candidates come from the
-kNN graph (the persons of a face's neighbours), so a round costs O(n k d) at any library size.
+nearest faces are elsewhere — typically his own few photos, waiting. For a person of
+SPREAD_KNOWN faces or more, whose spread is known, the second clause also asks the face to be
+no more than `vote_slack` below the person's typical similarity (its faces' mean similarity to
+their mean): in a large library, strangers at the edge of a large person outnumber its members
+there. Candidates come from the kNN graph (the persons of a face's neighbours), so a round
+costs O(n k d) at any library size.
 
 New persons come from groups of faces (clustering), from two faces that are each other's
 nearest (`partners`), and from groups that are pieces of one person (`Merge`). Two faces of
@@ -131,11 +135,17 @@ def pair_keys(media_item_ids: NDArray[np.int64], person_ids: NDArray[np.int64]) 
     return media_item_ids.astype(np.int64) * (1 << 31) + person_ids.astype(np.int64)
 
 
+# A person's typical similarity (the mean similarity of its faces to their mean) is known, for
+# the vote's slack, from this many faces on; a smaller person's is too noisy to hold against.
+SPREAD_KNOWN = 50
+
+
 @dataclass(frozen=True)
 class Rule:
     match_threshold: float
     vote_threshold: float
     vote_neighbours: int
+    vote_slack: float = 2.0  # 2: no floor
 
     def accepts(
         self,
@@ -144,11 +154,22 @@ class Rule:
         labels: NDArray[np.int64],
         person: NDArray[np.int64],
         similarity: NDArray[np.float32],
+        typical: NDArray[np.float64] | None = None,
     ) -> NDArray[np.bool_]:
-        """Whether each row may be in its candidate `person` (`similarity`: to its mean)."""
+        """Whether each row may be in its candidate `person` (`similarity`: to its mean;
+        `typical`: the person's typical similarity, both without the row; NaN: not known)."""
         near = graph.neighbours[rows, : self.vote_neighbours]
         votes = np.where(near >= 0, labels[np.maximum(near, 0)] == person[:, None], False).all(axis=1)
+        if typical is not None:
+            votes &= ~(similarity < typical - self.vote_slack)  # NaN: no floor
         return (similarity >= self.match_threshold) | ((similarity >= self.vote_threshold) & votes)
+
+
+def typical_similarity(norms: NDArray[np.float64], counts: NDArray[np.int64]) -> NDArray[np.float64]:
+    """A person's typical similarity from its sum's norm and its faces, NaN below SPREAD_KNOWN:
+    |sum| / n is the mean of its faces' similarities to the (unit) mean."""
+    known = counts >= SPREAD_KNOWN
+    return np.where(known, norms / np.maximum(counts, 1), np.nan)
 
 
 def trim(
@@ -169,10 +190,13 @@ def trim(
         return labels
     ids = np.unique(labels[rows])
     sums = sums_of(labels, vectors, ids)
+    faces = np.bincount(np.searchsorted(ids, labels[np.isin(labels, ids)]), minlength=len(ids))
     out = labels.copy()
     while len(rows):
-        similarity = _left_out_similarity(sums, vectors, np.searchsorted(ids, out[rows]), rows)
-        keep = rule.accepts(graph, rows, out, out[rows], similarity)
+        own = np.searchsorted(ids, out[rows])
+        similarity, rest = _left_out_similarity(sums, vectors, own, rows)
+        typical = typical_similarity(rest, faces[own] - 1)
+        keep = rule.accepts(graph, rows, out, out[rows], similarity, typical)
         if partners is not None:  # a person of two faces that are a pair
             partner = partners[rows]
             together = (partner >= 0) & (out[np.maximum(partner, 0)] == out[rows])
@@ -194,6 +218,7 @@ def trim(
         leaving = failing[order[rank < np.repeat(np.maximum(1, counts // 10), counts)]]
         persons = out[leaving]
         np.subtract.at(sums, np.searchsorted(ids, persons), vectors[leaving])
+        np.subtract.at(faces, np.searchsorted(ids, persons), 1)
         out[leaving] = NOISE
         rows = rows[np.isin(out[rows], persons)]
     return out
@@ -201,20 +226,22 @@ def trim(
 
 def _left_out_similarity(
     sums: NDArray[np.float32], vectors: NDArray[np.float32], own: NDArray[np.int64], rows: NDArray[np.int64]
-) -> NDArray[np.float32]:
+) -> tuple[NDArray[np.float32], NDArray[np.float64]]:
     """Cosine similarity of each row to its person's mean without the row itself (1.0 for a
-    person of one face: nothing to compare)."""
+    person of one face: nothing to compare), and the norm of that person's sum without it."""
     persons = np.unique(own)
     norms2 = np.zeros(len(sums), dtype=np.float64)
     norms2[persons] = np.einsum("ij,ij->i", sums[persons], sums[persons], dtype=np.float64)
     similarities = np.ones(len(rows), dtype=np.float32)
+    norms = np.zeros(len(rows), dtype=np.float64)
     for start in range(0, len(rows), _CHUNK):
         part, person = rows[start : start + _CHUNK], own[start : start + _CHUNK]
         dot = np.einsum("ij,ij->i", sums[person], vectors[part]).astype(np.float64)
-        rest = norms2[person] - 2.0 * dot + 1.0  # |sum - v|^2 for a unit v
+        rest = np.maximum(norms2[person] - 2.0 * dot + 1.0, 0.0)  # |sum - v|^2 for a unit v
         similarity = (dot - 1.0) / np.sqrt(np.maximum(rest, 1e-12))
         similarities[start : start + len(part)] = np.where(rest < 1e-6, 1.0, similarity)
-    return similarities
+        norms[start : start + len(part)] = np.sqrt(rest)
+    return similarities, norms
 
 
 def join(
@@ -237,7 +264,9 @@ def join(
     ids = np.unique(candidates[candidates >= 0])
     if not len(ids):
         return labels
-    centroids = centroids_of(labels, vectors, ids)
+    sums = sums_of(labels, vectors, ids)
+    centroids = l2_normalize(sums)
+    counts = np.bincount(np.searchsorted(ids, labels[np.isin(labels, ids)]), minlength=len(ids))
     chosen = np.full(len(rows), NOISE, dtype=np.int64)
     best = np.full(len(rows), -np.inf, dtype=np.float32)
     for start in range(0, len(rows), _CHUNK):
@@ -252,7 +281,9 @@ def join(
         first = order[np.r_[True, at[order[1:]] != at[order[:-1]]]] if len(order) else order
         chosen[start + at[first]] = ids[person[first]]
         best[start + at[first]] = similarity[first]
-    accepted = rule.accepts(graph, rows, labels, chosen, best)
+    at = np.searchsorted(ids, np.maximum(chosen, ids[0]))
+    typical = typical_similarity(np.linalg.norm(sums, axis=1).astype(np.float64)[at], counts[at])
+    accepted = rule.accepts(graph, rows, labels, chosen, best, typical)
     chosen[~accepted] = NOISE
     # Persons already in these faces' media items.
     assigned = (labels >= 0) & np.isin(media_item_ids, media_item_ids[rows])
@@ -273,11 +304,15 @@ SPLIT_MIN = 3
 class Merge:
     """When two new groups are one person: their means at least `threshold` similar, or at
     least `split_threshold` similar while their faces are mutual neighbours (each among the
-    other's MUTUAL_NEIGHBOURS nearest) at least `split_links` times per face of the smaller."""
+    other's MUTUAL_NEIGHBOURS nearest) at least `split_links` times per face of the smaller;
+    and in both cases their faces on average at least `link` similar (average linkage). The
+    mean of a loose group leans towards the library's average face, so two loose groups' means
+    are alike whoever is in them; their faces are not."""
 
     threshold: float
     split_threshold: float = 1.0
     split_links: float = 1.0
+    link: float = -1.0
 
 
 def merge_similar(
@@ -306,9 +341,14 @@ def merge_similar(
     keys = np.unique(np.minimum(a[pair], b[pair]) * count + np.maximum(a[pair], b[pair]))
     a, b = keys // count, keys % count
     ids = np.unique(np.concatenate([a, b]))
-    centroids = centroids_of(labels, vectors, ids)
+    sums = sums_of(labels, vectors, ids)
+    centroids = l2_normalize(sums)
     a_at, b_at = np.searchsorted(ids, a), np.searchsorted(ids, b)
     similarity = np.einsum("ij,ij->i", centroids[a_at], centroids[b_at])
+    counts = np.bincount(np.searchsorted(ids, labels[np.isin(labels, ids)]), minlength=len(ids))
+    # The mean similarity of a's faces to b's: sum_a . sum_b / (n_a n_b).
+    linked = np.einsum("ij,ij->i", sums[a_at], sums[b_at]) >= merge.link * counts[a_at] * counts[b_at]
+    similarity = np.where(linked, similarity, -np.inf).astype(np.float32)
     close = similarity >= merge.threshold
     maybe = ~close & (similarity >= merge.split_threshold)
     if maybe.any():

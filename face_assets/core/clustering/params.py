@@ -6,9 +6,11 @@ Defaults are chosen on labelled photos by scripts/sweep_clustering.py (docs/pers
 Clustering finds candidate groups on a k-nearest-neighbour graph; membership is then decided
 face by face, for new groups and for faces joining a person alike: a face belongs to a person
 when its similarity to the person's mean reaches `match_threshold`, or reaches `vote_threshold`
-while its `vote_neighbours` nearest faces all belong to that person. Two faces that are each
-other's nearest are a person at `pair_threshold`; two new groups are one person at
-`merge_threshold`, or at `split_threshold` when their faces are mutual neighbours.
+while its `vote_neighbours` nearest faces all belong to that person (and, for a large person, no
+more than `vote_slack` below its typical similarity). Two faces that are each other's nearest
+are a person at `pair_threshold`; two new groups are one person at `merge_threshold`, or at
+`split_threshold` when their faces are mutual neighbours, and never when their faces are on
+average less than `merge_link` alike.
 """
 
 from __future__ import annotations
@@ -50,9 +52,20 @@ class ClusterParams:
         ge=-1.0, le=1.0,
     )  # fmt: skip
     vote_neighbours: int = _knob(2, "cluster_vote_neighbours", "nearest faces that vote", ge=1, le=50)
+    vote_slack: float = _knob(
+        0.25, "cluster_vote_slack",
+        "... and, in a person of 50 faces or more, at most this far below its faces' mean similarity "
+        "to its mean (2: no limit)",
+        ge=0.0, le=2.0,
+    )  # fmt: skip
     merge_threshold: float = _knob(
         0.8, "cluster_merge_threshold",
         "cosine similarity of two new groups' means that makes them one person (density splits some)",
+        ge=-1.0, le=1.0,
+    )  # fmt: skip
+    merge_link: float = _knob(
+        0.5, "cluster_merge_link",
+        "mean cosine similarity of two new groups' faces below which they never merge (-1: no limit)",
         ge=-1.0, le=1.0,
     )  # fmt: skip
     split_threshold: float = _knob(
@@ -76,11 +89,11 @@ class ClusterParams:
 
     def rule(self) -> Rule:
         """Who belongs to a person."""
-        return Rule(self.match_threshold, self.vote_threshold, self.vote_neighbours)
+        return Rule(self.match_threshold, self.vote_threshold, self.vote_neighbours, self.vote_slack)
 
     def merge(self) -> Merge:
         """When two new groups are one person."""
-        return Merge(self.merge_threshold, self.split_threshold, self.split_links)
+        return Merge(self.merge_threshold, self.split_threshold, self.split_links, self.merge_link)
 
     @model_validator(mode="after")
     def _consistent(self) -> ClusterParams:
