@@ -3,6 +3,7 @@
     python scripts/benchmark_scale.py [--sizes 10000 100000 1000000] [--match-sizes 100000 1000000]
                                       [--backends sqlite postgresql] [--repeats 3] [--json PATH]
                                       [--batch-run-sizes 100000 1000000] [--skew 8 5 4 3 3]
+                                      [--knobs vote_slack=2 merge_link=-1]
 
 Synthetic embeddings shaped like real ones. Persons are drawn with Zipf-like sizes (a few with
 thousands of faces, most with a handful, many strangers seen once); each face is its person's
@@ -11,6 +12,8 @@ the similarity distributions match those of FaceNet on the tuning set (lfw-tune,
 this product's detection and embedding; the table below prints both). Each face is its own
 media item. `--skew` gives the five (or so) largest persons those percentages of the faces, the
 rest drawn as without it: a library of one family, whose few persons hold most of the photos.
+`--knobs` gives clustering parameters other values than their defaults (ClusterParams' field
+names), to see what a knob does at scale on the same data.
 
 Clustering: `plan_persons` on a library with no persons yet (the first, largest clustering),
 in a fresh process per run for its peak memory (median of `--repeats` runs up to 100 000
@@ -148,9 +151,12 @@ def _scores(identity: np.ndarray, persons: np.ndarray) -> dict[str, float]:
     }  # fmt: skip
 
 
-def cluster_once(count: int, method: str, skew: tuple[float, ...] = ()) -> dict[str, Any]:
+def cluster_once(
+    count: int, method: str, skew: tuple[float, ...] = (), knobs: dict[str, str] | None = None
+) -> dict[str, Any]:
     """One clustering in this process: seconds, peak memory, quality."""
     from face_assets.core.clustering.cluster import ClusterParams, _drop_small, exact_average_linkage
+    from face_assets.core.clustering.params import with_overrides
     from face_assets.core.person import plan_persons
 
     vectors, identity, _ = synthetic_library(count, skew=skew)
@@ -162,7 +168,7 @@ def cluster_once(count: int, method: str, skew: tuple[float, ...] = ()) -> dict[
         persons = _drop_small(exact_average_linkage(vectors, params.link_threshold), params.min_cluster_size)
     else:
         algorithm = ClusterParams().algorithm if method == "default" else method
-        params = ClusterParams(algorithm=algorithm)  # type: ignore[arg-type]
+        params = with_overrides(ClusterParams(algorithm=algorithm), knobs or {})  # type: ignore[arg-type]
         _, groups, _ = plan_persons(
             np.arange(count, dtype=np.int64), np.full(count, -1, dtype=np.int64),
             np.zeros(count, dtype=bool), vectors, params,
@@ -176,15 +182,17 @@ def cluster_once(count: int, method: str, skew: tuple[float, ...] = ()) -> dict[
         "cpu_seconds": time.process_time() - cpu_started, "peak_mb": peak_rss_mb(), "data_mb": before_mb,
         "persons": int(len(np.unique(persons[persons >= 0]))),
         "identities": int(len(np.unique(identity))), "largest_person": int(np.bincount(identity).max()),
-        "skew": list(skew), **_scores(identity, persons),
+        "skew": list(skew), "knobs": knobs or {}, **_scores(identity, persons),
     }  # fmt: skip
 
 
-def _in_fresh_process(count: int, method: str, skew: tuple[float, ...] = ()) -> dict[str, Any]:
+def _in_fresh_process(
+    count: int, method: str, skew: tuple[float, ...] = (), knobs: list[str] | None = None
+) -> dict[str, Any]:
     command = [sys.executable, __file__, "--one-clustering", str(count), method]
-    out = subprocess.run(
-        command + (["--skew", *map(str, skew)] if skew else []), check=True, capture_output=True, text=True
-    )
+    command += ["--skew", *map(str, skew)] if skew else []
+    command += ["--knobs", *knobs] if knobs else []
+    out = subprocess.run(command, check=True, capture_output=True, text=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -341,11 +349,23 @@ def main() -> int:
         "--skew", type=float, nargs="*", default=[],
         help="percentages of the faces held by the largest persons of the clusterings, e.g. 8 5 4 3 3",
     )  # fmt: skip
+    parser.add_argument(
+        "--knobs", nargs="*", default=[], metavar="NAME=VALUE",
+        help="clustering parameters other than the defaults, e.g. vote_slack=2 merge_link=-1",
+    )  # fmt: skip
     add_json_argument(parser)
     parser.add_argument("--one-clustering", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    knobs = dict(knob.partition("=")[::2] for knob in args.knobs)
+    from face_assets.core.clustering.params import ClusterParams, with_overrides
+
+    try:
+        with_overrides(ClusterParams(), knobs)
+    except (TypeError, ValueError) as error:
+        parser.error(f"--knobs {' '.join(args.knobs)}: {str(error).splitlines()[0]}")
     if args.one_clustering:
-        print(json.dumps(cluster_once(int(args.one_clustering[0]), args.one_clustering[1], tuple(args.skew))))
+        count, method = int(args.one_clustering[0]), args.one_clustering[1]
+        print(json.dumps(cluster_once(count, method, tuple(args.skew), knobs)))
         return 0
 
     report: dict[str, Any] = {"clustering": [], "matching": []}
@@ -361,6 +381,8 @@ def main() -> int:
     if runs:
         if args.skew:
             print(f"skew: the largest persons hold {', '.join(f'{s:g}' for s in args.skew)} % of the faces")
+        if knobs:
+            print("knobs: " + ", ".join(f"{k}={v}" for k, v in knobs.items()))
         print(f"{'faces':>9} {'method':<22} {'seconds':>8} {'cpu s':>8} {'peak MB':>8} {'BCubed P':>8} "
               f"{'BCubed F':>8} {'pair P':>7} {'pair R':>7} {'pair F':>7} {'persons':>8} "
               f"{'identities':>10} {'largest':>8}")  # fmt: skip
@@ -368,7 +390,7 @@ def main() -> int:
         # Fresh processes; the median of `--repeats` where a run is cheap (the result is the
         # same every time, only the seconds vary).
         tries = [
-            _in_fresh_process(count, method, tuple(args.skew))
+            _in_fresh_process(count, method, tuple(args.skew), args.knobs)
             for _ in range(args.repeats if count <= CHEAP else 1)
         ]
         row = sorted(tries, key=lambda r: r["seconds"])[len(tries) // 2]

@@ -186,3 +186,13 @@ def test_a_face_far_below_a_large_persons_own_spread_does_not_join_it_by_the_vot
     joined = join(vectors, labels, waiting, media, graph, slack)[members]
     assert joined == (NOISE if members >= SPREAD_KNOWN else 0)
     assert join(vectors, labels, waiting, media, graph, without)[members] == 0
+
+
+def test_an_override_that_names_no_knob_is_refused() -> None:
+    """A misspelt knob (a benchmark's --knobs, a script's overrides) must not pass unnoticed
+    with the default in its place."""
+    from face_assets.core.clustering.params import with_overrides
+
+    with pytest.raises(ValueError, match="vote_slak"):
+        with_overrides(ClusterParams(), {"vote_slak": 1.0})
+    assert with_overrides(ClusterParams(), {"vote_slack": "2"}).vote_slack == 2.0

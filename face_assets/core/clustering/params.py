@@ -126,5 +126,9 @@ def setting_name(info: FieldInfo) -> str | None:
 
 
 def with_overrides(params: ClusterParams, overrides: dict[str, Any]) -> ClusterParams:
-    """`params` with some fields given anew, validated like any ClusterParams."""
+    """`params` with some fields given anew, validated like any ClusterParams; a name that is
+    no field is refused (pydantic dataclasses would ignore it)."""
+    unknown = sorted(set(overrides) - set(ClusterParams.__pydantic_fields__))  # type: ignore[attr-defined]
+    if unknown:
+        raise ValueError(f"no such clustering parameter: {', '.join(unknown)}")
     return dataclasses.replace(params, **overrides)
