@@ -50,14 +50,6 @@ def sums_of(
     return group_sums(np.searchsorted(ids, labels[rows]), vectors[rows], len(ids))
 
 
-def centroids_of(
-    labels: NDArray[np.int64], vectors: NDArray[np.float32], ids: NDArray[np.int64]
-) -> NDArray[np.float32]:
-    """Unit mean of the rows of each label in `ids` (sorted, unique): (len(ids), n_dims)."""
-    sums = sums_of(labels, vectors, ids)
-    return l2_normalize(sums)
-
-
 def one_per_media_item(
     chosen: NDArray[np.int64],
     similarity: NDArray[np.float32],
