@@ -361,7 +361,7 @@ def main() -> int:
 
     try:
         with_overrides(ClusterParams(), knobs)
-    except (TypeError, ValueError) as error:
+    except ValueError as error:  # pydantic's ValidationError is one
         parser.error(f"--knobs {' '.join(args.knobs)}: {str(error).splitlines()[0]}")
     if args.one_clustering:
         count, method = int(args.one_clustering[0]), args.one_clustering[1]

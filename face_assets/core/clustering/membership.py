@@ -43,11 +43,13 @@ def group_sums(labels: NDArray[np.int64], vectors: NDArray[np.float32], count: i
 
 def sums_of(
     labels: NDArray[np.int64], vectors: NDArray[np.float32], ids: NDArray[np.int64]
-) -> NDArray[np.float32]:
-    """Sum of the rows of each label in `ids` (sorted, unique): (len(ids), n_dims). Only those
-    labels' rows are read, so a late round that touched a few persons reads a few."""
+) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
+    """Sum of the rows of each label in `ids` (sorted, unique): (len(ids), n_dims), and how many
+    rows each has. Only those labels' rows are read, so a late round that touched a few persons
+    reads a few."""
     rows = np.flatnonzero(np.isin(labels, ids))
-    return group_sums(np.searchsorted(ids, labels[rows]), vectors[rows], len(ids))
+    dense = np.searchsorted(ids, labels[rows])
+    return group_sums(dense, vectors[rows], len(ids)), np.bincount(dense, minlength=len(ids))
 
 
 def one_per_media_item(
@@ -181,8 +183,7 @@ def trim(
     if not len(rows):
         return labels
     ids = np.unique(labels[rows])
-    sums = sums_of(labels, vectors, ids)
-    faces = np.bincount(np.searchsorted(ids, labels[np.isin(labels, ids)]), minlength=len(ids))
+    sums, faces = sums_of(labels, vectors, ids)
     out = labels.copy()
     while len(rows):
         own = np.searchsorted(ids, out[rows])
@@ -192,9 +193,7 @@ def trim(
         if partners is not None:  # a person of two faces that are a pair
             partner = partners[rows]
             together = (partner >= 0) & (out[np.maximum(partner, 0)] == out[rows])
-            if together.any():
-                members = np.bincount(out[out >= 0])
-                keep |= together & (members[out[rows]] == 2)
+            keep |= together & (faces[own] == 2)
         failing = rows[~keep]
         if not len(failing):
             break
@@ -256,9 +255,8 @@ def join(
     ids = np.unique(candidates[candidates >= 0])
     if not len(ids):
         return labels
-    sums = sums_of(labels, vectors, ids)
+    sums, counts = sums_of(labels, vectors, ids)
     centroids = l2_normalize(sums)
-    counts = np.bincount(np.searchsorted(ids, labels[np.isin(labels, ids)]), minlength=len(ids))
     chosen = np.full(len(rows), NOISE, dtype=np.int64)
     best = np.full(len(rows), -np.inf, dtype=np.float32)
     for start in range(0, len(rows), _CHUNK):
@@ -333,11 +331,10 @@ def merge_similar(
     keys = np.unique(np.minimum(a[pair], b[pair]) * count + np.maximum(a[pair], b[pair]))
     a, b = keys // count, keys % count
     ids = np.unique(np.concatenate([a, b]))
-    sums = sums_of(labels, vectors, ids)
+    sums, counts = sums_of(labels, vectors, ids)
     centroids = l2_normalize(sums)
     a_at, b_at = np.searchsorted(ids, a), np.searchsorted(ids, b)
     similarity = np.einsum("ij,ij->i", centroids[a_at], centroids[b_at])
-    counts = np.bincount(np.searchsorted(ids, labels[np.isin(labels, ids)]), minlength=len(ids))
     # The mean similarity of a's faces to b's: sum_a . sum_b / (n_a n_b).
     linked = np.einsum("ij,ij->i", sums[a_at], sums[b_at]) >= merge.link * counts[a_at] * counts[b_at]
     similarity = np.where(linked, similarity, -np.inf).astype(np.float32)
@@ -345,8 +342,7 @@ def merge_similar(
     maybe = ~close & (similarity >= merge.split_threshold)
     if maybe.any():
         links = _mutual_links(labels, graph, rows, keys[maybe], count)
-        members = np.bincount(labels[labels >= 0], minlength=count)
-        smaller = np.minimum(members[a[maybe]], members[b[maybe]])
+        smaller = np.minimum(counts[a_at[maybe]], counts[b_at[maybe]])
         close[maybe] = (links >= merge.split_links * smaller) & (smaller >= SPLIT_MIN)
     if media_item_ids is not None:
         close &= ~np.isin(keys, _sharing_media_items(labels, media_item_ids, first_new, count))
