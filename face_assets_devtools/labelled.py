@@ -5,6 +5,7 @@ score."""
 
 from __future__ import annotations
 
+import argparse
 import sys
 import tempfile
 import time
@@ -36,6 +37,15 @@ def embed_folder(folder: Path, cache: Path) -> None:
             instance=dg.DagsterInstance.ephemeral(),
             steps=("register", "detect", "embed"),
         )
+
+
+def add_labelled_arguments(parser: argparse.ArgumentParser) -> None:
+    """The labelled folder and how it is read: DIR, `--cache`, `--pick`, `--identity-depth`
+    (`cached_labelled`'s arguments, as the sweeps take them)."""
+    parser.add_argument("folder", type=Path)
+    parser.add_argument("--cache", type=Path, help="SQLite file of the embeddings (default: a temporary one)")
+    parser.add_argument("--pick", choices=("largest", "center"), default="center")
+    parser.add_argument("--identity-depth", type=int, default=1, help="identity folders N levels under DIR")
 
 
 def cached_labelled(

@@ -27,14 +27,13 @@ import argparse
 import itertools
 import sys
 from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
 
 from face_assets.core.clustering.cluster import ClusterParams
 from face_assets.core.evaluation import FREQUENT, rare_fates, score_clusters
 from face_assets_devtools.harness import add_json_argument, write_json
-from face_assets_devtools.labelled import cached_labelled, persons_for
+from face_assets_devtools.labelled import add_labelled_arguments, cached_labelled, persons_for
 
 
 def score(data: dict[str, np.ndarray], persons: np.ndarray) -> dict[str, float]:
@@ -100,10 +99,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("folder", type=Path)
-    parser.add_argument("--cache", type=Path, help="SQLite file of the embeddings (default: a temporary one)")
-    parser.add_argument("--pick", choices=("largest", "center"), default="center")
-    parser.add_argument("--identity-depth", type=int, default=1, help="identity folders N levels under DIR")
+    add_labelled_arguments(parser)
     parser.add_argument("--algorithm", nargs="+", default=["hdbscan", "agglomerative"])
     parser.add_argument("--link", type=float, nargs="+", default=[0.50, 0.55, 0.60])
     parser.add_argument("--match", type=float, nargs="+", default=[0.65, 0.70, 0.75])

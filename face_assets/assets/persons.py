@@ -64,7 +64,7 @@ def face_persons(
             "matched_to_existing_persons": match.matched,
             "waiting_for_clustering": match.waiting,
             **match.changes.metadata(),
-            "match_threshold": params.match_threshold,
+            "match_threshold": match.match_threshold,
             "seconds": round(match.seconds, 2),
         }
     )

@@ -134,7 +134,7 @@ def settle(
     labels = np.where(assigned >= 0, np.searchsorted(ids, assigned), NOISE).astype(np.int64)
     for k, members in enumerate(groups):
         labels[members] = len(ids) + k
-    rule = params.rule()
+    rule = params.rule(len(ids) + len(groups))
     pairs = membership.partners(graph, media_item_ids, params.pair_threshold)
     labels = membership.fixed_point(
         vectors, labels, len(ids), waiting, media_item_ids, graph, rule,
@@ -368,6 +368,7 @@ class BatchMatch:
     waiting: int
     seconds: float
     changes: PersonChanges
+    match_threshold: float  # as risen for the library's persons (ClusterParams.match_threshold_for)
 
 
 def match_new_faces(
@@ -384,8 +385,11 @@ def match_new_faces(
         require_one_model(store)
         batch = store.face_embeddings(id_range, unassigned_only=True)
         if not len(batch.face_ids):
-            return BatchMatch(0, 0, 0, time.perf_counter() - started, PersonChanges(0, 0, 0, 0, 0))
+            return BatchMatch(
+                0, 0, 0, time.perf_counter() - started, PersonChanges(0, 0, 0, 0, 0), params.match_threshold
+            )
         means = store.person_means()
+        threshold = params.match_threshold_for(len(means.person_ids))
         taken = store.persons_in_media_items(batch.media_item_ids.tolist())
         # A video track is matched as one observation (its mean), and its faces go together.
         seen = collapse_tracks(batch.track_ids, batch.vectors, params.min_cluster_size)
@@ -394,7 +398,7 @@ def match_new_faces(
             batch.sightings[seen.rows],
             means.person_ids,
             means.centroids,
-            params.match_threshold,
+            threshold,
             taken,
         )
         chosen, _ = expand_tracks(seen, len(batch.face_ids), chosen_seen, [], batch.sightings, taken)
@@ -415,4 +419,6 @@ def match_new_faces(
     # Batch matching only gives unassigned faces a person; the persons it deletes were emptied
     # earlier (a correction moved their faces away).
     changes = person_changes(batch.person_ids, chosen, 0, deleted)
-    return BatchMatch(faces, len(matches), faces - len(matches), time.perf_counter() - started, changes)
+    return BatchMatch(
+        faces, len(matches), faces - len(matches), time.perf_counter() - started, changes, threshold
+    )

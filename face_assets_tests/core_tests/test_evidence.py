@@ -196,3 +196,41 @@ def test_an_override_that_names_no_knob_is_refused() -> None:
     with pytest.raises(ValueError, match="vote_slak"):
         with_overrides(ClusterParams(), {"vote_slak": 1.0})
     assert with_overrides(ClusterParams(), {"vote_slack": "2"}).vote_slack == 2.0
+
+
+@pytest.mark.parametrize("others", [200, 5_000])
+def test_a_face_near_a_persons_mean_waits_when_the_library_has_many_persons(others: int) -> None:
+    """A stranger is compared with every person, so a library of many persons must ask more of
+    a face that joins on its mean alone. A face at 0.73 to a person's mean (above the 0.7 of a
+    library of PERSONS_KNOWN persons, below the 0.74 of five times as many), whose nearest faces
+    do not all vote for that person, joins it beside 200 other persons and waits beside 5 000."""
+    from face_assets.core.clustering.params import PERSONS_KNOWN
+
+    rng = np.random.default_rng(5)
+    centre, aside = centres(rng, 2)
+    aside = unit(aside - (aside @ centre) * centre)
+    person = samples(rng, centre, 20, sigma=0.01)
+    face = unit(0.73 * centre + np.sqrt(1 - 0.73**2) * aside)[None, :]
+    vectors = np.vstack([person, face, centres(rng, others)])  # one face each: the other persons
+    assigned = np.r_[np.zeros(20), NOISE, np.arange(1, others + 1)].astype(np.int64)
+    media = np.arange(len(vectors), dtype=np.int64)
+    # 25 voters: more than the person has, so only its mean can take the face.
+    params = ClusterParams(vote_neighbours=25)
+    person_of_face = plan_persons(media, assigned, np.zeros(len(vectors), bool), vectors, params)[0][20]
+    assert params.match_threshold < 0.73 < params.match_threshold_for(5 * PERSONS_KNOWN)
+    assert person_of_face == (0 if others < PERSONS_KNOWN else NOISE)
+    unrisen = ClusterParams(vote_neighbours=25, match_rise=0.0)
+    assert plan_persons(media, assigned, np.zeros(len(vectors), bool), vectors, unrisen)[0][20] == 0
+
+
+def test_the_match_threshold_rises_with_every_tenfold_of_persons_and_never_past_one() -> None:
+    from face_assets.core.clustering.params import PERSONS_KNOWN
+
+    params = ClusterParams()
+    assert (
+        params.match_threshold_for(0) == params.match_threshold_for(PERSONS_KNOWN) == params.match_threshold
+    )
+    assert params.match_threshold_for(100 * PERSONS_KNOWN) == pytest.approx(
+        params.match_threshold + 2 * params.match_rise
+    )
+    assert ClusterParams(match_rise=0.2).match_threshold_for(10**12) == 1.0

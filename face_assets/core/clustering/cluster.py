@@ -117,12 +117,13 @@ def cluster_embeddings(
     # Density and linkage take in faces at a group's edge; the membership rule decides. The
     # other faces are absent: noise here, never movable, so the whole graph serves as well as
     # the rows' own part (an absent neighbour is no vote and no candidate either way).
-    rule = params.rule()
     movable = np.zeros(len(vectors), dtype=bool)
     movable[rows] = True
     labels = np.full(len(vectors), NOISE, dtype=np.int64)
     labels[rows] = found
     labels = _drop_small(labels, params.min_cluster_size, weights)
+    # The persons a face could join here: these groups (settling counts the library's too).
+    rule = params.rule(len(np.unique(labels[labels >= 0])))
     if media_item_ids is None:
         media_item_ids = np.arange(len(vectors), dtype=np.int64)  # each face its own
     pairs = partners(graph, media_item_ids, params.pair_threshold)

@@ -2,10 +2,12 @@
 limits, what it means and the setting that gives it (FACE_ASSETS_ + the name, upper case).
 The settings, the command line and the Dagster config all take their fields from this class.
 
-Defaults are chosen on labelled photos by scripts/sweep_clustering.py (docs/persons.md).
+Defaults are chosen on labelled photos by scripts/sweep_clustering.py, match_rise by
+scripts/sweep_match_rise.py (docs/persons.md).
 Clustering finds candidate groups on a k-nearest-neighbour graph; membership is then decided
 face by face, for new groups and for faces joining a person alike: a face belongs to a person
-when its similarity to the person's mean reaches `match_threshold`, or reaches `vote_threshold`
+when its similarity to the person's mean reaches `match_threshold` (risen by `match_rise` for
+every tenfold of persons beyond PERSONS_KNOWN), or reaches `vote_threshold`
 while its `vote_neighbours` nearest faces all belong to that person (and, for a large person, no
 more than `vote_slack` below its typical similarity). Two faces that are each other's nearest
 are a person at `pair_threshold`; two new groups are one person at `merge_threshold`, or at
@@ -16,6 +18,7 @@ average less than `merge_link` alike.
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any, Literal
 
 from pydantic import Field, model_validator
@@ -25,6 +28,10 @@ from pydantic.fields import FieldInfo
 from face_assets.core.clustering.membership import Merge, Rule
 
 Algorithm = Literal["hdbscan", "agglomerative", "dbscan"]
+
+# The order of persons in the library the thresholds were chosen on (the tuning set makes 801):
+# up to this many, a face is held to match_threshold; beyond, to more (match_rise).
+PERSONS_KNOWN = 1000
 
 
 def _knob(default: Any, setting: str | None, description: str, **limits: Any) -> Any:
@@ -45,6 +52,12 @@ class ClusterParams:
     match_threshold: float = _knob(
         0.7, "match_threshold", "cosine similarity to a person's mean at which a face joins it",
         ge=-1.0, le=1.0,
+    )  # fmt: skip
+    match_rise: float = _knob(
+        0.058, "cluster_match_rise",
+        "rise of match_threshold for every tenfold of persons beyond 1 000: a stranger is compared "
+        "with every person, so as many let in per face in a larger library (0: none)",
+        ge=0.0, le=0.2,
     )  # fmt: skip
     vote_threshold: float = _knob(
         0.5, "cluster_vote_threshold",
@@ -87,9 +100,17 @@ class ClusterParams:
     use_umap: bool = _knob(False, "cluster_use_umap", "UMAP before the graph (the `umap` extra)")
     random_state: int = _knob(0, None, "seed of UMAP and the graph's index: the same persons on every run")
 
-    def rule(self) -> Rule:
-        """Who belongs to a person."""
-        return Rule(self.match_threshold, self.vote_threshold, self.vote_neighbours, self.vote_slack)
+    def rule(self, persons: int = 0) -> Rule:
+        """Who belongs to a person, in a library of `persons` persons."""
+        return Rule(
+            self.match_threshold_for(persons), self.vote_threshold, self.vote_neighbours, self.vote_slack
+        )
+
+    def match_threshold_for(self, persons: int) -> float:
+        """match_threshold, risen by match_rise for every tenfold of persons beyond PERSONS_KNOWN:
+        the impostor tail falls tenfold per match_rise there (scripts/sweep_match_rise.py)."""
+        tenfolds = math.log10(max(persons, PERSONS_KNOWN) / PERSONS_KNOWN)
+        return min(self.match_threshold + self.match_rise * tenfolds, 1.0)
 
     def merge(self) -> Merge:
         """When two new groups are one person."""
