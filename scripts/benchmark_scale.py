@@ -3,7 +3,7 @@
     python scripts/benchmark_scale.py [--sizes 10000 100000 1000000] [--match-sizes 100000 1000000]
                                       [--backends sqlite postgresql] [--repeats 3] [--json PATH]
                                       [--batch-run-sizes 100000 1000000] [--skew 8 5 4 3 3]
-                                      [--knobs vote_slack=2 merge_link=-1]
+                                      [--poor 10 [--poor-left-out]] [--knobs vote_slack=2 merge_link=-1]
 
 Synthetic embeddings shaped like real ones. Persons are drawn with Zipf-like sizes (a few with
 thousands of faces, most with a handful, many strangers seen once); each face is its person's
@@ -12,6 +12,10 @@ the similarity distributions match those of FaceNet on the tuning set (lfw-tune,
 this product's detection and embedding; the table below prints both). Each face is its own
 media item. `--skew` gives the five (or so) largest persons those percentages of the faces, the
 rest drawn as without it: a library of one family, whose few persons hold most of the photos.
+`--poor` makes that percentage of the faces poor (tiny or blurred): farther from their person
+and alike each other whoever they are, as FaceNet makes faces of about 12 px (the tuning set
+shrunk 8-fold by scripts/poor_faces.py; the table below prints both); `--poor-left-out` leaves
+them out of the clustering, as a gate on face quality would.
 `--knobs` gives clustering parameters other values than their defaults (ClusterParams' field
 names), to see what a knob does at scale on the same data.
 
@@ -56,6 +60,14 @@ DIM = 512
 # spread (log-normal sigma).
 COMMON, CENTRE_SPECTRUM, NOISE_SPECTRUM, NOISE, NOISE_SPREAD = 0.3, 1.05, 0.9, 0.64, 0.35
 STRANGERS = 0.15  # share of faces whose person appears once
+# Poor faces (`--poor`): their noise times POOR_NOISE, plus a direction they all share of length
+# POOR_COMMON, fitted to FaceNet on the tuning set's photos shrunk 8-fold (faces of about 12 px,
+# blown up again), against the sharp photos (POOR_SHAPE).
+POOR_NOISE, POOR_COMMON = 2.8, 1.2
+# scripts/poor_faces.py on the tuning set, shrunk 8-fold: a poor face's similarity to its
+# person's mean (of sharp faces), median and 10th percentile, and poor faces of different
+# people, and of one person, compared with each other (mean).
+POOR_SHAPE = {"own_median": 0.412, "own_p10": 0.231, "poor_different": 0.262, "poor_same": 0.541}
 CHEAP = 100_000  # clusterings of up to this many faces are timed --repeats times
 # FaceNet on lfw-tune (6 360 faces, this product's preprocessing): cosine similarity.
 TUNING_SET = {
@@ -77,11 +89,20 @@ def _spectrum(exponent: float) -> np.ndarray:
     return np.sqrt(weights / weights.sum())
 
 
+def poor_faces(count: int, seed: int, poor: float) -> tuple[np.ndarray, np.ndarray]:
+    """Which faces are poor, and the direction they share (its own random stream: the library
+    without poor faces is the same as before they existed)."""
+    rng = np.random.default_rng([seed, 1])
+    blur = rng.normal(size=DIM) * _spectrum(CENTRE_SPECTRUM)
+    return rng.random(count) < poor / 100, (POOR_COMMON * blur / np.linalg.norm(blur)).astype(np.float32)
+
+
 def synthetic_library(
-    count: int, seed: int = 0, skew: tuple[float, ...] = ()
+    count: int, seed: int = 0, skew: tuple[float, ...] = (), poor: float = 0.0
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(unit vectors (count, 512) float32, identity per face, centres (n_identities, 512)).
-    `skew`: percentages of the faces held by the first persons, one each (the largest ones)."""
+    `skew`: percentages of the faces held by the first persons, one each (the largest ones);
+    `poor`: percentage of the faces that are poor (tiny or blurred), drawn at random."""
     rng = np.random.default_rng(seed)
     strangers = int(count * STRANGERS)
     largest = [int(count * share / 100) for share in skew]
@@ -104,12 +125,15 @@ def synthetic_library(
     identity = np.repeat(np.arange(len(sizes)), sizes)
     rng.shuffle(identity)
     noise = (NOISE * np.exp(NOISE_SPREAD * rng.normal(size=len(sizes)))).astype(np.float32)
+    is_poor, blur = poor_faces(count, seed, poor)
     vectors = np.empty((count, DIM), dtype=np.float32)
     for start in range(0, count, 50_000):  # float32 and bounded temporaries: the data is not the point
         part = identity[start : start + 50_000]
-        block = centres[part] + noise[part, None] * spread * rng.standard_normal(
-            size=(len(part), DIM), dtype=np.float32
-        )
+        bad = is_poor[start : start + 50_000, None]
+        block = centres[part] + noise[part, None] * np.where(bad, POOR_NOISE, 1.0).astype(
+            np.float32
+        ) * spread * rng.standard_normal(size=(len(part), DIM), dtype=np.float32)
+        block += np.where(bad, blur, 0.0).astype(np.float32)
         vectors[start : start + len(part)] = block / np.linalg.norm(block, axis=1, keepdims=True)
     return vectors, identity.astype(np.int64), centres
 
@@ -139,6 +163,35 @@ def similarity_shape(vectors: np.ndarray, identity: np.ndarray, sample: int = 40
     }  # fmt: skip
 
 
+def poor_shape(count: int = 40_000, seed: int = 0) -> dict[str, float]:
+    """POOR_SHAPE's figures on a synthetic library with 30 % poor faces."""
+    vectors, identity, _ = synthetic_library(count, seed=seed, poor=30)
+    poor, _ = poor_faces(count, seed, 30)
+    return shape_of_poor(vectors, identity.astype(str), poor)
+
+
+def shape_of_poor(vectors: np.ndarray, labels: np.ndarray, poor: np.ndarray) -> dict[str, float]:
+    """POOR_SHAPE's figures: poor faces against the means of their people's sharp faces (people
+    with 5 or more), and against each other (up to 2 000 of them)."""
+    names, identity = np.unique(labels, return_inverse=True)
+    sharp = np.bincount(identity[~poor], minlength=len(names))
+    often = np.flatnonzero(sharp >= 5)
+    means = np.zeros((len(names), vectors.shape[1]), dtype=np.float32)
+    np.add.at(means, identity[~poor], vectors[~poor])
+    means /= np.maximum(np.linalg.norm(means, axis=1, keepdims=True), 1e-12)
+    rows = np.flatnonzero(poor & np.isin(identity, often))
+    own = np.einsum("ij,ij->i", vectors[rows], means[identity[rows]])
+    sample = np.random.default_rng(0).permutation(np.flatnonzero(poor))[:2000]
+    similarity = vectors[sample] @ vectors[sample].T
+    upper = np.triu_indices(len(sample), 1)
+    same = (identity[sample][:, None] == identity[sample][None, :])[upper]
+    return {
+        "own_median": float(np.median(own)), "own_p10": float(np.percentile(own, 10)),
+        "poor_different": float(similarity[upper][~same].mean()),
+        "poor_same": float(similarity[upper][same].mean()),
+    }  # fmt: skip
+
+
 def _scores(identity: np.ndarray, persons: np.ndarray) -> dict[str, float]:
     from face_assets.core.evaluation import score_clusters
 
@@ -152,14 +205,20 @@ def _scores(identity: np.ndarray, persons: np.ndarray) -> dict[str, float]:
 
 
 def cluster_once(
-    count: int, method: str, skew: tuple[float, ...] = (), knobs: dict[str, str] | None = None
+    count: int,
+    method: str,
+    skew: tuple[float, ...] = (),
+    knobs: dict[str, str] | None = None,
+    poor: float = 0.0,
+    leave_poor_out: bool = False,
 ) -> dict[str, Any]:
-    """One clustering in this process: seconds, peak memory, quality."""
+    """One clustering in this process: seconds, peak memory, quality. `leave_poor_out`: the poor
+    faces are not clustered (they stay unassigned) but are scored."""
     from face_assets.core.clustering.cluster import ClusterParams, _drop_small, exact_average_linkage
     from face_assets.core.clustering.params import with_overrides
     from face_assets.core.person import plan_persons
 
-    vectors, identity, _ = synthetic_library(count, skew=skew)
+    vectors, identity, _ = synthetic_library(count, skew=skew, poor=poor)
     before_mb = peak_rss_mb()
     params = ClusterParams()
     started = time.perf_counter()
@@ -169,29 +228,28 @@ def cluster_once(
     else:
         algorithm = ClusterParams().algorithm if method == "default" else method
         params = with_overrides(ClusterParams(algorithm=algorithm), knobs or {})  # type: ignore[arg-type]
+        rows = np.flatnonzero(~poor_faces(count, 0, poor)[0]) if leave_poor_out else np.arange(count)
         _, groups, _ = plan_persons(
-            np.arange(count, dtype=np.int64), np.full(count, -1, dtype=np.int64),
-            np.zeros(count, dtype=bool), vectors, params,
+            np.arange(len(rows), dtype=np.int64), np.full(len(rows), -1, dtype=np.int64),
+            np.zeros(len(rows), dtype=bool), vectors[rows], params,
         )  # fmt: skip
         persons = np.full(count, -1, dtype=np.int64)
         for label, members in enumerate(groups):
-            persons[members] = label
+            persons[rows[members]] = label
     seconds = time.perf_counter() - started
     return {
         "faces": count, "method": method, "seconds": seconds,
         "cpu_seconds": time.process_time() - cpu_started, "peak_mb": peak_rss_mb(), "data_mb": before_mb,
         "persons": int(len(np.unique(persons[persons >= 0]))),
         "identities": int(len(np.unique(identity))), "largest_person": int(np.bincount(identity).max()),
-        "skew": list(skew), "knobs": knobs or {}, **_scores(identity, persons),
+        "skew": list(skew), "poor": poor, "poor_left_out": leave_poor_out, "knobs": knobs or {},
+        **_scores(identity, persons),
     }  # fmt: skip
 
 
-def _in_fresh_process(
-    count: int, method: str, skew: tuple[float, ...] = (), knobs: list[str] | None = None
-) -> dict[str, Any]:
-    command = [sys.executable, __file__, "--one-clustering", str(count), method]
-    command += ["--skew", *map(str, skew)] if skew else []
-    command += ["--knobs", *knobs] if knobs else []
+def _in_fresh_process(count: int, method: str, options: list[str]) -> dict[str, Any]:
+    """`cluster_once` in a process of its own, given the command line's data options."""
+    command = [sys.executable, __file__, "--one-clustering", str(count), method, *options]
     out = subprocess.run(command, check=True, capture_output=True, text=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -350,6 +408,14 @@ def main() -> int:
         help="percentages of the faces held by the largest persons of the clusterings, e.g. 8 5 4 3 3",
     )  # fmt: skip
     parser.add_argument(
+        "--poor", type=float, default=0.0, metavar="PERCENT",
+        help="this percentage of the clusterings' faces poor (tiny or blurred, POOR_SHAPE), e.g. 10",
+    )  # fmt: skip
+    parser.add_argument(
+        "--poor-left-out", action="store_true",
+        help="the poor faces not clustered (unassigned), as a gate on face quality would leave them",
+    )  # fmt: skip
+    parser.add_argument(
         "--knobs", nargs="*", default=[], metavar="NAME=VALUE",
         help="clustering parameters other than the defaults, e.g. vote_slack=2 merge_link=-1",
     )  # fmt: skip
@@ -365,7 +431,7 @@ def main() -> int:
         parser.error(f"--knobs {' '.join(args.knobs)}: {str(error).splitlines()[0]}")
     if args.one_clustering:
         count, method = int(args.one_clustering[0]), args.one_clustering[1]
-        print(json.dumps(cluster_once(count, method, tuple(args.skew), knobs)))
+        print(json.dumps(cluster_once(count, method, tuple(args.skew), knobs, args.poor, args.poor_left_out)))
         return 0
 
     report: dict[str, Any] = {"clustering": [], "matching": []}
@@ -374,13 +440,28 @@ def main() -> int:
     print("cosine similarity   " + "  ".join(f"{k:>10}" for k in TUNING_SET))
     for name, shape in (("tuning set", TUNING_SET), ("synthetic", report["similarity"]["synthetic"])):
         print(f"{name:<19} " + "  ".join(f"{shape[k]:>10.3f}" for k in TUNING_SET))
+    if args.poor:
+        report["similarity"]["poor"] = {"synthetic": poor_shape(), "tuning_set": POOR_SHAPE}
+        print("poor faces          " + "  ".join(f"{k:>14}" for k in POOR_SHAPE))
+        for name, shape in (
+            ("tuning set, 8x", POOR_SHAPE),
+            ("synthetic", report["similarity"]["poor"]["synthetic"]),
+        ):
+            print(f"{name:<19} " + "  ".join(f"{shape[k]:>14.3f}" for k in POOR_SHAPE))
     print()
     runs = [(n, m) for n in args.sizes for m in args.methods]
+    options = ["--skew", *map(str, args.skew)] if args.skew else []
+    options += ["--poor", str(args.poor)] if args.poor else []
+    options += ["--poor-left-out"] if args.poor_left_out else []
+    options += ["--knobs", *args.knobs] if args.knobs else []
     if args.reference_size:
         runs = [(args.reference_size, m) for m in [*args.methods, "exact-average-linkage"]] + runs
     if runs:
         if args.skew:
             print(f"skew: the largest persons hold {', '.join(f'{s:g}' for s in args.skew)} % of the faces")
+        if args.poor:
+            left_out = ", left out of clustering" if args.poor_left_out else ""
+            print(f"poor: {args.poor:g} % of the faces tiny or blurred{left_out}")
         if knobs:
             print("knobs: " + ", ".join(f"{k}={v}" for k, v in knobs.items()))
         print(f"{'faces':>9} {'method':<22} {'seconds':>8} {'cpu s':>8} {'peak MB':>8} {'BCubed P':>8} "
@@ -390,8 +471,7 @@ def main() -> int:
         # Fresh processes; the median of `--repeats` where a run is cheap (the result is the
         # same every time, only the seconds vary).
         tries = [
-            _in_fresh_process(count, method, tuple(args.skew), args.knobs)
-            for _ in range(args.repeats if count <= CHEAP else 1)
+            _in_fresh_process(count, method, options) for _ in range(args.repeats if count <= CHEAP else 1)
         ]
         row = sorted(tries, key=lambda r: r["seconds"])[len(tries) // 2]
         row["seconds_each"] = [r["seconds"] for r in tries]
