@@ -229,9 +229,10 @@ def cluster_once(
         algorithm = ClusterParams().algorithm if method == "default" else method
         params = with_overrides(ClusterParams(algorithm=algorithm), knobs or {})  # type: ignore[arg-type]
         rows = np.flatnonzero(~poor_faces(count, 0, poor)[0]) if leave_poor_out else np.arange(count)
+        clustered = vectors[rows] if leave_poor_out else vectors  # a copy only when some are left out
         _, groups, _ = plan_persons(
             np.arange(len(rows), dtype=np.int64), np.full(len(rows), -1, dtype=np.int64),
-            np.zeros(len(rows), dtype=bool), vectors[rows], params,
+            np.zeros(len(rows), dtype=bool), clustered, params,
         )  # fmt: skip
         persons = np.full(count, -1, dtype=np.int64)
         for label, members in enumerate(groups):
