@@ -18,7 +18,7 @@ from face_assets.core.progress import track
 from face_assets.core.settings import DEFAULT_VIDEO_FPS, DEFAULT_VIDEO_MAX_FRAMES
 from face_assets.core.storage.codecs import EMBEDDING_DIM
 from face_assets.core.storage.store import FaceStore, MediaItem, saving
-from face_assets.core.thumbnail import cut_thumbnail, remove_files
+from face_assets.core.thumbnail import cut_thumbnail, remove_files, thumbnail_relpath
 from face_assets.core.thumbnail_journal import ThumbnailJournal, sweep_abandoned
 from face_assets.core.vision.media import open_photo_or_video
 from face_assets.core.vision.photo import Photo, decode_photo
@@ -170,11 +170,11 @@ def detect_faces(
         done: list[tuple[str, float]] = []
         try:
             for face, (source, box) in zip(faces, sources, strict=True):
+                journal.wrote(item.id, thumbnail_relpath(item.path, face.box_xyxy, thumbnails.px, face.frame))
                 done.append(
                     cut_thumbnail(item.path, source.pixels, face.box_xyxy, thumbnails.folder, thumbnails.px,
                                   face.frame, crop_box=box)
                 )  # fmt: skip
-                journal.wrote(item.id, done[-1][0])
         except OSError as error:
             # A full or read-only folder: this item's faces are saved without thumbnails, so
             # the files already cut for it would have no row.
@@ -419,9 +419,9 @@ def _detect_video(
                 try:
                     for face in found:
                         box = face.box_xyxy
-                        cut_files.append(cut_thumbnail(item.path, frame.image, box, folder, px, face.frame))
                         if journal is not None:
-                            journal.wrote(item.id, cut_files[-1][0])
+                            journal.wrote(item.id, thumbnail_relpath(item.path, box, px, face.frame))
+                        cut_files.append(cut_thumbnail(item.path, frame.image, box, folder, px, face.frame))
                 except OSError as error:
                     # A full or read-only folder: the faces are saved, thumbnails left to their step.
                     run.thumbnail_error = f"thumbnails of media item {item.id} in {folder}: {error}"

@@ -2,10 +2,11 @@
 
 Detection cuts a face's thumbnail as soon as the face is found (a video's frame by frame) and
 saves the rows with the media item, in one transaction, afterwards. A run killed in between
-leaves files that no row names. Each process lists the files it wrote for items not saved yet in
-a journal of its own, `<thumbnail folder>/.unsaved/<host>-<pid>.txt`; the next detection on the
-host removes the files of a journal whose process is gone, except those a row names (another
-run saved the same item meanwhile: thumbnail names come from the file, box and frame).
+leaves files that no row names. Each process lists the files it writes for items not saved yet,
+each before it is written, in a journal of its own, `<thumbnail folder>/.unsaved/<host>-<pid>.txt`;
+the next detection on the host removes the files of a journal whose process is gone, except
+those a row names (another run saved the same item meanwhile: thumbnail names come from the
+file, box and frame).
 """
 
 from __future__ import annotations
@@ -41,7 +42,8 @@ class ThumbnailJournal:
         self._lock = threading.Lock()  # the detector's thread and the thumbnail cutter's
 
     def wrote(self, media_item_id: int, relpath: str) -> None:
-        """Called right after each file is written (an OSError is the folder's, as the file's)."""
+        """Called right before each file is written, so that a run killed in between leaves
+        no file unlisted (an OSError is the folder's, as the file's would be)."""
         with self._lock:
             self._unsaved.setdefault(media_item_id, []).append(relpath)
             self.path.parent.mkdir(parents=True, exist_ok=True)
