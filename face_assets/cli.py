@@ -163,7 +163,9 @@ def _run_steps(
     else:
         print()
     _print_problems(meta)
-    return {"after": after, "persons": persons, "processed": processed, "url": url}
+    # Known when the clustering ran: the unassigned faces it left as too poor to compare.
+    too_poor = meta.get("person_clusters", {}).get("unassigned_too_poor_to_compare")
+    return {"after": after, "persons": persons, "processed": processed, "url": url, "too_poor": too_poor}
 
 
 # What one run did, from its own materialisations (a count before and after would also show
@@ -226,7 +228,10 @@ def _print_persons(outcome: dict[str, Any]) -> None:
     print(f"\n{'person':<24}{'faces':>6}")
     for person in outcome["persons"]:
         print(f"{person['Name']:<24}{person['faces']:>6}")
-    print(f"{'(unassigned)':<24}{after['faces_embedded'] - after['faces_assigned']:>6}")
+    print(f"{'(unassigned)':<24}{after['faces_embedded'] - after['faces_assigned']:>6}", end="")
+    too_poor = outcome.get("too_poor")
+    # Said, as a user otherwise wonders why a face in plain sight is nobody's.
+    print(f"  ({too_poor} too small or blurred to compare)" if too_poor else "")
     print(f"media items: {after['media_items']}, faces: {after['faces']}, persons: {after['persons']}\n")
 
 

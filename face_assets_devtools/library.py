@@ -34,6 +34,7 @@ from face_assets.resources import (
     FaceStoreResource,
     ThumbnailStoreResource,
 )
+from face_assets_devtools.stub_people import stripes
 
 CHUNK = 5000  # rows per INSERT statement while filling
 FACES_PER_PERSON = 20
@@ -133,7 +134,8 @@ def add_batch(store: FaceStore, folder: Path, items: int, tag: str = "batch") ->
         path = folder / f"{tag}-{n:04d}.jpg"
         pixels = np.full((120, 160, 3), 200, dtype=np.uint8)
         for k in range(FACES_PER_PHOTO):
-            pixels[20:80, 10 + 80 * k : 70 + 80 * k] = PALETTE[rng.integers(len(PALETTE))]
+            colour = np.array(PALETTE[rng.integers(len(PALETTE))])
+            pixels[20:80, 10 + 80 * k : 70 + 80 * k] = np.clip(colour + stripes(60), 0, 255)
         Image.fromarray(pixels).save(path, quality=90)
         item = store.register_media_file(path, "JPEG", path.stat().st_size)
         assert item is not None

@@ -1,6 +1,6 @@
 """Photos the stub models (FACE_ASSETS_DETECTOR=stub, FACE_ASSETS_EMBEDDER=stub) see people in:
-each identity is one colour, each photo a grey picture with a square of that colour at its own
-size and place. Laid out like the labelled sample (`train/<identity>/`, `val/<identity>/`), so a
+each identity is one colour, each photo a grey picture with a striped square of that colour at
+its own size and place. Laid out like the labelled sample (`train/<identity>/`, `val/<identity>/`), so a
 test written for real photos runs on them with the models swapped, in a fraction of the time."""
 
 from __future__ import annotations
@@ -12,6 +12,13 @@ from PIL import Image
 
 # Hues far apart: the stub embedder tells colours 10 degrees apart from each other.
 COLOURS = ((210, 40, 40), (40, 170, 60), (50, 80, 210), (210, 180, 30), (170, 50, 190), (30, 180, 190))
+
+
+def stripes(side: int) -> np.ndarray:
+    """Lighter and darker rows to add to a square of `side` px, the hue unchanged: a face's
+    detail, so that its thumbnail is as sharp as a real face's and the quality gate
+    (min_sharpness) lets it in, as a flat square of colour would not be."""
+    return np.where((np.arange(side) // 4) % 2 == 0, 20, -20)[:, None, None]
 
 
 def stub_photo(
@@ -30,7 +37,7 @@ def stub_photo(
         x = index * band + int(rng.integers(5, band - side - 5))
         y = int(rng.integers(5, height - side - 5))
         shade = int(rng.integers(-12, 13))  # brighter or darker, the same hue: the same person
-        pixels[y : y + side, x : x + side] = np.clip(np.array(colour) + shade, 0, 255)
+        pixels[y : y + side, x : x + side] = np.clip(np.array(colour) + shade + stripes(side), 0, 255)
     return Image.fromarray(pixels)
 
 

@@ -10,9 +10,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-from PIL import Image
+import numpy as np
+from PIL import Image, ImageFilter
 
 from face_assets.core.storage.store import FaceStore
+from face_assets_devtools.stub_people import COLOURS, stub_photo
 from face_assets_tests.conftest import IDENTITIES, TWO_FACE_PHOTO, SmallLibrary
 
 
@@ -173,3 +175,26 @@ def test_a_photo_replaced_under_its_name_is_seen_again_and_its_copy_is_no_second
     assert new_faces and not new_faces & old_faces, "the old photo's faces are still on the item"
     assert store.counts()["media_items"] == items_before
     store.dispose()
+
+
+def test_run_says_how_many_unassigned_faces_are_too_blurred(tmp_path: Path, stub_models: None) -> None:
+    """Four sharp photos of one person and three blurred ones of another: the blurred faces
+    wait, and the persons table says why, rather than leave a user to wonder."""
+    library, rng = tmp_path / "photos", np.random.default_rng(3)
+    library.mkdir()
+    for n in range(4):
+        stub_photo(COLOURS[0], rng).save(library / f"sharp-{n}.jpg", quality=92)
+    for n in range(3):
+        pixels = np.full((180, 240, 3), 150, dtype=np.uint8)
+        pixels[50 + 5 * n : 120 + 5 * n, 80:150] = COLOURS[1]  # in the middle: no edge of the photo in it
+        blurred = Image.fromarray(pixels).filter(ImageFilter.GaussianBlur(3))
+        blurred.save(library / f"blurred-{n}.jpg", quality=92)
+
+    out = run(face_assets("run", str(library)), tmp_path)
+
+    assert out.returncode == 0, out.stderr
+    unassigned = next(line for line in out.stdout.splitlines() if line.startswith("(unassigned)"))
+    assert unassigned.split()[1:] == ["3", "(3", "too", "small", "or", "blurred", "to", "compare)"]
+    relaxed = run(face_assets("recluster"), tmp_path, FACE_ASSETS_CLUSTER_MIN_SHARPNESS="0")
+    assert relaxed.returncode == 0, relaxed.stderr
+    assert "persons made +1" in relaxed.stdout.splitlines()[0]  # the same faces, let in, are a person

@@ -25,6 +25,8 @@ def test_definitions_load_with_every_asset_and_the_job() -> None:
     assert dg.AssetKey("detected_faces") in graph.get(dg.AssetKey("face_embeddings")).parent_keys
     assert dg.AssetKey("tuned_embedder") in graph.get(dg.AssetKey("face_embeddings")).parent_keys
     assert dg.AssetKey("face_embeddings") in graph.get(dg.AssetKey("face_persons")).parent_keys
+    # A batch is matched once its thumbnails' sharpness is known: it keeps poor faces out.
+    assert dg.AssetKey("face_thumbnails") in graph.get(dg.AssetKey("face_persons")).parent_keys
     assert dg.AssetKey("face_persons") in graph.get(dg.AssetKey("person_clusters")).parent_keys
 
 

@@ -3,7 +3,7 @@
     python scripts/benchmark_scale.py [--sizes 10000 100000 1000000] [--match-sizes 100000 1000000]
                                       [--backends sqlite postgresql] [--repeats 3] [--json PATH]
                                       [--batch-run-sizes 100000 1000000] [--skew 8 5 4 3 3]
-                                      [--poor 10 [--poor-left-out]] [--knobs vote_slack=2 merge_link=-1]
+                                      [--poor 10] [--knobs vote_slack=2 merge_link=-1]
 
 Synthetic embeddings shaped like real ones. Persons are drawn with Zipf-like sizes (a few with
 thousands of faces, most with a handful, many strangers seen once); each face is its person's
@@ -14,8 +14,10 @@ media item. `--skew` gives the five (or so) largest persons those percentages of
 rest drawn as without it: a library of one family, whose few persons hold most of the photos.
 `--poor` makes that percentage of the faces poor (tiny or blurred): farther from their person
 and alike each other whoever they are, as FaceNet makes faces of about 12 px (the tuning set
-shrunk 8-fold by scripts/poor_faces.py; the table below prints both); `--poor-left-out` leaves
-them out of the clustering, as a gate on face quality would.
+shrunk 8-fold by scripts/poor_faces.py; the table below prints both). Every face has a
+thumbnail sharpness drawn as poor_faces.py measured it on sharp and on poor faces, and the
+clustering leaves out those the product's gate does (ClusterParams.min_sharpness; `--knobs
+min_sharpness=0` to see the library without it).
 `--knobs` gives clustering parameters other values than their defaults (ClusterParams' field
 names), to see what a knob does at scale on the same data.
 
@@ -68,6 +70,10 @@ POOR_NOISE, POOR_COMMON = 2.8, 1.2
 # person's mean (of sharp faces), median and 10th percentile, and poor faces of different
 # people, and of one person, compared with each other (mean).
 POOR_SHAPE = {"own_median": 0.412, "own_p10": 0.231, "poor_different": 0.262, "poor_same": 0.541}
+# Thumbnail sharpness (Faces.Sharpness), log-normal: median and sigma of the log, fitted to the
+# percentiles poor_faces.py measured on the side that meets the gate (min_sharpness): the 5th
+# and 50th of the tuning set (127, 275), the 50th and 95th of it shrunk 8-fold (13, 23).
+SHARPNESS = {"sharp": (275.0, 0.47), "poor": (13.0, 0.35)}
 CHEAP = 100_000  # clusterings of up to this many faces are timed --repeats times
 # FaceNet on lfw-tune (6 360 faces, this product's preprocessing): cosine similarity.
 TUNING_SET = {
@@ -95,6 +101,13 @@ def poor_faces(count: int, seed: int, poor: float) -> tuple[np.ndarray, np.ndarr
     rng = np.random.default_rng([seed, 1])
     blur = rng.normal(size=DIM) * _spectrum(CENTRE_SPECTRUM)
     return rng.random(count) < poor / 100, (POOR_COMMON * blur / np.linalg.norm(blur)).astype(np.float32)
+
+
+def thumbnail_sharpness(is_poor: np.ndarray, seed: int) -> np.ndarray:
+    """Each face's thumbnail sharpness (SHARPNESS), from a random stream of its own."""
+    rng = np.random.default_rng([seed, 2])
+    median, sigma = (np.where(is_poor, SHARPNESS["poor"][k], SHARPNESS["sharp"][k]) for k in (0, 1))
+    return (median * np.exp(sigma * rng.standard_normal(len(is_poor)))).astype(np.float32)
 
 
 def synthetic_library(
@@ -210,17 +223,18 @@ def cluster_once(
     skew: tuple[float, ...] = (),
     knobs: dict[str, str] | None = None,
     poor: float = 0.0,
-    leave_poor_out: bool = False,
 ) -> dict[str, Any]:
-    """One clustering in this process: seconds, peak memory, quality. `leave_poor_out`: the poor
-    faces are not clustered (they stay unassigned) but are scored."""
+    """One clustering in this process: seconds, peak memory, quality. Faces the product's gate
+    leaves out (too poor, by their sharpness) are not clustered but are scored, unassigned."""
     from face_assets.core.clustering.cluster import ClusterParams, _drop_small, exact_average_linkage
     from face_assets.core.clustering.params import with_overrides
     from face_assets.core.person import plan_persons
 
     vectors, identity, _ = synthetic_library(count, skew=skew, poor=poor)
+    sharpness = thumbnail_sharpness(poor_faces(count, 0, poor)[0], 0)
     before_mb = peak_rss_mb()
     params = ClusterParams()
+    rows = np.arange(count)
     started = time.perf_counter()
     cpu_started = time.process_time()
     if method == "exact-average-linkage":
@@ -228,8 +242,8 @@ def cluster_once(
     else:
         algorithm = ClusterParams().algorithm if method == "default" else method
         params = with_overrides(ClusterParams(algorithm=algorithm), knobs or {})  # type: ignore[arg-type]
-        rows = np.flatnonzero(~poor_faces(count, 0, poor)[0]) if leave_poor_out else np.arange(count)
-        clustered = vectors[rows] if leave_poor_out else vectors  # a copy only when some are left out
+        rows = np.flatnonzero(~params.too_poor(sharpness))
+        clustered = vectors if len(rows) == count else vectors[rows]  # a copy only when some are left out
         _, groups, _ = plan_persons(
             np.arange(len(rows), dtype=np.int64), np.full(len(rows), -1, dtype=np.int64),
             np.zeros(len(rows), dtype=bool), clustered, params,
@@ -243,7 +257,7 @@ def cluster_once(
         "cpu_seconds": time.process_time() - cpu_started, "peak_mb": peak_rss_mb(), "data_mb": before_mb,
         "persons": int(len(np.unique(persons[persons >= 0]))),
         "identities": int(len(np.unique(identity))), "largest_person": int(np.bincount(identity).max()),
-        "skew": list(skew), "poor": poor, "poor_left_out": leave_poor_out, "knobs": knobs or {},
+        "skew": list(skew), "poor": poor, "too_poor": count - len(rows), "knobs": knobs or {},
         **_scores(identity, persons),
     }  # fmt: skip
 
@@ -413,10 +427,6 @@ def main() -> int:
         help="this percentage of the clusterings' faces poor (tiny or blurred, POOR_SHAPE), e.g. 10",
     )  # fmt: skip
     parser.add_argument(
-        "--poor-left-out", action="store_true",
-        help="the poor faces not clustered (unassigned), as a gate on face quality would leave them",
-    )  # fmt: skip
-    parser.add_argument(
         "--knobs", nargs="*", default=[], metavar="NAME=VALUE",
         help="clustering parameters other than the defaults, e.g. vote_slack=2 merge_link=-1",
     )  # fmt: skip
@@ -432,7 +442,7 @@ def main() -> int:
         parser.error(f"--knobs {' '.join(args.knobs)}: {str(error).splitlines()[0]}")
     if args.one_clustering:
         count, method = int(args.one_clustering[0]), args.one_clustering[1]
-        print(json.dumps(cluster_once(count, method, tuple(args.skew), knobs, args.poor, args.poor_left_out)))
+        print(json.dumps(cluster_once(count, method, tuple(args.skew), knobs, args.poor)))
         return 0
 
     report: dict[str, Any] = {"clustering": [], "matching": []}
@@ -453,7 +463,6 @@ def main() -> int:
     runs = [(n, m) for n in args.sizes for m in args.methods]
     options = ["--skew", *map(str, args.skew)] if args.skew else []
     options += ["--poor", str(args.poor)] if args.poor else []
-    options += ["--poor-left-out"] if args.poor_left_out else []
     options += ["--knobs", *args.knobs] if args.knobs else []
     if args.reference_size:
         runs = [(args.reference_size, m) for m in [*args.methods, "exact-average-linkage"]] + runs
@@ -461,13 +470,12 @@ def main() -> int:
         if args.skew:
             print(f"skew: the largest persons hold {', '.join(f'{s:g}' for s in args.skew)} % of the faces")
         if args.poor:
-            left_out = ", left out of clustering" if args.poor_left_out else ""
-            print(f"poor: {args.poor:g} % of the faces tiny or blurred{left_out}")
+            print(f"poor: {args.poor:g} % of the faces tiny or blurred")
         if knobs:
             print("knobs: " + ", ".join(f"{k}={v}" for k, v in knobs.items()))
         print(f"{'faces':>9} {'method':<22} {'seconds':>8} {'cpu s':>8} {'peak MB':>8} {'BCubed P':>8} "
               f"{'BCubed F':>8} {'pair P':>7} {'pair R':>7} {'pair F':>7} {'persons':>8} "
-              f"{'identities':>10} {'largest':>8}")  # fmt: skip
+              f"{'identities':>10} {'largest':>8} {'too poor':>8}")  # fmt: skip
     for count, method in runs:
         # Fresh processes; the median of `--repeats` where a run is cheap (the result is the
         # same every time, only the seconds vary).
@@ -480,7 +488,8 @@ def main() -> int:
         print(f"{count:>9} {method:<22} {row['seconds']:>8.1f} {row['cpu_seconds']:>8.1f} "
               f"{row['peak_mb']:>8.0f} {row['bcubed_p']:>8.3f} {row['bcubed_f']:>8.3f} "
               f"{row['pairwise_p']:>7.3f} {row['pairwise_r']:>7.3f} {row['pairwise_f']:>7.3f} "
-              f"{row['persons']:>8} {row['identities']:>10} {row['largest_person']:>8}")  # fmt: skip
+              f"{row['persons']:>8} {row['identities']:>10} {row['largest_person']:>8} "
+              f"{row['too_poor']:>8}")  # fmt: skip
         sys.stdout.flush()
     if args.match_sizes:
         print()

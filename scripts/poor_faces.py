@@ -1,18 +1,24 @@
-"""What FaceNet makes of poor faces: labelled photos shrunk, blown up again, and embedded.
+"""What FaceNet makes of poor faces, and the sharpness that tells them: labelled photos shrunk,
+blown up again, and embedded.
 
     python scripts/poor_faces.py DIR [--identity-depth N] [--cache FILE.db] [--pick center]
-                                 [--shrink 8] [--poor-folder DIR] [--poor-cache FILE.db] [--json PATH]
+                                 [--shrink 4 8] [--work DIR] [--json PATH]
 
 Each photo of DIR is shrunk `--shrink`-fold (a box filter, as a small face in a large photo
 is) and enlarged back to its size, so that the detector finds its face and the face holds the
-detail of one `--shrink` times smaller: on the tuning set's photos (faces of about 95 px), 8
-gives faces of about 12 px, the smallest a group shot or a far background holds. Both sets go
-through the product's detection and embedding once (`--cache`, and `--poor-cache` with the
-shrunk photos in `--poor-folder`, kept for the next run). Printed: the poor faces' similarity
-to the mean of their person's sharp faces (people with 5 or more photos), and poor faces of
-different people and of one person compared with each other; and the sharpness of both sets'
-thumbnails, what tells a poor face. The scale benchmark's synthetic poor faces
-(`benchmark_scale.py --poor`) are fitted to these (its POOR_SHAPE).
+detail of one `--shrink` times smaller: on the tuning set's photos (faces of about 95 px), 4
+gives faces of about 24 px and 8 of about 12 px, the smallest a group shot or a far background
+holds. Every set goes through the product's detection and embedding once (`--cache` for DIR,
+`--work` for the shrunk photos and their SQLite files, kept for the next run).
+
+Printed, for each shrink: its faces' similarity to the mean of their person's sharp faces
+(people with 5 or more photos), poor faces of different people and of one person compared with
+each other, and the sharpness of the thumbnails (`Faces.Sharpness`). The largest shrink's
+figures are what the scale benchmark's synthetic poor faces are fitted to (`benchmark_scale.py
+--poor`, its POOR_SHAPE). Then the sharpness cut the product's `min_sharpness` takes: of all
+faces of every set, the cut below which more faces lose nothing than something, a face losing
+something when it reaches `vote_threshold` to its person's mean (the least at which it may
+join a person), nothing when it does not (it would only join a person by mistake).
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ import sqlite3
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -46,31 +53,47 @@ def shrink_folder(source: Path, target: Path, factor: float) -> int:
     return count
 
 
-def faces_by_photo(folder: Path, data: dict[str, np.ndarray]) -> dict[str, tuple[np.ndarray, str]]:
-    """The picked face of each labelled photo, by the photo's path under `folder`."""
-    labelled = np.flatnonzero(data["labels"] != "")
-    return {
-        str(Path(data["paths"][row]).resolve().relative_to(folder.resolve())): (
-            data["vectors"][row],
-            str(data["labels"][row]),
-        )
-        for row in labelled
-    }
-
-
-def thumbnail_sharpness(cache: Path, data: dict[str, np.ndarray]) -> np.ndarray:
-    """Sharpness of each labelled face's thumbnail as the thumbnails step measures it (variance
-    of the Laplacian, `Faces.Sharpness`), from its photo and its box in the SQLite file."""
+def measured(
+    folder: Path, cache: Path, data: dict[str, np.ndarray]
+) -> dict[str, tuple[np.ndarray, str, float]]:
+    """The picked face of each labelled photo, by the photo's path under `folder`: its vector,
+    its person and its thumbnail's sharpness, as the thumbnails step measures it (variance of
+    the Laplacian, `Faces.Sharpness`) from the photo and its box in the SQLite file."""
     from face_assets.core.vision.transforms import sharpness, square_thumbnail
 
     with sqlite3.connect(cache) as conn:
         boxes = dict(conn.execute('SELECT "Id", "BoundingBox" FROM "Faces"').fetchall())
-    values = []
+    found = {}
     for row in np.flatnonzero(data["labels"] != ""):
         pixels = np.asarray(Image.open(data["paths"][row]).convert("RGB"))
         box = json.loads(boxes[int(data["face_ids"][row])])
-        values.append(sharpness(square_thumbnail(pixels, tuple(box))))
-    return np.array(values)
+        path = str(Path(data["paths"][row]).resolve().relative_to(folder.resolve()))
+        found[path] = (
+            data["vectors"][row],
+            str(data["labels"][row]),
+            sharpness(square_thumbnail(pixels, tuple(box))),
+        )
+    return found
+
+
+def own_similarity(sharp: np.ndarray, labels: np.ndarray, vectors: np.ndarray, is_sharp: bool) -> np.ndarray:
+    """Each face's cosine to the mean of its person's sharp faces (a sharp face's own left out),
+    NaN for people with fewer than 5 photos."""
+    names, identity = np.unique(labels, return_inverse=True)
+    sums = np.zeros((len(names), sharp.shape[1]))
+    np.add.at(sums, identity, sharp)
+    means = sums[identity] - (sharp if is_sharp else 0.0)
+    means /= np.linalg.norm(means, axis=1, keepdims=True)
+    similarity = np.einsum("ij,ij->i", vectors, means)
+    return np.where(np.bincount(identity)[identity] >= 5, similarity, np.nan)
+
+
+def sharpness_cut(sharpness: np.ndarray, useful: np.ndarray) -> float:
+    """The cut (whole numbers up to 100) below which the most faces lose nothing beyond those
+    that lose something."""
+    cuts = np.arange(1.0, 101.0)
+    gain = [int((~useful & (sharpness < c)).sum()) - int((useful & (sharpness < c)).sum()) for c in cuts]
+    return float(cuts[int(np.argmax(gain))])
 
 
 def main() -> int:
@@ -78,42 +101,82 @@ def main() -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     add_labelled_arguments(parser)
-    parser.add_argument("--shrink", type=float, default=8.0)
+    parser.add_argument("--shrink", type=float, nargs="+", default=[4.0, 8.0])
     parser.add_argument(
-        "--poor-folder", type=Path, help="where the shrunk photos go (default: a temporary folder)"
+        "--work",
+        type=Path,
+        help="where the shrunk photos and their SQLite files go (default: a temporary folder)",
     )
-    parser.add_argument("--poor-cache", type=Path, help="SQLite file of the shrunk photos' embeddings")
     add_json_argument(parser)
     args = parser.parse_args()
+    from face_assets.core.clustering.params import ClusterParams
 
     with tempfile.TemporaryDirectory() as tmp:
+        work = args.work or Path(tmp)
         sharp_cache = args.cache or Path(tmp) / "sharp.db"
-        sharp_data = cached_labelled(args.folder, sharp_cache, args.pick, args.identity_depth)
-        shrunk = args.poor_folder or Path(tmp) / "shrunk"
-        if not shrunk.exists():
-            shrink_folder(args.folder, shrunk, args.shrink)
-        poor_cache = args.poor_cache or Path(tmp) / "poor.db"
-        poor_data = cached_labelled(shrunk, poor_cache, args.pick, args.identity_depth)
-        sharp, poor = faces_by_photo(args.folder, sharp_data), faces_by_photo(shrunk, poor_data)
-        sharpness = {
-            "sharp": thumbnail_sharpness(sharp_cache, sharp_data),
-            "poor": thumbnail_sharpness(poor_cache, poor_data),
+        sets = {
+            "sharp": measured(
+                args.folder,
+                sharp_cache,
+                cached_labelled(args.folder, sharp_cache, args.pick, args.identity_depth),
+            )
         }
+        for factor in args.shrink:
+            shrunk = work / f"shrunk-{factor:g}"
+            if not shrunk.exists():
+                shrink_folder(args.folder, shrunk, factor)
+            cache = work / f"shrunk-{factor:g}.db"
+            sets[f"{factor:g}-fold"] = measured(
+                shrunk, cache, cached_labelled(shrunk, cache, args.pick, args.identity_depth)
+            )
     from benchmark_scale import shape_of_poor  # a script beside this one: found when run as one
 
-    both = sorted(set(sharp) & set(poor))
-    print(f"{len(sharp)} labelled photos shrunk {args.shrink:g}-fold; a face found in both for {len(both)}")
-    vectors = np.stack([sharp[p][0] for p in both] + [poor[p][0] for p in both])
-    labels = np.array([sharp[p][1] for p in both] * 2)
-    is_poor = np.r_[np.zeros(len(both), dtype=bool), np.ones(len(both), dtype=bool)]
-    shape = shape_of_poor(vectors, labels, is_poor)
-    print(" ".join(f"{k:>14}" for k in shape))
-    print(" ".join(f"{shape[k]:>14.3f}" for k in shape))
-    print("thumbnail sharpness, 1st / 5th / 50th / 95th percentile:")
-    percentiles = {name: np.percentile(values, [1, 5, 50, 95]).tolist() for name, values in sharpness.items()}
-    for name, values in percentiles.items():
-        print(f"  {name:>5} faces: " + " / ".join(f"{v:.0f}" for v in values))
-    report = {"shrink": args.shrink, "faces": len(both), "poor": shape, "sharpness": percentiles}
+    both = sorted(set.intersection(*(set(found) for found in sets.values())))
+    print(f"{len(sets['sharp'])} labelled photos; a face found in every set for {len(both)}")
+    labels = np.array([sets["sharp"][p][1] for p in both])
+    sharp = np.stack([sets["sharp"][p][0] for p in both])
+    report: dict[str, Any] = {"faces": len(both), "sets": {}}
+    every_sharpness, every_useful = [], []
+    vote = ClusterParams().vote_threshold
+    print(
+        f"{'set':>8} {'own_median':>11} {'own_p10':>8} {'different':>10} {'same':>6}   "
+        "sharpness 1st / 5th / 50th / 95th"
+    )
+    for name, found in sets.items():
+        vectors = np.stack([found[p][0] for p in both])
+        values = np.array([found[p][2] for p in both])
+        similarity = own_similarity(sharp, labels, vectors, name == "sharp")
+        known = ~np.isnan(similarity)
+        every_sharpness.append(values[known])
+        every_useful.append(similarity[known] >= vote)
+        shape = shape_of_poor(
+            np.vstack([sharp, vectors]),
+            np.r_[labels, labels],
+            np.r_[np.zeros(len(both), bool), np.ones(len(both), bool)],
+        )
+        if name == "sharp":  # a sharp face against the others' mean, not its own copy
+            shape["own_median"], shape["own_p10"] = (
+                float(np.nanmedian(similarity)),
+                float(np.nanpercentile(similarity, 10)),
+            )
+        percentiles = np.percentile(values, [1, 5, 50, 95]).tolist()
+        report["sets"][name] = {"shape": shape, "sharpness": percentiles}
+        print(
+            f"{name:>8} {shape['own_median']:>11.3f} {shape['own_p10']:>8.3f} "
+            f"{shape['poor_different']:>10.3f} {shape['poor_same']:>6.3f}   "
+            + " / ".join(f"{v:.0f}" for v in percentiles)
+        )
+    sharpness, useful = np.concatenate(every_sharpness), np.concatenate(every_useful)
+    cut = sharpness_cut(sharpness, useful)
+    below = sharpness < cut
+    print(
+        f"min_sharpness {cut:g}: below it {int((~useful & below).sum())} faces under vote_threshold "
+        f"{vote:g} to their person's mean and {int((useful & below).sum())} at or above it, "
+        f"of {len(sharpness)}"
+    )
+    for name, values in zip(sets, every_sharpness, strict=True):
+        print(f"  {name:>8}: {100 * (values < cut).mean():.1f} % below")
+    report["min_sharpness"] = cut
     write_json(args.json, report)
     return 0
 

@@ -9,6 +9,7 @@ from pydantic import Field, ValidationError, create_model
 from face_assets.assets.embeddings import face_embeddings
 from face_assets.assets.leases import batch_lease, fail_runs_taken_over, run_owner
 from face_assets.assets.metadata import table_preview
+from face_assets.assets.thumbnails import face_thumbnails
 from face_assets.core.batch import parse_batch_key
 from face_assets.core.clustering.params import ClusterParams, knobs, setting_name, with_overrides
 from face_assets.core.gallery import write_map
@@ -47,7 +48,8 @@ class PersonClustersConfig(_overrides()):  # type: ignore[misc]
         return str(mode)
 
 
-@dg.asset(group_name="persons", deps=[face_embeddings], partitions_def=media_item_partitions)
+# After the thumbnails too: their sharpness tells the faces too poor to match.
+@dg.asset(group_name="persons", deps=[face_embeddings, face_thumbnails], partitions_def=media_item_partitions)
 def face_persons(
     context: dg.AssetExecutionContext, face_store: FaceStoreResource, clustering: ClusteringResource
 ) -> dg.MaterializeResult:
@@ -63,6 +65,7 @@ def face_persons(
             "unassigned_faces_in_batch": match.faces,
             "matched_to_existing_persons": match.matched,
             "waiting_for_clustering": match.waiting,
+            "waiting_too_poor_to_match": match.too_poor,
             **match.changes.metadata(),
             "match_threshold": match.match_threshold,
             "seconds": round(match.seconds, 2),
@@ -99,6 +102,7 @@ def person_clusters(
             "new_persons": update.new_persons,
             "faces_in_new_persons": update.faces_in_new_persons,
             "unassigned_faces": update.unassigned,
+            "unassigned_too_poor_to_compare": update.too_poor,
             "persons_total": update.persons_total,
             **update.changes.metadata(),
             "mode": mode,
@@ -107,6 +111,7 @@ def person_clusters(
             "algorithm": params.algorithm,
             "link_threshold": params.link_threshold,
             "match_threshold": params.match_threshold,
+            "min_sharpness": params.min_sharpness,
             # Ids and counts only: names are personal data, and a forgotten person's would stay
             # in Dagster's event log for good.
             "persons_preview": table_preview(store.person_summary(), ["Id", "faces"]),

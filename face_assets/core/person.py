@@ -79,6 +79,7 @@ class PersonUpdate:
     clustered: bool
     seconds: float
     changes: PersonChanges
+    too_poor: int = 0  # unassigned after it as too poor to compare (ClusterParams.min_sharpness)
 
 
 def _written(
@@ -255,20 +256,32 @@ def require_one_model(store: FaceStore) -> None:
         )
 
 
+def comparable(data: FaceEmbeddings, params: ClusterParams, every: bool) -> NDArray[np.bool_]:
+    """Rows a plan may compare with others: all but faces too poor to (ClusterParams.too_poor)
+    that it may place, those without a person or, with `every`, all but the user's. A face of
+    a dozen pixels is as alike to other such faces as to its own person: let in, it joins
+    persons by chance and bridges people."""
+    movable = ~data.user_placed & (every | (data.person_ids == NOISE))
+    return ~(params.too_poor(data.sharpness) & movable)
+
+
 def _cluster_library(
     store: FaceStore,
     params: ClusterParams,
     owner: str,
     plan: Callable[[FaceEmbeddings, Collapsed, ClusterParams], _Plan],
     done: str,
+    every: bool,
 ) -> PersonUpdate:
     """The frame both clusterings share: the persons lock held throughout, the library read
-    once (a track as one observation), the plan written in one transaction, portraits."""
+    once (a track as one observation, faces too poor to compare left out), the plan written in
+    one transaction, portraits."""
     with store.lock(PERSONS_LOCK, owner or default_owner()):
         require_one_model(store)
         started = time.perf_counter()
         data = store.face_embeddings()
-        seen = collapse_tracks(data.track_ids, data.vectors, params.min_cluster_size)
+        usable = comparable(data, params, every)
+        seen = collapse_tracks(data.track_ids, data.vectors, params.min_cluster_size, usable)
         decided = plan(data, seen, params)
         deleted: list[int] = []
         created = store.apply_person_changes(
@@ -288,6 +301,7 @@ def _cluster_library(
             clustered=decided.clustered,
             seconds=time.perf_counter() - started,
             changes=person_changes(data.person_ids, after, len(created), deleted),
+            too_poor=int((~usable & (after == NOISE)).sum()),
         )
     logger.info("persons %s: %s", done, summary)
     return summary
@@ -298,7 +312,7 @@ def update_persons(store: FaceStore, params: ClusterParams, owner: str = "") -> 
 
     Holds the persons lock throughout: a second clustering started meanwhile is refused.
     """
-    return _cluster_library(store, params, owner, _update_plan, "updated")
+    return _cluster_library(store, params, owner, _update_plan, "updated", every=False)
 
 
 def _update_plan(data: FaceEmbeddings, seen: Collapsed, params: ClusterParams) -> _Plan:
@@ -316,7 +330,9 @@ def _update_plan(data: FaceEmbeddings, seen: Collapsed, params: ClusterParams) -
     ]
     in_groups = np.concatenate(groups) if groups else np.zeros(0, dtype=np.int64)
     left = np.setdiff1d(np.flatnonzero(final == NOISE), in_groups)
-    noise = left[~data.clustered[left]] if ran else np.zeros(0, np.int64)
+    # Faces too poor to compare were not seen: not marked so, a lower min_sharpness sees them.
+    unseen = left[~data.clustered[left] & seen.covered(len(data.face_ids))[left]]
+    noise = unseen if ran else np.zeros(0, np.int64)
     return _Plan(groups, newly, noise, final, int(len(left)), ran, matches=matches)
 
 
@@ -328,7 +344,7 @@ def rebuild_persons(store: FaceStore, params: ClusterParams, owner: str = "") ->
     person whose faces did not change keeps its Id. Faces left over then join the person they
     match. Automatic persons left without faces disappear; named ones stay.
     """
-    return _cluster_library(store, params, owner, _rebuild_plan, "rebuilt")
+    return _cluster_library(store, params, owner, _rebuild_plan, "rebuilt", every=True)
 
 
 def _rebuild_plan(data: FaceEmbeddings, seen: Collapsed, params: ClusterParams) -> _Plan:
@@ -357,8 +373,10 @@ def _rebuild_plan(data: FaceEmbeddings, seen: Collapsed, params: ClusterParams) 
         movable[np.concatenate(fresh)] = False
     changed = np.flatnonzero(movable & (final != data.person_ids) & (final >= 0))
     regrouped = [(int(data.face_ids[i]), int(final[i])) for i in changed]
-    noise = np.flatnonzero(movable & (final == NOISE))
-    return _Plan(fresh, changed, noise, final, int(len(noise)), True, regrouped=regrouped)
+    # Faces too poor to compare lose the person a clustering gave them; the others are not seen.
+    left = movable & (final == NOISE)
+    noise = np.flatnonzero(left & (seen.covered(len(final)) | (data.person_ids >= 0)))
+    return _Plan(fresh, changed, noise, final, int(left.sum()), True, regrouped=regrouped)
 
 
 @dataclass(frozen=True)
@@ -369,6 +387,7 @@ class BatchMatch:
     seconds: float
     changes: PersonChanges
     match_threshold: float  # as risen for the library's persons (ClusterParams.match_threshold_for)
+    too_poor: int = 0  # of the waiting faces, those too poor to compare (ClusterParams.min_sharpness)
 
 
 def match_new_faces(
@@ -392,7 +411,8 @@ def match_new_faces(
         threshold = params.match_threshold_for(len(means.person_ids))
         taken = store.persons_in_media_items(batch.media_item_ids.tolist())
         # A video track is matched as one observation (its mean), and its faces go together.
-        seen = collapse_tracks(batch.track_ids, batch.vectors, params.min_cluster_size)
+        usable = comparable(batch, params, every=False)
+        seen = collapse_tracks(batch.track_ids, batch.vectors, params.min_cluster_size, usable)
         chosen_seen, similarity_seen = match_to_persons(
             seen.vectors,
             batch.sightings[seen.rows],
@@ -420,5 +440,11 @@ def match_new_faces(
     # earlier (a correction moved their faces away).
     changes = person_changes(batch.person_ids, chosen, 0, deleted)
     return BatchMatch(
-        faces, len(matches), faces - len(matches), time.perf_counter() - started, changes, threshold
+        faces,
+        len(matches),
+        faces - len(matches),
+        time.perf_counter() - started,
+        changes,
+        threshold,
+        int((~usable & (chosen < 0)).sum()),
     )

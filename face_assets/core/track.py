@@ -92,13 +92,31 @@ class Collapsed:
     tracks: list[NDArray[np.int64]]  # library rows of each track (every face of it)
     positions: list[NDArray[np.int64]]  # position in `rows` of each track's row
 
+    def covered(self, size: int) -> NDArray[np.bool_]:
+        """Which of the library's `size` rows the planning compared: seen, or in a seen track."""
+        out = np.zeros(size, dtype=bool)
+        out[self.rows] = True
+        for members in self.tracks:
+            out[members] = True
+        return out
 
-def collapse_tracks(track_ids: NDArray[np.int64], vectors: NDArray[np.float32], weight_cap: int) -> Collapsed:
-    """`track_ids` per library row, 0 for a face in no track (a photo's)."""
-    solo = np.flatnonzero(track_ids <= 0)
+
+def collapse_tracks(
+    track_ids: NDArray[np.int64],
+    vectors: NDArray[np.float32],
+    weight_cap: int,
+    usable: NDArray[np.bool_] | None = None,
+) -> Collapsed:
+    """`track_ids` per library row, 0 for a face in no track (a photo's). Rows not `usable`
+    (too poor to be compared, quality.py) are left out: a photo's face is not seen; a track is
+    seen by its usable frames (its mean, its weight) and still carries all its faces, as its
+    frames are one face by construction; a track with none is not seen."""
+    usable = np.ones(len(track_ids), dtype=bool) if usable is None else usable
+    solo = np.flatnonzero((track_ids <= 0) & usable)
     in_tracks = np.flatnonzero(track_ids > 0)
     in_tracks = in_tracks[np.argsort(track_ids[in_tracks], kind="stable")]
-    tracks = np.split(in_tracks, np.flatnonzero(np.diff(track_ids[in_tracks])) + 1) if len(in_tracks) else []
+    every = np.split(in_tracks, np.flatnonzero(np.diff(track_ids[in_tracks])) + 1) if len(in_tracks) else []
+    tracks = [members for members in every if usable[members].any()]
     rows = np.empty(len(solo) + len(tracks), dtype=np.int64)
     rows[: len(solo)] = solo
     chosen = np.empty((len(rows), vectors.shape[1] if vectors.ndim == 2 else 0), dtype=np.float32)
@@ -107,11 +125,12 @@ def collapse_tracks(track_ids: NDArray[np.int64], vectors: NDArray[np.float32], 
     positions = []
     for k, members in enumerate(tracks):
         at = len(solo) + k
-        mean = vectors[members].astype(np.float64).mean(axis=0)
+        sharp = members[usable[members]]
+        mean = vectors[sharp].astype(np.float64).mean(axis=0)
         chosen[at] = l2_normalize(mean[None])[0]
         # Its middle face stands for it where the planning needs one (its frame, for instance).
-        rows[at] = members[len(members) // 2]
-        weights[at] = min(len(members), weight_cap)
+        rows[at] = sharp[len(sharp) // 2]
+        weights[at] = min(len(sharp), weight_cap)
         positions.append(np.array([at], dtype=np.int64))
     return Collapsed(rows, chosen if len(vectors) else vectors, weights, tracks, positions)
 

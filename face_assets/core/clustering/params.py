@@ -3,7 +3,7 @@ limits, what it means and the setting that gives it (FACE_ASSETS_ + the name, up
 The settings, the command line and the Dagster config all take their fields from this class.
 
 Defaults are chosen on labelled photos by scripts/sweep_clustering.py, match_rise by
-scripts/sweep_match_rise.py (docs/persons.md).
+scripts/sweep_match_rise.py, min_sharpness by scripts/poor_faces.py (docs/persons.md).
 Clustering finds candidate groups on a k-nearest-neighbour graph; membership is then decided
 face by face, for new groups and for faces joining a person alike: a face belongs to a person
 when its similarity to the person's mean reaches `match_threshold` (risen by `match_rise` for
@@ -12,7 +12,8 @@ while its `vote_neighbours` nearest faces all belong to that person (and, for a 
 more than `vote_slack` below its typical similarity). Two faces that are each other's nearest
 are a person at `pair_threshold`; two new groups are one person at `merge_threshold`, or at
 `split_threshold` when their faces are mutual neighbours, and never when their faces are on
-average less than `merge_link` alike.
+average less than `merge_link` alike. A face no person holds whose thumbnail is less sharp than
+`min_sharpness` (scripts/poor_faces.py) takes part in none of it.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ import dataclasses
 import math
 from typing import Any, Literal
 
+import numpy as np
+from numpy.typing import NDArray
 from pydantic import Field, model_validator
 from pydantic.dataclasses import dataclass
 from pydantic.fields import FieldInfo
@@ -96,6 +99,12 @@ class ClusterParams:
         "cosine similarity at which two faces that are each other's nearest are a person (1: never)",
         ge=-1.0, le=1.0,
     )  # fmt: skip
+    min_sharpness: float = _knob(
+        23.0, "cluster_min_sharpness",
+        "thumbnail sharpness (variance of the Laplacian) below which a face no person holds is "
+        "neither matched nor clustered: a face of a dozen pixels resembles every other (0: none)",
+        ge=0.0,
+    )  # fmt: skip
     neighbours: int = _knob(30, "cluster_neighbours", "candidate neighbours per face", ge=2, le=200)
     use_umap: bool = _knob(False, "cluster_use_umap", "UMAP before the graph (the `umap` extra)")
     random_state: int = _knob(0, None, "seed of UMAP and the graph's index: the same persons on every run")
@@ -111,6 +120,11 @@ class ClusterParams:
         the impostor tail falls tenfold per match_rise there (scripts/sweep_match_rise.py)."""
         tenfolds = math.log10(max(persons, PERSONS_KNOWN) / PERSONS_KNOWN)
         return min(self.match_threshold + self.match_rise * tenfolds, 1.0)
+
+    def too_poor(self, sharpness: NDArray[np.float32]) -> NDArray[np.bool_]:
+        """Faces whose thumbnail is below min_sharpness; an unknown sharpness (NaN) is not."""
+        with np.errstate(invalid="ignore"):
+            return np.asarray(sharpness < self.min_sharpness)
 
     def merge(self) -> Merge:
         """When two new groups are one person."""

@@ -77,6 +77,7 @@ class FaceEmbeddings:
     # many frames but once per frame.
     sightings: NDArray[np.int64]
     track_ids: NDArray[np.int64]  # a video face's track (its first face's id), 0 for none
+    sharpness: NDArray[np.float32]  # of its thumbnail (Faces.Sharpness), NaN when unknown
 
 
 @dataclass(frozen=True)
@@ -234,12 +235,14 @@ class PersonsMixin(FencedWrites):
                 FacesTable.c.IsUserVerified,
                 FacesTable.c.Embedding,
                 FacesTable.c.TrackId,
+                FacesTable.c.Sharpness,
             )  # fmt: skip
             .join(MediaItemsTable, MediaItemsTable.c.Id == FacesTable.c.MediaItemId)
             .where(*terms)
             .order_by(FacesTable.c.Id)
         )
         ids, items, sightings, tracks, persons, clustered, placed, vectors = [], [], [], [], [], [], [], []
+        sharp: list[float] = []
         with self.engine.connect() as conn:
             for row in conn.execute(query.execution_options(yield_per=5000)):
                 vector = _vector(row.Embedding)
@@ -256,13 +259,14 @@ class PersonsMixin(FencedWrites):
                 legacy_verified = row.PersonAssignedBy is None and bool(row.IsUserVerified) and row.PersonId
                 placed.append(row.PersonAssignedBy == "user" or bool(legacy_verified))
                 vectors.append(vector)
+                sharp.append(np.nan if row.Sharpness is None else row.Sharpness)
         matrix = np.vstack(vectors) if vectors else np.zeros((0, EMBEDDING_DIM), np.float32)
         return FaceEmbeddings(
             np.asarray(ids, dtype=np.int64), np.asarray(items, dtype=np.int64),
             np.asarray(persons, dtype=np.int64), np.asarray(clustered, dtype=bool),
             np.asarray(placed, dtype=bool),
             matrix.astype(np.float32), np.asarray(sightings, dtype=np.int64),
-            np.asarray(tracks, dtype=np.int64),
+            np.asarray(tracks, dtype=np.int64), np.asarray(sharp, dtype=np.float32),
         )  # fmt: skip
 
     def person_means(self) -> PersonMeans:
