@@ -13,6 +13,7 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from face_assets.core.clustering.cluster import ClusterParams
 from face_assets.core.evaluation import labelled_images, picked_faces
@@ -115,3 +116,12 @@ def persons_for(data: dict[str, np.ndarray], params: ClusterParams) -> np.ndarra
     for label, members in enumerate(groups):
         persons[members] = label
     return persons
+
+
+def shrunk_photo(image: Image.Image, factor: float) -> Image.Image:
+    """`image` shrunk `factor`-fold (a box filter, as a small face in a large photo is) and
+    enlarged back to its size: its faces hold the detail of faces `factor` times smaller."""
+    small = image.resize(
+        (max(1, round(image.width / factor)), max(1, round(image.height / factor))), Image.BOX
+    )
+    return small.resize(image.size, Image.BILINEAR)

@@ -72,8 +72,8 @@ POOR_NOISE, POOR_COMMON = 2.8, 1.2
 POOR_SHAPE = {"own_median": 0.412, "own_p10": 0.231, "poor_different": 0.262, "poor_same": 0.541}
 # Thumbnail sharpness (Faces.Sharpness), log-normal: median and sigma of the log, fitted to the
 # percentiles poor_faces.py measured on the side that meets the gate (min_sharpness): the 5th
-# and 50th of the tuning set (127, 275), the 50th and 95th of it shrunk 8-fold (13, 23).
-SHARPNESS = {"sharp": (275.0, 0.47), "poor": (13.0, 0.35)}
+# and 50th of the tuning set (127, 273), the 50th and 95th of it shrunk 8-fold (13, 22).
+SHARPNESS = {"sharp": (273.0, 0.47), "poor": (13.0, 0.32)}
 CHEAP = 100_000  # clusterings of up to this many faces are timed --repeats times
 # FaceNet on lfw-tune (6 360 faces, this product's preprocessing): cosine similarity.
 TUNING_SET = {

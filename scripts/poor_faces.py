@@ -35,20 +35,16 @@ import numpy as np
 from PIL import Image
 
 from face_assets_devtools.harness import add_json_argument, write_json
-from face_assets_devtools.labelled import add_labelled_arguments, cached_labelled
+from face_assets_devtools.labelled import add_labelled_arguments, cached_labelled, shrunk_photo
 
 
 def shrink_folder(source: Path, target: Path, factor: float) -> int:
     """Every JPEG of `source` shrunk `factor`-fold and enlarged back, at the same place under `target`."""
     count = 0
     for path in sorted(source.rglob("*.jpg")):
-        image = Image.open(path).convert("RGB")
-        small = image.resize(
-            (max(1, round(image.width / factor)), max(1, round(image.height / factor))), Image.BOX
-        )
         out = target / path.relative_to(source)
         out.parent.mkdir(parents=True, exist_ok=True)
-        small.resize(image.size, Image.BILINEAR).save(out, quality=85)
+        shrunk_photo(Image.open(path).convert("RGB"), factor).save(out, quality=85)
         count += 1
     return count
 
@@ -59,7 +55,7 @@ def measured(
     """The picked face of each labelled photo, by the photo's path under `folder`: its vector,
     its person and its thumbnail's sharpness, as the thumbnails step measures it (variance of
     the Laplacian, `Faces.Sharpness`) from the photo and its box in the SQLite file."""
-    from face_assets.core.vision.transforms import sharpness, square_thumbnail
+    from face_assets.core.vision.transforms import square_thumbnail, thumbnail_sharpness
 
     with sqlite3.connect(cache) as conn:
         boxes = dict(conn.execute('SELECT "Id", "BoundingBox" FROM "Faces"').fetchall())
@@ -71,7 +67,7 @@ def measured(
         found[path] = (
             data["vectors"][row],
             str(data["labels"][row]),
-            sharpness(square_thumbnail(pixels, tuple(box))),
+            thumbnail_sharpness(pixels, square_thumbnail(pixels, tuple(box)), tuple(box)),
         )
     return found
 

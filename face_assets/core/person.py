@@ -257,10 +257,10 @@ def require_one_model(store: FaceStore) -> None:
 
 
 def comparable(data: FaceEmbeddings, params: ClusterParams, every: bool) -> NDArray[np.bool_]:
-    """Rows a plan may compare with others: all but faces too poor to (ClusterParams.too_poor)
-    that it may place, those without a person or, with `every`, all but the user's. A face of
-    a dozen pixels is as alike to other such faces as to its own person: let in, it joins
-    persons by chance and bridges people."""
+    """Rows a plan may compare with others: every row but the faces too poor to compare
+    (ClusterParams.too_poor) that the plan may place: those without a person, or with `every`
+    (a rebuild) all but the user's. A face of a dozen pixels is nearly as alike to other such
+    faces as to its own person: let in, it joins persons by chance and bridges people."""
     movable = ~data.user_placed & (every | (data.person_ids == NOISE))
     return ~(params.too_poor(data.sharpness) & movable)
 
@@ -330,9 +330,9 @@ def _update_plan(data: FaceEmbeddings, seen: Collapsed, params: ClusterParams) -
     ]
     in_groups = np.concatenate(groups) if groups else np.zeros(0, dtype=np.int64)
     left = np.setdiff1d(np.flatnonzero(final == NOISE), in_groups)
-    # Faces too poor to compare were not seen: not marked so, a lower min_sharpness sees them.
-    unseen = left[~data.clustered[left] & seen.covered(len(data.face_ids))[left]]
-    noise = unseen if ran else np.zeros(0, np.int64)
+    # Faces too poor to compare were not seen: left unmarked, a lower min_sharpness sees them.
+    first_seen = left[~data.clustered[left] & seen.covered(len(data.face_ids))[left]]
+    noise = first_seen if ran else np.zeros(0, np.int64)
     return _Plan(groups, newly, noise, final, int(len(left)), ran, matches=matches)
 
 

@@ -21,7 +21,12 @@ from face_assets.core.files import partial_file
 from face_assets.core.storage.store import FaceRecord, FaceStore, path_key, saving
 from face_assets.core.vision.media import open_media
 from face_assets.core.vision.prefetch import ahead
-from face_assets.core.vision.transforms import MediaDecodeError, sharpness, square_thumbnail
+from face_assets.core.vision.transforms import (
+    MediaDecodeError,
+    sharpness,
+    square_thumbnail,
+    thumbnail_sharpness,
+)
 from face_assets.core.vision.types import RGBImage
 from face_assets.core.vision.video import VideoInfo, sample_frames
 
@@ -124,7 +129,7 @@ def cut_thumbnail(
     relpath = thumbnail_relpath(path, box_xyxy, px, frame)
     pixels = square_thumbnail(image, crop_box or box_xyxy, px)
     save_jpeg(pixels, folder / relpath)
-    return relpath, sharpness(pixels)
+    return relpath, thumbnail_sharpness(image, pixels, crop_box or box_xyxy)
 
 
 def _legacy_pixels(path: Path) -> RGBImage | None:

@@ -9,8 +9,10 @@ from face_assets.core.vision.transforms import (
     MediaDecodeError,
     embedding_crop,
     load_image,
+    sharpness,
     sniff_image_format,
     square_thumbnail,
+    thumbnail_sharpness,
 )
 
 RED, BLUE = (255, 0, 0), (0, 0, 255)
@@ -154,3 +156,24 @@ def test_an_image_too_large_to_decode_is_a_clear_error(
     with pytest.raises(MediaDecodeError, match="too many pixels") as error:
         load_image(path)
     assert str(path) in str(error.value)
+
+
+@pytest.mark.parametrize("corner", [(0, 0), (140, 140), (0, 140)])
+def test_a_blurred_face_at_the_photos_edge_is_as_blurred_as_in_its_middle(corner: tuple[int, int]) -> None:
+    """The black a thumbnail is padded with beyond the photo's edge is no detail of the face:
+    a smooth face keeps its low sharpness at the edge, and a textured one its high one."""
+    y, x = np.mgrid[0:200, 0:200]
+    smooth = np.repeat((100 + 0.3 * x + 0.2 * y)[:, :, None], 3, axis=2).astype(np.uint8)
+    grain = np.random.default_rng(0).normal(0, 20, (200, 200, 1))
+    textured = np.clip(smooth + grain, 0, 255).astype(np.uint8)  # detail everywhere, alike
+    middle, edge = (
+        (70.0, 70.0, 130.0, 130.0),
+        (float(corner[0]), float(corner[1]), corner[0] + 60.0, corner[1] + 60.0),
+    )
+
+    for image in (smooth, textured):
+        inside = thumbnail_sharpness(image, square_thumbnail(image, middle), middle)
+        at_edge = thumbnail_sharpness(image, square_thumbnail(image, edge), edge)
+        assert at_edge == pytest.approx(inside, rel=0.25)
+    padded = square_thumbnail(smooth, edge)
+    assert thumbnail_sharpness(smooth, padded, edge) < 5.0 < 100.0 < sharpness(padded)

@@ -29,6 +29,7 @@ __all__ = [
     "sharpness",
     "sniff_image_format",
     "square_thumbnail",
+    "thumbnail_sharpness",
 ]
 
 
@@ -101,6 +102,14 @@ def sharpness(pixels: RGBImage) -> float:
     return float(laplacian.var()) if laplacian.size else 0.0
 
 
+def _thumbnail_square(box_xyxy: tuple[float, float, float, float], margin: float) -> tuple[int, int, int]:
+    """(left, top, side) in the image of the square a thumbnail is cut from."""
+    x1, y1, x2, y2 = box_xyxy
+    side = max(x2 - x1, y2 - y1) * (1.0 + 2.0 * margin)
+    cx, cy = (x1 + x2) / 2.0, (y1 + y2) / 2.0
+    return int(round(cx - side / 2)), int(round(cy - side / 2)), max(int(round(side)), 1)
+
+
 def square_thumbnail(
     image: RGBImage,
     box_xyxy: tuple[float, float, float, float],
@@ -108,9 +117,27 @@ def square_thumbnail(
     margin: float = THUMBNAIL_MARGIN,
 ) -> RGBImage:
     """A square crop centred on the face, `margin` of the longer side around it, `px` wide."""
-    x1, y1, x2, y2 = box_xyxy
-    side = max(x2 - x1, y2 - y1) * (1.0 + 2.0 * margin)
-    cx, cy = (x1 + x2) / 2.0, (y1 + y2) / 2.0
-    left, top = int(round(cx - side / 2)), int(round(cy - side / 2))
-    size = max(int(round(side)), 1)
+    left, top, size = _thumbnail_square(box_xyxy, margin)
     return _resize(_crop_padded(image, left, top, left + size, top + size), px)
+
+
+def thumbnail_sharpness(
+    image: RGBImage,
+    pixels: RGBImage,
+    box_xyxy: tuple[float, float, float, float],
+    margin: float = THUMBNAIL_MARGIN,
+) -> float:
+    """`sharpness` of a face's thumbnail `pixels` (square_thumbnail of `box_xyxy` in `image`)
+    over its part inside the image: the black beyond a photo's edge, where a face at the edge
+    is padded, would count as the sharpest detail of all."""
+    left, top, size = _thumbnail_square(box_xyxy, margin)
+    height, width = image.shape[:2]
+    scale = len(pixels) / size
+    # Two thumbnail pixels in from the edge of the image, where resizing blends in the black.
+    x1, y1 = (
+        math.ceil(max(-left, 0) * scale) + 2 * (left < 0),
+        math.ceil(max(-top, 0) * scale) + 2 * (top < 0),
+    )
+    x2 = len(pixels) - math.ceil(max(left + size - width, 0) * scale) - 2 * (left + size > width)
+    y2 = len(pixels) - math.ceil(max(top + size - height, 0) * scale) - 2 * (top + size > height)
+    return sharpness(pixels[max(y1, 0) : max(y2, 0), max(x1, 0) : max(x2, 0)])
