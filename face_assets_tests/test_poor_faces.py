@@ -7,7 +7,6 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-import dagster as dg
 import numpy as np
 import pytest
 from PIL import Image
@@ -18,9 +17,9 @@ from face_assets.core.settings import get_settings
 from face_assets.core.storage.schema import FacesTable
 from face_assets.core.storage.store import FaceStore
 from face_assets.core.vision.models import detector_for
-from face_assets.runs import materialize_pipeline
 from face_assets_devtools.labelled import shrunk_photo
 from face_assets_tests.conftest import IDENTITIES, PHOTOS_PER_IDENTITY, models
+from face_assets_tests.test_assets import run_pipeline
 
 FACE_PX = 11  # a dozen pixels: FaceNet makes such faces of different people alike
 
@@ -46,12 +45,7 @@ def test_faces_of_a_dozen_pixels_wait_beside_whole_persons(
                 shrunk_photo(image, max(widths) / FACE_PX).save(target, quality=90)
                 small.add(str(target.resolve()))
         url = f"sqlite:///{tmp_path / 'faces.db'}"
-        run = materialize_pipeline(
-            library,
-            database_url=url,
-            thumbnail_dir=tmp_path / "thumbnails",
-            instance=dg.DagsterInstance.ephemeral(),
-        )
+        run = run_pipeline(library, url, tmp_path / "thumbnails")
     assert run.success
 
     store = FaceStore.from_url(url)

@@ -56,6 +56,12 @@ def _add_poor(
     return added
 
 
+def _first_person(tmp_path: Path, db_url: str) -> tuple[FaceStore, int, NDArray[np.float32]]:
+    """The library, its first person, and a face as alike to that person as can be."""
+    store, ids, vectors = _library(tmp_path, db_url)
+    return store, _assignments(store)[ids[0]], unit(vectors[:6].mean(axis=0))[None, :]
+
+
 @pytest.mark.parametrize("gate", [True, False])
 def test_poor_faces_of_different_people_never_make_a_person(tmp_path: Path, db_url: str, gate: bool) -> None:
     store, _, _ = _library(tmp_path, db_url)
@@ -76,9 +82,7 @@ def test_poor_faces_of_different_people_never_make_a_person(tmp_path: Path, db_u
 def test_a_poor_face_waits_where_a_sharp_one_or_one_of_unknown_sharpness_joins(
     tmp_path: Path, db_url: str
 ) -> None:
-    store, ids, vectors = _library(tmp_path, db_url)
-    person = _assignments(store)[ids[0]]
-    near = unit(vectors[:6].mean(axis=0))[None, :]  # as alike to the first person as can be
+    store, person, near = _first_person(tmp_path, db_url)
     poor, sharp, unknown = (_add_poor(store, tmp_path, near, s)[0] for s in (POOR, SHARP, None))
 
     match = match_new_faces(store, ClusterParams(), None)
@@ -92,10 +96,8 @@ def test_a_poor_face_waits_where_a_sharp_one_or_one_of_unknown_sharpness_joins(
 def test_a_rebuild_unassigns_poor_faces_a_clustering_placed_but_never_the_users(
     tmp_path: Path, db_url: str
 ) -> None:
-    store, ids, vectors = _library(tmp_path, db_url)
-    person = _assignments(store)[ids[0]]
-    near = np.repeat(unit(vectors[:6].mean(axis=0))[None, :], 2, axis=0)
-    placed_by_run, placed_by_user = _add_poor(store, tmp_path, near, POOR)
+    store, person, near = _first_person(tmp_path, db_url)
+    placed_by_run, placed_by_user = _add_poor(store, tmp_path, np.repeat(near, 2, axis=0), POOR)
     correction.move_face(store, placed_by_user, person)
     update_persons(store, ClusterParams(min_sharpness=0.0))  # placed before the gate was set
     assert _assignments(store)[placed_by_run] == person
