@@ -103,7 +103,7 @@ def poor_faces(count: int, seed: int, poor: float) -> tuple[np.ndarray, np.ndarr
     return rng.random(count) < poor / 100, (POOR_COMMON * blur / np.linalg.norm(blur)).astype(np.float32)
 
 
-def thumbnail_sharpness(is_poor: np.ndarray, seed: int) -> np.ndarray:
+def drawn_sharpness(is_poor: np.ndarray, seed: int) -> np.ndarray:
     """Each face's thumbnail sharpness (SHARPNESS), from a random stream of its own."""
     rng = np.random.default_rng([seed, 2])
     median, sigma = (np.where(is_poor, SHARPNESS["poor"][k], SHARPNESS["sharp"][k]) for k in (0, 1))
@@ -231,7 +231,7 @@ def cluster_once(
     from face_assets.core.person import plan_persons
 
     vectors, identity, _ = synthetic_library(count, skew=skew, poor=poor)
-    sharpness = thumbnail_sharpness(poor_faces(count, 0, poor)[0], 0)
+    sharpness = drawn_sharpness(poor_faces(count, 0, poor)[0], 0)
     before_mb = peak_rss_mb()
     params = ClusterParams()
     rows = np.arange(count)

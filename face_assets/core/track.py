@@ -108,7 +108,7 @@ def collapse_tracks(
     usable: NDArray[np.bool_] | None = None,
 ) -> Collapsed:
     """`track_ids` per library row, 0 for a face in no track (a photo's). Rows not `usable`
-    (too poor to be compared, quality.py) are left out: a photo's face is not seen; a track is
+    (too poor to be compared: person.comparable) are left out: a photo's face is not seen; a track is
     seen by its usable frames (its mean, its weight) and still carries all its faces, as its
     frames are one face by construction; a track with none is not seen."""
     usable = np.ones(len(track_ids), dtype=bool) if usable is None else usable
