@@ -4,7 +4,9 @@
                                        [--match ...] [--vote ...] [--voters ...]
                                        [--min-size ...]
                                        [--pair ...] [--split ...] [--split-links ...]
-                                       [--vote-slack ...] [--merge-link ...] [--json PATH]
+                                       [--vote-slack ...] [--merge-link ...]
+                                       [--partner-votes false true]
+                                       [--libraries-of 100 300] [--json PATH]
 
 DIR is in `<identity>/...` layout: the top-level folder under DIR names the person of every
 photo below it, as in `face-assets evaluate` (for the tuning set, whose `persons/` and
@@ -14,6 +16,11 @@ for the next sweep); every parameter set is then scored by the same planning fun
 clustering run uses, on a library with no persons yet, as `face-assets evaluate` scores it.
 Each photo's label goes to one face (`--pick`); the other faces of a photo take part,
 unlabelled.
+
+With `--libraries-of`, each parameter set is also scored in libraries of that many people
+cut from DIR, twenty drawn at random and twenty of look-alikes each
+(face_assets_devtools/smaller_libraries.py, scripts/sweep_library_size.py): `small_p` is the
+lowest of their BCubed precisions, held to the same floor as the whole set's.
 
 Printed per parameter set: BCubed and pairwise precision/recall/F over all labelled faces, the
 same for people with 5 or more photos alone (the persons a user expects to see), and what
@@ -34,6 +41,7 @@ from face_assets.core.clustering.cluster import ClusterParams
 from face_assets.core.evaluation import FREQUENT, rare_fates, score_clusters
 from face_assets_devtools.harness import add_json_argument, write_json
 from face_assets_devtools.labelled import add_labelled_arguments, cached_labelled, persons_for
+from face_assets_devtools.smaller_libraries import cut, draw, score_libraries
 
 
 def score(data: dict[str, np.ndarray], persons: np.ndarray) -> dict[str, float]:
@@ -67,9 +75,12 @@ def score(data: dict[str, np.ndarray], persons: np.ndarray) -> dict[str, float]:
 def grid(args: argparse.Namespace) -> list[ClusterParams]:
     base = ClusterParams()
     combos = []
-    for algorithm, match, vote, voters, size, k, pair, (split, links), slack, merge_link in itertools.product(
-        args.algorithm, args.match, args.vote, args.voters, args.min_size, args.neighbours,
-        args.pair, itertools.product(args.split, args.split_links), args.vote_slack, args.merge_link,
+    for algorithm, match, vote, voters, size, k, pair, (split, links), slack, merge_link, partner in (
+        itertools.product(
+            args.algorithm, args.match, args.vote, args.voters, args.min_size, args.neighbours, args.pair,
+            itertools.product(args.split, args.split_links), args.vote_slack, args.merge_link,
+            args.partner_votes,
+        )
     ):  # fmt: skip
         if vote > match or pair < vote:
             continue
@@ -90,6 +101,7 @@ def grid(args: argparse.Namespace) -> list[ClusterParams]:
                     split_links=links,
                     vote_slack=slack,
                     merge_link=merge_link,
+                    partner_votes=partner == "true",
                 )  # fmt: skip
             )
     return combos
@@ -112,6 +124,14 @@ def main() -> int:
     parser.add_argument("--split-links", type=float, nargs="+", default=[ClusterParams().split_links])
     parser.add_argument("--vote-slack", type=float, nargs="+", default=[ClusterParams().vote_slack])
     parser.add_argument("--merge-link", type=float, nargs="+", default=[ClusterParams().merge_link])
+    parser.add_argument(
+        "--partner-votes", nargs="+", choices=("false", "true"),
+        default=[str(ClusterParams().partner_votes).lower()],
+    )  # fmt: skip
+    parser.add_argument(
+        "--libraries-of", type=int, nargs="*", default=[], metavar="PEOPLE",
+        help="also hold the precision floor in libraries of this many people cut from DIR",
+    )  # fmt: skip
     add_json_argument(parser)
     parser.add_argument("--precision-floor", type=float, default=0.99)
     parser.add_argument(
@@ -126,19 +146,28 @@ def main() -> int:
         f"without a face, {len(set(data['labels'].tolist()) - {''})} identities"
     )
     columns = ("algorithm", "link", "match", "vote", "voters", "min", "k", "pair",
-               "split", "links", "slack", "mlink", "bcubed_p", "bcubed_r",
+               "split", "links", "slack", "mlink", "partner", "bcubed_p", "bcubed_r",
                "bcubed_f", "pair_p", "pair_r", "pair_f", "frequent_bcubed_f", "rare_unassigned",
-               "rare_own", "rare_merged", "persons")  # fmt: skip
+               "rare_own", "rare_merged", "persons", "small_p")  # fmt: skip
+    # Each size and kind's libraries together, as sweep_library_size.py scores them.
+    rng = np.random.default_rng(0)
+    smaller = [
+        [cut(data, ids) for ids in sets]
+        for people in args.libraries_of
+        for sets in draw(data, people, 20, rng).values()
+    ]
     print(" ".join(f"{c:>9}" for c in columns))
     rows = []
     for params in grid(args):
         result = score(data, persons_for(data, params))
+        small_p = min((score_libraries(libs, params)["bcubed_p"] for libs in smaller), default=1.0)
         row = {"algorithm": params.algorithm[:9], "link": params.link_threshold,
                "match": params.match_threshold, "vote": params.vote_threshold,
                "voters": params.vote_neighbours, "min": params.min_cluster_size,
                "k": params.neighbours, "pair": params.pair_threshold, "split": params.split_threshold,
                "links": params.split_links, "slack": params.vote_slack, "mlink": params.merge_link,
-               **result}  # fmt: skip
+               "partner": str(params.partner_votes).lower(), **result,
+               "small_p": small_p}  # fmt: skip
         rows.append(row)
         print(" ".join(f"{row[c]:>9.3f}" if isinstance(row[c], float) else f"{row[c]:>9}" for c in columns))
         sys.stdout.flush()
@@ -146,15 +175,19 @@ def main() -> int:
     # The rule the defaults follow: merging two people costs more than a photo left waiting, so
     # the best F among the settings that keep precision at the floor.
     precise = [
-        r for r in rows if r["bcubed_p"] >= args.precision_floor and r["rare_merged"] <= args.merged_ceiling
+        r
+        for r in rows
+        if min(r["bcubed_p"], r["small_p"]) >= args.precision_floor
+        and r["rare_merged"] <= args.merged_ceiling
     ]
     if precise:
         # Ties (the same persons) go to the stricter merge link: a safeguard for library scale
         # that the tuning set cannot show, taken as far as it changes nothing here.
         best = max(precise, key=lambda r: (r["bcubed_f"], r["pair_f"], r["mlink"]))
-        print(f"chosen (best BCubed F with BCubed precision >= {args.precision_floor}, rarely seen "
+        print(f"chosen (best BCubed F with BCubed precision >= {args.precision_floor} in the set and "
+              f"in the libraries cut from it, rarely seen "
               f"people's faces merged <= {args.merged_ceiling}): "
-              + ", ".join(f"{c}={best[c]}" for c in columns[:12]))  # fmt: skip
+              + ", ".join(f"{c}={best[c]}" for c in columns[:13]))  # fmt: skip
     else:
         print(f"no setting reaches BCubed precision {args.precision_floor} within the merged ceiling")
     return 0

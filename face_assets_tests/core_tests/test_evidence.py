@@ -234,3 +234,42 @@ def test_the_match_threshold_rises_with_every_tenfold_of_persons_and_never_past_
         params.match_threshold + 2 * params.match_rise
     )
     assert ClusterParams(match_rise=0.2).match_threshold_for(10**12) == 1.0
+
+
+@pytest.mark.parametrize("members", [8, 60])
+def test_two_photos_of_a_stranger_side_by_side_in_a_person_do_not_vote_each_other_in(members: int) -> None:
+    """A stranger seen twice: his two photos are each other's nearest face (partners), 0.55 to
+    0.63 to a person's mean (between the vote's 0.5 and the match's 0.7), next to one of its
+    faces and, third, to someone else. Clustering put them in the person; each one's two
+    voters are the other photo and that face. In a person of fewer than SPREAD_KNOWN faces a
+    partner is no vote for: the third nearest face decides, and it is elsewhere, so both leave
+    while the person's own faces stay; with partner_votes they stay in. In a larger person the
+    partner votes (its spread guards its edge, vote_slack, here turned off to show it)."""
+    from face_assets.core.clustering.membership import SPREAD_KNOWN, trim
+
+    rng = np.random.default_rng(5)
+    centre, aside, other = centres(rng, 3)
+    aside = unit(aside - (aside @ centre) * centre)
+    person = samples(rng, centre, members, sigma=0.02)
+    bridge = unit(0.8 * centre + 0.6 * aside)[None, :]  # the person's face nearest the stranger
+    stranger = samples(rng, unit(0.53 * centre + 0.848 * aside), 2, sigma=0.01)
+    loner = unit(0.7 * aside + 0.714 * other)[None, :]  # someone else, waiting
+    vectors = np.vstack([person, bridge, stranger, loner])
+    inside = members + 3
+    labels = np.r_[np.zeros(inside), NOISE].astype(np.int64)
+    graph = knn_graph(vectors, 5)
+    first, second = members + 1, members + 2
+    pairs = partners(graph, np.arange(len(vectors)), ClusterParams().pair_threshold)
+    assert pairs[first] == second and pairs[second] == first
+    assert graph.neighbours[first, :3].tolist() == [second, members, inside]
+    rest = vectors[:inside].sum(axis=0) - vectors[first]
+    assert 0.5 < float(vectors[first] @ rest / np.linalg.norm(rest)) < 0.7
+    movable = np.ones(len(vectors), dtype=bool)
+    default = ClusterParams(vote_slack=2.0).rule()
+    assert not default.partner_votes
+    kept = trim(vectors, labels, movable, graph, default, partners=pairs)
+    assert kept[: members + 1].tolist() == [0] * (members + 1)
+    left = kept[first] == kept[second] == NOISE
+    assert left == (members + 2 < SPREAD_KNOWN)
+    voting = ClusterParams(vote_slack=2.0, partner_votes=True).rule()
+    assert trim(vectors, labels, movable, graph, voting, partners=pairs)[:inside].tolist() == [0] * inside

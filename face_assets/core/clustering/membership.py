@@ -4,7 +4,9 @@ A face belongs to person P when its cosine similarity to P's mean (leaving the f
 reaches `match_threshold`, or reaches `vote_threshold` while its `vote_neighbours` nearest
 faces all belong to P as well. The second clause keeps the hard photos of a person (profile,
 poor light) that are still surrounded by that person's faces, and turns away a stranger whose
-nearest faces are elsewhere — typically his own few photos, waiting. For a person of
+nearest faces are elsewhere — typically his own few photos, waiting; two of his photos that
+are each other's nearest face (partners) and sit side by side in a person of fewer than
+SPREAD_KNOWN faces do not vote each other in, unless `partner_votes`. For a person of
 SPREAD_KNOWN faces or more, whose spread is known, the second clause also asks the face to be
 no more than `vote_slack` below the person's typical similarity (its faces' mean similarity to
 their mean): in a large library, strangers at the edge of a large person outnumber its members
@@ -140,6 +142,7 @@ class Rule:
     vote_threshold: float
     vote_neighbours: int
     vote_slack: float = 2.0  # 2: no floor
+    partner_votes: bool = True
 
     def accepts(
         self,
@@ -149,11 +152,29 @@ class Rule:
         person: NDArray[np.int64],
         similarity: NDArray[np.float32],
         typical: NDArray[np.float64] | None = None,
+        partners: NDArray[np.int64] | None = None,
+        others: NDArray[np.int64] | None = None,
     ) -> NDArray[np.bool_]:
         """Whether each row may be in its candidate `person` (`similarity`: to its mean;
-        `typical`: the person's typical similarity, both without the row; NaN: not known)."""
-        near = graph.neighbours[rows, : self.vote_neighbours]
-        votes = np.where(near >= 0, labels[np.maximum(near, 0)] == person[:, None], False).all(axis=1)
+        `typical`: the person's typical similarity, both without the row; NaN: not known;
+        `others`: its faces without the row). A row's partner (`partners`, per face) among its
+        voters votes against when elsewhere; in a person of fewer than SPREAD_KNOWN faces,
+        without `partner_votes`, it is no vote for: the next nearest face must be in the person
+        too (when the person has more faces than the voters)."""
+        voters = self.vote_neighbours
+        near = graph.neighbours[rows, : voters + 1]
+        inside = np.where(near >= 0, labels[np.maximum(near, 0)] == person[:, None], False)
+        votes = inside[:, :voters].all(axis=1)
+        if partners is not None and not self.partner_votes and near.shape[1] > voters:
+            # Two photos of a stranger are each other's nearest: side by side in a person, each
+            # would vote the other in.
+            partner = partners[rows]
+            partner_votes = (near[:, :voters] == partner[:, None]).any(axis=1) & (partner >= 0)
+            if others is not None:
+                # Where the person has no more faces than voters, all of them vote; from
+                # SPREAD_KNOWN faces on, the slack below guards its edge.
+                partner_votes &= (others > voters) & (others < SPREAD_KNOWN)
+            votes &= ~partner_votes | inside[:, voters]
         if typical is not None:
             votes &= ~(similarity < typical - self.vote_slack)  # NaN: no floor
         return (similarity >= self.match_threshold) | ((similarity >= self.vote_threshold) & votes)
@@ -189,7 +210,7 @@ def trim(
         own = np.searchsorted(ids, out[rows])
         similarity, rest = _left_out_similarity(sums, vectors, own, rows)
         typical = typical_similarity(rest, faces[own] - 1)
-        keep = rule.accepts(graph, rows, out, out[rows], similarity, typical)
+        keep = rule.accepts(graph, rows, out, out[rows], similarity, typical, partners, faces[own] - 1)
         if partners is not None:  # a person of two faces that are a pair
             partner = partners[rows]
             together = (partner >= 0) & (out[np.maximum(partner, 0)] == out[rows])
@@ -243,10 +264,11 @@ def join(
     graph: KnnGraph,
     rule: Rule,
     active: NDArray[np.bool_] | None = None,
+    partners: NDArray[np.int64] | None = None,
 ) -> NDArray[np.int64]:
     """Unassigned rows with `waiting` join the person, among their neighbours' persons, whose
-    mean is most similar, when the rule accepts it (with `active`, those rows only). Returns
-    the new labels."""
+    mean is most similar, when the rule accepts it (with `active`, those rows only; `partners`
+    as for the rule). Returns the new labels."""
     rows = np.flatnonzero(waiting & (labels == NOISE) & (True if active is None else active))
     if not len(rows) or not (labels >= 0).any():
         return labels
@@ -273,7 +295,7 @@ def join(
         best[start + at[first]] = similarity[first]
     at = np.searchsorted(ids, np.maximum(chosen, ids[0]))
     typical = typical_similarity(np.linalg.norm(sums, axis=1).astype(np.float64)[at], counts[at])
-    accepted = rule.accepts(graph, rows, labels, chosen, best, typical)
+    accepted = rule.accepts(graph, rows, labels, chosen, best, typical, partners, counts[at])
     chosen[~accepted] = NOISE
     # Persons already in these faces' media items.
     assigned = (labels >= 0) & np.isin(media_item_ids, media_item_ids[rows])
@@ -498,9 +520,8 @@ def fixed_point(
             small = too_small(np.where(new, step, NOISE), weights, min_size, size, partners)
             step = np.where(new & small[np.maximum(step, 0)], NOISE, step)
         labels = record(labels, step, "trim")
-        labels = record(
-            labels, join(vectors, labels, movable, media_item_ids, graph, rule, rows("join")), "join"
-        )
+        joined = join(vectors, labels, movable, media_item_ids, graph, rule, rows("join"), partners)
+        labels = record(labels, joined, "join")
         if np.array_equal(start, labels):
             fresh = np.flatnonzero(seedable & (labels == NOISE))
             pair = np.zeros(len(fresh), dtype=bool)

@@ -9,11 +9,12 @@ face by face, for new groups and for faces joining a person alike: a face belong
 when its similarity to the person's mean reaches `match_threshold` (risen by `match_rise` for
 every tenfold of persons beyond PERSONS_KNOWN), or reaches `vote_threshold`
 while its `vote_neighbours` nearest faces all belong to that person (and, for a large person, no
-more than `vote_slack` below its typical similarity). Two faces that are each other's nearest
-are a person at `pair_threshold`; two new groups are one person at `merge_threshold`, or at
-`split_threshold` when their faces are mutual neighbours, and never when their faces are on
-average less than `merge_link` alike. A face no person holds whose thumbnail is less sharp than
-`min_sharpness` (scripts/poor_faces.py) takes part in none of it.
+more than `vote_slack` below its typical similarity; in a smaller person its partner, the face
+it is each other's nearest with, votes for it only with `partner_votes`). Two faces that are
+each other's nearest are a person at `pair_threshold`; two new groups are one person at
+`merge_threshold`, or at `split_threshold` when their faces are mutual neighbours, and never
+when their faces are on average less than `merge_link` alike. A face no person holds whose
+thumbnail is less sharp than `min_sharpness` (scripts/poor_faces.py) takes part in none of it.
 """
 
 from __future__ import annotations
@@ -74,6 +75,11 @@ class ClusterParams:
         "to its mean (2: no limit)",
         ge=0.0, le=2.0,
     )  # fmt: skip
+    partner_votes: bool = _knob(
+        False, "cluster_partner_votes",
+        "whether a face's partner (the face it is each other's nearest with) votes it into a person "
+        "of fewer than 50 faces: two photos of a stranger side by side in it would vote each other in",
+    )  # fmt: skip
     merge_threshold: float = _knob(
         0.8, "cluster_merge_threshold",
         "cosine similarity of two new groups' means that makes them one person (density splits some)",
@@ -112,8 +118,9 @@ class ClusterParams:
     def rule(self, persons: int = 0) -> Rule:
         """Who belongs to a person, in a library of `persons` persons."""
         return Rule(
-            self.match_threshold_for(persons), self.vote_threshold, self.vote_neighbours, self.vote_slack
-        )
+            self.match_threshold_for(persons), self.vote_threshold, self.vote_neighbours, self.vote_slack,
+            self.partner_votes,
+        )  # fmt: skip
 
     def match_threshold_for(self, persons: int) -> float:
         """match_threshold, risen by match_rise for every tenfold of persons beyond PERSONS_KNOWN:
