@@ -241,10 +241,11 @@ def test_two_photos_of_a_stranger_side_by_side_in_a_person_do_not_vote_each_othe
     """A stranger seen twice: his two photos are each other's nearest face (partners), 0.55 to
     0.63 to a person's mean (between the vote's 0.5 and the match's 0.7), next to one of its
     faces and, third, to someone else. Clustering put them in the person; each one's two
-    voters are the other photo and that face. In a person of fewer than SPREAD_KNOWN faces a
-    partner is no vote for: the third nearest face decides, and it is elsewhere, so both leave
-    while the person's own faces stay; with partner_votes they stay in. In a larger person the
-    partner votes (its spread guards its edge, vote_slack, here turned off to show it)."""
+    voters are the other photo and that face. With partner_votes off, in a person of fewer than
+    SPREAD_KNOWN faces a partner is no vote for: the third nearest face decides, and it is
+    elsewhere, so both leave while the person's own faces stay; with partner_votes (the
+    default) they stay in. In a larger person the partner votes either way (its spread guards
+    its edge, vote_slack, here turned off to show it)."""
     from face_assets.core.clustering.membership import SPREAD_KNOWN, trim
 
     rng = np.random.default_rng(5)
@@ -265,9 +266,9 @@ def test_two_photos_of_a_stranger_side_by_side_in_a_person_do_not_vote_each_othe
     rest = vectors[:inside].sum(axis=0) - vectors[first]
     assert 0.5 < float(vectors[first] @ rest / np.linalg.norm(rest)) < 0.7
     movable = np.ones(len(vectors), dtype=bool)
-    default = ClusterParams(vote_slack=2.0).rule()
-    assert not default.partner_votes
-    kept = trim(vectors, labels, movable, graph, default, partners=pairs)
+    assert ClusterParams().partner_votes
+    strict = ClusterParams(vote_slack=2.0, partner_votes=False).rule()
+    kept = trim(vectors, labels, movable, graph, strict, partners=pairs)
     assert kept[: members + 1].tolist() == [0] * (members + 1)
     left = kept[first] == kept[second] == NOISE
     assert left == (members + 2 < SPREAD_KNOWN)

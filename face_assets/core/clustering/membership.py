@@ -6,7 +6,7 @@ faces all belong to P as well. The second clause keeps the hard photos of a pers
 poor light) that are still surrounded by that person's faces, and turns away a stranger whose
 nearest faces are elsewhere — typically his own few photos, waiting; two of his photos that
 are each other's nearest face (partners) and sit side by side in a person of fewer than
-SPREAD_KNOWN faces do not vote each other in, unless `partner_votes`. For a person of
+SPREAD_KNOWN faces vote each other in unless `partner_votes` is off. For a person of
 SPREAD_KNOWN faces or more, whose spread is known, the second clause also asks the face to be
 no more than `vote_slack` below the person's typical similarity (its faces' mean similarity to
 their mean): in a large library, strangers at the edge of a large person outnumber its members
