@@ -184,9 +184,9 @@ def main() -> int:
         # Ties (the same persons) go to the stricter merge link: a safeguard for library scale
         # that the tuning set cannot show, taken as far as it changes nothing here.
         best = max(precise, key=lambda r: (r["bcubed_f"], r["pair_f"], r["mlink"]))
-        print(f"chosen (best BCubed F with BCubed precision >= {args.precision_floor} in the set and "
-              f"in the libraries cut from it, rarely seen "
-              f"people's faces merged <= {args.merged_ceiling}): "
+        where = " in the set and in the libraries cut from it" if args.libraries_of else ""
+        print(f"chosen (best BCubed F with BCubed precision >= {args.precision_floor}{where}, rarely "
+              f"seen people's faces merged <= {args.merged_ceiling}): "
               + ", ".join(f"{c}={best[c]}" for c in columns[:13]))  # fmt: skip
     else:
         print(f"no setting reaches BCubed precision {args.precision_floor} within the merged ceiling")
