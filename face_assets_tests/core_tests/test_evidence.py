@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from face_assets.core.clustering.cluster import NOISE, ClusterParams, cluster_embeddings
-from face_assets.core.clustering.graph import knn_graph
+from face_assets.core.clustering.graph import KnnGraph, knn_graph
 from face_assets.core.clustering.membership import Merge, merge_similar, partners
 from face_assets.core.person import plan_persons
 from face_assets_tests.core_tests.synthetic import DIM, centres, identities, samples, unit
@@ -241,11 +241,11 @@ def test_two_photos_of_a_stranger_side_by_side_in_a_person_do_not_vote_each_othe
     """A stranger seen twice: his two photos are each other's nearest face (partners), 0.55 to
     0.63 to a person's mean (between the vote's 0.5 and the match's 0.7), next to one of its
     faces and, third, to someone else. Clustering put them in the person; each one's two
-    voters are the other photo and that face. With partner_votes off, in a person of fewer than
-    SPREAD_KNOWN faces a partner is no vote for: the third nearest face decides, and it is
-    elsewhere, so both leave while the person's own faces stay; with partner_votes (the
-    default) they stay in. In a larger person the partner votes either way (its spread guards
-    its edge, vote_slack, here turned off to show it)."""
+    voters are the other photo and that face. Without partner_votes (the default), in a person
+    of fewer than SPREAD_KNOWN faces a partner is no vote for: the third nearest face decides,
+    and it is elsewhere, so both leave while the person's own faces stay; with partner_votes
+    they stay in. In a larger person the partner votes either way (its spread guards its edge,
+    vote_slack, here turned off to show it)."""
     from face_assets.core.clustering.membership import SPREAD_KNOWN, trim
 
     rng = np.random.default_rng(5)
@@ -266,11 +266,35 @@ def test_two_photos_of_a_stranger_side_by_side_in_a_person_do_not_vote_each_othe
     rest = vectors[:inside].sum(axis=0) - vectors[first]
     assert 0.5 < float(vectors[first] @ rest / np.linalg.norm(rest)) < 0.7
     movable = np.ones(len(vectors), dtype=bool)
-    assert ClusterParams().partner_votes
-    strict = ClusterParams(vote_slack=2.0, partner_votes=False).rule()
+    assert not ClusterParams().partner_votes
+    strict = ClusterParams(vote_slack=2.0).rule()
     kept = trim(vectors, labels, movable, graph, strict, partners=pairs)
     assert kept[: members + 1].tolist() == [0] * (members + 1)
     left = kept[first] == kept[second] == NOISE
-    assert left == (members + 2 < SPREAD_KNOWN)
+    assert left == (members + 3 < SPREAD_KNOWN)
     voting = ClusterParams(vote_slack=2.0, partner_votes=True).rule()
     assert trim(vectors, labels, movable, graph, voting, partners=pairs)[:inside].tolist() == [0] * inside
+
+
+@pytest.mark.parametrize("size", [4, 5])
+def test_a_small_person_of_varied_photos_keeps_its_pairs(size: int) -> None:
+    """A person of a face, its partner and two more (a man's photos of two periods, two of
+    each): the face is 0.6 to the person's mean and its voters are its partner and one of the
+    person's faces, while its third nearest face is someone else's. Were the partner no vote,
+    the face would leave, then its partner with one voter fewer, and the person break up; so
+    in a person of the face, its voters and one more, the partner votes. From one face more
+    on, the third nearest face decides, as it does for a stranger's two photos."""
+    outside = size  # the last row: someone else's face, waiting
+    labels = np.r_[np.zeros(size), NOISE].astype(np.int64)
+    neighbours = np.full((size + 1, 3), -1, dtype=np.int64)
+    neighbours[0] = [1, 2, outside]
+    graph = KnnGraph(neighbours, np.zeros(neighbours.shape, np.float32), 0.0, "given")
+    pairs = np.full(size + 1, -1, dtype=np.int64)
+    pairs[[0, 1]] = [1, 0]
+    rule = ClusterParams().rule()
+    rows = np.array([0])
+    similarity = np.array([0.6], dtype=np.float32)
+    accepted = rule.accepts(graph, rows, labels, np.array([0]), similarity, None, pairs, np.array([size - 1]))
+    assert bool(accepted[0]) == (size == 4)
+    neighbours[0, 2] = 3  # the third nearest face in the person: accepted whatever its size
+    assert rule.accepts(graph, rows, labels, np.array([0]), similarity, None, pairs, np.array([size - 1]))[0]

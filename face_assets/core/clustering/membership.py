@@ -6,7 +6,7 @@ faces all belong to P as well. The second clause keeps the hard photos of a pers
 poor light) that are still surrounded by that person's faces, and turns away a stranger whose
 nearest faces are elsewhere — typically his own few photos, waiting; two of his photos that
 are each other's nearest face (partners) and sit side by side in a person of fewer than
-SPREAD_KNOWN faces vote each other in unless `partner_votes` is off. For a person of
+SPREAD_KNOWN faces vote each other in only with `partner_votes`. For a person of
 SPREAD_KNOWN faces or more, whose spread is known, the second clause also asks the face to be
 no more than `vote_slack` below the person's typical similarity (its faces' mean similarity to
 their mean): in a large library, strangers at the edge of a large person outnumber its members
@@ -160,7 +160,7 @@ class Rule:
         `others`: its faces without the row). A row's partner (`partners`, per face) among its
         voters votes against when elsewhere; in a person of fewer than SPREAD_KNOWN faces,
         without `partner_votes`, it is no vote for: the next nearest face must be in the person
-        too (when the person has more faces than the voters)."""
+        too (when the person has more faces than the row, its voters and one more)."""
         voters = self.vote_neighbours
         near = graph.neighbours[rows, : voters + 1]
         inside = np.where(near >= 0, labels[np.maximum(near, 0)] == person[:, None], False)
@@ -171,9 +171,10 @@ class Rule:
             partner = partners[rows]
             partner_votes = (near[:, :voters] == partner[:, None]).any(axis=1) & (partner >= 0)
             if others is not None:
-                # Where the person has no more faces than voters, all of them vote; from
-                # SPREAD_KNOWN faces on, the slack below guards its edge.
-                partner_votes &= (others > voters) & (others < SPREAD_KNOWN)
+                # In a person of the face, its voters and one more, all of them vote: a small
+                # person of varied photos would otherwise break up as its faces leave one by
+                # one. From SPREAD_KNOWN faces on, the slack below guards its edge.
+                partner_votes &= (others > voters + 1) & (others < SPREAD_KNOWN)
             votes &= ~partner_votes | inside[:, voters]
         if typical is not None:
             votes &= ~(similarity < typical - self.vote_slack)  # NaN: no floor

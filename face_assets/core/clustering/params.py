@@ -10,7 +10,7 @@ when its similarity to the person's mean reaches `match_threshold` (risen by `ma
 every tenfold of persons beyond PERSONS_KNOWN), or reaches `vote_threshold`
 while its `vote_neighbours` nearest faces all belong to that person (and, for a large person, no
 more than `vote_slack` below its typical similarity; in a smaller person its partner, the face
-it is each other's nearest with, votes for it unless `partner_votes` is off). Two faces that are
+it is each other's nearest with, votes for it only with `partner_votes`). Two faces that are
 each other's nearest are a person at `pair_threshold`; two new groups are one person at
 `merge_threshold`, or at `split_threshold` when their faces are mutual neighbours, and never
 when their faces are on average less than `merge_link` alike. A face no person holds whose
@@ -76,10 +76,10 @@ class ClusterParams:
         ge=0.0, le=2.0,
     )  # fmt: skip
     partner_votes: bool = _knob(
-        True, "cluster_partner_votes",
+        False, "cluster_partner_votes",
         "whether a face's partner (the face it is each other's nearest with) votes it into a person "
-        "of fewer than 50 faces (false: two photos of a stranger side by side in it do not vote each "
-        "other in, but a small person of varied photos may split)",
+        "of 5 to 49 faces, with 2 voters (true: two photos of a stranger side by side in it vote each "
+        "other in)",
     )  # fmt: skip
     merge_threshold: float = _knob(
         0.8, "cluster_merge_threshold",
