@@ -39,6 +39,7 @@ import numpy as np
 
 from face_assets.core.clustering.cluster import ClusterParams
 from face_assets.core.evaluation import FREQUENT, rare_fates, score_clusters
+from face_assets_devtools.choosing import choose, setting
 from face_assets_devtools.harness import add_json_argument, write_json
 from face_assets_devtools.labelled import add_labelled_arguments, cached_labelled, persons_for
 from face_assets_devtools.smaller_libraries import cut, draw, score_libraries
@@ -135,6 +136,10 @@ def main() -> int:
     add_json_argument(parser)
     parser.add_argument("--precision-floor", type=float, default=0.99)
     parser.add_argument(
+        "--f-tie", type=float, default=0.0005,
+        help="BCubed F this close to the best is a tie, won by the setting nearer today's defaults",
+    )  # fmt: skip
+    parser.add_argument(
         "--merged-ceiling", type=float, default=1.0,
         help="and at most this share of the rarely seen people's faces merged into another's person",
     )  # fmt: skip
@@ -161,13 +166,7 @@ def main() -> int:
     for params in grid(args):
         result = score(data, persons_for(data, params))
         small_p = min((score_libraries(libs, params)["bcubed_p"] for libs in smaller), default=1.0)
-        row = {"algorithm": params.algorithm[:9], "link": params.link_threshold,
-               "match": params.match_threshold, "vote": params.vote_threshold,
-               "voters": params.vote_neighbours, "min": params.min_cluster_size,
-               "k": params.neighbours, "pair": params.pair_threshold, "split": params.split_threshold,
-               "links": params.split_links, "slack": params.vote_slack, "mlink": params.merge_link,
-               "partner": str(params.partner_votes).lower(), **result,
-               "small_p": small_p}  # fmt: skip
+        row = {**setting(params), **result, "small_p": small_p}
         rows.append(row)
         print(" ".join(f"{row[c]:>9.3f}" if isinstance(row[c], float) else f"{row[c]:>9}" for c in columns))
         sys.stdout.flush()
@@ -181,12 +180,11 @@ def main() -> int:
         and r["rare_merged"] <= args.merged_ceiling
     ]
     if precise:
-        # Ties (the same persons) go to the stricter merge link: a safeguard for library scale
-        # that the tuning set cannot show, taken as far as it changes nothing here.
-        best = max(precise, key=lambda r: (r["bcubed_f"], r["pair_f"], r["mlink"]))
+        best = choose(precise, args.f_tie)
         where = " in the set and in the libraries cut from it" if args.libraries_of else ""
-        print(f"chosen (best BCubed F with BCubed precision >= {args.precision_floor}{where}, rarely "
-              f"seen people's faces merged <= {args.merged_ceiling}): "
+        print(f"chosen (best BCubed F, within {args.f_tie}, with BCubed precision >= "
+              f"{args.precision_floor}{where}, rarely seen people's faces merged <= "
+              f"{args.merged_ceiling}): "
               + ", ".join(f"{c}={best[c]}" for c in columns[:13]))  # fmt: skip
     else:
         print(f"no setting reaches BCubed precision {args.precision_floor} within the merged ceiling")
