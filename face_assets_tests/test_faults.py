@@ -21,6 +21,7 @@ from dagster import DagsterInstance, DagsterRunStatus, RunsFilter
 from face_assets.cli import build_parser
 from face_assets.core.storage.store import FaceStore
 from face_assets_devtools.servers import PASSWORD
+from face_assets_devtools.stub_people import make_stub_people
 from face_assets_tests.conftest import IDENTITIES, new_database_url
 from face_assets_tests.core_tests.test_bad_files import mounted_tmpfs, write_png_bomb
 from face_assets_tests.test_cli import face_assets, run
@@ -320,10 +321,12 @@ def test_the_demo_runs_on_a_database_of_its_own(tmp_path: Path, models_dir: Path
 
 @pytest.mark.slow
 def test_a_run_killed_in_detection_is_marked_failed_and_the_rerun_finishes_each_item_once(
-    tmp_path: Path, stub_photo_folder: Path, stub_models: None
+    tmp_path: Path, stub_models: None
 ) -> None:
     home, env = _dagster_home(tmp_path)
-    library = _small_library(tmp_path, stub_photo_folder)
+    # Enough photos that a run is seen midway: the stub detector takes no time, and with a few
+    # photos a loaded machine saw every run only before or after detection.
+    library = make_stub_people(tmp_path / "people", IDENTITIES[:2], {"library": 40}) / "library"
     database = tmp_path / "data" / "face_assets.db"
     photos = len(list(library.rglob("*.jpg")))
     processed = 'SELECT COUNT(*) FROM "MediaItems" WHERE "IsFacesExtracted" = 1'
