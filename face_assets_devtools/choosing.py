@@ -14,8 +14,8 @@ def setting(params: ClusterParams) -> dict[str, object]:
             "match": params.match_threshold, "vote": params.vote_threshold,
             "voters": params.vote_neighbours, "min": params.min_cluster_size,
             "k": params.neighbours, "pair": params.pair_threshold, "split": params.split_threshold,
-            "links": params.split_links, "slack": params.vote_slack, "mlink": params.merge_link,
-            "partner": str(params.partner_votes).lower()}  # fmt: skip
+            "links": params.split_links, "merge": params.merge_threshold, "slack": params.vote_slack,
+            "mlink": params.merge_link, "partner": str(params.partner_votes).lower()}  # fmt: skip
 
 
 def choose(rows: list[dict[str, Any]], f_tie: float) -> dict[str, Any]:

@@ -164,3 +164,21 @@ def true_accepts(similarity: NDArray[np.floating], same: NDArray[np.bool_], fals
     impostors = np.sort(similarity[~same])[::-1]
     cut = impostors[max(int(false_accepts * len(impostors)) - 1, 0)]
     return float(np.mean(similarity[same] > cut))
+
+
+def with_dlib(
+    data: dict[str, np.ndarray], cache: Path, models_dir: Path, dlib_chips: bool = False
+) -> np.ndarray:
+    """dlib's vector for each of `data`'s faces (`labelled.load_labelled`'s), computed once into
+    `<cache>.dlib.npz` (`.dlib-chips.npz` for dlib's own chips); faces it has none for (video
+    frames) are dropped from `data` in place."""
+    store = cache.with_suffix(".dlib-chips.npz" if dlib_chips else ".dlib.npz")
+    if not store.exists():
+        ids, vectors = dlib_descriptors(cache, models_dir, dlib_chips)
+        np.savez(store, ids=ids, vectors=vectors)
+    saved = np.load(store)
+    at = {int(i): k for k, i in enumerate(saved["ids"])}
+    keep = np.array([int(f) in at for f in data["face_ids"]], dtype=bool)
+    for key in ("vectors", "media_item_ids", "face_ids", "labels", "paths", "photos_of_label"):
+        data[key] = data[key][keep]
+    return np.asarray(saved["vectors"][[at[int(f)] for f in data["face_ids"]]], dtype=np.float32)

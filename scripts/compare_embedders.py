@@ -47,11 +47,11 @@ from face_assets_devtools.harness import add_json_argument, median_ms, write_jso
 from face_assets_devtools.labelled import add_labelled_arguments, cached_labelled, persons_for
 from face_assets_devtools.second_embedder import (
     RESNET,
-    dlib_descriptors,
     dlib_models,
     fuse,
     same_share_threshold,
     true_accepts,
+    with_dlib,
 )
 from face_assets_devtools.smaller_libraries import cut, draw, score_libraries
 
@@ -67,21 +67,6 @@ THRESHOLDS = (
     "split_threshold",
     "merge_link",
 )
-
-
-def with_dlib(data: dict[str, np.ndarray], cache: Path, models_dir: Path, dlib_chips: bool) -> np.ndarray:
-    """dlib's vector for each of `data`'s faces (computed once into `<cache>.dlib.npz`, or
-    `.dlib-chips.npz`); faces it has none for (video frames) are dropped from `data` in place."""
-    store = cache.with_suffix(".dlib-chips.npz" if dlib_chips else ".dlib.npz")
-    if not store.exists():
-        ids, vectors = dlib_descriptors(cache, models_dir, dlib_chips)
-        np.savez(store, ids=ids, vectors=vectors)
-    saved = np.load(store)
-    at = {int(i): k for k, i in enumerate(saved["ids"])}
-    keep = np.array([int(f) in at for f in data["face_ids"]])
-    for key in ("vectors", "media_item_ids", "face_ids", "labels", "paths", "photos_of_label"):
-        data[key] = data[key][keep]
-    return saved["vectors"][[at[int(f)] for f in data["face_ids"]]]
 
 
 def network_speed(models_dir: Path) -> dict[str, float]:

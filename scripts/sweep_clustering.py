@@ -3,10 +3,10 @@
     python scripts/sweep_clustering.py DIR [--identity-depth N] [--cache FILE.db] [--pick center]
                                        [--match ...] [--vote ...] [--voters ...]
                                        [--min-size ...]
-                                       [--pair ...] [--split ...] [--split-links ...]
+                                       [--pair ...] [--split ...] [--split-links ...] [--merge ...]
                                        [--vote-slack ...] [--merge-link ...]
                                        [--partner-votes false true]
-                                       [--libraries-of 100 300] [--json PATH]
+                                       [--libraries-of 100 300] [--fused 0.8] [--json PATH]
 
 DIR is in `<identity>/...` layout: the top-level folder under DIR names the person of every
 photo below it, as in `face-assets evaluate` (for the tuning set, whose `persons/` and
@@ -16,6 +16,10 @@ for the next sweep); every parameter set is then scored by the same planning fun
 clustering run uses, on a library with no persons yet, as `face-assets evaluate` scores it.
 Each photo's label goes to one face (`--pick`); the other faces of a photo take part,
 unlabelled.
+
+With `--fused W`, the faces are FaceNet's embeddings fused with dlib's ResNet's (the cosine
+W x dlib's + (1 - W) x FaceNet's; face_assets_devtools/second_embedder.py, docs/persons.md),
+the thresholds given in that space.
 
 With `--libraries-of`, each parameter set is also scored in libraries of that many people
 cut from DIR, twenty drawn at random and twenty of look-alikes each
@@ -39,9 +43,11 @@ import numpy as np
 
 from face_assets.core.clustering.cluster import ClusterParams
 from face_assets.core.evaluation import FREQUENT, rare_fates, score_clusters
+from face_assets.core.settings import Settings
 from face_assets_devtools.choosing import choose, setting
 from face_assets_devtools.harness import add_json_argument, write_json
 from face_assets_devtools.labelled import add_labelled_arguments, cached_labelled, persons_for
+from face_assets_devtools.second_embedder import fuse, with_dlib
 from face_assets_devtools.smaller_libraries import cut, draw, score_libraries
 
 
@@ -76,10 +82,10 @@ def score(data: dict[str, np.ndarray], persons: np.ndarray) -> dict[str, float]:
 def grid(args: argparse.Namespace) -> list[ClusterParams]:
     base = ClusterParams()
     combos = []
-    for algorithm, match, vote, voters, size, k, pair, (split, links), slack, merge_link, partner in (
+    for algorithm, match, vote, voters, size, k, pair, (split, links), merge, slack, merge_link, partner in (
         itertools.product(
             args.algorithm, args.match, args.vote, args.voters, args.min_size, args.neighbours, args.pair,
-            itertools.product(args.split, args.split_links), args.vote_slack, args.merge_link,
+            itertools.product(args.split, args.split_links), args.merge, args.vote_slack, args.merge_link,
             args.partner_votes,
         )
     ):  # fmt: skip
@@ -100,6 +106,7 @@ def grid(args: argparse.Namespace) -> list[ClusterParams]:
                     pair_threshold=pair,
                     split_threshold=split,
                     split_links=links,
+                    merge_threshold=merge,
                     vote_slack=slack,
                     merge_link=merge_link,
                     partner_votes=partner == "true",
@@ -123,6 +130,7 @@ def main() -> int:
     parser.add_argument("--pair", type=float, nargs="+", default=[ClusterParams().pair_threshold])
     parser.add_argument("--split", type=float, nargs="+", default=[ClusterParams().split_threshold])
     parser.add_argument("--split-links", type=float, nargs="+", default=[ClusterParams().split_links])
+    parser.add_argument("--merge", type=float, nargs="+", default=[ClusterParams().merge_threshold])
     parser.add_argument("--vote-slack", type=float, nargs="+", default=[ClusterParams().vote_slack])
     parser.add_argument("--merge-link", type=float, nargs="+", default=[ClusterParams().merge_link])
     parser.add_argument(
@@ -132,6 +140,10 @@ def main() -> int:
     parser.add_argument(
         "--libraries-of", type=int, nargs="*", default=[], metavar="PEOPLE",
         help="also hold the precision floor in libraries of this many people cut from DIR",
+    )  # fmt: skip
+    parser.add_argument(
+        "--fused", type=float, metavar="W",
+        help="sweep on FaceNet fused with dlib's ResNet, dlib's share of the cosine W (needs --cache)",
     )  # fmt: skip
     add_json_argument(parser)
     parser.add_argument("--precision-floor", type=float, default=0.99)
@@ -146,12 +158,17 @@ def main() -> int:
     args = parser.parse_args()
 
     data = cached_labelled(args.folder, args.cache, args.pick, args.identity_depth)
+    if args.fused is not None:
+        if args.cache is None:
+            parser.error("--fused needs --cache: dlib's vectors are kept beside it")
+        second = with_dlib(data, args.cache.resolve(), Settings().models_dir)
+        data["vectors"] = fuse(data["vectors"], second, args.fused)
     print(
         f"{int(data['images'])} photos, {len(data['vectors'])} faces, {int(data['misses'])} photos "
         f"without a face, {len(set(data['labels'].tolist()) - {''})} identities"
     )
     columns = ("algorithm", "link", "match", "vote", "voters", "min", "k", "pair",
-               "split", "links", "slack", "mlink", "partner", "bcubed_p", "bcubed_r",
+               "split", "links", "merge", "slack", "mlink", "partner", "bcubed_p", "bcubed_r",
                "bcubed_f", "pair_p", "pair_r", "pair_f", "frequent_bcubed_f", "rare_unassigned",
                "rare_own", "rare_merged", "persons", "small_p")  # fmt: skip
     # Each size and kind's libraries together, as sweep_library_size.py scores them.
@@ -185,7 +202,7 @@ def main() -> int:
         print(f"chosen (best BCubed F, within {args.f_tie}, with BCubed precision >= "
               f"{args.precision_floor}{where}, rarely seen people's faces merged <= "
               f"{args.merged_ceiling}): "
-              + ", ".join(f"{c}={best[c]}" for c in columns[:13]))  # fmt: skip
+              + ", ".join(f"{c}={best[c]}" for c in columns[:14]))  # fmt: skip
     else:
         print(f"no setting reaches BCubed precision {args.precision_floor} within the merged ceiling")
     return 0
