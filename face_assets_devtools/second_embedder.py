@@ -26,6 +26,7 @@ import numpy as np
 from numpy.typing import NDArray
 from PIL import Image, ImageOps
 
+from face_assets.core.clustering.vectors import l2_normalize
 from face_assets.core.digest import file_sha256
 from face_assets.core.vision.dlib_resnet import chip, onnx_bytes, read_network
 from face_assets.core.vision.engines import onnxruntime_runner
@@ -118,11 +119,12 @@ def dlib_descriptors(
             with Image.open(Path(folder) / name) as photo:
                 image = np.asarray(ImageOps.exif_transpose(photo).convert("RGB"))
         ids.append(face_id)
-        landmarks = np.array(json.loads(points))
-        chips.append(chip(image, landmarks) if cut is None else cut(image, json.loads(box)))  # type: ignore[arg-type]
+        chips.append(
+            chip(image, np.array(json.loads(points))) if cut is None else cut(image, json.loads(box))
+        )  # type: ignore[arg-type]
     vectors = [resnet(np.stack(chips[at : at + 32])) for at in range(0, len(chips), 32)]  # type: ignore[arg-type]
     matrix = np.vstack(vectors) if vectors else np.zeros((0, 128), dtype=np.float32)
-    return np.asarray(ids, dtype=np.int64), unit(matrix)
+    return np.asarray(ids, dtype=np.int64), l2_normalize(matrix)
 
 
 def _dlib_cutter(landmark_model: Path) -> Any:
@@ -139,14 +141,11 @@ def _dlib_cutter(landmark_model: Path) -> Any:
     return cut
 
 
-def unit(vectors: NDArray[np.floating]) -> NDArray[np.float32]:
-    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-    return np.asarray(vectors / np.maximum(norms, 1e-12), dtype=np.float32)
-
-
 def fuse(first: NDArray[np.floating], second: NDArray[np.floating], weight: float) -> NDArray[np.float32]:
     """Unit vectors whose cosine is (1 - weight) x the first's + weight x the second's."""
-    return np.hstack([np.sqrt(1.0 - weight) * unit(first), np.sqrt(weight) * unit(second)]).astype(np.float32)
+    return np.hstack(
+        [np.sqrt(1.0 - weight) * l2_normalize(first), np.sqrt(weight) * l2_normalize(second)]
+    ).astype(np.float32)
 
 
 def same_share_threshold(

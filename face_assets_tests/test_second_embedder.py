@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from face_assets.core.clustering.vectors import l2_normalize
 from face_assets.core.vision.dlib_resnet import read_network
 from face_assets.core.vision.weights import ModelFileError
 from face_assets_devtools.second_embedder import (
@@ -17,7 +18,6 @@ from face_assets_devtools.second_embedder import (
     fuse,
     same_share_threshold,
     true_accepts,
-    unit,
 )
 from face_assets_tests.conftest import IDENTITIES
 
@@ -28,7 +28,9 @@ def test_the_fused_cosine_is_the_weighted_mean_of_the_two_cosines() -> None:
     for weight in (0.2, 0.8):
         fused = fuse(a, b, weight)
         assert np.allclose(np.linalg.norm(fused, axis=1), 1.0, atol=1e-5)
-        expected = (1 - weight) * (unit(a) @ unit(a).T) + weight * (unit(b) @ unit(b).T)
+        expected = (1 - weight) * (l2_normalize(a) @ l2_normalize(a).T) + weight * (
+            l2_normalize(b) @ l2_normalize(b).T
+        )
         assert np.allclose(fused @ fused.T, expected, atol=1e-5)
 
 
@@ -101,7 +103,7 @@ def test_chips_from_retinaface_landmarks_embed_as_dlibs_own(celebrity_folder: Pa
     from face_assets.core.vision.detection import make_detector
     from face_assets.core.vision.dlib_resnet import chip
     from face_assets.core.vision.engines import onnxruntime_runner
-    from face_assets_devtools.second_embedder import LANDMARKS, dlib_models, unit
+    from face_assets_devtools.second_embedder import LANDMARKS, dlib_models
 
     paths = dlib_models(models_dir)
     detector = make_detector("retinaface-mobilenet", models_dir)
@@ -116,7 +118,7 @@ def test_chips_from_retinaface_landmarks_embed_as_dlibs_own(celebrity_folder: Pa
             ours.append(chip(image, np.asarray(face.landmarks)))
     assert len(ours) >= 15
     network = onnxruntime_runner(paths["onnx"])
-    cosines = np.sum(unit(network(np.stack(ours))) * unit(network(np.stack(theirs))), axis=1)  # type: ignore[arg-type]
+    cosines = np.sum(l2_normalize(network(np.stack(ours))) * l2_normalize(network(np.stack(theirs))), axis=1)  # type: ignore[arg-type]
     assert np.median(cosines) > 0.98 and cosines.min() > 0.85
 
 

@@ -40,6 +40,7 @@ from pathlib import Path
 import numpy as np
 
 from face_assets.core.clustering.params import ClusterParams
+from face_assets.core.clustering.vectors import l2_normalize
 from face_assets.core.samples import SAMPLE_IDENTITY_DEPTH, celebrity_sample
 from face_assets.core.settings import Settings
 from face_assets.core.vision.engines import onnxruntime_runner
@@ -76,7 +77,7 @@ def network_speed(models_dir: Path) -> dict[str, float]:
     speed = {}
     for threads in (1, 2):
         network = onnxruntime_runner(paths["onnx"], threads=threads)
-        speed[f"onnxruntime {threads} thread(s)"] = median_ms(lambda: network(chips), 3) / 32  # type: ignore[arg-type]  # noqa: B023
+        speed[f"onnxruntime {threads} thread(s)"] = median_ms(lambda run=network: run(chips), 3) / 32  # type: ignore[arg-type, misc]
     try:
         import dlib
     except ImportError:
@@ -90,7 +91,7 @@ def labelled_pairs(vectors: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray,
     """Cosines of every pair of labelled faces, and whether the pair is one person."""
     rows = np.flatnonzero(labels != "")
     upper = np.triu_indices(len(rows), 1)
-    unit = vectors[rows] / np.linalg.norm(vectors[rows], axis=1, keepdims=True)
+    unit = l2_normalize(vectors[rows])
     names = labels[rows]
     return (unit @ unit.T)[upper], (names[:, None] == names[None, :])[upper]
 
@@ -161,6 +162,15 @@ def main(argv: list[str] | None = None) -> int:
     )
     rng = np.random.default_rng(0)
     sets = [s for people in args.libraries_of for s in draw(data, people, 20, rng).values()]
+    # Each embedding's libraries and sample, made once for every setting scored on them.
+    libraries = {
+        name: [[cut(library, ids) for ids in s] for s in sets]
+        for name, library in (("FaceNet", data), ("fused", fused))
+    }
+    samples = {} if sample is None else {
+        "FaceNet": sample,
+        "fused": {**sample, "vectors": fuse(sample["vectors"], sample_second, args.weight)},
+    }  # fmt: skip
     columns = ("match", "vote", "pair", "merge", "bcubed_p", "bcubed_r", "bcubed_f", "frequent_bcubed_f",
                "rare_merged", "small_p", "sample_f")  # fmt: skip
     print(f"\npersons (fused at {args.weight}: thresholds at FaceNet's share of different people, raised by)")
@@ -171,17 +181,11 @@ def main(argv: list[str] | None = None) -> int:
     def run(label: str, params: ClusterParams, steps: tuple[float, ...]) -> None:
         library = data if label == "FaceNet" else fused
         result = score(library, persons_for(library, params))
-        small = [score_libraries([cut(library, ids) for ids in s], params)["bcubed_p"] for s in sets]
+        small = [score_libraries(libs, params)["bcubed_p"] for libs in libraries[label]]
         row = dict(zip(columns[:4], steps, strict=True)) | {k: result[k] for k in columns[4:9]}
         row["small_p"] = min(small, default=1.0)
-        if sample is not None:
-            vectors = (
-                sample["vectors"]
-                if label == "FaceNet"
-                else fuse(sample["vectors"], sample_second, args.weight)
-            )
-            other = {**sample, "vectors": vectors}
-            row["sample_f"] = score(other, persons_for(other, params))["bcubed_f"]
+        if samples:
+            row["sample_f"] = score(samples[label], persons_for(samples[label], params))["bcubed_f"]
         row["embedding"] = label
         rows.append(row)
         shown = "".join(f"{row.get(c, float('nan')):>{w}.4f}" for c, w in zip(columns, widths, strict=True))
