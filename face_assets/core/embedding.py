@@ -13,13 +13,13 @@ import numpy as np
 from face_assets.core.batch import IdRange
 from face_assets.core.errors import UserError
 from face_assets.core.progress import track
-from face_assets.core.storage.codecs import EMBEDDING_DIM, decode_embedding
+from face_assets.core.storage.codecs import decode_embedding
 from face_assets.core.storage.store import FaceRecord, FaceStore, saving
 from face_assets.core.thumbnail import faces_by_media_item, frames_of_faces
 from face_assets.core.track import TrackParams, face_tracks
 from face_assets.core.vision.media import open_media
 from face_assets.core.vision.prefetch import ahead
-from face_assets.core.vision.transforms import MediaDecodeError, embedding_crop
+from face_assets.core.vision.transforms import MediaDecodeError
 from face_assets.core.vision.types import FaceEmbedder
 from face_assets.core.vision.video import VideoInfo
 
@@ -75,7 +75,7 @@ def switch_model(store: FaceStore, embedder: FaceEmbedder, batch: int = SWITCH_B
                         f"{target}'s embedding cannot be computed from it; set FACE_ASSETS_EMBEDDER "
                         f"back to {model}, or embed the library again from its photos with a new database"
                     )
-                if vector is None or vector.shape != (EMBEDDING_DIM,):
+                if vector is None or vector.shape != (base_of(embedder).dim,):
                     raise MixedModels(f"face {face_id}: its stored {model} embedding cannot be read")
                 ids.append(face_id)
                 bases.append(vector)
@@ -151,7 +151,7 @@ def embed_faces(
         media = open_media(group[0])
         if isinstance(media, VideoInfo):
             return None  # a video: its frames are read below as a stream, never all at once
-        return [embedding_crop(media, f.box_xyxy, embedder.input_px) for f in group[1]]
+        return [embedder.cut(media, f.box_xyxy, f.landmarks) for f in group[1]]
 
     def stream_video(path: Path, faces: list[FaceRecord]) -> None:
         """A video's faces in batches as its frames are decoded: memory stays one batch's."""
@@ -159,7 +159,7 @@ def embed_faces(
         try:
             for image, members in frames_of_faces(path, faces):
                 pending_ids.extend(f.id for f in members)
-                pending_crops.extend(embedding_crop(image, f.box_xyxy, embedder.input_px) for f in members)
+                pending_crops.extend(embedder.cut(image, f.box_xyxy, f.landmarks) for f in members)
                 if len(pending_ids) >= batch_faces:
                     flush()
                     kept = 0

@@ -32,7 +32,7 @@ from face_assets.core.errors import UserError
 from face_assets.core.files import partial_file, write_atomically
 from face_assets.core.montage import montage_digest, montage_faces, write_montage
 from face_assets.core.storage.store import FaceStore
-from face_assets.core.vision.transforms import MediaDecodeError, embedding_crop, load_image
+from face_assets.core.vision.transforms import MediaDecodeError, load_image
 from face_assets.core.vision.types import FaceDetector, FaceEmbedder
 
 logger = logging.getLogger(__name__)
@@ -430,7 +430,7 @@ def encode_images(paths: Iterable[Path], detector: FaceDetector, embedder: FaceE
         if not faces:
             encoding.without_faces += 1
             continue
-        crops = np.stack([embedding_crop(image, f.box_xyxy, embedder.input_px) for f in faces])
+        crops = np.stack([embedder.cut(image, f.box_xyxy, f.landmarks) for f in faces])
         for face, vector in zip(faces, embedder.embed(crops), strict=True):
             encoding.records.append(
                 {

@@ -16,7 +16,6 @@ from numpy.typing import NDArray
 from face_assets.core.batch import IdRange
 from face_assets.core.progress import track
 from face_assets.core.settings import DEFAULT_VIDEO_FPS, DEFAULT_VIDEO_MAX_FRAMES
-from face_assets.core.storage.codecs import EMBEDDING_DIM
 from face_assets.core.storage.store import FaceStore, MediaItem, saving
 from face_assets.core.thumbnail import cut_thumbnail, remove_files, thumbnail_relpath
 from face_assets.core.thumbnail_journal import ThumbnailJournal, sweep_abandoned
@@ -27,7 +26,6 @@ from face_assets.core.vision.transforms import (
     EMBEDDING_MARGIN,
     THUMBNAIL_MARGIN,
     MediaDecodeError,
-    embedding_crop,
 )
 from face_assets.core.vision.types import DetectedFace, FaceDetector, FaceEmbedder
 from face_assets.core.vision.video import VideoInfo, sample_frames
@@ -163,17 +161,19 @@ def detect_faces(
         sources = _crop_sources(item, photo, faces, smallest_face)
         out.full_decode = any(source is not photo for source, _ in sources)
         if embedder is not None:
-            out.crops = [embedding_crop(source.pixels, box, crop_px) for source, box in sources]
+            out.crops = [
+                embedder.cut(source.pixels, seen.box_xyxy, seen.landmarks) for source, seen in sources
+            ]
         if not with_thumbnails:
             return out
         assert thumbnails is not None and journal is not None
         done: list[tuple[str, float]] = []
         try:
-            for face, (source, box) in zip(faces, sources, strict=True):
+            for face, (source, seen) in zip(faces, sources, strict=True):
                 journal.wrote(item.id, thumbnail_relpath(item.path, face.box_xyxy, thumbnails.px, face.frame))
                 done.append(
                     cut_thumbnail(item.path, source.pixels, face.box_xyxy, thumbnails.folder, thumbnails.px,
-                                  face.frame, crop_box=box)
+                                  face.frame, crop_box=seen.box_xyxy)
                 )  # fmt: skip
         except OSError as error:
             # A full or read-only folder: this item's faces are saved without thumbnails, so
@@ -271,7 +271,7 @@ def detect_faces(
                 if isinstance(media, VideoInfo):
                     settle()  # items are saved in their order
                     detected = _detect_video(
-                        item, media, detector, video, thumbnails, run, journal, embed, crop_px, batch_faces
+                        item, media, detector, video, thumbnails, run, journal, embed, embedder, batch_faces
                     )
                     if detected is None:
                         consecutive_failures += 1
@@ -337,8 +337,8 @@ def _in_full_pixels(face: DetectedFace, photo: Photo) -> DetectedFace:
 
 def _crop_sources(
     item: MediaItem, photo: Photo, faces: list[DetectedFace], smallest_face: float
-) -> list[tuple[Photo, tuple[float, float, float, float]]]:
-    """For each face, the decode its crops come from and its box in that decode's pixels: the
+) -> list[tuple[Photo, DetectedFace]]:
+    """For each face, the decode its crops come from and the face in that decode's pixels: the
     reduced decode when the face is large enough there, else the full photo, decoded once."""
     full: Photo | None = None
     out = []
@@ -355,7 +355,12 @@ def _crop_sources(
             source = full
         sx, sy = source.pixels.shape[1] / source.full_width, source.pixels.shape[0] / source.full_height
         x1, y1, x2, y2 = face.box_xyxy
-        out.append((source, (x1 * sx, y1 * sy, x2 * sx, y2 * sy)))
+        seen = replace(
+            face,
+            box_xyxy=(x1 * sx, y1 * sy, x2 * sx, y2 * sy),
+            landmarks=tuple((x * sx, y * sy) for x, y in face.landmarks),
+        )
+        out.append((source, seen))
     return out
 
 
@@ -377,7 +382,7 @@ def _detect_video(
     run: DetectionRun,
     journal: ThumbnailJournal | None,
     embed: Callable[[list[NDArray[np.float32]]], NDArray[np.float32] | None],
-    crop_px: int,
+    embedder: FaceEmbedder | None,
     batch_faces: int,
 ) -> _Detected | None:
     """A video's faces, frame by frame as the stream is decoded (one frame in memory), their
@@ -428,8 +433,8 @@ def _detect_video(
                     logger.info("%s; the thumbnail step retries them", run.thumbnail_error)
                     discard()
                     cutting = False
-            if crop_px:
-                crops.extend(embedding_crop(frame.image, face.box_xyxy, crop_px) for face in found)
+            if embedder is not None:
+                crops.extend(embedder.cut(frame.image, face.box_xyxy, face.landmarks) for face in found)
                 if len(crops) >= batch_faces:
                     embed_waiting()
             faces.extend(found)
@@ -447,7 +452,7 @@ def _detect_video(
     detected = _Detected(item, faces, (info.width, info.height), None, info, cut_files if cutting else None)
     # Every face embedded, or none: a failure of the embedder leaves the video's faces to the
     # embedding step.
-    made = np.concatenate(vectors) if vectors else np.empty((0, EMBEDDING_DIM), np.float32)
-    if crop_px and run.embedding_error is None and len(made) == len(faces):
+    if embedder is not None and run.embedding_error is None and sum(map(len, vectors)) == len(faces):
+        made = np.concatenate(vectors) if vectors else np.empty((0, embedder.dim), np.float32)
         detected.vectors = made
     return detected

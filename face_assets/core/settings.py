@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AliasChoices, Field, ValidationError, create_model
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from face_assets.core.clustering.params import ClusterParams, knobs, setting_name
+from face_assets.core.clustering.params import ClusterParams, defaults_for, knobs, setting_name
 from face_assets.core.errors import UserError
 
 # "stub": instant stand-ins that find squares of colour (core/vision/stub.py), for tests.
@@ -21,7 +21,10 @@ DetectorName = Literal["retinaface-mobilenet", "retinaface-resnet50", "stub"]
 # "tuned" is the one made last.
 EmbedderName = Annotated[
     str,
-    Field(pattern=r"^(facenet-20180402|stub|tuned)$|^(facenet-20180402-114759|stub)-tuned-[0-9a-f]{8}$"),
+    Field(
+        pattern=r"^(facenet-20180402|facenet\+dlib|stub|tuned)$"
+        r"|^(facenet-20180402-114759(\+dlib-resnet-v1)?|stub)-tuned-[0-9a-f]{8}$"
+    ),
 ]
 # What runs the models, the same weights either way: ONNX Runtime on a file converted once from
 # the TensorFlow graph (faster here, scripts/benchmark_engines.py), or TensorFlow, the reference.
@@ -127,10 +130,23 @@ class Settings(_cluster_settings()):  # type: ignore[misc]
     def cluster_params(self) -> ClusterParams:
         """The clustering and matching parameters these settings describe."""
         given_here = {name: getattr(self, str(setting_name(info))) for name, info in knobs().items()}
+        # A knob not set takes its embedder's default: the thresholds are the embedding space's.
+        for name, value in defaults_for(self.embedder_model()).items():
+            if setting_name(knobs()[name]) not in self.model_fields_set:
+                given_here[name] = value
         try:
             return ClusterParams(**given_here)
         except ValidationError as error:
             raise SettingsError(f"the clustering settings: {one_line(error)}") from None
+
+    def embedder_model(self) -> str:
+        """The embedder setting's model (`tuned`: the one made last, if any)."""
+        from face_assets.core.tuning.model import UnknownTunedModel, resolve_embedder
+
+        try:
+            return resolve_embedder(self.embedder, self.models_dir)
+        except UnknownTunedModel:
+            return self.embedder
 
     def resolved_database_url(self) -> str:
         """The SQLAlchemy URL: DATABASE_URL, else the legacy ODBC string, else the SQLite file."""

@@ -20,8 +20,11 @@ from face_assets_tests.core_tests.synthetic import identities
 FACE = DetectedFace((2.0, 2.0, 20.0, 20.0), 0.99, ((5.0, 5.0),) * 5)
 
 
-def add_faces(store: FaceStore, folder: Path, vectors: np.ndarray, start: int = 0) -> list[int]:
-    """One media item with one embedded face per vector, written through the store."""
+def add_faces(
+    store: FaceStore, folder: Path, vectors: np.ndarray, start: int = 0, model: str | None = "stub"
+) -> list[int]:
+    """One media item with one face per vector, written through the store, embedded by `model`
+    (None: left for the embedding step)."""
     folder.mkdir(exist_ok=True)
     face_ids = []
     for index, vector in enumerate(vectors, start=start):
@@ -30,7 +33,8 @@ def add_faces(store: FaceStore, folder: Path, vectors: np.ndarray, start: int = 
         item = store.register_media_file(path, "PNG", path.stat().st_size)
         assert item is not None and store.save_detection(item, [FACE], "stub", (24, 24))
         (record,) = [r for r in store.faces_without_embedding() if r.media_item_id == item]
-        store.save_embeddings([record.id], vector[None, :], "stub")
+        if model is not None:
+            store.save_embeddings([record.id], vector[None, :], model)
         face_ids.append(record.id)
     return face_ids
 

@@ -3,6 +3,7 @@ the full photo's upright pixels, and their thumbnails and embeddings come from t
 (or, for a face too small there, from one full decode)."""
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -59,6 +60,7 @@ class MeanColourEmbedder:
     """A unit vector from the crop's pixels, so two crops of the same face embed alike."""
 
     name = "mean-colour"
+    dim = 512
     input_px = 160
     batch_size = 32
 
@@ -67,6 +69,9 @@ class MeanColourEmbedder:
 
     def load(self) -> None:
         pass
+
+    def cut(self, image: np.ndarray, box_xyxy: Sequence[float], landmarks: object) -> NDArray[np.float32]:
+        return embedding_crop(image, tuple(box_xyxy), self.input_px)  # type: ignore[arg-type]
 
     def embed(self, crops: NDArray[np.float32]) -> NDArray[np.float32]:
         self.calls += 1

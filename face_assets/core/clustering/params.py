@@ -30,6 +30,7 @@ from pydantic.dataclasses import dataclass
 from pydantic.fields import FieldInfo
 
 from face_assets.core.clustering.membership import Merge, Rule
+from face_assets.core.storage.codecs import FUSED_MARK
 
 Algorithm = Literal["hdbscan", "agglomerative", "dbscan"]
 
@@ -155,6 +156,27 @@ class ClusterParams:
                 f"got {self.pair_threshold}"
             )
         return self
+
+
+# The embedder FaceNet fused with dlib's ResNet (core/vision/fused.py) has cosines of its own:
+# a different person's face is 0.1-0.2 nearer than in FaceNet's space, so every threshold is
+# its own, chosen by the same sweep on the fused vectors (scripts/sweep_clustering.py --fused
+# 0.8, docs/persons.md); the knobs that are distances shrink with the cosines' spread (x 0.34).
+FUSED_DEFAULTS: dict[str, float] = {
+    "match_threshold": 0.921,
+    "vote_threshold": 0.854,
+    "pair_threshold": 0.86,
+    "merge_threshold": 0.94,
+    "split_threshold": 0.92,
+    "merge_link": 0.824,
+    "vote_slack": 0.086,
+    "match_rise": 0.02,
+}
+
+
+def defaults_for(embedder: str) -> dict[str, float]:
+    """The knobs whose default differs for this embedder (its setting or model name)."""
+    return FUSED_DEFAULTS if FUSED_MARK in embedder else {}
 
 
 def knobs() -> dict[str, FieldInfo]:

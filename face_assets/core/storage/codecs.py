@@ -12,7 +12,11 @@ from numpy.typing import NDArray
 
 from face_assets.core.storage.schema import MediaFileTable
 
+# Values per embedding: FaceNet's 512; FaceNet fused with dlib's ResNet (core/vision/fused.py:
+# its setting and its model name, tuned or not, have FUSED_MARK) 512 + 128.
 EMBEDDING_DIM = 512
+FUSED_MARK = "+dlib"
+FUSED_DIM = 640
 # Ids per IN (...) list: SQL Server takes at most 2100 parameters in one statement.
 IN_LIST_MAX = 500
 
@@ -41,6 +45,11 @@ def unstorable_path(path: Path) -> str | None:
 def path_key(path: Path) -> str:
     """The identity of a file: sha256 of its absolute, resolved path."""
     return hashlib.sha256(str(path.resolve()).encode("utf-8")).hexdigest()
+
+
+def embedding_dim(model: str | None) -> int:
+    """The values an embedding of `model` (a Faces.EmbeddingModel) has."""
+    return FUSED_DIM if model is not None and FUSED_MARK in model else EMBEDDING_DIM
 
 
 def encode_embedding(vector: NDArray[np.float32]) -> bytes:

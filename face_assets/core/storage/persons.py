@@ -38,7 +38,13 @@ from sqlalchemy import (
 from face_assets.core.batch import IdRange
 from face_assets.core.clustering.membership import group_sums
 from face_assets.core.clustering.vectors import l2_normalize
-from face_assets.core.storage.codecs import EMBEDDING_DIM, chunks, decode_embedding, encode_embedding
+from face_assets.core.storage.codecs import (
+    EMBEDDING_DIM,
+    FUSED_DIM,
+    chunks,
+    decode_embedding,
+    encode_embedding,
+)
 from face_assets.core.storage.fencing import FencedWrites
 from face_assets.core.storage.schema import FacesTable, MediaItemsTable, PersonsTable, utcnow
 from face_assets.core.storage.terms import in_range, insert_id, not_rejected
@@ -104,20 +110,27 @@ class PortraitCandidate:
 
 
 def _vector(value: Any) -> NDArray[np.float32] | None:
-    """A usable 512-d embedding from a column value, or None (the embedding check names bad ones)."""
+    """A usable embedding (or sum) from a column value, or None (the embedding check names bad
+    ones). Which model's it is the library's one model says (require_one_model)."""
     try:
         vector = decode_embedding(value)
     except ValueError:
         return None
-    return vector if vector is not None and vector.shape == (EMBEDDING_DIM,) else None
+    return vector if vector is not None and vector.shape in ((EMBEDDING_DIM,), (FUSED_DIM,)) else None
 
 
-def _sum_rows(person_ids: Any, sums: NDArray[np.float64], counts: Any) -> list[dict[str, Any]]:
+def _plus(total: NDArray[np.float64] | None, vector: NDArray[np.floating]) -> NDArray[np.float64]:
+    """A running sum whose length is the first vector's: the library's model decides it."""
+    return vector.astype(np.float64) if total is None else total + vector
+
+
+def _sum_rows(person_ids: Any, sums: Any, counts: Any) -> list[dict[str, Any]]:
     return [
         {
             "person_id": int(p),
-            "sum": encode_embedding(s) if c else None,
-            "count": int(c),
+            "sum": encode_embedding(s) if c and s is not None else None,
+            # Faces but no sum (a row another tool wrote): left to be summed from its faces.
+            "count": int(c) if s is not None or not c else None,
         }
         for p, s, c in zip(person_ids, sums, counts, strict=True)
     ]
@@ -135,9 +148,9 @@ _WRITE_SUM = (
 )
 
 
-def _contributions(conn: Connection, face_ids: Sequence[int]) -> dict[int, tuple[NDArray[np.float64], int]]:
+def _contributions(conn: Connection, face_ids: Sequence[int]) -> dict[int, tuple[Any, int]]:
     """Per person, the sum and count the given faces add to it as the rows stand now."""
-    out: dict[int, tuple[NDArray[np.float64], int]] = {}
+    out: dict[int, tuple[Any, int]] = {}
     for part in chunks(face_ids):
         query = select(FacesTable.c.PersonId, FacesTable.c.Embedding).where(
             FacesTable.c.Id.in_(part),
@@ -149,8 +162,8 @@ def _contributions(conn: Connection, face_ids: Sequence[int]) -> dict[int, tuple
             vector = _vector(row.Embedding)
             if vector is None:
                 continue
-            total, count = out.get(row.PersonId, (np.zeros(EMBEDDING_DIM), 0))
-            out[row.PersonId] = (total + vector, count + 1)
+            total, count = out.get(row.PersonId, (None, 0))
+            out[row.PersonId] = (_plus(total, vector), count + 1)
     return out
 
 
@@ -161,7 +174,7 @@ def recompute_person_sums(conn: Connection, person_ids: Iterable[int] | None = N
         person_ids = list(conn.execute(select(PersonsTable.c.Id)).scalars())
     ids = sorted({int(p) for p in person_ids})
     for part in chunks(ids):
-        sums = {p: np.zeros(EMBEDDING_DIM) for p in part}
+        sums: dict[int, NDArray[np.float64] | None] = dict.fromkeys(part)
         counts = dict.fromkeys(part, 0)
         query = select(FacesTable.c.PersonId, FacesTable.c.Embedding).where(
             FacesTable.c.PersonId.in_(part), FacesTable.c.Embedding.isnot(None), not_rejected()
@@ -169,11 +182,9 @@ def recompute_person_sums(conn: Connection, person_ids: Iterable[int] | None = N
         for row in conn.execute(query.execution_options(yield_per=2000)):
             vector = _vector(row.Embedding)
             if vector is not None:
-                sums[row.PersonId] += vector
+                sums[row.PersonId] = _plus(sums[row.PersonId], vector)
                 counts[row.PersonId] += 1
-        conn.execute(
-            _WRITE_SUM, _sum_rows(part, np.array([sums[p] for p in part]), [counts[p] for p in part])
-        )
+        conn.execute(_WRITE_SUM, _sum_rows(part, [sums[p] for p in part], [counts[p] for p in part]))
     return len(ids)
 
 
@@ -192,7 +203,6 @@ def tracking_person_sums(conn: Connection, face_ids: Sequence[int]) -> Iterator[
         query = select(PersonsTable.c.Id, PersonsTable.c.EmbeddingSum, PersonsTable.c.EmbeddingCount)
         stored.update({r.Id: r for r in conn.execute(query.where(PersonsTable.c.Id.in_(part)))})
     shifted, unknown = [], []
-    zero = (np.zeros(EMBEDDING_DIM), 0)
     for person in touched:
         row = stored.get(person)
         if row is None:
@@ -200,14 +210,22 @@ def tracking_person_sums(conn: Connection, face_ids: Sequence[int]) -> Iterator[
         if row.EmbeddingCount is None:
             unknown.append(person)  # never summed: its own faces give it, after the change
             continue
-        old = _vector(row.EmbeddingSum) if row.EmbeddingSum is not None else np.zeros(EMBEDDING_DIM)
-        total = (old if old is not None else np.zeros(EMBEDDING_DIM)) + after.get(person, zero)[0]
-        total = total - before.get(person, zero)[0]
-        count = int(row.EmbeddingCount) + after.get(person, zero)[1] - before.get(person, zero)[1]
-        shifted.append((person, total, max(count, 0)))
+        stored_sum = _vector(row.EmbeddingSum) if row.EmbeddingSum is not None else None
+        if stored_sum is None and row.EmbeddingSum is not None:
+            unknown.append(person)  # an unreadable sum: its own faces give it again
+            continue
+        total = None if stored_sum is None else stored_sum.astype(np.float64)
+        added, joined = after.get(person, (None, 0))
+        taken, left = before.get(person, (None, 0))
+        if added is not None:
+            total = _plus(total, added)
+        if taken is not None:
+            total = _plus(total, -taken)
+        count = max(int(row.EmbeddingCount) + joined - left, 0)
+        shifted.append((person, total if count else None, count))
     if shifted:
         ids, sums, counts = zip(*shifted, strict=True)
-        conn.execute(_WRITE_SUM, _sum_rows(ids, np.array(sums), counts))
+        conn.execute(_WRITE_SUM, _sum_rows(ids, sums, counts))
     if unknown:
         recompute_person_sums(conn, unknown)
 
@@ -247,7 +265,7 @@ class PersonsMixin(FencedWrites):
             for row in conn.execute(query.execution_options(yield_per=5000)):
                 vector = _vector(row.Embedding)
                 if vector is None:
-                    logger.warning("face %s has no usable 512-d embedding; skipped", row.Id)
+                    logger.warning("face %s has no usable embedding; skipped", row.Id)
                     continue
                 ids.append(row.Id)
                 items.append(row.MediaItemId)
@@ -260,7 +278,9 @@ class PersonsMixin(FencedWrites):
                 placed.append(row.PersonAssignedBy == "user" or bool(legacy_verified))
                 vectors.append(vector)
                 sharp.append(np.nan if row.Sharpness is None else row.Sharpness)
-        matrix = np.vstack(vectors) if vectors else np.zeros((0, EMBEDDING_DIM), np.float32)
+        matrix = (
+            np.vstack(vectors) if vectors else np.zeros((0, EMBEDDING_DIM), np.float32)
+        )  # no faces: any width
         return FaceEmbeddings(
             np.asarray(ids, dtype=np.int64), np.asarray(items, dtype=np.int64),
             np.asarray(persons, dtype=np.int64), np.asarray(clustered, dtype=bool),
@@ -412,9 +432,7 @@ class PersonsMixin(FencedWrites):
         sums = group_sums(dense.astype(np.int64), library.vectors[assigned], len(ids)).astype(np.float64)
         known = set(conn.execute(select(PersonsTable.c.Id)).scalars())
         empty = sorted(known - set(ids.tolist()))
-        rows = _sum_rows(ids, sums, counts) + _sum_rows(
-            empty, np.zeros((len(empty), EMBEDDING_DIM)), [0] * len(empty)
-        )
+        rows = _sum_rows(ids, sums, counts) + _sum_rows(empty, [None] * len(empty), [0] * len(empty))
         for start in range(0, len(rows), 1000):
             conn.execute(_WRITE_SUM, rows[start : start + 1000])
 

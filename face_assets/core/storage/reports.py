@@ -10,7 +10,7 @@ import numpy as np
 from sqlalchemy import Engine, exists, func, select
 
 from face_assets.core.batch import IdRange
-from face_assets.core.storage.codecs import EMBEDDING_DIM, decode_embedding, media_path
+from face_assets.core.storage.codecs import decode_embedding, embedding_dim, media_path
 from face_assets.core.storage.schema import FacesTable, MediaFileTable, MediaItemsTable, PersonsTable
 from face_assets.core.storage.terms import FILE_COLUMNS, in_range, not_rejected, pending
 
@@ -83,10 +83,10 @@ class ReportsMixin:
     def embedding_problems(
         self, limit: int = 20, tolerance: float = 1e-3, id_range: IdRange = None
     ) -> tuple[int, list[str]]:
-        """(embeddings checked, problems) of a batch's faces, or all: each must be 512 finite
-        float32 of unit norm."""
+        """(embeddings checked, problems) of a batch's faces, or all: each must be finite
+        float32 of unit norm, as many as its model gives (512 for FaceNet)."""
         checked, problems = 0, []
-        query = select(FacesTable.c.Id, FacesTable.c.Embedding).where(
+        query = select(FacesTable.c.Id, FacesTable.c.Embedding, FacesTable.c.EmbeddingModel).where(
             FacesTable.c.Embedding.isnot(None), *in_range(FacesTable.c.MediaItemId, id_range)
         )
         with self.engine.connect() as conn:
@@ -97,9 +97,10 @@ class ReportsMixin:
                 except ValueError as error:
                     problems.append(f"face {row.Id}: unreadable embedding ({error})")
                     continue
-                if vector is None or vector.shape != (EMBEDDING_DIM,):
+                dim = embedding_dim(row.EmbeddingModel)
+                if vector is None or vector.shape != (dim,):
                     shape = None if vector is None else vector.shape
-                    problems.append(f"face {row.Id}: shape {shape}, expected ({EMBEDDING_DIM},)")
+                    problems.append(f"face {row.Id}: shape {shape}, expected ({dim},)")
                 elif not np.isfinite(vector).all():
                     problems.append(f"face {row.Id}: NaN or infinite values")
                 elif abs(float(np.linalg.norm(vector)) - 1.0) > tolerance:

@@ -75,6 +75,16 @@ class FaceRecord:
     box_xyxy: tuple[float, float, float, float]
     name: str | None = None  # thumbnail file name the legacy tools wrote, if any
     frame: int | None = None  # videos: the frame the face is in
+    landmarks: tuple[tuple[float, float], ...] | None = None  # None: a legacy tool stored none
+
+
+def _landmarks(value: str | None) -> tuple[tuple[float, float], ...] | None:
+    """Five (x, y) points from the column's JSON, or None when it holds no such thing."""
+    try:
+        points = json.loads(value) if value else None
+        return tuple((float(x), float(y)) for x, y in points) if points and len(points) == 5 else None
+    except (ValueError, TypeError):
+        return None
 
 
 # Claims a pending item for its detection: a concurrent run that got there first makes it a no-op.
@@ -256,6 +266,7 @@ class FaceStore(MediaFilesMixin, PersonsMixin, CorrectionsMixin, LocksMixin, Rep
                 FacesTable.c.BoundingBox,
                 FacesTable.c.Name,
                 FacesTable.c.FrameNumber,
+                FacesTable.c.Landmarks,
                 *FILE_COLUMNS,
             )  # fmt: skip
             .join(MediaItemsTable, MediaItemsTable.c.Id == FacesTable.c.MediaItemId)
@@ -273,6 +284,7 @@ class FaceStore(MediaFilesMixin, PersonsMixin, CorrectionsMixin, LocksMixin, Rep
                 tuple(float(v) for v in json.loads(r.BoundingBox)[:4]),  # type: ignore[arg-type]
                 r.Name,
                 r.FrameNumber,
+                _landmarks(r.Landmarks),
             )  # fmt: skip
             for r in rows
             if r.BoundingBox

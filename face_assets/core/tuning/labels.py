@@ -12,7 +12,7 @@ from numpy.typing import NDArray
 
 from face_assets.core.errors import UserError
 from face_assets.core.evaluation import labelled_images, picked_faces
-from face_assets.core.storage.codecs import EMBEDDING_DIM, decode_embedding
+from face_assets.core.storage.codecs import decode_embedding, embedding_dim
 from face_assets.core.storage.store import FaceStore
 from face_assets.core.vision.types import FaceDetector, FaceEmbedder
 
@@ -110,10 +110,11 @@ def labels_from_library(store: FaceStore, base: str) -> Labels:
     placed faces in are that person's; faces a user rejected are negatives. Only faces whose
     embedding is `base`'s take part (the others are a tuned model's)."""
     faces = [f for f in store.labelled_faces() if f.model == base]
+    dim = embedding_dim(base)
     vectors, kept = [], []
     for face in faces:
         vector = decode_embedding(face.embedding)
-        if vector is not None and vector.shape == (EMBEDDING_DIM,):
+        if vector is not None and vector.shape == (dim,):
             vectors.append(vector)
             kept.append(face)
     persons = sorted({f.person_id for f in kept if f.person_id is not None})
@@ -123,5 +124,5 @@ def labels_from_library(store: FaceStore, base: str) -> Labels:
         [code.get(f.person_id, 0) if f.person_id is not None else 0 for f in kept], np.int64
     )
     identities[negative] = len(persons) + np.arange(int(negative.sum()))
-    matrix = np.stack(vectors).astype(np.float32) if vectors else np.zeros((0, EMBEDDING_DIM), np.float32)
+    matrix = np.stack(vectors).astype(np.float32) if vectors else np.zeros((0, dim), np.float32)
     return Labels(matrix, identities, tuple(f"person {p}" for p in persons), "library", negative)

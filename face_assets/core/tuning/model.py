@@ -122,7 +122,9 @@ class TunedEmbedder:
         self.name = manifest.name
         self.manifest = manifest
         self.projection = projection
-        self.input_px = base.input_px  # type: ignore[attr-defined]
+        self.input_px = base.input_px
+        self.dim = base.dim  # the projection keeps the base's dimension
+        self.cut = base.cut
         self.batch_size = getattr(base, "batch_size", 32)
 
     @property

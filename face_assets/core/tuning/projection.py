@@ -22,15 +22,15 @@ class Projection:
     b2: NDArray[np.float32]  # (512,)
 
     @classmethod
-    def identity(cls, hidden: int, seed: int = 0) -> Projection:
-        """The base model itself: a random first layer, a zero second one."""
+    def identity(cls, hidden: int, seed: int = 0, dim: int = EMBEDDING_DIM) -> Projection:
+        """The base model itself (`dim` values): a random first layer, a zero second one."""
         rng = np.random.default_rng(seed)
-        scale = np.sqrt(2.0 / EMBEDDING_DIM)  # He initialisation for the ReLU layer
+        scale = np.sqrt(2.0 / dim)  # He initialisation for the ReLU layer
         return cls(
-            (rng.standard_normal((EMBEDDING_DIM, hidden)) * scale).astype(np.float32),
+            (rng.standard_normal((dim, hidden)) * scale).astype(np.float32),
             np.zeros(hidden, np.float32),
-            np.zeros((hidden, EMBEDDING_DIM), np.float32),
-            np.zeros(EMBEDDING_DIM, np.float32),
+            np.zeros((hidden, dim), np.float32),
+            np.zeros(dim, np.float32),
         )
 
     @property

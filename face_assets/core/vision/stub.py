@@ -10,18 +10,20 @@ colour it is, so squares of one colour become one person and squares of two colo
 from __future__ import annotations
 
 import colorsys
+from collections.abc import Sequence
 
 import numpy as np
 from numpy.typing import NDArray
 
 from face_assets.core.clustering.vectors import l2_normalize
-from face_assets.core.storage.codecs import EMBEDDING_DIM
-from face_assets.core.vision.types import DetectedFace, EmbeddingArray, RGBImage
+from face_assets.core.vision.transforms import embedding_crop
+from face_assets.core.vision.types import DetectedFace, EmbeddingArray, Landmarks, RGBImage
 
 STUB = "stub"
 SATURATION = 60  # a face's pixels: their largest and smallest channel differ by this much
 MIN_FACE_PX = 8
 HUE_STEPS = 36  # colours 10 degrees apart are different persons
+EMBEDDING_DIM = 512
 NOISE = 0.1  # the noise's length: no two faces embed identically, yet one colour stays one person
 
 
@@ -66,6 +68,7 @@ class StubEmbedder:
     """The direction of the crop's hue, plus a little noise drawn from its pixels."""
 
     name = STUB
+    dim = EMBEDDING_DIM
     input_px = 32
     batch_size = 32
     loaded = True
@@ -75,6 +78,11 @@ class StubEmbedder:
 
     def load(self) -> None:
         pass
+
+    def cut(
+        self, image: RGBImage, box_xyxy: Sequence[float], landmarks: Landmarks | None
+    ) -> NDArray[np.float32]:
+        return embedding_crop(image, tuple(box_xyxy), self.input_px)  # type: ignore[arg-type]
 
     def embed(self, crops: NDArray[np.float32]) -> EmbeddingArray:
         out = np.empty((len(crops), EMBEDDING_DIM), dtype=np.float32)

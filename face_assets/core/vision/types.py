@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -9,7 +10,8 @@ import numpy as np
 from numpy.typing import NDArray
 
 RGBImage = NDArray[np.uint8]  # (height, width, 3)
-EmbeddingArray = NDArray[np.float32]  # (n_faces, 512), unit norm
+EmbeddingArray = NDArray[np.float32]  # (n_faces, the embedder's dim), unit norm
+Landmarks = Sequence[Sequence[float]]  # five (x, y) points, LANDMARK_NAMES order
 
 LANDMARK_NAMES = ("left_eye", "right_eye", "nose", "mouth_left", "mouth_right")
 
@@ -44,10 +46,18 @@ class FaceDetector(Protocol):
 
 class FaceEmbedder(Protocol):
     name: str
+    dim: int  # values per embedding
     input_px: int
 
     def load(self) -> None: ...
 
+    def cut(
+        self, image: RGBImage, box_xyxy: Sequence[float], landmarks: Landmarks | None
+    ) -> NDArray[np.float32]:
+        """One face's input to `embed`, cut from the image it was found in (its landmarks None
+        when a legacy tool stored none)."""
+        ...
+
     def embed(self, crops: NDArray[np.float32]) -> EmbeddingArray:
-        """Embeddings of shape (n_faces, 512) for preprocessed crops (n_faces, px, px, 3)."""
+        """Embeddings of shape (n_faces, dim) for the faces' inputs, `cut`'s, stacked."""
         ...

