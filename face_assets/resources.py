@@ -92,8 +92,10 @@ class ClusteringResource(dg.ConfigurableResource):
 
     mode: str | None = None  # match_then_cluster or rebuild
 
-    def params(self) -> ClusterParams:
-        return get_settings().cluster_params()
+    def params(self, model: str | None = None) -> ClusterParams:
+        """The settings' knobs; those not set take the defaults of `model`'s embedding space (the
+        library's, whatever embedder a resource names), else of the embedder setting's."""
+        return get_settings().cluster_params(model)
 
     def resolved_mode(self) -> str:
         return get_settings(recluster_mode=self.mode).recluster_mode

@@ -34,10 +34,10 @@ class PersonClustersConfig(_overrides()):  # type: ignore[misc]
 
     mode: str | None = None  # match_then_cluster or rebuild
 
-    def params(self, clustering: ClusteringResource) -> ClusterParams:
+    def params(self, clustering: ClusteringResource, model: str | None = None) -> ClusterParams:
         overrides = given(self.model_dump(exclude={"mode"}))
         try:
-            return with_overrides(clustering.params(), overrides)
+            return with_overrides(clustering.params(model), overrides)
         except ValidationError as error:
             raise dg.Failure(f"person_clusters config: {one_line(error)}") from None
 
@@ -54,8 +54,8 @@ def face_persons(
     context: dg.AssetExecutionContext, face_store: FaceStoreResource, clustering: ClusteringResource
 ) -> dg.MaterializeResult:
     """The batch's new faces joined to the existing persons they match; the others wait."""
-    params = clustering.params()
     store = face_store.get_store()
+    params = clustering.params(store.any_embedding_model())
     with batch_lease(context, store):
         batch = parse_batch_key(context.partition_key)
         match = match_new_faces(store, params, batch, owner=run_owner(context))
@@ -85,8 +85,8 @@ def person_clusters(
     thumbnails: ThumbnailStoreResource,
 ) -> dg.MaterializeResult:
     """Persons over all faces: unassigned faces join the person they match, the rest are clustered."""
-    params = config.params(clustering)
     store = face_store.get_store()
+    params = config.params(clustering, store.any_embedding_model())
     context.log.info(f"clustering with {params}")
     mode = config.resolved_mode(clustering)
     cluster = rebuild_persons if mode == "rebuild" else update_persons

@@ -51,43 +51,47 @@ def embed_crops(embedder: FaceEmbedder, crops: np.ndarray) -> tuple[np.ndarray, 
 
 
 def switch_model(store: FaceStore, embedder: FaceEmbedder, batch: int = SWITCH_BATCH) -> int:
-    """Gives every face embedded by another model `embedder`'s embedding, from the base
-    embeddings the faces keep (no photo is read): to a tuned model, from its base or from another
-    tuning of the same base; back to the base, its stored embedding exactly. A batch of faces a
-    transaction, the persons' sums following: a killed switch resumes where it stopped, and
-    names, corrections and persons stay. Returns the faces moved; MixedModels in one line when
-    some face's model is another base's (its embedding cannot be computed without the photo)."""
+    """Gives every face embedded by another model `embedder`'s embedding. From the base
+    embeddings the faces keep when it can (no photo is read): to a tuned model, from its base or
+    from another tuning of the same base; back to the base, its stored embedding exactly. A face
+    of another base model (FaceNet's, moving to FaceNet fused with dlib's) loses its embedding,
+    for the embedding step to read its photo again. A batch of faces a transaction, the
+    persons' sums following: a killed switch resumes where it stopped, no person ever sums two
+    models' vectors, and names, corrections and persons stay. Returns the faces moved."""
     from face_assets.core.tuning.model import MARK
 
     target, base = embedder.name, base_of(embedder).name
-    moved = 0
+    moved = forgotten = 0
     with track("switch model", None, "faces") as advance:
         while rows := store.faces_of_other_models(target, batch):
-            ids, bases = [], []
+            ids, bases, again = [], [], []
             for face_id, model, embedding, base_embedding in rows:
+                vector = None
                 if model == base:
                     vector = decode_embedding(embedding)
                 elif model is not None and model.startswith(base + MARK) and base_embedding is not None:
                     vector = decode_embedding(base_embedding)
-                else:
-                    raise MixedModels(
-                        f"face {face_id} is embedded by {model}, FACE_ASSETS_EMBEDDER is {target}: "
-                        f"{target}'s embedding cannot be computed from it; set FACE_ASSETS_EMBEDDER "
-                        f"back to {model}, or embed the library again from its photos with a new database"
-                    )
                 if vector is None or vector.shape != (base_of(embedder).dim,):
-                    raise MixedModels(f"face {face_id}: its stored {model} embedding cannot be read")
+                    again.append(face_id)  # not computable from what is stored: from its photo
+                    continue
                 ids.append(face_id)
                 bases.append(vector)
-            base_vectors = np.stack(bases).astype(np.float32)
-            with saving(f"embeddings of {len(ids)} faces moved to {target}"):
-                if target == base:
-                    store.save_embeddings(ids, base_vectors, target)
-                else:
-                    store.save_embeddings(ids, embedder.project(base_vectors), target, base_vectors)  # type: ignore[attr-defined]
-            moved += len(ids)
-            advance(len(ids))
-    if moved:
+            if again:
+                with saving(f"embeddings of {len(again)} faces left to be made again from their photos"):
+                    store.forget_embeddings(again)
+                forgotten += len(again)
+            if ids:
+                base_vectors = np.stack(bases).astype(np.float32)
+                with saving(f"embeddings of {len(ids)} faces moved to {target}"):
+                    if target == base:
+                        store.save_embeddings(ids, base_vectors, target)
+                    else:
+                        store.save_embeddings(ids, embedder.project(base_vectors), target, base_vectors)  # type: ignore[attr-defined]
+            moved += len(rows)
+            advance(len(rows))
+    if forgotten:
+        logger.info("%d faces of another model are embedded again from their photos", forgotten)
+    if moved > forgotten:
         store.rebuild_person_sums()  # every sum of the new model's embeddings, exactly
     return moved
 

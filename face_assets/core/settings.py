@@ -127,11 +127,12 @@ class Settings(_cluster_settings()):  # type: ignore[misc]
     # rebuilt from scratch. Both keep the user's corrections.
     recluster_mode: Literal["match_then_cluster", "rebuild"] = "match_then_cluster"
 
-    def cluster_params(self) -> ClusterParams:
-        """The clustering and matching parameters these settings describe."""
+    def cluster_params(self, model: str | None = None) -> ClusterParams:
+        """The clustering and matching parameters these settings describe, for the embeddings
+        of `model` (None: the embedder setting's)."""
         given_here = {name: getattr(self, str(setting_name(info))) for name, info in knobs().items()}
         # A knob not set takes its embedder's default: the thresholds are the embedding space's.
-        for name, value in defaults_for(self.embedder_model()).items():
+        for name, value in defaults_for(model or self.embedder_model()).items():
             if setting_name(knobs()[name]) not in self.model_fields_set:
                 given_here[name] = value
         try:

@@ -84,6 +84,9 @@ def test_the_fused_embedder_takes_its_own_thresholds_unless_a_knob_is_set(
     assert all(
         getattr(facenet, name) < value for name, value in FUSED_DEFAULTS.items() if "threshold" in name
     )
+    # The library's embeddings decide, whatever embedder a Dagster resource or the settings name.
+    assert get_settings().cluster_params(FusedEmbedder.name) == fused
+    assert get_settings(embedder=FUSED).cluster_params("facenet-20180402-114759") == facenet
     monkeypatch.setenv("FACE_ASSETS_MATCH_THRESHOLD", "0.95")
     chosen = get_settings(embedder=FUSED).cluster_params()
     assert chosen.match_threshold == 0.95

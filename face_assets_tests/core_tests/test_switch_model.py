@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 from sqlalchemy import select
 
 from face_assets.core import correction
@@ -24,7 +25,7 @@ from face_assets.core.tuning.triplet import TrainingParams
 from face_assets.core.vision.embedding import make_embedder
 from face_assets.core.vision.stub import StubEmbedder
 from face_assets_tests.core_tests.synthetic import identities
-from face_assets_tests.core_tests.test_correction import add_faces
+from face_assets_tests.core_tests.test_correction import FACE, add_faces
 from face_assets_tests.core_tests.test_tuning import nuisance_faces
 
 
@@ -115,15 +116,29 @@ def test_switching_back_restores_the_base_models_embeddings_exactly(library) -> 
     update_persons(store, ClusterParams())  # one model again: clustering runs
 
 
-def test_another_base_models_faces_are_refused_in_one_line(library) -> None:
+def test_another_base_models_faces_are_embedded_again_from_their_photos(library, tmp_path: Path) -> None:
+    """A face whose embedding the stored values cannot give (another base model's, as FaceNet's
+    is for FaceNet fused with dlib's) is read again from its photo; the persons, names and
+    corrections stay, and no sum ever adds two models' vectors."""
     store, tuned = library
-    first = min(faces(store))
+    before = faces(store)
+    names = {p.id: p.name for p in correction.list_persons(store)}
+    first = min(before)
     with store.engine.begin() as conn:
         conn.execute(
             FacesTable.update().where(FacesTable.c.Id == first).values(EmbeddingModel="legacy-model")
         )
-    with pytest.raises(MixedModels) as refused:
-        switch_model(store, tuned)
-    assert str(refused.value).startswith(f"face {first} is embedded by legacy-model") and "\n" not in str(
-        refused.value
-    )
+    run = embed_faces(store, tuned)
+    assert run.switched == len(before) and run.faces == 1  # one read from its photo, the rest computed
+    after = faces(store)
+    assert {f[2] for f in after.values()} == {tuned.name}
+    photo = np.asarray(Image.open(tmp_path / "photos" / "0000.png").convert("RGB"))
+    expected = tuned.embed(tuned.cut(photo, FACE.box_xyxy, FACE.landmarks)[None])[0]
+    assert np.allclose(decode_embedding(after[first][0]), expected, atol=1e-6)
+    assert {face: f[3:] for face, f in after.items()} == {face: f[3:] for face, f in before.items()}
+    assert {p.id: p.name for p in correction.list_persons(store)} == names
+    stored = sums(store)
+    with store.engine.begin() as conn:
+        recompute_person_sums(conn)
+    for person, (total, count) in sums(store).items():
+        assert stored[person][1] == count and np.allclose(stored[person][0], total, atol=1e-5)

@@ -403,6 +403,17 @@ class FaceStore(MediaFilesMixin, PersonsMixin, CorrectionsMixin, LocksMixin, Rep
         with self.engine.connect() as conn:
             return [(r.Id, r.EmbeddingModel, r.Embedding, r.BaseEmbedding) for r in conn.execute(query)]
 
+    def forget_embeddings(self, face_ids: Sequence[int]) -> None:
+        """The faces lose their embeddings (the embedding step makes them again from their
+        photos); the persons' sums follow, in the same transaction."""
+        with self._write() as conn, tracking_person_sums(conn, face_ids):
+            for part in chunks(face_ids):
+                conn.execute(
+                    update(FacesTable)
+                    .where(FacesTable.c.Id.in_(part))
+                    .values(Embedding=None, BaseEmbedding=None, EmbeddingModel=None, ModifiedAt=utcnow())
+                )
+
     def save_embeddings(
         self,
         face_ids: Sequence[int],
