@@ -42,6 +42,7 @@ run's statements returned, and the library-wide embedding check timed alone.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import statistics
 import subprocess
@@ -87,20 +88,82 @@ TUNING_SET = {
     "means_std": 0.152,
     "means_p99": 0.497,
 }
+# FaceNet fused with dlib's ResNet (FACE_ASSETS_EMBEDDER=facenet+dlib, face_assets/core/vision/
+# fused.py) on the same faces, measured as TUNING_SET: similarity_shape of the labelled faces of
+# cached_labelled(lfw-tune, its cache, "center", 2), all of them sampled, fused with
+# second_embedder.with_dlib's vectors (sweep_clustering.py --fused does the same). Everything
+# sits higher and narrower than in FaceNet (dlib's vectors share a large common part).
+TUNING_SET_FUSED = {
+    "same_mean": 0.904,
+    "same_p5": 0.856,
+    "diff_mean": 0.685,
+    "diff_std": 0.049,
+    "diff_p9999": 0.858,
+    "means_std": 0.047,
+    "means_p99": 0.860,
+}
 
 
-def _spectrum(exponent: float) -> np.ndarray:
+@dataclasses.dataclass(frozen=True)
+class Space:
+    """An embedding space the synthetic library is shaped like: the generator's constants (as
+    DIM, COMMON, ... above), the tuning set's figures they were fitted to, and the constants of
+    poor faces (POOR_NOISE, POOR_COMMON), None where they were not fitted."""
+
+    name: str
+    embedder: str  # FACE_ASSETS_EMBEDDER: the clustering defaults are this embedder's (defaults_for)
+    model: str  # the synthetic faces' EmbeddingModel in a database (the store reads its dimension in it)
+    dim: int
+    common: float
+    centre_spectrum: float
+    noise_spectrum: float
+    noise: float
+    noise_spread: float
+    tuning_set: dict[str, float]
+    poor: tuple[float, float] | None
+
+
+FACENET = Space(
+    "facenet", "facenet", "synthetic", DIM, COMMON, CENTRE_SPECTRUM, NOISE_SPECTRUM, NOISE, NOISE_SPREAD,
+    TUNING_SET, (POOR_NOISE, POOR_COMMON),
+)  # fmt: skip
+SPACES = {
+    "facenet": FACENET,
+    # Fitted by `--fit-space fused` (fit_space, from 0.87, 1.05, 0.9, 0.33, 0.35) to
+    # TUNING_SET_FUSED: a large common part, and a face's noise spread flatter than the centres'
+    # (diff_std and means_std pull apart otherwise). Poor faces are not fitted: that would need
+    # dlib run on the tuning set shrunk 8-fold, and --poor refuses the space.
+    "fused": Space(
+        "fused",
+        "facenet+dlib",
+        "synthetic+dlib",
+        640,
+        0.883,
+        1.064,
+        0.416,
+        0.35,
+        0.318,
+        TUNING_SET_FUSED,
+        None,
+    ),
+}
+
+
+def _spectrum(exponent: float, dim: int = DIM) -> np.ndarray:
     """Per-dimension scale of a unit-variance vector whose variance falls as rank^-exponent."""
-    weights = np.arange(1, DIM + 1, dtype=np.float64) ** -exponent
+    weights = np.arange(1, dim + 1, dtype=np.float64) ** -exponent
     return np.sqrt(weights / weights.sum())
 
 
-def poor_faces(count: int, seed: int, poor: float) -> tuple[np.ndarray, np.ndarray]:
+def poor_faces(count: int, seed: int, poor: float, space: Space = FACENET) -> tuple[np.ndarray, np.ndarray]:
     """Which faces are poor, and the direction they share (its own random stream: the library
     without poor faces is the same as before they existed)."""
+    if poor and space.poor is None:
+        raise ValueError(f"poor faces are not fitted in the {space.name} space")
     rng = np.random.default_rng([seed, 1])
-    blur = rng.normal(size=DIM) * _spectrum(CENTRE_SPECTRUM)
-    return rng.random(count) < poor / 100, (POOR_COMMON * blur / np.linalg.norm(blur)).astype(np.float32)
+    blur = rng.normal(size=space.dim) * _spectrum(space.centre_spectrum, space.dim)
+    length = space.poor[1] if space.poor else 0.0
+    return rng.random(count) < poor / 100, (length * blur / np.linalg.norm(blur)).astype(np.float32)
 
 
 def drawn_sharpness(is_poor: np.ndarray, seed: int) -> np.ndarray:
@@ -111,11 +174,12 @@ def drawn_sharpness(is_poor: np.ndarray, seed: int) -> np.ndarray:
 
 
 def synthetic_library(
-    count: int, seed: int = 0, skew: tuple[float, ...] = (), poor: float = 0.0
+    count: int, seed: int = 0, skew: tuple[float, ...] = (), poor: float = 0.0, space: Space = FACENET
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(unit vectors (count, 512) float32, identity per face, centres (n_identities, 512)).
-    `skew`: percentages of the faces held by the first persons, one each (the largest ones);
-    `poor`: percentage of the faces that are poor (tiny or blurred), drawn at random."""
+    """(unit vectors (count, dim) float32, identity per face, centres (n_identities, dim)) in
+    `space` (512-d FaceNet's by default). `skew`: percentages of the faces held by the first
+    persons, one each (the largest ones); `poor`: percentage of the faces that are poor (tiny
+    or blurred), drawn at random."""
     rng = np.random.default_rng(seed)
     strangers = int(count * STRANGERS)
     largest = [int(count * share / 100) for share in skew]
@@ -128,24 +192,26 @@ def synthetic_library(
     if sizes:
         sizes[-1] -= sum(sizes) - drawn
     sizes = largest + [s for s in sizes if s > 0] + [1] * strangers
-    weights = _spectrum(CENTRE_SPECTRUM)
-    spread = _spectrum(NOISE_SPECTRUM).astype(np.float32)
-    common = np.zeros(DIM)
+    dim = space.dim
+    weights = _spectrum(space.centre_spectrum, dim)
+    spread = _spectrum(space.noise_spectrum, dim).astype(np.float32)
+    common = np.zeros(dim)
     common[-1] = 1.0  # along a direction of little spread, so it shifts every similarity alike
-    centres = rng.normal(size=(len(sizes), DIM)) * weights
+    centres = rng.normal(size=(len(sizes), dim)) * weights
     centres /= np.linalg.norm(centres, axis=1, keepdims=True)
-    centres = (COMMON * common + np.sqrt(1 - COMMON**2) * centres).astype(np.float32)
+    centres = (space.common * common + np.sqrt(1 - space.common**2) * centres).astype(np.float32)
     identity = np.repeat(np.arange(len(sizes)), sizes)
     rng.shuffle(identity)
-    noise = (NOISE * np.exp(NOISE_SPREAD * rng.normal(size=len(sizes)))).astype(np.float32)
-    is_poor, blur = poor_faces(count, seed, poor)
-    vectors = np.empty((count, DIM), dtype=np.float32)
+    noise = (space.noise * np.exp(space.noise_spread * rng.normal(size=len(sizes)))).astype(np.float32)
+    is_poor, blur = poor_faces(count, seed, poor, space)
+    poor_noise = space.poor[0] if space.poor else 1.0
+    vectors = np.empty((count, dim), dtype=np.float32)
     for start in range(0, count, 50_000):  # float32 and bounded temporaries: the data is not the point
         part = identity[start : start + 50_000]
         bad = is_poor[start : start + 50_000, None]
-        block = centres[part] + noise[part, None] * np.where(bad, POOR_NOISE, 1.0).astype(
+        block = centres[part] + noise[part, None] * np.where(bad, poor_noise, 1.0).astype(
             np.float32
-        ) * spread * rng.standard_normal(size=(len(part), DIM), dtype=np.float32)
+        ) * spread * rng.standard_normal(size=(len(part), dim), dtype=np.float32)
         block += np.where(bad, blur, 0.0).astype(np.float32)
         vectors[start : start + len(part)] = block / np.linalg.norm(block, axis=1, keepdims=True)
     return vectors, identity.astype(np.int64), centres
@@ -174,6 +240,29 @@ def similarity_shape(vectors: np.ndarray, identity: np.ndarray, sample: int = 40
         "diff_p9999": float(np.percentile(values[~same], 99.99)),
         "means_std": float(between.std()), "means_p99": float(np.percentile(between, 99)),
     }  # fmt: skip
+
+
+def fit_space(space: Space, count: int = 20_000) -> Space:
+    """`space` with its generator's constants fitted (Nelder-Mead from its present ones) so that
+    similarity_shape of a synthetic library of `count` faces matches its tuning set, every
+    figure's error in units of the tuning set's diff_std (the width of the space)."""
+    from scipy.optimize import minimize
+
+    names = ("common", "centre_spectrum", "noise_spectrum", "noise", "noise_spread")
+    target = space.tuning_set
+
+    def trial(x: np.ndarray) -> Space:
+        return dataclasses.replace(space, **dict(zip(names, np.round(x, 3).tolist(), strict=True)))
+
+    def error(x: np.ndarray) -> float:
+        if not (0 < x[0] < 1 and x[3] > 0 and x[4] >= 0):
+            return 1e6
+        shape = similarity_shape(*synthetic_library(count, space=trial(x))[:2])
+        return sum(((shape[k] - target[k]) / target["diff_std"]) ** 2 for k in target)
+
+    start = np.array([getattr(space, name) for name in names])
+    best = minimize(error, start, method="Nelder-Mead", options={"xatol": 1e-3, "fatol": 1e-3, "maxfev": 300})
+    return trial(best.x)
 
 
 def poor_shape(count: int = 40_000, seed: int = 0) -> dict[str, float]:
@@ -223,25 +312,27 @@ def cluster_once(
     skew: tuple[float, ...] = (),
     knobs: dict[str, str] | None = None,
     poor: float = 0.0,
+    space: Space = FACENET,
 ) -> dict[str, Any]:
-    """One clustering in this process: seconds, peak memory, quality. Faces the product's gate
-    leaves out (too poor, by their sharpness) are not clustered but are scored, unassigned."""
-    from face_assets.core.clustering.cluster import ClusterParams, _drop_small, exact_average_linkage
+    """One clustering in this process, with `space`'s embedder's defaults: seconds, peak memory,
+    quality. Faces the product's gate leaves out (too poor, by their sharpness) are not
+    clustered but are scored, unassigned."""
+    from face_assets.core.clustering.cluster import _drop_small, exact_average_linkage
     from face_assets.core.clustering.params import with_overrides
     from face_assets.core.person import plan_persons
 
-    vectors, identity, _ = synthetic_library(count, skew=skew, poor=poor)
-    sharpness = drawn_sharpness(poor_faces(count, 0, poor)[0], 0)
+    vectors, identity, _ = synthetic_library(count, skew=skew, poor=poor, space=space)
+    sharpness = drawn_sharpness(poor_faces(count, 0, poor, space)[0], 0)
     before_mb = peak_rss_mb()
-    params = ClusterParams()
+    params = space_params(space)
     rows = np.arange(count)
     started = time.perf_counter()
     cpu_started = time.process_time()
     if method == "exact-average-linkage":
         persons = _drop_small(exact_average_linkage(vectors, params.link_threshold), params.min_cluster_size)
     else:
-        algorithm = ClusterParams().algorithm if method == "default" else method
-        params = with_overrides(ClusterParams(algorithm=algorithm), knobs or {})  # type: ignore[arg-type]
+        algorithm = params.algorithm if method == "default" else method
+        params = with_overrides(space_params(space, algorithm=algorithm), knobs or {})
         rows = np.flatnonzero(~params.too_poor(sharpness))
         clustered = vectors if len(rows) == count else vectors[rows]  # a copy only when some are left out
         _, groups, _ = plan_persons(
@@ -258,8 +349,16 @@ def cluster_once(
         "persons": int(len(np.unique(persons[persons >= 0]))),
         "identities": int(len(np.unique(identity))), "largest_person": int(np.bincount(identity).max()),
         "skew": list(skew), "poor": poor, "too_poor": count - len(rows), "knobs": knobs or {},
+        "space": space.name,
         **_scores(identity, persons),
     }  # fmt: skip
+
+
+def space_params(space: Space, **fields: Any) -> Any:
+    """ClusterParams with the defaults of `space`'s embedder (FUSED_DEFAULTS for the fusion)."""
+    from face_assets.core.clustering.params import ClusterParams, defaults_for
+
+    return ClusterParams(**{**defaults_for(space.embedder), **fields})
 
 
 def _in_fresh_process(count: int, method: str, options: list[str]) -> dict[str, Any]:
@@ -269,23 +368,25 @@ def _in_fresh_process(count: int, method: str, options: list[str]) -> dict[str, 
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def build_library(url: str, count: int, model: str = "synthetic") -> tuple[Any, np.ndarray, np.ndarray]:
+def build_library(
+    url: str, count: int, model: str | None = None, space: Space = FACENET
+) -> tuple[Any, np.ndarray, np.ndarray]:
     """A database with `count` embedded faces (one media item each) in persons with sums, as a
     clustering leaves it: identities of 3 faces or more are persons, the rest unassigned. The
-    faces are `model`'s: a batch run embeds its own with the stub model, never mixed with
-    another's."""
+    faces are in `space`, `model`'s (by default the space's synthetic one): a batch run embeds
+    its own with the stub model, never mixed with another's."""
     from face_assets.core.storage.codecs import encode_embedding
     from face_assets.core.storage.schema import FacesTable, MediaFileTable, MediaItemsTable, PersonsTable
     from face_assets.core.storage.store import FaceStore
     from face_assets_devtools.library import fix_sequences, insert_rows
 
-    vectors, identity, centres = synthetic_library(count)
+    vectors, identity, centres = synthetic_library(count, space=space)
     store = FaceStore.from_url(url, upgrade=True)
     sizes = np.bincount(identity)
     person_of_identity = np.full(len(sizes), -1, dtype=np.int64)
     kept = np.flatnonzero(sizes >= 3)
     person_of_identity[kept] = np.arange(1, len(kept) + 1)
-    sums = np.zeros((len(sizes), DIM), dtype=np.float64)
+    sums = np.zeros((len(sizes), space.dim), dtype=np.float64)
     np.add.at(sums, identity, vectors)
     chunk = 5000
     with store.engine.begin() as conn:
@@ -314,7 +415,7 @@ def build_library(url: str, count: int, model: str = "synthetic") -> tuple[Any, 
             insert_rows(
                 conn, FacesTable,
                 [{"Id": r + 1, "MediaItemId": r + 1, "BoundingBox": "[10, 10, 90, 90]",
-                  "Embedding": encode_embedding(vectors[r]), "EmbeddingModel": model,
+                  "Embedding": encode_embedding(vectors[r]), "EmbeddingModel": model or space.model,
                   "PersonId": None if person[r] < 0 else int(person[r]),
                   "PersonAssignedBy": "cluster" if person[r] >= 0 else "noise",
                   "IsRejected": False} for r in rows],
@@ -323,9 +424,10 @@ def build_library(url: str, count: int, model: str = "synthetic") -> tuple[Any, 
     return store, centres[kept], person_of_identity[kept]
 
 
-def match_batches(store: Any, centres: np.ndarray, repeats: int, folder: Path) -> list[float]:
+def match_batches(
+    store: Any, centres: np.ndarray, repeats: int, folder: Path, space: Space = FACENET
+) -> list[float]:
     """Seconds to match each of `repeats` fresh batches of 100 media items x 3 faces."""
-    from face_assets.core.clustering.cluster import ClusterParams
     from face_assets.core.person import match_new_faces
     from face_assets.core.vision.types import DetectedFace
 
@@ -342,23 +444,25 @@ def match_batches(store: Any, centres: np.ndarray, repeats: int, folder: Path) -
             items.append(item)
         records = store.faces_without_embedding((min(items), max(items)))
         who = rng.choice(len(centres), size=len(records))
-        vectors = centres[who] + NOISE * _spectrum(NOISE_SPECTRUM) * rng.normal(size=(len(records), DIM))
+        vectors = centres[who] + space.noise * _spectrum(space.noise_spectrum, space.dim) * rng.normal(
+            size=(len(records), space.dim)
+        )
         vectors = (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).astype(np.float32)
-        store.save_embeddings([r.id for r in records], vectors, "synthetic")
+        store.save_embeddings([r.id for r in records], vectors, space.model)
         started = time.perf_counter()
-        match = match_new_faces(store, ClusterParams(), (min(items), max(items)))
+        match = match_new_faces(store, space_params(space), (min(items), max(items)))
         timings.append(time.perf_counter() - started)
         assert match.faces == len(records), match
     return timings
 
 
-def matching(backend: str, count: int, repeats: int) -> dict[str, Any]:
+def matching(backend: str, count: int, repeats: int, space: Space = FACENET) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp, ThrowawayDatabases(backend) as databases:
         url = databases.new(Path(tmp) / "library.db")
         started = time.perf_counter()
-        store, centres, _ = build_library(url, count)
+        store, centres, _ = build_library(url, count, space=space)
         built = time.perf_counter() - started
-        timings = match_batches(store, centres, repeats, Path(tmp))
+        timings = match_batches(store, centres, repeats, Path(tmp), space)
         store.dispose()
     return {"backend": backend, "faces": count, "build_seconds": built,
             "match_seconds_median": statistics.median(timings), "match_seconds": timings}  # fmt: skip
@@ -433,27 +537,43 @@ def main() -> int:
         "--knobs", nargs="*", default=[], metavar="NAME=VALUE",
         help="clustering parameters other than the defaults, e.g. vote_slack=2 merge_link=-1",
     )  # fmt: skip
+    parser.add_argument(
+        "--space", choices=sorted(SPACES), default="facenet",
+        help="the embeddings imitated, with that embedder's clustering defaults: FaceNet's, or FaceNet "
+        "fused with dlib's ResNet (FACE_ASSETS_EMBEDDER=facenet+dlib); batch runs are FaceNet's always",
+    )  # fmt: skip
     add_json_argument(parser)
     parser.add_argument("--one-clustering", nargs=2, help=argparse.SUPPRESS)
+    parser.add_argument("--fit-space", choices=sorted(SPACES), help=argparse.SUPPRESS)  # fit_space, printed
     args = parser.parse_args()
     knobs = dict(knob.partition("=")[::2] for knob in args.knobs)
-    from face_assets.core.clustering.params import ClusterParams, with_overrides
+    space = SPACES[args.space]
+    from face_assets.core.clustering.params import with_overrides
 
     try:
-        with_overrides(ClusterParams(), knobs)
+        with_overrides(space_params(space), knobs)
     except ValueError as error:  # pydantic's ValidationError is one
         parser.error(f"--knobs {' '.join(args.knobs)}: {str(error).splitlines()[0]}")
+    if args.poor and space.poor is None:
+        parser.error(f"--poor: poor faces are fitted in FaceNet's space only, not --space {space.name}")
+    if args.fit_space:
+        fitted = fit_space(SPACES[args.fit_space])
+        print(fitted)
+        print(similarity_shape(*synthetic_library(20_000, space=fitted)[:2]))
+        return 0
     if args.one_clustering:
         count, method = int(args.one_clustering[0]), args.one_clustering[1]
-        print(json.dumps(cluster_once(count, method, tuple(args.skew), knobs, args.poor)))
+        print(json.dumps(cluster_once(count, method, tuple(args.skew), knobs, args.poor, space)))
         return 0
 
-    report: dict[str, Any] = {"clustering": [], "matching": []}
-    vectors, identity, _ = synthetic_library(20_000)
-    report["similarity"] = {"synthetic": similarity_shape(vectors, identity), "tuning_set": TUNING_SET}
-    print("cosine similarity   " + "  ".join(f"{k:>10}" for k in TUNING_SET))
-    for name, shape in (("tuning set", TUNING_SET), ("synthetic", report["similarity"]["synthetic"])):
-        print(f"{name:<19} " + "  ".join(f"{shape[k]:>10.3f}" for k in TUNING_SET))
+    report: dict[str, Any] = {"clustering": [], "matching": [], "space": space.name}
+    vectors, identity, _ = synthetic_library(20_000, space=space)
+    tuning_set = space.tuning_set
+    report["similarity"] = {"synthetic": similarity_shape(vectors, identity), "tuning_set": tuning_set}
+    print(f"space: {space.name} ({space.dim}-d, clustering defaults of {space.embedder})")
+    print("cosine similarity   " + "  ".join(f"{k:>10}" for k in tuning_set))
+    for name, shape in (("tuning set", tuning_set), ("synthetic", report["similarity"]["synthetic"])):
+        print(f"{name:<19} " + "  ".join(f"{shape[k]:>10.3f}" for k in tuning_set))
     if args.poor:
         report["similarity"]["poor"] = {"synthetic": poor_shape(), "tuning_set": POOR_SHAPE}
         print("poor faces          " + "  ".join(f"{k:>14}" for k in POOR_SHAPE))
@@ -467,6 +587,7 @@ def main() -> int:
     options = ["--skew", *map(str, args.skew)] if args.skew else []
     options += ["--poor", str(args.poor)] if args.poor else []
     options += ["--knobs", *args.knobs] if args.knobs else []
+    options += ["--space", space.name]
     if args.reference_size:
         runs = [(args.reference_size, m) for m in [*args.methods, "exact-average-linkage"]] + runs
     if runs:
@@ -499,7 +620,7 @@ def main() -> int:
         print(f"{'backend':<11} {'faces':>9} {'build s':>8} {'match s (median)':>17}  each")
     for count in args.match_sizes:
         for backend in args.backends:
-            row = matching(backend, count, args.repeats)
+            row = matching(backend, count, args.repeats, space)
             report["matching"].append(row)
             each = " ".join(f"{t:.3f}" for t in row["match_seconds"])
             print(f"{backend:<11} {count:>9} {row['build_seconds']:>8.0f} "

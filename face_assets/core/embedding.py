@@ -16,7 +16,7 @@ from face_assets.core.progress import track
 from face_assets.core.storage.codecs import decode_embedding
 from face_assets.core.storage.store import FaceRecord, FaceStore, saving
 from face_assets.core.thumbnail import faces_by_media_item, frames_of_faces
-from face_assets.core.track import TrackParams, face_tracks
+from face_assets.core.track import TrackParams, face_tracks, track_params_for
 from face_assets.core.vision.media import open_media
 from face_assets.core.vision.prefetch import ahead
 from face_assets.core.vision.transforms import MediaDecodeError
@@ -200,6 +200,7 @@ def embed_faces(
 
 def assign_tracks(store: FaceStore, id_range: IdRange = None, params: TrackParams | None = None) -> int:
     """Follows each fully embedded video's faces across its frames; returns the tracks made."""
+    params = params or track_params_for(store.any_embedding_model())
     made = 0
     for video in store.videos_to_track(id_range):
         labels = face_tracks(video.times, video.boxes, video.vectors, params)

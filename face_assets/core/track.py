@@ -9,6 +9,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from face_assets.core.clustering.vectors import NOISE, l2_normalize
+from face_assets.core.storage.codecs import FUSED_MARK
 
 
 @dataclass(frozen=True)
@@ -23,6 +24,19 @@ class TrackParams:
     max_shift: float = 1.5
     # How much the box may grow or shrink between two detections (a zoom).
     max_scale: float = 2.0
+
+
+# The same bar in the space of FaceNet fused with dlib's ResNet (core/vision/fused.py), where
+# different people's faces are nearer: the cosine as few of the tuning set's different-person
+# pairs reach (1 in 10 000: 0.855 there, 0.61 in FaceNet's).
+FUSED_MIN_SIMILARITY = 0.855
+
+
+def track_params_for(model: str | None) -> TrackParams:
+    """The tracking parameters for embeddings of `model` (a Faces.EmbeddingModel)."""
+    return (
+        TrackParams(min_similarity=FUSED_MIN_SIMILARITY) if model and FUSED_MARK in model else TrackParams()
+    )
 
 
 def face_tracks(

@@ -14,6 +14,7 @@ from face_assets.core.settings import get_settings
 from face_assets.core.storage.codecs import FUSED_DIM
 from face_assets.core.storage.schema import FacesTable
 from face_assets.core.storage.store import FaceStore
+from face_assets.core.track import face_tracks, track_params_for
 from face_assets.core.vision.fused import FUSED, FusedEmbedder, landmarks_from_box
 from face_assets_tests.core_tests.test_correction import FACE, add_faces
 
@@ -112,3 +113,16 @@ def test_landmarks_guessed_from_a_box_fall_where_a_frontal_face_has_them() -> No
     assert left_eye[0] < nose[0] < right_eye[0] and left_eye[1] == right_eye[1] < nose[1] < mouth_left[1]
     assert nose[0] == pytest.approx(150.0) and mouth_left[1] == mouth_right[1]
     assert ((points >= 100) & (points <= 300)).all()
+
+
+def test_two_people_one_after_the_other_in_a_fused_library_are_two_tracks() -> None:
+    """Different people are nearer in the fused space: two faces at one spot 0.8 alike (a pair of
+    strangers there, one face's frames in FaceNet's) are not followed as one face."""
+    first = np.zeros(FUSED_DIM, np.float32)
+    first[0] = 1.0
+    second = np.zeros(FUSED_DIM, np.float32)
+    second[:2] = (0.8, 0.6)  # cosine 0.8 with the first
+    times, boxes = np.array([0.0, 0.5]), np.array([[10.0, 10.0, 60.0, 60.0]] * 2)
+    vectors = np.stack([first, second])
+    assert len(set(face_tracks(times, boxes, vectors, track_params_for(FusedEmbedder.name)))) == 2
+    assert len(set(face_tracks(times, boxes, vectors, track_params_for("facenet-20180402-114759")))) == 1
