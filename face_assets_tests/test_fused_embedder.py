@@ -69,7 +69,7 @@ def test_faces_embedded_at_detection_and_by_the_embedding_step_agree(
     reads the face's landmarks back from the database; a face stored without landmarks (a
     legacy tool's) is aligned by its box and still embeds as the same person."""
     store = two_people
-    embedder = FusedEmbedder(models_dir)
+    embedder = FusedEmbedder(FaceNetEmbedder(models_dir))
     detect_faces(store, make_detector("retinaface-mobilenet", models_dir), embedder=embedder)
     at_detection = store.face_embeddings()
     assert at_detection.vectors.shape == (len(at_detection.face_ids), FUSED_DIM)
@@ -102,7 +102,7 @@ def test_a_facenet_library_moves_to_the_fused_embedder_with_its_persons_and_name
     correction.rename_person(store, persons[0], "Ada")
     before = {f.id: person for person, members in store.faces_by_person().items() for f in members}
 
-    run = embed_faces(store, FusedEmbedder(models_dir))
+    run = embed_faces(store, FusedEmbedder(FaceNetEmbedder(models_dir)))
     assert run.switched == run.faces == len(store.face_embeddings().face_ids) > 0
     library = store.face_embeddings()
     assert library.vectors.shape[1] == FUSED_DIM and store.other_embedding_model(FusedEmbedder.name) is None

@@ -43,6 +43,15 @@ def sums(store: FaceStore) -> dict[int, tuple[np.ndarray, int]]:
         return {r.Id: (decode_embedding(r.EmbeddingSum), r.EmbeddingCount) for r in conn.execute(query)}
 
 
+def assert_sums_as_recomputed(store: FaceStore) -> None:
+    """Every person's stored sum and count are those its faces give now."""
+    stored = sums(store)
+    with store.engine.begin() as conn:
+        recompute_person_sums(conn)
+    for person, (total, count) in sums(store).items():
+        assert stored[person][1] == count and np.allclose(stored[person][0], total, atol=1e-5)
+
+
 @pytest.fixture
 def library(db_url: str, tmp_path: Path):
     """Four persons of the stub model, one named, one face moved, one rejected; and a tuned model."""
@@ -100,11 +109,7 @@ def test_a_switch_killed_halfway_resumes_and_keeps_every_name_and_correction(lib
         assert np.allclose(decode_embedding(embedding), expected, atol=1e-6)
         assert (person, rejected) == before[face][3:]  # persons, moves and rejections kept
     assert {p.id: p.name for p in correction.list_persons(store)} == names
-    stored = sums(store)
-    with store.engine.begin() as conn:
-        recompute_person_sums(conn)
-    for person, (total, count) in sums(store).items():
-        assert stored[person][1] == count and np.allclose(stored[person][0], total, atol=1e-5)
+    assert_sums_as_recomputed(store)
 
 
 def test_switching_back_restores_the_base_models_embeddings_exactly(library) -> None:
@@ -137,8 +142,4 @@ def test_another_base_models_faces_are_embedded_again_from_their_photos(library,
     assert np.allclose(decode_embedding(after[first][0]), expected, atol=1e-6)
     assert {face: f[3:] for face, f in after.items()} == {face: f[3:] for face, f in before.items()}
     assert {p.id: p.name for p in correction.list_persons(store)} == names
-    stored = sums(store)
-    with store.engine.begin() as conn:
-        recompute_person_sums(conn)
-    for person, (total, count) in sums(store).items():
-        assert stored[person][1] == count and np.allclose(stored[person][0], total, atol=1e-5)
+    assert_sums_as_recomputed(store)

@@ -104,7 +104,7 @@ def make_embedder(
     if name in ("facenet-20180402", FaceNetEmbedder.name):
         return FaceNetEmbedder(models_dir, batch_size=batch_size, fetch=fetch, engine=engine)
     if name in (FUSED, FusedEmbedder.name):
-        return FusedEmbedder(models_dir, batch_size=batch_size, fetch=fetch, engine=engine)
+        return FusedEmbedder(FaceNetEmbedder(models_dir, batch_size=batch_size, fetch=fetch, engine=engine))
     if name == STUB:
         return StubEmbedder()
     raise ValueError(f"unknown embedder {name!r}; choose facenet-20180402, {FUSED} or stub")

@@ -12,13 +12,11 @@ FaceNet's 0.882, for 3.4 ms more per face.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 from numpy.typing import NDArray
 
 from face_assets.core.clustering.vectors import l2_normalize
-from face_assets.core.settings import DEFAULT_EMBEDDING_BATCH, DEFAULT_ENGINE
 from face_assets.core.vision.dlib_resnet import CHIP_SIZE, chip, resnet_onnx
 from face_assets.core.vision.embedding import FaceNetEmbedder
 from face_assets.core.vision.engines import Runner, onnxruntime_runner
@@ -59,23 +57,16 @@ class FusedEmbedder(LazyModel):
     dim = FaceNetEmbedder.dim + DLIB_DIM
     input_px = FaceNetEmbedder.input_px
 
-    def __init__(
-        self,
-        models_dir: Path,
-        batch_size: int = DEFAULT_EMBEDDING_BATCH,
-        fetch: bool = True,
-        engine: str = DEFAULT_ENGINE,
-    ) -> None:
+    def __init__(self, facenet: FaceNetEmbedder) -> None:
+        """Beside `facenet`, from its models folder and with its batch size; dlib's network runs
+        under ONNX Runtime whatever FaceNet's engine (it has no TensorFlow form)."""
         super().__init__()
-        self.facenet = FaceNetEmbedder(models_dir, batch_size=batch_size, fetch=fetch, engine=engine)
-        self.models_dir = Path(models_dir)
-        self.batch_size = batch_size
-        self.fetch = fetch
+        self.facenet = facenet
+        self.models_dir, self.batch_size, self.fetch = facenet.models_dir, facenet.batch_size, facenet.fetch
         self._dlib: Runner | None = None
 
     def _load(self) -> None:
         self.facenet.load()
-        # ONNX Runtime whatever the engine: dlib's network has no TensorFlow form.
         self._dlib = onnxruntime_runner(resnet_onnx(self.models_dir, fetch=self.fetch))
 
     def cut(
