@@ -3,7 +3,7 @@
     python scripts/benchmark_scale.py [--sizes 10000 100000 1000000] [--match-sizes 100000 1000000]
                                       [--backends sqlite postgresql] [--repeats 3] [--json PATH]
                                       [--batch-run-sizes 100000 1000000] [--skew 8 5 4 3 3]
-                                      [--poor 10] [--knobs vote_slack=2 merge_link=-1]
+                                      [--poor 10] [--knobs vote_slack=2 merge_link=-1] [--space fused]
 
 Synthetic embeddings shaped like real ones. Persons are drawn with Zipf-like sizes (a few with
 thousands of faces, most with a handful, many strangers seen once); each face is its person's
@@ -19,7 +19,10 @@ thumbnail sharpness drawn as poor_faces.py measured it on sharp and on poor face
 clustering leaves out those the product's gate does (ClusterParams.min_sharpness; `--knobs
 min_sharpness=0` to see the library without it).
 `--knobs` gives clustering parameters other values than their defaults (ClusterParams' field
-names), to see what a knob does at scale on the same data.
+names), to see what a knob does at scale on the same data. `--space fused` shapes the library
+like FaceNet fused with dlib's ResNet instead (FACE_ASSETS_EMBEDDER=facenet+dlib: 640-d, fitted
+to the same tuning set's fused figures, TUNING_SET_FUSED) and clusters and matches with that
+embedder's defaults (FUSED_DEFAULTS); its poor faces are not fitted, so `--poor` refuses it.
 
 Clustering: `plan_persons` on a library with no persons yet (the first, largest clustering),
 in a fresh process per run for its peak memory (median of `--repeats` runs up to 100 000
@@ -127,26 +130,15 @@ FACENET = Space(
     "facenet", "facenet", "synthetic", DIM, COMMON, CENTRE_SPECTRUM, NOISE_SPECTRUM, NOISE, NOISE_SPREAD,
     TUNING_SET, (POOR_NOISE, POOR_COMMON),
 )  # fmt: skip
-SPACES = {
-    "facenet": FACENET,
-    # Fitted by `--fit-space fused` (fit_space, from 0.87, 1.05, 0.9, 0.33, 0.35) to
-    # TUNING_SET_FUSED: a large common part, and a face's noise spread flatter than the centres'
-    # (diff_std and means_std pull apart otherwise). Poor faces are not fitted: that would need
-    # dlib run on the tuning set shrunk 8-fold, and --poor refuses the space.
-    "fused": Space(
-        "fused",
-        "facenet+dlib",
-        "synthetic+dlib",
-        640,
-        0.883,
-        1.064,
-        0.416,
-        0.35,
-        0.318,
-        TUNING_SET_FUSED,
-        None,
-    ),
-}
+# Fitted by `--fit-space fused` (fit_space, from 0.87, 1.05, 0.9, 0.33, 0.35) to TUNING_SET_FUSED:
+# a large common part, and a face's noise spread flatter than the centres' (diff_std and
+# means_std pull apart otherwise). Poor faces are not fitted: that would need dlib run on the
+# tuning set shrunk 8-fold, and --poor refuses the space.
+FUSED = Space(
+    "fused", "facenet+dlib", "synthetic+dlib", dim=640, common=0.883, centre_spectrum=1.064,
+    noise_spectrum=0.416, noise=0.35, noise_spread=0.318, tuning_set=TUNING_SET_FUSED, poor=None,
+)  # fmt: skip
+SPACES = {space.name: space for space in (FACENET, FUSED)}
 
 
 def _spectrum(exponent: float, dim: int = DIM) -> np.ndarray:

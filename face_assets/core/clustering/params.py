@@ -158,10 +158,11 @@ class ClusterParams:
         return self
 
 
-# The embedder FaceNet fused with dlib's ResNet (core/vision/fused.py) has cosines of its own:
-# a different person's face is 0.1-0.2 nearer than in FaceNet's space, so every threshold is
-# its own, chosen by the same sweep on the fused vectors (scripts/sweep_clustering.py --fused
-# 0.8, docs/persons.md); the knobs that are distances shrink with the cosines' spread (x 0.34).
+# The embedder FaceNet fused with dlib's ResNet (core/vision/fused.py) has cosines of its own
+# (on the tuning set, different people 0.69 on average against FaceNet's 0.08, one person's
+# faces 0.90 against 0.71), so every threshold is its own, chosen by the same sweep on the fused
+# vectors (scripts/sweep_clustering.py --fused 0.8, docs/persons.md); the knobs that are
+# distances shrink with the cosines' spread (x 0.34).
 FUSED_DEFAULTS: dict[str, float] = {
     "match_threshold": 0.921,
     "vote_threshold": 0.854,
@@ -171,6 +172,10 @@ FUSED_DEFAULTS: dict[str, float] = {
     "merge_link": 0.824,
     "vote_slack": 0.086,
     "match_rise": 0.02,
+    # The other algorithms' bars, not swept: moved to where they let in as many different
+    # people's pairs as FaceNet's (scripts/compare_embedders.py, same_share_threshold).
+    "link_threshold": 0.84,
+    "eps": 0.176,  # a cosine distance: similarity 0.824, as FaceNet's 0.5
 }
 
 
