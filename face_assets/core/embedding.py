@@ -66,11 +66,15 @@ def switch_model(store: FaceStore, embedder: FaceEmbedder, batch: int = SWITCH_B
         while rows := store.faces_of_other_models(target, batch):
             ids, bases, again = [], [], []
             for face_id, model, embedding, base_embedding in rows:
-                vector = None
+                stored = None
                 if model == base:
-                    vector = decode_embedding(embedding)
-                elif model is not None and model.startswith(base + MARK) and base_embedding is not None:
-                    vector = decode_embedding(base_embedding)
+                    stored = embedding
+                elif model is not None and model.startswith(base + MARK):
+                    stored = base_embedding
+                try:
+                    vector = decode_embedding(stored)
+                except ValueError:
+                    vector = None  # unreadable: as good as none
                 if vector is None or vector.shape != (base_of(embedder).dim,):
                     again.append(face_id)  # not computable from what is stored: from its photo
                     continue

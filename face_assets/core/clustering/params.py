@@ -167,7 +167,7 @@ FUSED_DEFAULTS: dict[str, float] = {
     "match_threshold": 0.921,
     "vote_threshold": 0.854,
     "pair_threshold": 0.86,
-    "merge_threshold": 0.92,
+    "merge_threshold": 0.94,
     "split_threshold": 0.92,
     "merge_link": 0.824,
     "vote_slack": 0.086,

@@ -22,7 +22,7 @@ from face_assets.core.vision.embedding import FaceNetEmbedder
 from face_assets.core.vision.engines import Runner, onnxruntime_runner
 from face_assets.core.vision.lazy import LazyModel
 from face_assets.core.vision.transforms import embedding_crop
-from face_assets.core.vision.types import EmbeddingArray, RGBImage
+from face_assets.core.vision.types import EmbeddingArray, Landmarks, RGBImage
 
 FUSED = "facenet+dlib"  # the setting
 DLIB_WEIGHT = 0.8  # dlib's share of the fused cosine: the best of 0.5-0.9 at 1e-4 and 1e-5
@@ -43,6 +43,7 @@ def fuse(
 
 
 def landmarks_from_box(box_xyxy: Sequence[float]) -> NDArray[np.float64]:
+    """The five landmarks where a face in this box has them, most likely (LANDMARKS_IN_BOX)."""
     x1, y1, x2, y2 = (float(v) for v in box_xyxy[:4])
     return np.array([x1, y1]) + LANDMARKS_IN_BOX * np.array([x2 - x1, y2 - y1])
 
@@ -70,7 +71,7 @@ class FusedEmbedder(LazyModel):
         self._dlib = onnxruntime_runner(resnet_onnx(self.models_dir, fetch=self.fetch))
 
     def cut(
-        self, image: RGBImage, box_xyxy: Sequence[float], landmarks: Sequence[Sequence[float]] | None
+        self, image: RGBImage, box_xyxy: Sequence[float], landmarks: Landmarks | None
     ) -> NDArray[np.float32]:
         points = np.asarray(landmarks, dtype=np.float64) if landmarks else landmarks_from_box(box_xyxy)
         crop = embedding_crop(image, tuple(box_xyxy), self.input_px)  # type: ignore[arg-type]
