@@ -16,7 +16,8 @@ from face_assets.core.errors import UserError
 
 # "stub": instant stand-ins that find squares of colour (core/vision/stub.py), for tests.
 DetectorName = Literal["retinaface-mobilenet", "retinaface-resnet50", "stub"]
-# A model tuned on the user's labels (`face-assets finetune`) is named after its base model:
+# "facenet+dlib": FaceNet fused with dlib's ResNet (core/vision/fused.py). A model tuned on the
+# user's labels (`face-assets finetune`) is named after its base model:
 # facenet-20180402-114759-tuned-<8 hex digits>, its files under the models folder's tuned/;
 # "tuned" is the one made last.
 EmbedderName = Annotated[
