@@ -278,9 +278,8 @@ class PersonsMixin(FencedWrites):
                 placed.append(row.PersonAssignedBy == "user" or bool(legacy_verified))
                 vectors.append(vector)
                 sharp.append(np.nan if row.Sharpness is None else row.Sharpness)
-        matrix = (
-            np.vstack(vectors) if vectors else np.zeros((0, EMBEDDING_DIM), np.float32)
-        )  # no faces: any width
+        # No faces: any width serves, nothing is compared.
+        matrix = np.vstack(vectors) if vectors else np.zeros((0, EMBEDDING_DIM), np.float32)
         return FaceEmbeddings(
             np.asarray(ids, dtype=np.int64), np.asarray(items, dtype=np.int64),
             np.asarray(persons, dtype=np.int64), np.asarray(clustered, dtype=bool),

@@ -51,21 +51,21 @@ FACENET_GRAPH = ModelFile(
     sha256="704afe26766ce6215931b0bde68650835be9518613d40ce101e641708c7d5c78",
 )
 
-_DLIB_MODELS = "face_recognition_models-0.3.0/face_recognition_models/models/"
-DLIB_RESNET = ModelFile(
-    name="dlib_face_recognition_resnet_model_v1.dat",
-    distribution="face_recognition_models==0.3.0",
-    member=_DLIB_MODELS + "dlib_face_recognition_resnet_model_v1.dat",
-    sha256="55533b28a95800a551ba546ba62fe69625c7e95a7061c338adffead08719da30",
-    sdist=True,
+
+def _dlib_model(name: str, sha256: str) -> ModelFile:
+    """A file of dlib's models, in the source archive face_recognition_models (no wheel)."""
+    folder = "face_recognition_models-0.3.0/face_recognition_models/models/"
+    return ModelFile(name, "face_recognition_models==0.3.0", folder + name, sha256, sdist=True)
+
+
+DLIB_RESNET = _dlib_model(
+    "dlib_face_recognition_resnet_model_v1.dat",
+    "55533b28a95800a551ba546ba62fe69625c7e95a7061c338adffead08719da30",
 )
 # dlib's own 5-point landmark predictor: only the measurement of dlib's own chips uses it.
-DLIB_LANDMARKS = ModelFile(
-    name="shape_predictor_5_face_landmarks.dat",
-    distribution="face_recognition_models==0.3.0",
-    member=_DLIB_MODELS + "shape_predictor_5_face_landmarks.dat",
-    sha256="c4b1e9804792707d3a405c2c16a80a20269e6675021f64a41d30fffafbc41888",
-    sdist=True,
+DLIB_LANDMARKS = _dlib_model(
+    "shape_predictor_5_face_landmarks.dat",
+    "c4b1e9804792707d3a405c2c16a80a20269e6675021f64a41d30fffafbc41888",
 )
 
 
